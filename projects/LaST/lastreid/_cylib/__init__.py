@@ -1,0 +1,1 @@
+"""Compiled copies of fastreid's Cython evaluators (built by setup.py)."""

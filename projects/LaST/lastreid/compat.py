@@ -1,0 +1,72 @@
+"""Shims that let fastreid 1.4.0 import and run on Python >= 3.10, torch 2.x and NumPy 2.
+
+Each shim fixes one measured breakage and is applied before fastreid is first imported;
+nothing in site-packages is modified.
+
+1. `from collections import Mapping` (fastreid/data/build.py, evaluation/testing.py):
+   the ABC aliases were removed from `collections` in Python 3.10.
+2. `from torch._six import string_classes` (fastreid/data/build.py): `torch._six` was
+   removed in torch 2.0.
+3. `np.bool` (fastreid/evaluation/rank.py, Python fallback): missing in NumPy 1.24-1.26;
+   NumPy 2 has it again.
+4. The Cython rank / ROC evaluators: fastreid compiles them with `make` inside its own
+   package folder on first use and calls `sys.exit(1)` when that fails. setup.py compiles
+   the same sources into `lastreid._cylib`; here they are registered under fastreid's
+   module names so that `fastreid.evaluation.rank.IS_CYTHON_AVAI` is True and no
+   evaluation ever runs `make`.
+"""
+import collections
+import collections.abc
+import importlib
+import sys
+import types
+
+import numpy as np
+
+_COLLECTIONS_ABCS = ("Mapping", "MutableMapping", "Sequence", "Iterable", "Callable")
+_CYTHON_MODULES = ("rank_cy", "roc_cy")
+
+
+def _patch_collections():
+    for name in _COLLECTIONS_ABCS:
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+
+
+def _patch_torch_six():
+    if "torch._six" in sys.modules:
+        return
+    try:
+        importlib.import_module("torch._six")
+    except ImportError:
+        six = types.ModuleType("torch._six")
+        six.string_classes = (str, bytes)
+        sys.modules["torch._six"] = six
+
+
+def _patch_numpy():
+    if not hasattr(np, "bool"):
+        np.bool = np.bool_
+
+
+def _register_cython_evaluators():
+    """Returns the names of the compiled modules that could not be found."""
+    missing = []
+    for name in _CYTHON_MODULES:
+        try:
+            module = importlib.import_module("lastreid._cylib." + name)
+        except ImportError:
+            missing.append(name)
+            continue
+        sys.modules["fastreid.evaluation.rank_cylib." + name] = module
+    return missing
+
+
+def cython_evaluator_available():
+    return "fastreid.evaluation.rank_cylib.rank_cy" in sys.modules
+
+
+_patch_collections()
+_patch_torch_six()
+_patch_numpy()
+MISSING_CYTHON_MODULES = _register_cython_evaluators()
