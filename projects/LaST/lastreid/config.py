@@ -1,0 +1,40 @@
+"""The config keys lastreid adds on top of fastreid's defaults."""
+from fastreid.config import CfgNode as CN
+
+
+def add_lastreid_config(cfg):
+    """Adds every key the project uses; call it right after `fastreid.config.get_cfg()`."""
+    _C = cfg
+
+    # Evaluation -------------------------------------------------------------------------
+    # Queries per block of the exact blocked evaluator (0: chosen from TEST.EVAL_MEMORY_MB).
+    _C.TEST.QUERY_BLOCK_SIZE = 0
+    # Memory budget, in MB, for one block of query x gallery distances.
+    _C.TEST.EVAL_MEMORY_MB = 512
+    # Datasets evaluated once after training with the best checkpoint (by the "metric"
+    # of the first of DATASETS.TESTS); e.g. train on LaSTVal selection, report LaST test.
+    _C.TEST.FINAL_TESTS = ()
+    # PRCC single-shot protocol: one random gallery image per identity, averaged over
+    # TRIALS seeded draws, reported beside the full-gallery numbers.
+    _C.TEST.SINGLE_SHOT = CN({"ENABLED": False})
+    _C.TEST.SINGLE_SHOT.TRIALS = 10
+    _C.TEST.SINGLE_SHOT.SEED = 0
+
+    # Checkpoints ------------------------------------------------------------------------
+    # Fine-tuning starts from MODEL.WEIGHTS without its classifier (the classes differ).
+    _C.MODEL.LOAD_CLASSIFIER = True
+    # Checkpoints are loaded with torch.load(weights_only=True); set this only for files
+    # you trust that need arbitrary pickles.
+    _C.MODEL.TRUST_CHECKPOINTS = False
+
+    # Data -------------------------------------------------------------------------------
+    # Skip (and count) images that cannot be decoded instead of stopping with an error.
+    _C.DATALOADER.SKIP_BAD_IMAGES = False
+
+    # CPU fast path ----------------------------------------------------------------------
+    # "auto", "on" or "off". auto: on for a CPU with native bfloat16, off otherwise
+    # (channels-last stays off on CUDA under auto until measured on a GPU).
+    _C.MODEL.CHANNELS_LAST = "auto"
+    # bfloat16 autocast on CPU ("auto", "on", "off"); SOLVER.AMP.ENABLED stays fp16 on CUDA.
+    _C.MODEL.CPU_BF16 = "auto"
+    return cfg
