@@ -1,0 +1,152 @@
+"""The project's Trainer: fast-reid's DefaultTrainer with a CPU path and our evaluator.
+
+On CUDA everything stays fast-reid's own (DataLoaderX prefetching onto the GPU, AMPTrainer,
+DDP through `fastreid.engine.launch`). fastreid has no CPU path: DataLoaderX creates a
+`torch.cuda.Stream` in its constructor and AMPTrainer asserts CUDA, so on CPU the loaders
+are plain `torch.utils.data.DataLoader`s over the same datasets, samplers and collate
+function, and training runs without AMP.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+from fastreid.data import build as fastreid_build
+from fastreid.data import samplers
+from fastreid.data.common import CommDataset
+from fastreid.data.transforms import build_transforms
+from fastreid.engine import DefaultTrainer
+from fastreid.utils import comm
+
+from .checkpoint import Checkpointer, backbone_loaded
+from .datasets import build_dataset
+from .evaluation import BlockedReidEvaluator
+
+logger = logging.getLogger(__name__)
+
+
+def on_cpu(cfg):
+    return torch.device(cfg.MODEL.DEVICE).type == "cpu"
+
+
+def resolve_device(cfg):
+    """Falls back to the CPU (and turns fp16 AMP off) when CUDA is asked for but absent.
+
+    Call it on an unfrozen cfg before the model is built.
+    """
+    if not on_cpu(cfg) and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    if on_cpu(cfg) and cfg.SOLVER.AMP.ENABLED:
+        logger.info("SOLVER.AMP.ENABLED is fp16 AMP for CUDA: turned off on the CPU")
+        cfg.SOLVER.AMP.ENABLED = False
+    return cfg
+
+
+def _loader(cfg, dataset, batch_sampler, num_workers):
+    """fastreid's own DataLoaderX on CUDA; a plain DataLoader with the same pieces on CPU."""
+    kwargs = dict(
+        dataset=dataset,
+        batch_sampler=batch_sampler,
+        num_workers=num_workers,
+        collate_fn=fastreid_build.fast_batch_collator,
+    )
+    if on_cpu(cfg):
+        return torch.utils.data.DataLoader(**kwargs)
+    return fastreid_build.DataLoaderX(comm.get_local_rank(), pin_memory=True, **kwargs)
+
+
+def build_train_set(cfg, names=None):
+    items = []
+    for name in names or cfg.DATASETS.NAMES:
+        data = build_dataset(name, combineall=cfg.DATASETS.COMBINEALL)
+        if comm.is_main_process():
+            data.show_train()
+        items.extend(data.train)
+    return CommDataset(items, build_transforms(cfg, is_train=True), relabel=True)
+
+
+def build_test_set(cfg, dataset_name):
+    """Returns (dataset of query + gallery items, number of queries)."""
+    data = build_dataset(dataset_name)
+    if comm.is_main_process():
+        data.show_test()
+    test_set = CommDataset(data.query + data.gallery, build_transforms(cfg, is_train=False), relabel=False)
+    return test_set, len(data.query)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer that builds CPU loaders when needed, evaluates with the blocked
+    exact evaluator, saves checkpoints atomically and, after training, tests the best
+    checkpoint on TEST.FINAL_TESTS."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        logger.info("Prepare training set")
+        train_set = build_train_set(cfg)
+        # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process).
+        sampler = fastreid_build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
+        batch_size = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        batch_sampler = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
+        return _loader(cfg, train_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        test_set, num_query = build_test_set(cfg, dataset_name)
+        batch_size = cfg.TEST.IMS_PER_BATCH // comm.get_world_size()
+        batch_sampler = torch.utils.data.BatchSampler(
+            samplers.InferenceSampler(len(test_set)), batch_size, drop_last=False
+        )
+        return _loader(cfg, test_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS), num_query
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_dir=None):
+        data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
+        evaluator = BlockedReidEvaluator(
+            cfg, num_query, output_dir, num_items=len(data_loader.dataset)
+        )
+        return data_loader, evaluator
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ builds fastreid's plain Checkpointer and then calls this;
+        # swap in ours before the checkpoint hook captures it.
+        old = self.checkpointer
+        self.checkpointer = Checkpointer(
+            old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
+        )
+        return super().build_hooks()
+
+    def train(self):
+        results = super().train()
+        if self.cfg.TEST.FINAL_TESTS:
+            self.final_results = self.test_best_checkpoint()
+        return results
+
+    def test_best_checkpoint(self):
+        """Loads model_best.pth (else the final weights in memory) and evaluates it on
+        TEST.FINAL_TESTS."""
+        best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        if os.path.isfile(best):
+            logger.info("Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS))
+            Checkpointer(model).load(best)
+        else:
+            logger.warning("No model_best.pth in %s: testing the final weights", self.cfg.OUTPUT_DIR)
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.DATASETS.TESTS = tuple(cfg.TEST.FINAL_TESTS)
+        return self.test(cfg, self.model)
+
+
+def evaluate_weights(cfg):
+    """--eval-only: builds the model, loads MODEL.WEIGHTS and tests it on DATASETS.TESTS.
+    Refuses to report numbers for a model whose backbone did not load."""
+    model = Trainer.build_model(cfg)
+    checkpointer = Checkpointer(model, trust=cfg.MODEL.TRUST_CHECKPOINTS)
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    if not backbone_loaded(checkpointer.last_load_report):
+        raise RuntimeError(
+            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: no backbone weights fit this model "
+            "(see the key report above); refusing to evaluate random features"
+        )
+    return Trainer.test(cfg, model)
