@@ -111,8 +111,8 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer.__init__ builds fastreid's plain Checkpointer and then calls this;
         # swap in ours before the checkpoint hook captures it.
         old = self.checkpointer
-        self.checkpointer = Checkpointer(
-            old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
+        self.checkpointer = Checkpointer.from_config(
+            self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
         )
         return super().build_hooks()
 
@@ -129,7 +129,7 @@ class Trainer(DefaultTrainer):
         model = self.model.module if hasattr(self.model, "module") else self.model
         if os.path.isfile(best):
             logger.info("Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS))
-            Checkpointer(model).load(best)
+            Checkpointer.from_config(self.cfg, model).load(best)
         else:
             logger.warning("No model_best.pth in %s: testing the final weights", self.cfg.OUTPUT_DIR)
         cfg = self.cfg.clone()
@@ -142,7 +142,7 @@ def evaluate_weights(cfg):
     """--eval-only: builds the model, loads MODEL.WEIGHTS and tests it on DATASETS.TESTS.
     Refuses to report numbers for a model whose backbone did not load."""
     model = Trainer.build_model(cfg)
-    checkpointer = Checkpointer(model, trust=cfg.MODEL.TRUST_CHECKPOINTS)
+    checkpointer = Checkpointer.from_config(cfg, model)
     checkpointer.load(cfg.MODEL.WEIGHTS)
     if not backbone_loaded(checkpointer.last_load_report):
         raise RuntimeError(
