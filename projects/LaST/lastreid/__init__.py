@@ -4,3 +4,4 @@ Importing this package first patches the few things fastreid 1.4.0 needs on a cu
 Python / PyTorch / NumPy (see `lastreid.compat`), then registers the datasets.
 """
 from . import compat  # noqa: F401  (must run before anything imports fastreid)
+from . import datasets  # noqa: F401

@@ -1,0 +1,110 @@
+"""PRCC: a clothes-changing benchmark recorded by three cameras.
+
+Reference:
+    Yang et al. Person Re-identification by Contour Sketch under Moderate Clothing
+    Change. TPAMI, 2019.
+
+Layout (under ``<root>/prcc/rgb/``)::
+
+    train/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg     (camera = the name's first letter)
+    val/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg       (not used by the datasets below)
+    test/A/<pid>/*.jpg   test/B/<pid>/*.jpg   test/C/<pid>/*.jpg
+
+Cameras A and B see a person in the same clothes; camera C sees another outfit.
+
+Documented statistics:
+    - train: 150 ids / 17,896 images
+    - test: 71 ids; A 3,384, B 3,873, C 3,543 images
+
+Registered datasets (camids A=0, B=1, C=2):
+    - ``PRCC``: train on ``train/``; cross-clothes test, query ``test/C``, gallery ``test/A``.
+    - ``PRCCSameClothes``: test only; query ``test/B``, gallery ``test/A``.
+
+Clothes keys ``"<pid>_<outfit>"`` (outfit 0 for A/B, 1 for C) are kept in
+``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits.
+"""
+import os
+
+from fastreid.data.datasets import DATASET_REGISTRY
+from fastreid.data.datasets.bases import ImageDataset
+
+from .common import DatasetLayoutError, list_images, parse_int, require_dir
+
+__all__ = ["PRCC", "PRCCSameClothes", "CAMERAS"]
+
+CAMERAS = {"A": 0, "B": 1, "C": 2}
+OUTFIT_OF_CAMERA = {"A": 0, "B": 0, "C": 1}
+LAYOUT = (
+    "<root>/prcc/rgb/ with train/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg "
+    "and test/{A,B,C}/<pid>/*.jpg"
+)
+TRAIN_NAME_FORMAT = "train/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg with an integer <pid> folder"
+
+
+def _pid_from_folder(path, expected):
+    return parse_int(os.path.basename(os.path.dirname(path)), path, expected, "person id folder")
+
+
+def parse_prcc_train_path(path):
+    """Returns (pid, camera letter) of a train/val image, e.g. (7, "C")."""
+    pid = _pid_from_folder(path, TRAIN_NAME_FORMAT)
+    prefix, sep, _ = os.path.basename(path).partition("_")
+    if not sep or prefix not in CAMERAS:
+        raise DatasetLayoutError("cannot parse the PRCC camera prefix of", path, TRAIN_NAME_FORMAT)
+    return pid, prefix
+
+
+class _PRCCBase(ImageDataset):
+    dataset_dir = "prcc/rgb"
+    dataset_name = "PRCC"
+    has_train = True
+    query_camera = "C"
+    gallery_camera = "A"
+
+    def __init__(self, root="datasets", **kwargs):
+        self.root = root
+        self.dataset_dir = require_dir(os.path.join(root, "prcc", "rgb"), LAYOUT)
+
+        train, self.train_clothes = [], []
+        if self.has_train:
+            train, self.train_clothes = self._train_items()
+        query, self.query_clothes = self._test_items(self.query_camera)
+        gallery, self.gallery_clothes = self._test_items(self.gallery_camera)
+
+        super().__init__(train, query, gallery, **kwargs)
+        if self.combineall:  # keep train_clothes parallel to the combined train list
+            self.train_clothes = self.train_clothes + self.query_clothes + self.gallery_clothes
+
+    def _train_items(self):
+        items, clothes = [], []
+        for path in list_images(os.path.join(self.dataset_dir, "train"), LAYOUT, recursive=True):
+            pid, camera = parse_prcc_train_path(path)
+            items.append((path, f"{self.dataset_name}_{pid}", f"{self.dataset_name}_{CAMERAS[camera]}"))
+            clothes.append(f"{pid}_{OUTFIT_OF_CAMERA[camera]}")
+        return items, clothes
+
+    def _test_items(self, camera):
+        # The camera comes from the folder; test image names are not parsed.
+        directory = os.path.join(self.dataset_dir, "test", camera)
+        items, clothes = [], []
+        for path in list_images(directory, LAYOUT, recursive=True):
+            pid = _pid_from_folder(path, LAYOUT)
+            items.append((path, pid, CAMERAS[camera]))
+            clothes.append(f"{pid}_{OUTFIT_OF_CAMERA[camera]}")
+        return items, clothes
+
+
+@DATASET_REGISTRY.register()
+class PRCC(_PRCCBase):
+    """PRCC cross-clothes protocol: query test/C, gallery test/A (module docstring)."""
+
+    dataset_name = "PRCC"
+
+
+@DATASET_REGISTRY.register()
+class PRCCSameClothes(_PRCCBase):
+    """PRCC same-clothes protocol, test only: query test/B, gallery test/A."""
+
+    dataset_name = "PRCCSameClothes"
+    has_train = False
+    query_camera = "B"

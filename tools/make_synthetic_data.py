@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Writes synthetic LaST / PRCC / Celeb-reID trees (see lastreid/synthetic.py).
+
+    python tools/make_synthetic_data.py --root datasets --preset default
+    python tools/make_synthetic_data.py --root /tmp/d --datasets last --train-ids 20
+
+A dataset folder written by an earlier run is replaced; any other existing, non-empty
+dataset folder is left alone and the command fails.
+"""
+import argparse
+import json
+import sys
+
+from lastreid import synthetic
+
+SIZE_FLAGS = sorted({key for preset in synthetic.PRESETS.values() for sizes in preset.values() for key in sizes})
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="datasets root (FASTREID_DATASETS)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datasets", nargs="+", choices=synthetic.DATASETS, default=list(synthetic.DATASETS))
+    parser.add_argument("--preset", choices=sorted(synthetic.PRESETS), default="default")
+    for key in SIZE_FLAGS:
+        parser.add_argument("--" + key.replace("_", "-"), dest=key, type=int,
+                            help="override the preset's %s (datasets that have it)" % key)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    sizes = {key: getattr(args, key) for key in SIZE_FLAGS if getattr(args, key) is not None}
+    try:
+        counts = synthetic.write_all(args.root, args.preset, args.seed, tuple(args.datasets), **sizes)
+    except (FileExistsError, TypeError, ValueError) as error:
+        sys.exit(f"make_synthetic_data: {error}")
+    for dataset, splits in counts.items():
+        print(f"{dataset}: " + json.dumps(splits))
+    print(f"wrote under {args.root} (preset {args.preset}, seed {args.seed})")
+
+
+if __name__ == "__main__":
+    main()
