@@ -129,7 +129,7 @@ class Trainer(DefaultTrainer):
         model = self.model.module if hasattr(self.model, "module") else self.model
         if os.path.isfile(best):
             logger.info("Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS))
-            Checkpointer.from_config(self.cfg, model).load(best)
+            Checkpointer(model).load(best)  # our own file: weights-only, full model
         else:
             logger.warning("No model_best.pth in %s: testing the final weights", self.cfg.OUTPUT_DIR)
         cfg = self.cfg.clone()
