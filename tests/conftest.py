@@ -12,3 +12,37 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     synthetic.write_all(str(root), preset="tiny", seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def default_root(tmp_path_factory):
+    """The `default` synthetic preset (the demo's data) of all three datasets, seed 0."""
+    root = tmp_path_factory.mktemp("datasets_default")
+    synthetic.write_all(str(root), preset="default", seed=0)
+    return root
+
+
+# Overrides that make BoT small enough for a few CPU seconds per epoch: ResNet-18 at 64x32,
+# no ImageNet file, every epoch evaluated and checkpointed.
+FAST_CPU_OPTS = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", "512",
+    "INPUT.SIZE_TRAIN", "[64, 32]",
+    "INPUT.SIZE_TEST", "[64, 32]",
+    "INPUT.PADDING.SIZE", "4",
+    "SOLVER.IMS_PER_BATCH", "32",
+    "SOLVER.WARMUP_ITERS", "10",
+    "SOLVER.STEPS", "[100]",
+    "SOLVER.CHECKPOINT_PERIOD", "1",
+    "TEST.EVAL_PERIOD", "1",
+    "TEST.IMS_PER_BATCH", "64",
+    "DATALOADER.NUM_WORKERS", "0",
+    "CUDNN_BENCHMARK", "False",
+]
+
+
+@pytest.fixture
+def fast_cpu_opts():
+    return list(FAST_CPU_OPTS)

@@ -9,10 +9,10 @@
 Any `KEY VALUE` pairs after the flags override the config, as in fast-reid.
 """
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.engine import default_argument_parser, default_setup, launch
+from fastreid.engine import default_argument_parser, launch
 
 from lastreid.config import build_cfg
-from lastreid.engine import Trainer, evaluate_weights
+from lastreid.engine import Trainer, default_setup, evaluate_weights
 
 
 def main(args):

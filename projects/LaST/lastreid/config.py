@@ -51,11 +51,18 @@ def build_cfg(config_file="", opts=(), eval_only=False):
     from .engine import resolve_device
 
     cfg = add_lastreid_config(get_cfg())
-    if config_file:
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"config file {config_file} does not exist")
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
+    if config_file and not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    # yacs reports an unknown key with a bare AssertionError; name where it came from.
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+    except AssertionError as e:
+        raise KeyError(f"{config_file}: {e}") from None
+    try:
+        cfg.merge_from_list(list(opts or []))
+    except AssertionError as e:
+        raise KeyError(f"command line: {e}") from None
     if eval_only:
         cfg.MODEL.BACKBONE.PRETRAIN = False  # the weights come from MODEL.WEIGHTS
     resolve_device(cfg)

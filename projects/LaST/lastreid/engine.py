@@ -6,9 +6,9 @@ DDP through `fastreid.engine.launch`). fastreid has no CPU path: DataLoaderX cre
 are plain `torch.utils.data.DataLoader`s over the same datasets, samplers and collate
 function, and training runs without AMP.
 """
+import json
 import logging
 import os
-from collections import OrderedDict
 
 import torch
 from fastreid.data import build as fastreid_build
@@ -16,7 +16,11 @@ from fastreid.data import samplers
 from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
+from fastreid.engine import default_setup as fastreid_default_setup
+from fastreid.solver import build_optimizer
 from fastreid.utils import comm
+from fastreid.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
+from fastreid.utils.logger import setup_logger
 
 from .checkpoint import Checkpointer, backbone_loaded
 from .datasets import build_dataset
@@ -41,6 +45,35 @@ def resolve_device(cfg):
         logger.info("SOLVER.AMP.ENABLED is fp16 AMP for CUDA: turned off on the CPU")
         cfg.SOLVER.AMP.ENABLED = False
     return cfg
+
+
+class MetricsWriter(JSONWriter):
+    """fastreid's JSONWriter skips every scalar whose iteration is not newer than the last
+    line written, so the evaluation after the last epoch (same iteration as the last
+    training step) never reaches metrics.json. This one remembers the last iteration
+    written per key."""
+
+    def __init__(self, json_file, window_size=20):
+        super().__init__(json_file, window_size)
+        self._written = {}
+
+    def write(self):
+        new = {}
+        for key, (value, itr) in get_event_storage().latest_with_smoothing_hint(self._window_size).items():
+            if itr > self._written.get(key, -1):
+                new.setdefault(itr, {})[key] = value
+                self._written[key] = itr
+        for itr in sorted(new):
+            self._file_handle.write(json.dumps(dict(new[itr], iteration=itr), sort_keys=True) + "\n")
+        self._file_handle.flush()
+        os.fsync(self._file_handle.fileno())
+
+
+def default_setup(cfg, args):
+    """fast-reid's default_setup (output folder, logs, config dump, seeding), plus a log
+    handler for our own `lastreid.*` loggers, which fast-reid's setup does not cover."""
+    fastreid_default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="lastreid", abbrev_name="lastreid")
 
 
 def _loader(cfg, dataset, batch_sampler, num_workers):
@@ -107,6 +140,14 @@ class Trainer(DefaultTrainer):
         )
         return data_loader, evaluator
 
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # fastreid's default packs the parameters into one ContiguousParams buffer. Since
+        # torch 2.0 `optimizer.zero_grad()` sets that buffer's .grad to None while the
+        # per-parameter grads keep accumulating into views of the old buffer, so the
+        # optimizer never sees a gradient and nothing trains. Plain parameters avoid it.
+        return build_optimizer(cfg, model, contiguous=False)
+
     def build_hooks(self):
         # DefaultTrainer.__init__ builds fastreid's plain Checkpointer and then calls this;
         # swap in ours before the checkpoint hook captures it.
@@ -115,6 +156,13 @@ class Trainer(DefaultTrainer):
             self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
         )
         return super().build_hooks()
+
+    def build_writers(self):
+        return [
+            CommonMetricPrinter(self.max_iter),
+            MetricsWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
 
     def train(self):
         results = super().train()

@@ -1,0 +1,130 @@
+"""A short BoT run on synthetic LaST, on the CPU: it learns, writes checkpoints and metrics,
+its best checkpoint evaluates to the same numbers with --eval-only, and --resume continues it."""
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from lastreid.config import build_cfg
+from lastreid.engine import Trainer, default_setup, evaluate_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+EPOCHS = 4
+
+
+def make_cfg(opts, output_dir, epochs, **kw):
+    return build_cfg(CONFIG, opts + ["SOLVER.MAX_EPOCH", str(epochs), "OUTPUT_DIR", str(output_dir)], **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(default_root, tmp_path_factory):
+    """Trains once for the module; returns the run's folder, the config and results."""
+    from conftest import FAST_CPU_OPTS
+
+    os.environ["FASTREID_DATASETS"] = str(default_root)
+    output = tmp_path_factory.mktemp("bot_run")
+    cfg = make_cfg(FAST_CPU_OPTS, output, EPOCHS)
+    default_setup(cfg, SimpleNamespace(eval_only=False, config_file=CONFIG))
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    test_cfg = cfg.clone()
+    test_cfg.defrost()
+    test_cfg.DATASETS.TESTS = ("LaST",)
+    before = Trainer.test(test_cfg, trainer.model)
+    trainer.train()
+    return SimpleNamespace(output=output, cfg=cfg, before=before, after=trainer.final_results)
+
+
+def read_metrics(output):
+    with open(os.path.join(output, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_training_raises_map_clearly(trained):
+    assert trained.after["mAP"] > trained.before["mAP"] + 10, (trained.before, trained.after)
+    assert trained.after["Rank-1"] >= trained.before["Rank-1"]
+
+
+def test_run_writes_checkpoints_and_metrics(trained):
+    files = set(os.listdir(trained.output))
+    assert {"model_final.pth", "model_best.pth", "last_checkpoint", "metrics.json", "config.yaml"} <= files
+    assert {f"model_{e:04d}.pth" for e in range(EPOCHS - 1)} <= files
+    with open(os.path.join(trained.output, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    evaluated = [m for m in read_metrics(trained.output) if "metric" in m]
+    assert len(evaluated) == EPOCHS  # LaSTVal after every epoch
+    assert all(0 <= m["mAP"] <= 100 for m in evaluated)
+
+
+def test_eval_only_reproduces_the_final_numbers(trained):
+    best = os.path.join(trained.output, "model_best.pth")
+    cfg = build_cfg(CONFIG, ["MODEL.WEIGHTS", best, "DATASETS.TESTS", '("LaST",)']
+                    + _model_opts(trained.cfg), eval_only=True)
+    results = evaluate_weights(cfg)
+    for key in ("Rank-1", "Rank-5", "mAP", "mINP"):
+        assert results[key] == pytest.approx(trained.after[key], abs=1e-6)
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
+    import shutil
+
+    from conftest import FAST_CPU_OPTS
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.output, run)
+    cfg = make_cfg(FAST_CPU_OPTS, run, EPOCHS + 1)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_epoch == EPOCHS
+    trainer.train()
+    iters = [m["iteration"] for m in read_metrics(run) if "total_loss" in m]
+    assert max(iters) == (EPOCHS + 1) * trainer.iters_per_epoch - 1
+    from lastreid.checkpoint import load_checkpoint_file
+
+    assert load_checkpoint_file(str(run / "model_final.pth"))["epoch"] == EPOCHS
+
+
+def _model_opts(cfg):
+    """The architecture/input overrides of a run, for rebuilding its model."""
+    return ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", cfg.MODEL.BACKBONE.DEPTH,
+            "MODEL.BACKBONE.FEAT_DIM", str(cfg.MODEL.BACKBONE.FEAT_DIM),
+            "INPUT.SIZE_TEST", str(list(cfg.INPUT.SIZE_TEST)), "TEST.IMS_PER_BATCH", "64",
+            "DATALOADER.NUM_WORKERS", "0"]
+
+
+def test_config_encodes_the_reference_recipe():
+    cfg = build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False"])
+    assert tuple(cfg.INPUT.SIZE_TRAIN) == (256, 128)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE) == (64, 4)
+    assert cfg.SOLVER.OPT == "Adam" and cfg.SOLVER.BASE_LR == pytest.approx(3.5e-4)
+    assert cfg.MODEL.LOSSES.CE.EPSILON == pytest.approx(0.1)
+    assert cfg.MODEL.LOSSES.TRI.MARGIN == pytest.approx(0.3)
+    assert cfg.MODEL.BACKBONE.LAST_STRIDE == 1 and cfg.MODEL.HEADS.WITH_BNNECK
+    assert cfg.TEST.FLIP.ENABLED and cfg.DATASETS.TESTS == ("LaSTVal",)
+    assert cfg.TEST.FINAL_TESTS == ("LaST",)
+    # 10 warm-up epochs of 1,113 iterations; decays 40 and 80 epochs into the run.
+    warmup_epochs = cfg.SOLVER.WARMUP_ITERS / (71248 // 64)
+    assert warmup_epochs == pytest.approx(10)
+    assert [s + warmup_epochs for s in cfg.SOLVER.STEPS] == [40, 80]
+
+
+def test_missing_cuda_falls_back_to_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    cfg = build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False"])
+    assert cfg.MODEL.DEVICE == "cpu" and not cfg.SOLVER.AMP.ENABLED
+
+
+@pytest.mark.parametrize("opts, words", [
+    (["MODEL.NO_SUCH_KEY", "1"], "MODEL.NO_SUCH_KEY"),
+    (["DATASETS.NAMES", '("NoSuchSet",)', "MODEL.BACKBONE.PRETRAIN", "False"], "NoSuchSet"),
+    (["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], "/nowhere/r50.pth"),
+])
+def test_bad_config_fails_before_any_work(opts, words):
+    with pytest.raises((KeyError, ValueError, FileNotFoundError)) as err:
+        build_cfg(CONFIG, opts)
+    assert words in str(err.value)
