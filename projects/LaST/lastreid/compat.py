@@ -14,6 +14,10 @@ nothing in site-packages is modified.
    the same sources into `lastreid._cylib`; here they are registered under fastreid's
    module names so that `fastreid.evaluation.rank.IS_CYTHON_AVAI` is True and no
    evaluation ever runs `make`.
+5. `Baseline.preprocess_image` normalises `inputs["images"]` in place; fastreid's
+   `inference_on_dataset` then flips that already-normalised batch for the flip test, so
+   the mirrored half was normalised twice and every flip-averaged evaluation was wrong.
+   Normalising into a new tensor fixes it for every caller.
 """
 import collections
 import collections.abc
@@ -22,6 +26,7 @@ import sys
 import types
 
 import numpy as np
+import torch
 
 _COLLECTIONS_ABCS = ("Mapping", "MutableMapping", "Sequence", "Iterable", "Callable")
 _CYTHON_MODULES = ("rank_cy", "roc_cy")
@@ -66,7 +71,20 @@ def cython_evaluator_available():
     return "fastreid.evaluation.rank_cylib.rank_cy" in sys.modules
 
 
+def _patch_baseline_preprocess():
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    def preprocess_image(self, batched_inputs):
+        images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"batched_inputs must be a dict or a tensor, got {type(batched_inputs)}")
+        return (images - self.pixel_mean) / self.pixel_std
+
+    Baseline.preprocess_image = preprocess_image
+
+
 _patch_collections()
 _patch_torch_six()
 _patch_numpy()
 MISSING_CYTHON_MODULES = _register_cython_evaluators()
+_patch_baseline_preprocess()
