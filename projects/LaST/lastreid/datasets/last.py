@@ -112,6 +112,12 @@ class LaST(_LaSTBase):
     """LaST: train on last/train, evaluate on last/test (see the module docstring)."""
 
     dataset_name = "LaST"
+    # The documented statistics (module docstring) per folder under last/, as data.
+    DOCUMENTED = {
+        "train": dict(ids=5000, images=71248),
+        "test/query": dict(ids=5805, images=10176),
+        "test/gallery": dict(ids=5806, images=125353),
+    }
 
 
 @DATASET_REGISTRY.register()
@@ -119,6 +125,7 @@ class LaSTVal(_LaSTBase):
     """LaST validation split (no train items): query/gallery from last/val."""
 
     dataset_name = "LaSTVal"
+    DOCUMENTED = {"val/query": dict(ids=56, images=100), "val/gallery": dict(ids=56, images=21279)}
     train_split = None
     eval_split = "val"
 

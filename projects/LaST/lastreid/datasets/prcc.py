@@ -99,6 +99,13 @@ class PRCC(_PRCCBase):
     """PRCC cross-clothes protocol: query test/C, gallery test/A (module docstring)."""
 
     dataset_name = "PRCC"
+    # The documented statistics (module docstring) per folder under prcc/rgb/, as data.
+    DOCUMENTED = {
+        "train": dict(ids=150, images=17896),
+        "test/A": dict(ids=71, images=3384),
+        "test/B": dict(ids=71, images=3873),
+        "test/C": dict(ids=71, images=3543),
+    }
 
 
 @DATASET_REGISTRY.register()

@@ -1,0 +1,214 @@
+"""Checks a dataset tree file by file: counts per split next to the documented statistics,
+every file name the dataset's parser rejects, and every image that does not decode.
+
+Unlike building the dataset (which stops at the first `DatasetLayoutError`), the check
+walks each split folder itself, applies the dataset module's own name parser to every
+image file and collects all problems. `check_dataset` returns a `CheckReport`;
+`tools/check_dataset.py` is the command line.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from fastreid.data.datasets import DATASET_REGISTRY
+
+from .datasets.celebreid import parse_celebreid_name
+from .datasets.common import DatasetLayoutError, is_image_file, parse_int
+from .datasets.last import parse_last_name
+from .datasets.prcc import parse_prcc_train_path
+
+__all__ = ["CHECKABLE", "CheckReport", "SplitCount", "check_dataset", "decode_problem"]
+
+
+def _last_pid(path):
+    return parse_last_name(path)[0]
+
+
+def _prcc_train_pid(path):
+    return parse_prcc_train_path(path)[0]
+
+
+def _prcc_test_pid(path):
+    # The PRCC module reads test pids from the folder name (test image names are not parsed).
+    return parse_int(os.path.basename(os.path.dirname(path)), path,
+                     "test/<A|B|C>/<pid>/*.jpg with an integer <pid> folder", "person id folder")
+
+
+def _spec_last(split):
+    return not split.endswith("/query"), _last_pid  # query folders are flat
+
+
+def _spec_prcc(split):
+    return True, _prcc_train_pid if split == "train" else _prcc_test_pid
+
+
+def _spec_celebreid(split):
+    return False, parse_celebreid_name
+
+
+# Dataset name -> (synthetic generator key, split folder -> (recursive, path -> pid)).
+CHECKABLE = {
+    "LaST": ("last", _spec_last),
+    "LaSTVal": ("last", _spec_last),
+    "LaSTClothes": ("last", _spec_last),
+    "PRCC": ("prcc", _spec_prcc),
+    "PRCCSameClothes": ("prcc", _spec_prcc),
+    "CelebReID": ("celebreid", _spec_celebreid),
+}
+
+
+@dataclass
+class SplitCount:
+    split: str
+    folder: str
+    ids: int = 0
+    images: int = 0
+    expected: Optional[Dict[str, int]] = None  # {"ids", "images"} or None
+
+    @property
+    def matches(self):
+        return self.expected is None or (self.ids, self.images) == (
+            self.expected["ids"], self.expected["images"])
+
+
+@dataclass
+class CheckReport:
+    dataset: str
+    root: str
+    expected_from: str = "documented"  # or "synthetic generator"
+    splits: List[SplitCount] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)      # split folders not found / empty
+    bad_names: List[Tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    bad_images: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    decoded: bool = True
+
+    @property
+    def count_mismatches(self):
+        return [s for s in self.splits if not s.matches]
+
+    def problems(self, strict=False):
+        n = len(self.missing) + len(self.bad_names) + len(self.bad_images)
+        return n + (len(self.count_mismatches) if strict else 0)
+
+    def format(self, strict=False):
+        lines = [f"{self.dataset} under {self.root} (expected counts: {self.expected_from})"]
+        lines.append(f"  {'split':<14}{'ids':>8}{'images':>10}   {'expected ids':>12}{'images':>10}")
+        for s in self.splits:
+            row = f"  {s.split:<14}{s.ids:>8,}{s.images:>10,}"
+            if s.expected is not None:
+                row += f"   {s.expected['ids']:>12,}{s.expected['images']:>10,}"
+                row += "  ok" if s.matches else "  DIFFERS"
+            lines.append(row)
+        for folder in self.missing:
+            lines.append(f"  missing split: {folder}")
+        if self.bad_names:
+            lines.append(f"  {len(self.bad_names)} file name(s) that do not parse:")
+            lines += [f"    {path}: {reason}" for path, reason in self.bad_names]
+        if self.bad_images:
+            lines.append(f"  {len(self.bad_images)} image(s) that cannot be decoded:")
+            lines += [f"    {path}: {reason}" for path, reason in self.bad_images]
+        if not self.decoded:
+            lines.append("  (images not decoded: --no-decode)")
+        n = self.problems(strict)
+        if self.count_mismatches and not strict:
+            lines.append(f"  counts differ from the {self.expected_from} statistics for "
+                         f"{len(self.count_mismatches)} split(s) (a problem with --strict)")
+        lines.append(f"  {n} problem(s)" if n else "  no problems")
+        return "\n".join(lines)
+
+
+def decode_problem(path):
+    """None if the image decodes fully, else a one-line reason."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # the whole decode: truncated files fail here, not at open()
+            if image.size[0] < 1 or image.size[1] < 1:
+                return "empty image"
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
+        text = " ".join(str(e).split()) or "unreadable"
+        return f"{type(e).__name__}: {text}"
+    return None
+
+
+def _without_path(reason, path):
+    """The reason without the path it repeats (the report prints the path first)."""
+    return reason.replace(f" {path!r}", "").replace(f": {path}", "")
+
+
+def _walk(folder, recursive):
+    if recursive:
+        return sorted(os.path.join(d, n) for d, _, names in os.walk(folder)
+                      for n in names if is_image_file(n))
+    return sorted(e.path for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
+
+
+def _synthetic_counts(root, key):
+    from .synthetic import read_counts
+
+    try:
+        return read_counts(root).get(key)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def check_dataset(name, root=None, decode=True, workers=None, progress=True):
+    """Walks the split folders of the registered dataset `name` under `root` (default
+    $FASTREID_DATASETS, else "datasets") and returns a CheckReport. The expected counts
+    are the class's DOCUMENTED statistics, or, for a tree written by
+    `lastreid.synthetic` (its marker file is there), what the generator wrote."""
+    if name not in CHECKABLE:
+        raise KeyError(f"cannot check {name!r}; checkable: {', '.join(CHECKABLE)}")
+    root = root if root is not None else os.environ.get("FASTREID_DATASETS", "datasets")
+    cls = DATASET_REGISTRY.get(name)
+    key, spec = CHECKABLE[name]
+    base = os.path.join(root, cls.dataset_dir)
+    report = CheckReport(dataset=name, root=base, decoded=decode)
+    expected = dict(cls.DOCUMENTED)
+    synthetic = _synthetic_counts(root, key)
+    if synthetic is not None:
+        report.expected_from = "synthetic generator (marker file)"
+        expected = {split: {"ids": c["ids"], "images": c["images"]}
+                    for split, c in synthetic.items() if split in expected}
+
+    to_decode = []
+    for split in cls.DOCUMENTED:
+        folder = os.path.join(base, split)
+        count = SplitCount(split, folder, expected=expected.get(split))
+        report.splits.append(count)
+        recursive, parse_pid = spec(split)
+        paths = _walk(folder, recursive) if os.path.isdir(folder) else []
+        if not paths:
+            why = "no images in" if os.path.isdir(folder) else "folder not found:"
+            report.missing.append(f"{why} {folder}")
+            continue
+        pids = set()
+        for path in paths:
+            try:
+                pids.add(parse_pid(path))
+            except DatasetLayoutError as e:
+                report.bad_names.append((path, _without_path(str(e), path)))
+        count.ids, count.images = len(pids), len(paths)
+        to_decode += paths
+
+    if decode and to_decode:
+        for path, reason in zip(to_decode, _decode_all(to_decode, workers, progress, name)):
+            if reason is not None:
+                report.bad_images.append((path, _without_path(reason, path)))
+    return report
+
+
+def _decode_all(paths, workers, progress, name):
+    """decode_problem of every path, in order, on a few threads (PIL's decoders release
+    the GIL), with a tqdm bar."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(decode_problem, paths, chunksize=64)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(paths), desc=f"decoding {name}", unit="img",
+                           dynamic_ncols=True)
+        return list(results)

@@ -1,0 +1,254 @@
+"""Feature extraction: a config + weights -> float32 re-id features of image files.
+
+    from lastreid.config import build_cfg
+    from lastreid.features import FeatureExtractor
+
+    cfg = build_cfg("configs/LaST/bagtricks_R50.yml", ["MODEL.WEIGHTS", "model_best.pth"], eval_only=True)
+    extractor = FeatureExtractor(cfg)                 # weights: MODEL.WEIGHTS, or pass weights=...
+    feats = extractor.extract(["a.jpg", "b.jpg"])     # (2, dim) float32 numpy array
+    data = extractor.extract_dataset("LaSTVal")       # features, paths, pids, camids, num_query
+    save_features("val.npz", data)                    # what tools/extract_features.py writes
+
+The features are exactly those the evaluation ranks: the model in eval mode (for BoT the
+BNNeck feature), on the test transforms of the config (fast-reid's resize to
+INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision`: bf16 autocast /
+channels-last on a CPU that has native bf16, float32 elsewhere) and, when
+TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
+
+Flip averaging here feeds the model two separate tensors. fast-reid's own
+`inference_on_dataset` flips `inputs["images"]` after the first forward pass, which
+`Baseline.preprocess_image` has already normalized in place, so its mirrored half sees the
+images normalized twice; the features written here are those of the image and its mirror.
+"""
+import glob
+import logging
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import precision
+from .datasets.common import is_image_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FeatureExtractor", "build_inference_cfg", "list_image_files", "parse_crop_name",
+           "save_features", "load_features"]
+
+
+def build_inference_cfg(config_file, weights=None, opts=()):
+    """The checked config for extracting features with `weights` (else MODEL.WEIGHTS from
+    the file / opts). With no weights at all the model keeps its initial weights: the
+    ImageNet file is then not needed either (MODEL.BACKBONE.PRETRAIN False)."""
+    from .config import build_cfg
+
+    opts = list(opts or [])
+    if weights:
+        return build_cfg(config_file, opts + ["MODEL.WEIGHTS", str(weights)], eval_only=True)
+    probe = build_cfg(config_file, opts + ["MODEL.BACKBONE.PRETRAIN", "False"])
+    if probe.MODEL.WEIGHTS:
+        return build_cfg(config_file, opts, eval_only=True)
+    return probe
+
+
+class _ImageFiles(Dataset):
+    """Image files through the test transforms; yields (image tensor, index)."""
+
+    def __init__(self, paths, transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        from fastreid.data.data_utils import read_image
+
+        # "RGB": a no-op for the datasets' RGB JPEGs, and safe for grey / RGBA crops.
+        return self.transform(read_image(self.paths[index], "RGB")), index
+
+
+def _progress(iterable, total, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True)
+
+
+class FeatureExtractor:
+    """Builds the model of `cfg`, loads `weights` (default MODEL.WEIGHTS; with neither,
+    the model keeps its initial weights, with a warning) and extracts features.
+
+    cfg: a config from `lastreid.config.build_cfg` (MODEL.DEVICE, INPUT.SIZE_TEST,
+    TEST.IMS_PER_BATCH, TEST.FLIP.ENABLED, DATALOADER.NUM_WORKERS are used).
+    model: use this model (e.g. one being trained) instead of building one; it is put in
+    eval mode for each extraction and restored afterwards.
+    batch_size / flip / num_workers: override the config's values.
+    """
+
+    def __init__(self, cfg, weights=None, model=None, batch_size=None, flip=None,
+                 num_workers=None, progress=True):
+        from fastreid.data.transforms import build_transforms
+
+        self.cfg = cfg
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH)
+        self.flip = bool(cfg.TEST.FLIP.ENABLED if flip is None else flip)
+        self.num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+        self.progress = progress
+        self.transform = build_transforms(cfg, is_train=False)
+        # Trainer.build_model logs the path it prepares; a model passed in gets it logged here.
+        self.fast_path = precision.resolve(cfg, log=model is not None)
+        self.weights = weights if weights is not None else (cfg.MODEL.WEIGHTS or None)
+        if model is None:
+            model = self._build_model()
+        self.model = precision.prepare_model(model, self.fast_path)
+
+    def _build_model(self):
+        from .checkpoint import Checkpointer, backbone_loaded
+        from .engine import Trainer
+
+        model = Trainer.build_model(self.cfg)
+        if self.weights:
+            checkpointer = Checkpointer.from_config(self.cfg, model)
+            checkpointer.load(self.weights)
+            if not backbone_loaded(checkpointer.last_load_report):
+                raise RuntimeError(f"{self.weights}: no backbone weights fit this model "
+                                   "(see the key report above); refusing to extract random features")
+        else:
+            logger.warning("No weights given (MODEL.WEIGHTS is empty): features of the "
+                           "model's initial weights")
+        return model
+
+    @property
+    def dim(self):
+        return int(self.cfg.MODEL.BACKBONE.FEAT_DIM if self.cfg.MODEL.HEADS.EMBEDDING_DIM <= 0
+                   else self.cfg.MODEL.HEADS.EMBEDDING_DIM)
+
+    @torch.no_grad()
+    def forward(self, images):
+        """Float32 CPU features of a batch of transformed images ((B, 3, H, W), 0..255),
+        flip-averaged when self.flip. `images` is not modified."""
+        images = images.to(self.device)
+        if self.fast_path.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        # Baseline.preprocess_image normalizes its input tensor in place: give each
+        # forward pass its own tensor (the flipped one is a new tensor already).
+        batches = [images.clone()] + ([images.flip(dims=[3])] if self.flip else [])
+        with precision.autocast(self.fast_path):
+            outputs = [self.model(b).float() for b in batches]
+        feats = outputs[0] if len(outputs) == 1 else (outputs[0] + outputs[1]) / 2
+        return feats.cpu()
+
+    def extract(self, paths, desc="features"):
+        """(len(paths), dim) float32 array of the features of the image files `paths`."""
+        paths = list(paths)
+        loader = DataLoader(_ImageFiles(paths, self.transform), batch_size=self.batch_size,
+                            shuffle=False, num_workers=self.num_workers)
+        out = None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for images, index in _progress(loader, len(loader), desc, self.progress):
+                feats = self.forward(images).numpy()
+                if out is None:
+                    out = np.empty((len(paths), feats.shape[1]), dtype=np.float32)
+                out[index.numpy()] = feats
+        finally:
+            self.model.train(was_training)
+        if out is None:
+            out = np.empty((0, self.dim), dtype=np.float32)
+        return out
+
+    def extract_dataset(self, name, root=None):
+        """Features of the query + gallery of the registered dataset `name` (queries first),
+        as a dict: features, paths, pids, camids (numpy arrays), num_query, dataset."""
+        from .datasets import build_dataset
+
+        data = build_dataset(name, root=root)
+        items = list(data.query) + list(data.gallery)
+        feats = self.extract([path for path, _, _ in items], desc=f"{name} features")
+        return dict(
+            features=feats,
+            paths=np.array([path for path, _, _ in items]),
+            pids=np.array([pid for _, pid, _ in items], dtype=np.int64),
+            camids=np.array([camid for _, _, camid in items], dtype=np.int64),
+            num_query=len(data.query),
+            dataset=name,
+        )
+
+    def extract_files(self, pattern):
+        """Features of a folder of crops (searched recursively) or of a glob pattern, with
+        pids / camids parsed from the names where possible (else -1), as a dict like
+        `extract_dataset`'s (num_query 0: a folder has no query / gallery split)."""
+        paths = list_image_files(pattern)
+        parsed = [parse_crop_name(p) for p in paths]
+        return dict(
+            features=self.extract(paths),
+            paths=np.array(paths),
+            pids=np.array([pid for pid, _ in parsed], dtype=np.int64),
+            camids=np.array([camid for _, camid in parsed], dtype=np.int64),
+            num_query=0,
+            dataset="",
+        )
+
+
+def list_image_files(pattern):
+    """Sorted image files of a folder (recursively) or matching a glob pattern."""
+    if os.path.isdir(pattern):
+        paths = [os.path.join(folder, name) for folder, _, names in os.walk(pattern)
+                 for name in names if is_image_file(name)]
+    else:
+        paths = [p for p in glob.glob(pattern, recursive=True)
+                 if os.path.isfile(p) and is_image_file(os.path.basename(p))]
+    if not paths:
+        raise FileNotFoundError(f"no image files in {pattern!r} (.jpg, .jpeg or .png)")
+    return sorted(paths)
+
+
+def parse_crop_name(path):
+    """(pid, camid) of a crop from its name, trying the dataset name formats in turn:
+    LaST (6 fields, no camera: camid -1), PRCC (<pid>/<A|B|C>_cropped_rgb*.jpg: camid
+    0/1/2), Celeb-reID (<pid>_<n>_<x>.jpg, no camera). (-1, -1) when none parses."""
+    from .datasets.celebreid import parse_celebreid_name
+    from .datasets.common import DatasetLayoutError
+    from .datasets.last import parse_last_name
+    from .datasets.prcc import CAMERAS, parse_prcc_train_path
+
+    def last(p):
+        return parse_last_name(p)[0], -1
+
+    def prcc(p):
+        pid, camera = parse_prcc_train_path(p)
+        return pid, CAMERAS[camera]
+
+    def celebreid(p):
+        return parse_celebreid_name(p), -1
+
+    for parse in (last, prcc, celebreid):
+        try:
+            return parse(path)
+        except DatasetLayoutError:
+            pass
+    return -1, -1
+
+
+def save_features(path, data, **extra):
+    """Writes a features dict (`extract_dataset` / `extract_files`) and `extra` metadata
+    (strings / numbers) to one compressed-free .npz; creates the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in {**data, **extra}.items() if v is not None}
+    np.savez(path, **arrays)
+
+
+def load_features(path):
+    """The dict `save_features` wrote (num_query as an int, strings as str)."""
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}
+    for key, value in data.items():
+        if value.ndim == 0:
+            data[key] = value.item()
+    data["num_query"] = int(data.get("num_query", 0))
+    return data

@@ -1,0 +1,291 @@
+"""The command-line tools (tools/*.py) on CPU, each run in-process through its main():
+dataset check, feature export, ranked-list pictures + CMC curve, training curves, ONNX."""
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lastreid.datasets import build_dataset
+from lastreid.evaluation import rank_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+TOOLS = ("check_dataset", "extract_features", "visualize_ranks", "plot_curves", "export_onnx")
+# Plain float32 on every CPU, so that features compare tightly with a direct forward pass.
+FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
+
+
+def tool(name):
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.size
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A randomly initialised ResNet-18 BoT at 64x32 saved as a fastreid checkpoint, with
+    its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
+    from conftest import FAST_CPU_OPTS
+
+    from lastreid.config import build_cfg
+    from lastreid.engine import Trainer
+
+    opts = FAST_CPU_OPTS + FP32
+    torch.manual_seed(0)
+    model = Trainer.build_model(build_cfg(CONFIG, opts))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "model.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return str(path), opts
+
+
+@pytest.fixture(scope="module")
+def val_features(weights, synthetic_root, tmp_path_factory):
+    """tools/extract_features.py on the tiny LaSTVal (flip on, as in the config)."""
+    path, opts = weights
+    out = str(tmp_path_factory.mktemp("features") / "val.npz")
+    rc = tool("extract_features").main(["--config-file", CONFIG, "--weights", path, "--dataset", "LaSTVal",
+                                        "--root", str(synthetic_root), "-o", out] + opts)
+    assert rc == 0
+    return out
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_every_tool_has_help(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        tool(name).parse_args(["--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+# check_dataset ---------------------------------------------------------------------------
+
+def test_check_dataset_passes_a_good_tree(synthetic_root, capsys):
+    rc = tool("check_dataset").main(["--dataset", "LaST", "LaSTVal", "PRCC", "CelebReID",
+                                     "--root", str(synthetic_root), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.count("no problems") == 4 and "DIFFERS" not in out
+
+
+def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
+    root = tmp_path / "broken"
+    shutil.copytree(synthetic_root / "last", root / "last")
+    query = sorted((root / "last" / "test" / "query").glob("*.jpg"))
+    bad_name = query[0].with_name("not_a_last_name.jpg")
+    query[0].rename(bad_name)
+    train = sorted((root / "last" / "train").rglob("*.jpg"))
+    gallery = sorted((root / "last" / "test" / "gallery").rglob("*.jpg"))
+    truncated, garbage = train[1], gallery[2]
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    garbage.write_bytes(b"this is not a JPEG")
+    (root / "last" / ".lastreid-synthetic.json").unlink()  # now compared with LaST's documented numbers
+
+    rc = tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    for path in (bad_name, truncated, garbage):
+        assert str(path) in out
+    assert "1 file name(s) that do not parse" in out and "2 image(s) that cannot be decoded" in out
+    assert "71,248" in out and "DIFFERS" in out  # the documented train images, as data
+    # Walking without decoding still finds the name.
+    assert tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--no-decode"]) == 1
+    out = capsys.readouterr().out
+    assert str(bad_name) in out and str(garbage) not in out
+
+
+# extract_features ------------------------------------------------------------------------
+
+def _direct_features(model, cfg, paths, flip):
+    """The model's own output on the test transforms, batched by hand."""
+    from fastreid.data.data_utils import read_image
+    from fastreid.data.transforms import build_transforms
+
+    transform = build_transforms(cfg, is_train=False)
+    images = torch.stack([transform(read_image(p)) for p in paths])
+    model.eval()
+    with torch.no_grad():
+        feats = model(images.clone())
+        if flip:
+            feats = (feats + model(images.flip(dims=[3]))) / 2
+    return feats.numpy()
+
+
+def test_extracted_features_match_the_model(weights, val_features, synthetic_root):
+    from lastreid import FeatureExtractor
+    from lastreid.features import build_inference_cfg, load_features
+
+    path, opts = weights
+    data = load_features(val_features)
+    dataset = build_dataset("LaSTVal", root=str(synthetic_root))
+    items = dataset.query + dataset.gallery
+    assert data["num_query"] == len(dataset.query) and data["dataset"] == "LaSTVal"
+    assert list(data["paths"]) == [p for p, _, _ in items]
+    assert list(data["pids"]) == [pid for _, pid, _ in items]
+    assert list(data["camids"]) == [c for _, _, c in items]
+    assert data["features"].dtype == np.float32 and bool(data["flip"])
+
+    cfg = build_inference_cfg(CONFIG, path, opts)
+    extractor = FeatureExtractor(cfg, progress=False)
+    paths = list(data["paths"])
+    expected = _direct_features(extractor.model, cfg, paths, flip=True)
+    np.testing.assert_allclose(data["features"], expected, rtol=1e-4, atol=1e-5)
+    extractor.flip, extractor.batch_size = False, 7  # batches that do not divide the set
+    np.testing.assert_allclose(extractor.extract(paths[:10]),
+                               _direct_features(extractor.model, cfg, paths[:10], flip=False),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_extract_features_of_a_folder_parses_names(weights, synthetic_root, tmp_path):
+    from lastreid.features import load_features
+
+    path, opts = weights
+    crops = tmp_path / "crops"
+    shutil.copytree(synthetic_root / "last" / "val" / "query", crops)
+    first = sorted(crops.glob("*.jpg"))[0]
+    first.rename(crops / "someone.jpg")
+    out = tmp_path / "crops.npz"
+    assert tool("extract_features").main(["--config-file", CONFIG, "--weights", path, "--images",
+                                          str(crops), "-o", str(out), "--no-flip"] + opts) == 0
+    data = load_features(str(out))
+    names = [os.path.basename(p) for p in data["paths"]]
+    assert len(names) == len(list(crops.glob("*.jpg"))) and data["num_query"] == 0
+    unparsed = names.index("someone.jpg")
+    assert data["pids"][unparsed] == -1 and (np.delete(data["pids"], unparsed) > 0).all()
+    assert (data["camids"] == -1).all()  # LaST names carry no camera
+
+
+# visualize_ranks -------------------------------------------------------------------------
+
+def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
+    from lastreid.features import load_features
+    from lastreid.visualize import grid_size, rank_queries
+
+    out = tmp_path / "vis"
+    rc = tool("visualize_ranks").main(["--features", val_features, "-o", str(out), "--order", "worst",
+                                       "--num-queries", "5", "--per-page", "2", "--topk", "6", "--quiet"])
+    assert rc == 0
+    # The tiny LaSTVal has 3 queries: pages of 2 and 1.
+    assert png_size(out / "ranks_000.png") == grid_size(6, 2)
+    assert png_size(out / "ranks_001.png") == grid_size(6, 1)
+    assert png_size(out / "cmc.png") == (600, 450)
+    assert "mAP" in capsys.readouterr().out
+
+    # The per-query APs are those of the evaluation: their mean is rank_metrics' mAP, and
+    # worst-first is ascending; a seeded random draw repeats.
+    d = load_features(val_features)
+    nq, f, p, c = d["num_query"], d["features"], d["pids"], d["camids"]
+    split = (f[:nq], f[nq:], p[:nq], p[nq:], c[:nq], c[nq:])
+    rows = rank_queries(*split, order="worst", num_queries=nq, topk=5, progress=False)
+    aps = [r["ap"] for r in rows]
+    assert aps == sorted(aps)
+    assert np.mean(aps) == pytest.approx(rank_metrics(*split)[1], abs=1e-6)
+    for r in rows:
+        assert (np.diff(r["distances"]) >= 0).all()
+        assert list(r["correct"]) == list(p[nq:][r["matches"]] == p[r["query"]])
+    draw = [[r["query"] for r in rank_queries(*split, order="random", num_queries=4, seed=s, progress=False)]
+            for s in (3, 3, 4)]
+    assert draw[0] == draw[1] != draw[2]
+
+
+def test_visualize_ranks_from_a_model(weights, synthetic_root, tmp_path):
+    from lastreid.visualize import grid_size
+
+    path, opts = weights
+    out = tmp_path / "vis"
+    rc = tool("visualize_ranks").main(["--config-file", CONFIG, "--weights", path, "--dataset", "LaST",
+                                       "--root", str(synthetic_root), "-o", str(out), "--order", "random",
+                                       "--num-queries", "2", "--topk", "4", "--quiet"] + opts)
+    assert rc == 0
+    assert png_size(out / "ranks_000.png") == grid_size(4, 2)
+    assert png_size(out / "cmc.png") == (600, 450)
+
+
+# plot_curves -----------------------------------------------------------------------------
+
+def _fake_run(folder, eval_period=2, iters_per_epoch=22, epochs=6, prefixed=False):
+    folder.mkdir()
+    lines = []
+    for epoch in range(epochs):
+        last = (epoch + 1) * iters_per_epoch - 1
+        for it in sorted({min(i, last) for i in range(epoch * iters_per_epoch + 19, last + 20, 20)}):
+            line = {"iteration": it, "total_loss": 6.0 - it / 50, "loss_cls": 4.5 - it / 60,
+                    "loss_triplet": 1.5 - it / 300, "lr": 3.5e-4 * min(1.0, (it + 1) / 44), "time": 0.5}
+            if it == last and (epoch + 1) % eval_period == 0:
+                keys = [f"{d}/" for d in ("LaSTVal", "PRCC")] if prefixed else [""]
+                for k in keys:
+                    line.update({k + "Rank-1": 20.0 + 10 * epoch, k + "mAP": 10.0 + 8 * epoch,
+                                 k + "metric": 15.0 + 9 * epoch})
+            lines.append(json.dumps(line))
+    (folder / "metrics.json").write_text("\n".join(lines) + "\n")
+    (folder / "config.yaml").write_text(f"SOLVER:\n  MAX_EPOCH: {epochs}\nTEST:\n  EVAL_PERIOD: {eval_period}\n")
+    return folder
+
+
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_plot_curves(tmp_path, prefixed, capsys):
+    from lastreid.curves import iterations_per_epoch
+
+    run = _fake_run(tmp_path / "run", prefixed=prefixed)
+    assert iterations_per_epoch(str(run)) == 22
+    assert tool("plot_curves").main([str(run)]) == 0
+    assert png_size(run / "curves.png") == (1500, 420)
+    out = tmp_path / "sub" / "c.png"
+    assert tool("plot_curves").main([str(run), "-o", str(out), "--x", "iteration", "--dpi", "50"]) == 0
+    assert png_size(out) == (750, 210)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_plot_curves_without_config_uses_iterations(tmp_path):
+    from lastreid.curves import iterations_per_epoch
+
+    run = _fake_run(tmp_path / "run")
+    (run / "config.yaml").unlink()
+    assert iterations_per_epoch(str(run)) is None
+    assert tool("plot_curves").main([str(run), "-o", str(tmp_path / "c.png")]) == 0
+    assert tool("plot_curves").main([str(run), "--x", "epoch"]) == 1  # cannot know epochs
+
+
+# export_onnx -----------------------------------------------------------------------------
+
+def test_export_onnx_matches_pytorch(weights, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from lastreid import FeatureExtractor
+    from lastreid.features import build_inference_cfg
+    from lastreid.onnx_export import check_onnx
+
+    path, opts = weights
+    out = tmp_path / "model.onnx"
+    rc = tool("export_onnx").main(["--config-file", CONFIG, "--weights", path, "-o", str(out),
+                                   "--batch-sizes", "1,5"] + opts)
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "onnxruntime matches PyTorch" in text
+    cfg = build_inference_cfg(CONFIG, path, opts)
+    extractor = FeatureExtractor(cfg, flip=False, progress=False)
+    for _, err in check_onnx(extractor.model, str(out), (64, 32), batch_sizes=(2, 7)):
+        assert err < 1e-4
+    # The graph's features are the extractor's (no flip) on the same images.
+    images = torch.rand(3, 3, 64, 32) * 255
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["features"], {"images": images.numpy()})[0]
+    np.testing.assert_allclose(got, extractor.forward(images).numpy(), rtol=1e-4, atol=1e-5)
