@@ -1,0 +1,261 @@
+"""Resuming a killed run without losing or repeating work.
+
+A run can be killed (SIGKILL, OOM killer, pre-emption) at any moment: during a training
+step, an evaluation, a checkpoint write or a metrics write. `--resume` then continues from
+the last complete checkpoint (`lastreid.checkpoint` writes every file atomically and moves
+the `last_checkpoint` pointer only after the file it names is complete) and, with what this
+module adds, ends with the same files as an uninterrupted run:
+
+* `ResumableCheckpointer`, the checkpoint hook (a fastreid `PeriodicCheckpointer`), stores
+  the best metric so far and its epoch in every checkpoint (`best_metric`, `best_epoch`)
+  and restores them on resume, so `model_best.pth` is only ever replaced by a better
+  metric. fastreid's hook restarts from -1 and would overwrite it with the first
+  evaluation after a resume. `model_best.pth` is an atomic copy of the periodic checkpoint
+  of the same epoch, written right after it; a kill between the two is repaired on resume
+  (`restore`), since the best checkpoint is then the one resumed from.
+* The metrics writer runs before the checkpoint hook at the end of an epoch (fastreid runs
+  it after), so every checkpoint on disk has the epoch's lines already in metrics.json.
+  On resume `repair_metrics_history` drops the lines of iterations after the checkpoint
+  (they are redone) and a torn last line, rewriting the file atomically: the history has
+  every epoch once, without gaps.
+* Temporary files left by a write that was killed (`.<name>.tmp.<pid>.<random>`) are
+  removed on resume when their process is gone.
+* A run killed after its last checkpoint (e.g. during the final test) resumes with no
+  epoch to train: the final weights are evaluated again for the run's results and the
+  final test runs again.
+
+`Trainer.build_hooks` calls `arrange_hooks`; `Trainer.resume_or_load` calls `continue_run`.
+"""
+import json
+import logging
+import os
+import re
+import shutil
+
+import torch
+from fastreid.engine import hooks
+from fastreid.utils import comm
+from fastreid.utils.events import get_event_storage
+
+from .checkpoint import _write_atomic
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ResumableCheckpointer", "arrange_hooks", "continue_run", "repair_metrics_history",
+           "remove_stale_temp_files", "checkpoint_info"]
+
+BEST = "model_best.pth"
+METRICS = "metrics.json"
+_TEMP_FILE = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8}$")
+
+
+def checkpoint_info(path):
+    """The scalar entries (epoch, metric, best_metric, ...) of one of our checkpoint files,
+    read weights-only and memory-mapped (the tensors are not read); None if unreadable."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, torn, not ours: the caller decides what that means
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def copy_atomic(src, dst):
+    """Copies `src` onto `dst` so that a kill leaves either the old or the whole new file."""
+    with open(src, "rb") as f:
+        _write_atomic(dst, lambda out: shutil.copyfileobj(f, out, 16 << 20))
+
+
+class ResumableCheckpointer(hooks.PeriodicCheckpointer):
+    """fastreid's checkpoint hook with the best metric kept across resumes.
+
+    Every checkpoint holds `epoch`, `metric` (this epoch's, -1 if it was not evaluated),
+    `best_metric` and `best_epoch` (best so far, this epoch included). As in fastreid, the
+    best is looked at on checkpoint epochs only; `model_best.pth` is a copy of the periodic
+    (or final) checkpoint it comes from and does not move the `last_checkpoint` pointer.
+    """
+
+    def __init__(self, checkpointer, period, max_epoch=None):
+        super().__init__(checkpointer, period, max_epoch)
+        self.best_epoch = -1
+
+    def after_epoch(self):
+        # fastreid takes the latest value of the metric even if it comes from an earlier
+        # evaluation; only this epoch's evaluation counts here.
+        storage = get_event_storage()
+        latest = storage.latest().get(self.metric_name)
+        metric = float(latest[0]) if latest is not None and latest[1] == storage.iter else -1.0
+        self.step(self.trainer.epoch, metric=metric)
+
+    def step(self, epoch, **kwargs):
+        epoch = int(epoch)
+        metric = float(kwargs.pop("metric", -1))
+        final = epoch >= self.max_epoch - 1
+        if not final and (epoch + 1) % self.period != 0:
+            return
+        better = metric > self.best_metric
+        best_metric, best_epoch = (metric, epoch) if better else (self.best_metric, self.best_epoch)
+        name = "model_final" if final else f"model_{epoch:04d}"
+        self.checkpointer.save(name, **kwargs, epoch=epoch, metric=metric,
+                               best_metric=best_metric, best_epoch=best_epoch)
+        self.best_metric, self.best_epoch = best_metric, best_epoch
+        saved = os.path.join(self.checkpointer.save_dir or "", name + ".pth")
+        if better and self.checkpointer.save_to_disk and os.path.isfile(saved):
+            logger.info("New best %s %.4f at epoch %d: copying %s to %s",
+                        getattr(self, "metric_name", "metric"), metric, epoch, name + ".pth", BEST)
+            copy_atomic(saved, os.path.join(self.checkpointer.save_dir, BEST))
+
+    def restore(self, checkpoint, checkpoint_path=None):
+        """Takes the best metric from the extra data of the checkpoint resumed from (`{}`
+        when starting afresh) and makes `model_best.pth` agree with it."""
+        self.best_metric, self.best_epoch = -1, -1
+        if "epoch" not in checkpoint:
+            return
+        folder = self.checkpointer.save_dir
+        best_path = os.path.join(folder, BEST)
+        best_info = checkpoint_info(best_path) if os.path.isfile(best_path) else None
+        if "best_metric" in checkpoint:
+            self.best_metric = float(checkpoint["best_metric"])
+            self.best_epoch = int(checkpoint.get("best_epoch", -1))
+        elif best_info is not None and best_info.get("epoch", 1 << 30) <= checkpoint["epoch"]:
+            # A checkpoint written before the best was stored in it: trust model_best.pth.
+            self.best_metric = float(best_info.get("metric", -1))
+            self.best_epoch = int(best_info["epoch"])
+            logger.info("%s holds no best metric: taking %.4f (epoch %d) from %s",
+                        checkpoint_path, self.best_metric, self.best_epoch, best_path)
+            return
+        logger.info("Resumed best %s so far: %.4f (epoch %d)", getattr(self, "metric_name", "metric"),
+                    self.best_metric, self.best_epoch)
+        if self.best_epoch < 0 or not self.checkpointer.save_to_disk:
+            return
+        if best_info is not None and best_info.get("epoch") == self.best_epoch:
+            return
+        # The run was killed between a checkpoint and the copy to model_best.pth (then the
+        # best checkpoint is the one resumed from), or model_best.pth is missing / stale.
+        found = "missing" if best_info is None else f"from epoch {best_info.get('epoch')}"
+        for source in (checkpoint_path, os.path.join(folder, f"model_{self.best_epoch:04d}.pth")):
+            if source and os.path.isfile(source) and (checkpoint_info(source) or {}).get("epoch") == self.best_epoch:
+                logger.warning("%s is %s but the best epoch is %d: restoring it from %s",
+                               best_path, found, self.best_epoch, source)
+                copy_atomic(source, best_path)
+                return
+        logger.warning("%s is %s but the best epoch is %d, whose checkpoint is gone: it is "
+                       "replaced by the next better evaluation", best_path, found, self.best_epoch)
+
+
+def arrange_hooks(hook_list):
+    """fastreid's default hooks with `ResumableCheckpointer` in place of its checkpoint hook
+    and the metrics writers moved in front of it (see the module docstring)."""
+    writers = [h for h in hook_list if isinstance(h, hooks.PeriodicWriter)]
+    arranged, placed = [], False
+    for hook in hook_list:
+        if isinstance(hook, hooks.PeriodicWriter):
+            continue
+        if isinstance(hook, hooks.PeriodicCheckpointer):
+            if not placed:
+                arranged.extend(writers)
+                placed = True
+            if not isinstance(hook, ResumableCheckpointer):
+                hook = ResumableCheckpointer(hook.checkpointer, hook.period, hook.max_epoch)
+        arranged.append(hook)
+    if not placed:
+        arranged.extend(writers)
+    return arranged
+
+
+def repair_metrics_history(path, start_iter):
+    """Keeps the lines of `path` (a metrics.json) for iterations before `start_iter` and
+    drops the others and a torn last line; rewrites the file atomically if anything goes.
+    Returns the number of lines dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = raw.split(b"\n")  # the last piece is b"" unless the last write was cut short
+    kept, later, broken = [], 0, 0
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            iteration = record["iteration"]
+        except (ValueError, TypeError, KeyError):
+            broken += 1  # a torn last line (or any other unreadable one)
+            continue
+        if iteration >= start_iter:
+            later += 1
+            continue
+        kept.append(line)
+    dropped = later + broken
+    if dropped:
+        text = b"".join(line + b"\n" for line in kept)
+        _write_atomic(path, lambda f: f.write(text))
+        logger.info("%s: kept %d lines before iteration %d; dropped %d after it (redone on "
+                    "resume) and %d unreadable (torn)", path, len(kept), start_iter, later, broken)
+    return dropped
+
+
+def _reopen_writers(hook_list, path):
+    """JSON writers hold metrics.json open for appending: after the file was replaced they
+    must append to the new one."""
+    target = os.path.realpath(path)
+    for hook in hook_list:
+        for writer in getattr(hook, "_writers", ()):
+            handle = getattr(writer, "_file_handle", None)
+            if handle is not None and os.path.realpath(getattr(handle, "name", "")) == target:
+                handle.close()
+                writer._file_handle = open(path, "a")
+
+
+def _process_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: someone else's live process
+        return False
+    return False
+
+
+def remove_stale_temp_files(folder):
+    """Removes the temporary files of atomic writes whose writer process is gone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        found = _TEMP_FILE.match(entry.name)
+        if found and entry.is_file() and int(found.group(1)) != os.getpid() and _process_gone(int(found.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+            except FileNotFoundError:
+                pass
+    if removed:
+        logger.info("Removed temporary files of interrupted writes in %s: %s", folder, ", ".join(removed))
+    return removed
+
+
+def continue_run(trainer, checkpoint, resumed):
+    """What `Trainer.resume_or_load(resume=True)` does after loading the checkpoint
+    (`checkpoint` is what the load returned, `resumed` whether a checkpoint of the run was
+    found): best-metric state, metrics history, stale temporary files, finished runs."""
+    out = trainer.cfg.OUTPUT_DIR
+    if comm.is_main_process() and out:
+        remove_stale_temp_files(out)
+        path = trainer.checkpointer.get_checkpoint_file() if resumed else None
+        for hook in trainer._hooks:
+            if isinstance(hook, ResumableCheckpointer):
+                hook.restore(checkpoint if resumed else {}, path)
+        metrics = os.path.join(out, METRICS)
+        if repair_metrics_history(metrics, trainer.start_epoch * trainer.iters_per_epoch):
+            _reopen_writers(trainer._hooks, metrics)
+    if trainer.start_epoch >= trainer.max_epoch:
+        # Nothing left to train (killed after the final checkpoint). fastreid's loop would
+        # leave `epoch` unset and find no evaluation results: evaluate the final weights.
+        logger.info("The run already finished its %d epochs: evaluating the final weights "
+                    "again for its results", trainer.max_epoch)
+        trainer.epoch = trainer.max_epoch - 1
+        trainer._last_eval_results = trainer.test(trainer.cfg, trainer.model)

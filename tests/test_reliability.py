@@ -1,0 +1,256 @@
+"""Bad inputs stop a run with one clear message, before any work where possible, and never
+damage what a run folder already holds: corrupt images (error naming the file, or skipped
+and counted with DATALOADER.SKIP_BAD_IMAGES), untrusted or backbone-less checkpoints for
+--eval-only, and bad configs (through tools/train_net.py, in subprocesses run side by side)."""
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lastreid.config import build_cfg
+from lastreid.data import BadImageError, ReidImageDataset
+from lastreid.engine import build_test_set, build_train_set
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+SMALL_MODEL = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.DEPTH", "18x",
+               "MODEL.BACKBONE.FEAT_DIM", "512", "INPUT.SIZE_TRAIN", "[32, 16]",
+               "INPUT.SIZE_TEST", "[32, 16]", "MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
+
+
+def corrupt(path, how="truncate"):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3] if how == "truncate" else b"this is not a JPEG file")
+
+
+@pytest.fixture(scope="module")
+def bad_root(default_root, tmp_path_factory):
+    """A copy of the default LaST tree with one truncated training image, one training image
+    that is not an image at all, and one truncated gallery image."""
+    root = tmp_path_factory.mktemp("bad_datasets")
+    shutil.copytree(default_root / "last", root / "last")
+    train = sorted((root / "last" / "train").rglob("*.jpg"))
+    gallery = sorted((root / "last" / "val" / "gallery").rglob("*.jpg"))
+    corrupt(train[3])
+    corrupt(train[40], how="garbage")
+    corrupt(gallery[7])
+    return dict(root=root, train=[str(train[3]), str(train[40])], gallery=str(gallery[7]))
+
+
+@pytest.fixture
+def datasets_env(bad_root, monkeypatch):
+    monkeypatch.setenv("FASTREID_DATASETS", str(bad_root["root"]))
+    return bad_root
+
+
+def _cfg(*opts):
+    return build_cfg(CONFIG, SMALL_MODEL + list(opts))
+
+
+class _Records(logging.Handler):
+    """Collects lastreid.data's records directly (default_setup turns off propagation of
+    the `lastreid` logger, so pytest's caplog may not see them)."""
+
+    def __enter__(self):
+        self.messages = []
+        self.logger = logging.getLogger("lastreid.data")
+        self.level, self.logger.level = self.logger.level, logging.WARNING
+        self.logger.addHandler(self)
+        return self
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+        self.logger.level = self.level
+
+
+def _loader(dataset, workers):
+    return torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, timeout=120 if workers else 0,
+                                       collate_fn=lambda batch: [item["img_paths"] for item in batch])
+
+
+# Corrupt images ---------------------------------------------------------------------------
+
+def test_corrupt_training_image_stops_with_its_name_through_a_worker(datasets_env):
+    dataset = build_train_set(_cfg())
+    assert isinstance(dataset, ReidImageDataset)
+    with pytest.raises(BadImageError) as err:
+        for _ in _loader(dataset, workers=1):
+            pass
+    first = datasets_env["train"][0]
+    message = str(err.value)
+    assert message.startswith(f"cannot decode {first}: ") and "truncated" in message
+    assert "\n" not in message and "worker process" in message
+    assert err.value.path == first
+
+
+def test_image_that_is_no_image_names_it_too(datasets_env):
+    dataset = build_train_set(_cfg())
+    index = [item[0] for item in dataset.img_items].index(datasets_env["train"][1])
+    with pytest.raises(BadImageError, match="cannot decode .*: UnidentifiedImageError: cannot identify image file$"):
+        dataset[index]
+
+
+def test_skip_bad_images_replaces_and_counts_them(datasets_env):
+    cfg = _cfg("DATALOADER.SKIP_BAD_IMAGES", "True")
+    dataset = build_train_set(cfg)
+    seen = [path for batch in _loader(dataset, workers=1) for path in batch]
+    assert len(seen) == len(dataset) and not set(datasets_env["train"]) & set(seen)
+
+    # In this process (a worker keeps its own count): logged with the count and the names.
+    pids = {item[0]: item[1] for item in dataset.img_items}
+    with _Records() as records:
+        items = [dataset[i] for i in range(len(dataset))]
+    assert sorted(dataset.bad_images) == sorted(datasets_env["train"])
+    warnings = [m for m in records.messages if "SKIP_BAD_IMAGES" in m]
+    assert len(warnings) == 2 and "2 skipped so far" in warnings[-1]
+    assert all(path in warnings[-1] for path in datasets_env["train"])
+    # Replaced by an image of the same identity, so identity-balanced batches stay balanced.
+    for bad in datasets_env["train"]:
+        index = [item[0] for item in dataset.img_items].index(bad)
+        assert items[index]["img_paths"] != bad
+        assert pids[items[index]["img_paths"]] == pids[bad]
+        with _Records() as again:
+            assert dataset[index]["img_paths"] != bad
+        assert not again.messages  # warned once per file and process, not per sampling
+
+
+def test_test_sets_never_skip_mid_evaluation(datasets_env):
+    """Without the switch the bad gallery image stops the evaluation; with it, it is found
+    up front and left out, so query and gallery stay aligned."""
+    cfg = _cfg()
+    test_set, num_query = build_test_set(cfg, "LaSTVal")
+    index = [item[0] for item in test_set.img_items].index(datasets_env["gallery"])
+    assert index >= num_query
+    with pytest.raises(BadImageError, match="cannot decode " + datasets_env["gallery"]):
+        test_set[index]
+
+    with _Records() as records:
+        kept, kept_query = build_test_set(_cfg("DATALOADER.SKIP_BAD_IMAGES", "True"), "LaSTVal")
+    assert kept_query == num_query and len(kept) == len(test_set) - 1
+    assert datasets_env["gallery"] not in [item[0] for item in kept.img_items]
+    assert any("1 unreadable image(s) left out" in m and datasets_env["gallery"] in m
+               for m in records.messages)
+
+
+# Command-line failures: run side by side, then checked one by one -------------------------
+
+def _snapshot(folder):
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in sorted(os.listdir(folder))}
+
+
+def _run_folder(path):
+    """A run folder as a previous training left it (small stand-in files)."""
+    path.mkdir(parents=True)
+    torch.save({"model": {"w": torch.ones(2)}, "epoch": 4}, path / "model_0004.pth")
+    (path / "last_checkpoint").write_text("model_0004.pth")
+    (path / "metrics.json").write_text('{"iteration": 9, "total_loss": 1.0}\n')
+    (path / "config.yaml").write_text("OUTPUT_DIR: x\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def failed_starts(tmp_path_factory, default_root, bad_root):
+    """Starts every failing command at once; returns name -> (result, run folder, before)."""
+    tmp = tmp_path_factory.mktemp("failed_starts")
+    untrusted = tmp / "untrusted.pth"
+    model = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
+    torch.save({"model": model, "args": argparse.Namespace(lr=0.1)}, untrusted)
+    headless = tmp / "headless.pth"
+    torch.save({"model": {"heads.weight": torch.zeros(10, 512)}}, headless)
+
+    cases = {
+        "unknown_key": (["MODEL.NO_SUCH_KEY", "1"], False),
+        "unknown_dataset": (["DATASETS.NAMES", '("NoSuchSet",)'], False),
+        "pretrain_missing": (["MODEL.BACKBONE.PRETRAIN", "True",
+                              "MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], False),
+        "untrusted_weights": (["MODEL.WEIGHTS", str(untrusted)], True),
+        "no_backbone_weights": (["MODEL.WEIGHTS", str(headless)], True),
+        "corrupt_training_images": (["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16",
+                                     "SOLVER.MAX_EPOCH", "2"], False),
+    }
+    env = dict(os.environ, FASTREID_DATASETS=str(bad_root["root"]), PYTHONUNBUFFERED="1")
+    everything_bad = tmp / "all_bad"
+    shutil.copytree(default_root / "last", everything_bad / "last")
+    for image in (everything_bad / "last" / "train").rglob("*.jpg"):
+        corrupt(image)
+    procs = {}
+    for name, (opts, eval_only) in cases.items():
+        folder = _run_folder(tmp / name / "run") if name != "unknown_key" else tmp / name / "fresh"
+        before = _snapshot(folder) if folder.exists() else None
+        args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (["--eval-only"] if eval_only else [])
+        args += SMALL_MODEL + opts + ["OUTPUT_DIR", str(folder)]
+        case_env = dict(env, FASTREID_DATASETS=str(everything_bad)) if name.startswith("corrupt") else env
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=case_env, cwd=REPO)
+        procs[name] = (proc, folder, before)
+    results, deadline = {}, time.monotonic() + 600
+    for name, (proc, folder, before) in procs.items():
+        try:
+            out, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += b"\n[test] TIMEOUT: the process hung"
+        results[name] = (proc.returncode, err.decode(errors="replace"), folder, before)
+    return results
+
+
+def _failed(failed_starts, name, *words):
+    code, err, folder, before = failed_starts[name]
+    assert "TIMEOUT" not in err, err[-2000:]
+    assert code not in (0, None), f"{name} exited {code}:\n{err[-2000:]}"
+    last = err.strip().splitlines()[-1]
+    for word in words:
+        assert word in last, f"{word!r} not in the last stderr line: {last}\n{err[-2000:]}"
+    return folder, before
+
+
+@pytest.mark.parametrize("name, words", [
+    ("unknown_key", ["MODEL.NO_SUCH_KEY"]),
+    ("unknown_dataset", ["DATASETS.NAMES", "NoSuchSet"]),
+    ("pretrain_missing", ["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"]),
+])
+def test_bad_config_fails_before_writing_anything(failed_starts, name, words):
+    folder, before = _failed(failed_starts, name, *words)
+    if before is None:
+        assert not folder.exists()  # not even the output folder
+    else:
+        assert _snapshot(folder) == before  # not even config.yaml or log.txt
+
+
+def test_untrusted_checkpoint_is_refused_for_eval_only(failed_starts, tmp_path_factory):
+    folder, before = _failed(failed_starts, "untrusted_weights", "UntrustedCheckpointError",
+                             "untrusted.pth", "MODEL.TRUST_CHECKPOINTS", "argparse.Namespace")
+    _untouched(folder, before)
+
+
+def test_checkpoint_without_backbone_is_refused_for_eval_only(failed_starts):
+    folder, before = _failed(failed_starts, "no_backbone_weights", "headless.pth", "no backbone weights")
+    _untouched(folder, before)
+
+
+def test_corrupt_training_images_stop_the_run_naming_one(failed_starts):
+    folder, before = _failed(failed_starts, "corrupt_training_images", "BadImageError: cannot decode ",
+                             "/all_bad/last/train/", "worker process")
+    _untouched(folder, before)
+    assert not [n for n in os.listdir(folder) if n.startswith("model_") and n not in before]
+
+
+def _untouched(folder, before):
+    """The run's checkpoints, pointer and metrics history are byte for byte as they were
+    (default_setup does rewrite config.yaml and append to log.txt, as in fast-reid)."""
+    after = _snapshot(folder)
+    for name in ("model_0004.pth", "last_checkpoint", "metrics.json"):
+        assert after[name] == before[name], name

@@ -1,0 +1,255 @@
+"""A CPU training run killed with SIGKILL at several moments (a checkpoint write, an
+evaluation, a random time, the final checkpoint write, the final test) and resumed with
+--resume each time ends like an uninterrupted run: every epoch trained, loadable final and
+best checkpoints, the best metric the maximum of the history, and a metrics history with
+each epoch exactly once. Plus fast unit tests of lastreid.resume."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lastreid.checkpoint import Checkpointer, load_checkpoint_file
+from lastreid.resume import ResumableCheckpointer, arrange_hooks, repair_metrics_history
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+EPOCHS = 3
+BATCH = 128
+
+
+def kill_run_opts(output):
+    from conftest import FAST_CPU_OPTS
+
+    # FAST_CPU_OPTS (ResNet-18 at 64x32) in float32 with batches of 128 (32 ids x 4): on the
+    # CPU much of a step's cost is the optimizer's, so fewer, larger steps make shorter
+    # epochs; bf16 autocast was several times slower than float32 on this machine.
+    return FAST_CPU_OPTS + [
+        "SOLVER.IMS_PER_BATCH", str(BATCH), "MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off",
+        "SOLVER.MAX_EPOCH", str(EPOCHS), "OUTPUT_DIR", str(output),
+    ]
+
+
+class Phase:
+    """One process of the run, killed with SIGKILL when `trigger(names, log, seconds)`
+    becomes true (names: files in the output folder; log: what this process added to
+    log.txt; seconds: since its start)."""
+
+    def __init__(self, name, trigger, resume=True):
+        self.name, self.trigger, self.resume = name, trigger, resume
+
+
+def tmp_file_of(name):
+    return lambda names, log, seconds: any(n.startswith(f".{name}.tmp.") for n in names)
+
+
+def in_log(text):
+    return lambda names, log, seconds: text in log
+
+
+def seconds_into_training(delay):
+    """`delay` seconds after the process logged the start of its training loop."""
+    started = []
+
+    def trigger(names, log, seconds):
+        if not started and "Starting training from epoch" in log:
+            started.append(seconds)
+        return bool(started) and seconds - started[0] >= delay
+    return trigger
+
+
+def run_phase(phase, output, env, timeout=600):
+    """Returns "killed" or the exit code."""
+    log_path = output / "log.txt"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (["--resume"] if phase.resume else [])
+    with open(output.parent / f"{phase.name}.out", "wb") as out:
+        proc = subprocess.Popen(args + kill_run_opts(output), stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=REPO)
+    start, log = time.monotonic(), ""
+    try:
+        while proc.poll() is None:
+            if log_path.exists():
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    log = f.read().decode("utf-8", "replace")
+            names = os.listdir(output) if output.exists() else []
+            if phase.trigger is not None and phase.trigger(names, log, time.monotonic() - start):
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return "killed"
+            assert time.monotonic() - start < timeout, f"{phase.name}: no end after {timeout} s"
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def read_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]  # every line must be complete JSON
+
+
+def last_checkpoint_is_loadable(output):
+    pointer = output / "last_checkpoint"
+    if not pointer.exists():
+        return None
+    name = pointer.read_text().strip()
+    return load_checkpoint_file(str(output / name))["epoch"]
+
+
+def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
+    from lastreid.datasets import build_dataset
+
+    output = tmp_path / "run"
+    env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
+    rng = random.Random(0)
+    phases = [
+        # epoch 0's periodic checkpoint is complete, its copy to model_best.pth is not
+        Phase("best_copy", tmp_file_of("model_best.pth"), resume=False),
+        Phase("evaluation", in_log("Start inference on")),  # epoch 1's LaSTVal evaluation
+        Phase("random", seconds_into_training(rng.uniform(0.5, 8))),  # a training step
+        Phase("final_write", tmp_file_of("model_final.pth")),
+        Phase("final_test", in_log("Testing the best checkpoint")),
+        Phase("finish", None),
+    ]
+    best_seen = []
+    for phase in phases:
+        result = run_phase(phase, output, env)
+        tail = (tmp_path / f"{phase.name}.out").read_text(errors="replace")[-3000:]
+        if phase.trigger is None:
+            assert result == 0, f"{phase.name} failed:\n{tail}"
+        else:
+            assert result == "killed", f"{phase.name} ended ({result}) before its kill:\n{tail}"
+        last_checkpoint_is_loadable(output)  # the pointer always names a complete file
+        if (output / "model_best.pth").exists():
+            best = load_checkpoint_file(str(output / "model_best.pth"))
+            best_seen.append(best["metric"])
+
+    # The same end as an uninterrupted run.
+    assert (output / "last_checkpoint").read_text().strip() == "model_final.pth"
+    final = load_checkpoint_file(str(output / "model_final.pth"))
+    best = load_checkpoint_file(str(output / "model_best.pth"))
+    assert final["epoch"] == EPOCHS - 1
+    assert not [n for n in os.listdir(output) if ".tmp." in n]
+
+    iters_per_epoch = len(build_dataset("LaST", root=str(default_root)).train) // BATCH
+    max_iter = EPOCHS * iters_per_epoch
+    lines = read_lines(output / "metrics.json")
+    evals = [m for m in lines if "metric" in m]
+    assert [m["iteration"] for m in evals] == [(e + 1) * iters_per_epoch - 1 for e in range(EPOCHS)]
+    train_iters = [m["iteration"] for m in lines if "total_loss" in m]
+    assert train_iters == sorted(set(train_iters)), "training lines duplicated or out of order"
+    expected = {(e + 1) * iters_per_epoch - 1 for e in range(EPOCHS)}
+    expected |= {i - 1 for i in range(200, max_iter, 200)}  # PeriodicWriter's period
+    assert set(train_iters) == expected and max(train_iters) == max_iter - 1
+
+    metrics = [m["metric"] for m in evals]
+    assert best["metric"] == pytest.approx(max(metrics))
+    assert best["epoch"] == metrics.index(max(metrics))
+    assert final["best_metric"] == pytest.approx(max(metrics))
+    # model_best.pth was only ever replaced by a better one.
+    assert best_seen == sorted(best_seen)
+
+
+# Unit tests: metrics history repair, best metric across resumes ---------------------------
+
+def test_metrics_history_drops_redone_iterations_and_a_torn_line(tmp_path):
+    path = tmp_path / "metrics.json"
+    lines = [json.dumps({"iteration": i, "total_loss": 1.0}) for i in (9, 19, 29)]
+    path.write_text("\n".join(lines) + "\n" + '{"iteration": 39, "tot')
+    inode = path.stat().st_ino
+    assert repair_metrics_history(str(path), start_iter=20) == 2
+    assert path.read_text() == "\n".join(lines[:2]) + "\n"
+    assert path.stat().st_ino != inode  # replaced, not rewritten in place
+    assert repair_metrics_history(str(path), start_iter=20) == 0  # nothing more to do
+    assert repair_metrics_history(str(path), start_iter=0) == 2 and path.read_text() == ""
+    assert repair_metrics_history(str(tmp_path / "absent.json"), 0) == 0
+
+
+def test_metrics_history_keeps_a_complete_last_line_without_newline(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"iteration": 9}\n{"iteration": 19}')
+    assert repair_metrics_history(str(path), start_iter=20) == 0
+    assert [m["iteration"] for m in read_lines(path)] == [9, 19]
+
+
+class _Trainer:
+    epoch = 0
+
+
+def _checkpoint_hook(folder, period=1, max_epoch=10):
+    model = torch.nn.Linear(2, 2)
+    hook = ResumableCheckpointer(Checkpointer(model, str(folder)), period, max_epoch)
+    return hook
+
+
+def _best(folder):
+    data = load_checkpoint_file(str(folder / "model_best.pth"))
+    return data["epoch"], data["metric"]
+
+
+def test_best_metric_survives_a_resume(tmp_path):
+    hook = _checkpoint_hook(tmp_path)
+    hook.step(0, metric=50.0)
+    hook.step(1, metric=40.0)
+    assert _best(tmp_path) == (0, 50.0)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"  # not model_best
+
+    resumed = _checkpoint_hook(tmp_path)
+    resumed.restore(load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth"))
+    assert (resumed.best_metric, resumed.best_epoch) == (50.0, 0)
+    before = (tmp_path / "model_best.pth").stat().st_mtime_ns
+    resumed.step(2, metric=45.0)  # fastreid's hook (best -1 after a resume) would overwrite
+    assert _best(tmp_path) == (0, 50.0)
+    assert (tmp_path / "model_best.pth").stat().st_mtime_ns == before
+    resumed.step(3, metric=55.0)
+    assert _best(tmp_path) == (3, 55.0)
+    assert load_checkpoint_file(str(tmp_path / "model_0003.pth"))["best_epoch"] == 3
+
+
+def test_kill_between_checkpoint_and_best_copy_is_repaired(tmp_path):
+    hook = _checkpoint_hook(tmp_path)
+    hook.step(0, metric=50.0)
+    hook.step(1, metric=60.0)
+    # As if killed after model_0001.pth and the pointer, before the copy: best is epoch 0.
+    hook.checkpointer.save("model_best", epoch=0, metric=50.0)
+    hook.checkpointer.tag_last_checkpoint("model_0001.pth")
+    resumed = _checkpoint_hook(tmp_path)
+    resumed.restore(load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth"))
+    assert _best(tmp_path) == (1, 60.0)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"
+
+
+def test_metric_of_an_earlier_evaluation_does_not_count(tmp_path):
+    from fastreid.utils.events import EventStorage
+
+    hook = _checkpoint_hook(tmp_path)
+    hook.trainer, hook.metric_name = _Trainer(), "metric"
+    with EventStorage(0) as storage:
+        storage.iter = 9
+        storage.put_scalar("metric", 50.0, smoothing_hint=False)
+        hook.after_epoch()
+        storage.iter, hook.trainer.epoch = 19, 1
+        hook.after_epoch()  # not evaluated this epoch: metric -1, not 50 again
+    assert load_checkpoint_file(str(tmp_path / "model_0001.pth"))["metric"] == -1
+    assert _best(tmp_path) == (0, 50.0)
+
+
+def test_hooks_write_metrics_before_checkpointing():
+    from fastreid.engine import hooks
+    from fastreid.utils.checkpoint import Checkpointer as FastreidCheckpointer
+
+    stock = [hooks.IterationTimer(), hooks.EvalHook(1, lambda: {}),
+             hooks.PeriodicCheckpointer(FastreidCheckpointer(torch.nn.Linear(1, 1)), 1),
+             hooks.PeriodicWriter([], 20)]
+    kinds = [type(h).__name__ for h in arrange_hooks(stock)]
+    assert kinds == ["IterationTimer", "EvalHook", "PeriodicWriter", "ResumableCheckpointer"]
