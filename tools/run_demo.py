@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """The built-in default job (`make demo`): writes the synthetic LaST / PRCC / Celeb-reID
-trees, trains BoT on synthetic LaST on whatever device there is, and evaluates it.
+trees, trains BoT on synthetic LaST on whatever device there is, and evaluates it; then
+runs the transfer table (tools/transfer_matrix.py --preset synthetic) with two sources, a
+random init and that BoT model ("synthetic-LaST"), on synthetic PRCC and Celeb-reID,
+direct and fine-tuned, and prints it.
 
 Everything goes under --workdir (default `demo/`): `datasets/` and `runs/`.
 """
@@ -45,7 +48,22 @@ def main():
     run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
          "--config-file", os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"),
          "OUTPUT_DIR", bot_dir], env)
-    print(f"[demo] done in {time.time() - start:.0f} s; BoT run in {bot_dir}")
+    bot_seconds = time.time() - start
+    transfer_dir = os.path.join(runs, "transfer")
+    run([sys.executable, os.path.join(REPO, "tools", "transfer_matrix.py"), "--preset", "synthetic",
+         "--random-init", "--source", "synthetic-LaST=" + os.path.join(bot_dir, "model_best.pth"),
+         "--output", transfer_dir, "--no-print-table"], env)
+    print(f"[demo] done in {time.time() - start:.0f} s (data + BoT {bot_seconds:.0f} s, transfer "
+          f"table {time.time() - start - bot_seconds:.0f} s); BoT run in {bot_dir}, transfer runs, "
+          f"table (.md, .csv) and chart (.png) in {transfer_dir}\n")
+    with open(os.path.join(transfer_dir, "transfer_table.md")) as f:
+        print(f.read(), end="", flush=True)
+    # The README's pictures (section Tools) for this run: training curves, ranked lists on LaST val.
+    run([sys.executable, os.path.join(REPO, "tools", "plot_curves.py"), bot_dir], env)
+    run([sys.executable, os.path.join(REPO, "tools", "visualize_ranks.py"), "--config-file",
+         os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"), "--weights",
+         os.path.join(bot_dir, "model_best.pth"), "--dataset", "LaSTVal", "-o", os.path.join(bot_dir, "ranks"),
+         "--order", "random", "--num-queries", "4", "--topk", "8", "--colors", "128", "--quiet"], env)
 
 
 if __name__ == "__main__":

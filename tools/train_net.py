@@ -6,11 +6,18 @@
     python tools/train_net.py --config-file ... --resume
     python tools/train_net.py --config-file ... --num-gpus 8 SOLVER.IMS_PER_BATCH 256
 
-Any `KEY VALUE` pairs after the flags override the config, as in fast-reid.
+Any `KEY VALUE` pairs after the flags override the config, as in fast-reid. The numbers
+the run reports (the last evaluation on DATASETS.TESTS) are also written, atomically, to
+OUTPUT_DIR/results.json.
 """
+import json
+import os
+
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.engine import default_argument_parser, launch
+from fastreid.utils import comm
 
+from lastreid.checkpoint import write_text_atomic
 from lastreid.config import build_cfg
 from lastreid.engine import Trainer, default_setup, evaluate_weights
 
@@ -19,10 +26,15 @@ def main(args):
     cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
     default_setup(cfg, args)
     if args.eval_only:
-        return evaluate_weights(cfg)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+        results = evaluate_weights(cfg)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+    if results and comm.is_main_process():
+        write_text_atomic(json.dumps(results, indent=2, default=float) + "\n",
+                          os.path.join(cfg.OUTPUT_DIR, "results.json"))
+    return results
 
 
 if __name__ == "__main__":

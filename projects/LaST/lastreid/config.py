@@ -26,6 +26,10 @@ def add_lastreid_config(cfg):
     # Checkpoints ------------------------------------------------------------------------
     # Fine-tuning starts from MODEL.WEIGHTS without its classifier (the classes differ).
     _C.MODEL.LOAD_CLASSIFIER = True
+    # The public LaST code's (torchvision's) stem max-pool, MaxPool2d(3, 2, padding=1),
+    # instead of fastreid's padding=0 / ceil_mode one: True for the reference and
+    # ImageNet checkpoints, False for models trained with fastreid (our BoT).
+    _C.MODEL.BACKBONE.TORCHVISION_STEM = False
     # Checkpoints are loaded with torch.load(weights_only=True); set this only for files
     # you trust that need arbitrary pickles.
     _C.MODEL.TRUST_CHECKPOINTS = False

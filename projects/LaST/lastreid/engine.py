@@ -13,7 +13,6 @@ import os
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
-from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
 from fastreid.engine import default_setup as fastreid_default_setup
@@ -22,9 +21,13 @@ from fastreid.utils import comm
 from fastreid.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 from fastreid.utils.logger import setup_logger
 
-from .checkpoint import Checkpointer, backbone_loaded
+from . import precision
+from .checkpoint import Checkpointer, backbone_loaded, use_reference_maxpool
+from .data import ReidImageDataset, drop_unreadable
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
+from .evaluation.single_shot import SingleShotReidEvaluator
+from .resume import arrange_hooks, continue_run
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +99,9 @@ def build_train_set(cfg, names=None):
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
-    return CommDataset(items, build_transforms(cfg, is_train=True), relabel=True)
+    # A bad image raises BadImageError naming it, or is replaced when SKIP_BAD_IMAGES.
+    return ReidImageDataset(items, build_transforms(cfg, is_train=True), relabel=True,
+                            skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
 
 
 def build_test_set(cfg, dataset_name):
@@ -104,14 +109,38 @@ def build_test_set(cfg, dataset_name):
     data = build_dataset(dataset_name)
     if comm.is_main_process():
         data.show_test()
-    test_set = CommDataset(data.query + data.gallery, build_transforms(cfg, is_train=False), relabel=False)
-    return test_set, len(data.query)
+    query, gallery = data.query, data.gallery
+    if cfg.DATALOADER.SKIP_BAD_IMAGES:  # never skipped mid-evaluation: checked up front
+        query, gallery = drop_unreadable(dataset_name, query, gallery, cfg.DATALOADER.NUM_WORKERS)
+    test_set = ReidImageDataset(query + gallery, build_transforms(cfg, is_train=False), relabel=False)
+    return test_set, len(query)
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer that builds CPU loaders when needed, evaluates with the blocked
     exact evaluator, saves checkpoints atomically and, after training, tests the best
     checkpoint on TEST.FINAL_TESTS."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if on_cpu(self.cfg):  # the CPU step (bf16 autocast, channels-last batches as resolved)
+            fast = precision.resolve(self.cfg, log=False)
+            self._trainer = precision.CpuTrainer.from_trainer(self._trainer, fast)
+
+    @classmethod
+    def build_model(cls, cfg):
+        # Channels-last weights when the precision path says so: training, evaluation
+        # and evaluate_weights all build the model here. Logs the path taken.
+        model = precision.prepare_model(super().build_model(cfg), precision.resolve(cfg))
+        if cfg.MODEL.BACKBONE.TORCHVISION_STEM:  # reference / ImageNet checkpoints
+            use_reference_maxpool(model)
+        return model
+
+    @classmethod
+    def test(cls, cfg, model):
+        # Forward passes under the precision path's autocast with float32 features out;
+        # the evaluator's distances and ranking run outside autocast, in float32.
+        return super().test(cfg, precision.for_inference(model, precision.resolve(cfg, log=False)))
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -135,7 +164,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
-        evaluator = BlockedReidEvaluator(
+        evaluator_class = SingleShotReidEvaluator if cfg.TEST.SINGLE_SHOT.ENABLED else BlockedReidEvaluator
+        evaluator = evaluator_class(
             cfg, num_query, output_dir, num_items=len(data_loader.dataset)
         )
         return data_loader, evaluator
@@ -155,7 +185,17 @@ class Trainer(DefaultTrainer):
         self.checkpointer = Checkpointer.from_config(
             self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
         )
-        return super().build_hooks()
+        # Our checkpoint hook (best metric kept across resumes), metrics written before it.
+        return arrange_hooks(super().build_hooks())
+
+    def resume_or_load(self, resume=True):
+        # DefaultTrainer's, plus the resume bookkeeping of lastreid.resume.continue_run.
+        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        resumed = resume and self.checkpointer.has_checkpoint()
+        if resumed:
+            self.start_epoch = checkpoint.get("epoch", -1) + 1
+        if resume:
+            continue_run(self, checkpoint, resumed)
 
     def build_writers(self):
         return [

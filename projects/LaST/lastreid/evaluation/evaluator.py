@@ -1,0 +1,153 @@
+"""`BlockedReidEvaluator`: fastreid's ReidEvaluator with bounded memory and exact metrics.
+
+Drop-in for `fastreid.evaluation.ReidEvaluator` (same `process(inputs, outputs)` contract
+and result keys), but:
+- features go into ONE preallocated float32 buffer (num_items x dim, allocated on the first
+  batch, grown geometrically when num_items is unknown or exceeded), pids/camids likewise;
+- distances and metrics are computed one query block at a time (`lastreid.evaluation.rank`,
+  block size TEST.QUERY_BLOCK_SIZE or from TEST.EVAL_MEMORY_MB), exact, ties broken by
+  gallery order;
+- TEST.AQE runs blockwise, TEST.RERANK stays full-matrix (with a memory warning) and works
+  on CPU, TEST.ROC gives fastreid's TPR@FPR keys from counts (a second pass of blocks).
+
+`evaluate()` normalizes the stored features in place (cosine) instead of copying them; its
+results are cached, and `reset()` must be called before processing a new dataset.
+"""
+import copy
+import logging
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from fastreid.evaluation.evaluator import DatasetEvaluator
+from fastreid.utils import comm
+
+from .rank import DistanceBlocks, blocked_metrics
+from .rerank import blocked_aqe, rerank_distmat
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BlockedReidEvaluator"]
+
+_ROC_FPRS = (1e-4, 1e-3, 1e-2)
+
+
+class BlockedReidEvaluator(DatasetEvaluator):
+    def __init__(self, cfg, num_query, output_dir=None, num_items=None):
+        self.cfg = cfg
+        self._num_query = int(num_query)
+        self._output_dir = output_dir
+        self._num_items = int(num_items) if num_items else None
+        self.reset()
+
+    def reset(self):
+        self._feats = self._pids = self._camids = None
+        self._n = 0
+        self._results = None
+
+    @property
+    def capacity(self):
+        return 0 if self._feats is None else self._feats.shape[0]
+
+    def process(self, inputs, outputs):
+        if self._results is not None:
+            raise RuntimeError("process() after evaluate(): call reset() first")
+        b = outputs.shape[0]
+        self._reserve(self._n + b, outputs.shape[1])
+        end = self._n + b
+        self._feats[self._n:end].copy_(outputs.detach())  # casts bf16/fp16, moves to CPU
+        self._pids[self._n:end] = _to_numpy(inputs["targets"])
+        self._camids[self._n:end] = _to_numpy(inputs["camids"])
+        self._n = end
+
+    def _reserve(self, need, dim):
+        if self._feats is not None and self._feats.shape[1] != dim:
+            raise ValueError("feature dim changed from {} to {}".format(self._feats.shape[1], dim))
+        cap = self.capacity
+        if need <= cap:
+            return
+        if cap == 0:
+            new_cap = self._num_items if self._num_items and self._num_items >= need else max(need, 256)
+        else:
+            new_cap = max(need, 2 * cap)
+            logger.info("feature buffer grown from %d to %d items%s", cap, new_cap,
+                        " (num_items=%d exceeded)" % self._num_items if self._num_items else "")
+        feats = torch.empty((new_cap, dim), dtype=torch.float32)
+        pids, camids = np.empty(new_cap, np.int64), np.empty(new_cap, np.int64)
+        if cap:
+            feats[:self._n] = self._feats[:self._n]
+            pids[:self._n], camids[:self._n] = self._pids[:self._n], self._camids[:self._n]
+        self._feats, self._pids, self._camids = feats, pids, camids
+
+    def _collect(self):
+        """(features, pids, camids) of all ranks on the main process, None elsewhere."""
+        n = self._n
+        feats = self._feats[:n] if n else torch.empty((0, 0))
+        pids = self._pids[:n] if n else np.empty(0, np.int64)
+        camids = self._camids[:n] if n else np.empty(0, np.int64)
+        if comm.get_world_size() > 1:
+            comm.synchronize()
+            parts = comm.gather((feats, pids, camids), dst=0)
+            if not comm.is_main_process():
+                return None
+            parts = [p for p in parts if p[0].numel()]
+            feats = torch.cat([p[0] for p in parts])
+            pids = np.concatenate([p[1] for p in parts])
+            camids = np.concatenate([p[2] for p in parts])
+        if feats.numel() == 0:
+            raise RuntimeError("BlockedReidEvaluator.evaluate() without any processed batch")
+        return feats, pids, camids
+
+    @torch.no_grad()
+    def evaluate(self):
+        if self._results is not None:
+            return copy.deepcopy(self._results)
+        collected = self._collect()
+        if collected is None:
+            return {}
+        feats, pids, camids = collected
+        t0 = time.perf_counter()
+        test, nq = self.cfg.TEST, self._num_query
+        q_pids, g_pids, q_camids, g_camids = pids[:nq], pids[nq:], camids[:nq], camids[nq:]
+        if test.AQE.ENABLED:
+            logger.info("Test with AQE setting")
+            qf, gf = blocked_aqe(feats, nq, test.AQE.QE_TIME, test.AQE.QE_K, test.AQE.ALPHA,
+                                 test.EVAL_MEMORY_MB)
+            self._feats = feats = None  # the expanded features replace the buffer
+        else:
+            qf, gf = feats[:nq], feats[nq:]
+        blocks = DistanceBlocks(qf, gf, test.METRIC, test.QUERY_BLOCK_SIZE, test.EVAL_MEMORY_MB,
+                                overwrite=True)
+        logger.info("Evaluating %d queries x %d gallery (%s) in %d blocks of %d queries",
+                    blocks.num_query, blocks.num_gallery, test.METRIC, blocks.num_blocks,
+                    blocks.block_size)
+        if test.RERANK.ENABLED:
+            logger.info("Test with rerank setting")
+            dist = np.empty((blocks.num_query, blocks.num_gallery), dtype=np.float32)
+            for s, block in blocks:
+                dist[s:s + block.shape[0]] = block
+            # cosine: blocks normalized qf / gf in place, as fastreid feeds the jaccard code
+            dist = rerank_distmat(qf, gf, dist, test.RERANK.K1, test.RERANK.K2, test.RERANK.LAMBDA)
+            blocks = DistanceBlocks.from_distmat(dist, test.QUERY_BLOCK_SIZE, test.EVAL_MEMORY_MB)
+        roc = _ROC_FPRS if test.ROC.ENABLED else ()
+        r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=roc)
+        cmc, m_ap, m_inp = r["cmc"], r["mAP"], r["mINP"]
+        results = OrderedDict()
+        for k in (1, 5, 10):
+            results["Rank-{}".format(k)] = float(cmc[k - 1]) * 100
+        results["mAP"] = m_ap * 100
+        results["mINP"] = m_inp * 100
+        results["metric"] = (m_ap + float(cmc[0])) / 2 * 100
+        for fpr in roc:
+            results["TPR@FPR={:.0e}".format(fpr)] = r["tpr"][fpr]
+        logger.info("Evaluation of %d valid queries done in %.1f s", r["num_valid"],
+                    time.perf_counter() - t0)
+        self._results = results
+        return copy.deepcopy(results)
+
+
+def _to_numpy(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy().reshape(-1)
+    return np.asarray(x).reshape(-1)

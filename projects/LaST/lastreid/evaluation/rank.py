@@ -1,0 +1,338 @@
+"""Exact fastreid re-id metrics computed one block of queries at a time.
+
+Semantics are those of fastreid's `build_dist` + `evaluate_rank` (market1501 protocol):
+gallery items with the query's pid AND camid are removed, queries left without a match
+are skipped, CMC / AP / INP are defined as in `fastreid.evaluation.rank`, cosine distance is
+`1 - normalize(q) @ normalize(g).T` and euclidean is `|q|^2 + |g|^2 - 2 q.g`, both computed
+with the same torch operations as `fastreid.utils.compute_dist`, in float32.
+
+Tie rule: gallery items at exactly the same distance from a query are ranked by gallery
+index (lower first), i.e. the order of a *stable* argsort of the distance row. fastreid
+uses a non-stable argsort, so its order among exact ties is undefined; the two agree
+whenever no kept positive is at exactly the distance of an item of another identity
+(`stats['tied_positives']` counts those).
+
+Neither the full distance matrix nor any row sort is ever built. For each query the
+kept positives are sorted by (distance, gallery index); the rank of the i-th of them is
+i plus the number of other-identity gallery items before it, which is counted by
+comparing the row with each distinct positive distance (on the items not farther than
+the last positive). CMC needs the first rank, INP the last one and AP all of them.
+
+Where a query keeps fewer gallery items than max_rank (tiny galleries only), CMC is 1 from
+its first match on; fastreid's Cython code reads stale buffer values there. NaN distances
+are not supported. Bitwise, the blocked float32 products may differ from fastreid's single
+product by a few ulps (the BLAS kernel depends on the shape); metrics only move if a match and
+another item are that close.
+"""
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DistanceBlocks", "auto_block_size", "blocked_metrics", "rank_metrics",
+           "rank_metrics_from_distmat", "normalize_rows_"]
+
+logger = logging.getLogger(__name__)
+_LOG_EVERY_S = 10.0
+_SORT_LIMIT = 1024  # below this many candidates sorting them beats one pass per threshold
+
+
+def auto_block_size(num_gallery, memory_mb=512, num_query=None):
+    """Queries per block so that one float32 block of distances fits in `memory_mb` MB
+    (a multiple of 64 when possible, which suits the BLAS kernels)."""
+    rows = int(memory_mb * 2 ** 20) // (4 * max(int(num_gallery), 1))
+    if rows >= 64:
+        rows -= rows % 64
+    rows = max(rows, 1)
+    return min(rows, num_query) if num_query else rows
+
+
+@torch.no_grad()
+def normalize_rows_(x, chunk=8192):
+    """In-place `F.normalize(x, dim=1)` (bit-identical to it), chunk by chunk."""
+    for s in range(0, x.shape[0], chunk):
+        c = x[s:s + chunk]
+        c.div_(c.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12).expand_as(c))
+    return x
+
+
+def _as_f32(x):
+    """(float32 tensor, whether it is a new copy)."""
+    t = torch.as_tensor(x)
+    return (t, False) if t.dtype == torch.float32 else (t.float(), True)
+
+
+class DistanceBlocks:
+    """Re-iterable source of query x gallery distance blocks: yields `(start, block)` with
+    `block` a float32 numpy array of rows `start:start + len(block)`. A block is only
+    valid until the next one is requested (one buffer is reused)."""
+
+    def __init__(self, query, gallery, metric="cosine", block_size=0, memory_mb=512,
+                 overwrite=False):
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError("metric must be 'cosine' or 'euclidean', got {!r}".format(metric))
+        (q, own_q), (g, own_g) = _as_f32(query), _as_f32(gallery)
+        if metric == "cosine":
+            q = normalize_rows_(q) if (overwrite or own_q) else F.normalize(q, p=2, dim=1)
+            g = normalize_rows_(g) if (overwrite or own_g) else F.normalize(g, p=2, dim=1)
+            self._qq = self._gg = None
+        else:
+            self._qq = torch.pow(q, 2).sum(dim=1)
+            self._gg = torch.pow(g, 2).sum(dim=1)
+        self.metric, self._q, self._g, self._distmat = metric, q, g, None
+        self._init_sizes(q.shape[0], g.shape[0], block_size, memory_mb)
+
+    @classmethod
+    def from_distmat(cls, distmat, block_size=0, memory_mb=512):
+        """Blocks of rows of a precomputed (num_query, num_gallery) distance matrix."""
+        self = cls.__new__(cls)
+        self.metric, self._distmat = "precomputed", distmat
+        self._init_sizes(distmat.shape[0], distmat.shape[1], block_size, memory_mb)
+        return self
+
+    def _init_sizes(self, nq, ng, block_size, memory_mb):
+        self.num_query, self.num_gallery = int(nq), int(ng)
+        bs = int(block_size) if block_size and block_size > 0 else auto_block_size(ng, memory_mb)
+        self.block_size = max(1, min(bs, max(self.num_query, 1)))
+        self.num_blocks = -(-self.num_query // self.block_size)
+
+    @torch.no_grad()
+    def __iter__(self):
+        if self._distmat is not None:
+            for s in range(0, self.num_query, self.block_size):
+                block = self._distmat[s:s + self.block_size]
+                if isinstance(block, torch.Tensor):
+                    block = block.cpu().numpy()
+                yield s, np.asarray(block, dtype=np.float32)
+            return
+        buf = torch.empty((self.block_size, self.num_gallery), dtype=torch.float32)
+        for s in range(0, self.num_query, self.block_size):
+            qb = self._q[s:s + self.block_size]
+            out = buf[:qb.shape[0]]
+            if self.metric == "cosine":
+                torch.mm(qb, self._g.t(), out=out)
+                out.neg_().add_(1.0)  # == 1 - sim, bit for bit
+            else:
+                torch.add(self._qq[s:s + qb.shape[0], None], self._gg[None, :], out=out)
+                out.addmm_(qb, self._g.t(), beta=1, alpha=-2)
+            yield s, out.numpy()
+
+
+class _Progress:
+    def __init__(self, what, total):
+        self.what, self.total, self.t0 = what, total, time.perf_counter()
+        self.last = self.t0
+
+    def step(self, done):
+        now = time.perf_counter()
+        if now - self.last >= _LOG_EVERY_S and done < self.total:
+            self.last, el = now, now - self.t0
+            logger.info("%s: block %d/%d, %.0f s elapsed, ETA %.0f s", self.what, done,
+                        self.total, el, el * (self.total - done) / done)
+
+
+def _count_below_and_equal(cand, u):
+    """For each ascending threshold in `u`: (#cand < u, #cand == u)."""
+    if cand.size <= _SORT_LIMIT:
+        srt = np.sort(cand)
+        lt = np.searchsorted(srt, u, "left")
+        return lt, np.searchsorted(srt, u, "right") - lt
+    buf = np.empty(cand.shape, dtype=bool)
+    lt = np.fromiter((np.count_nonzero(np.less(cand, x, out=buf)) for x in u), np.int64, u.size)
+    eq = np.fromiter((np.count_nonzero(np.equal(cand, x, out=buf)) for x in u), np.int64, u.size)
+    return lt, eq
+
+
+def positive_ranks(row, same, pos, mask_buf=None):
+    """0-based ranks, among kept gallery items and under the stable tie rule, of the kept
+    positives `pos` of one query, in ascending order (with their distances, same order).
+
+    row: float32 distances to the whole gallery. same: ascending gallery indices with the
+    query's pid (kept positives and removed same-camera items). pos: ascending subset of
+    `same` (the kept positives), non-empty. Returns (ranks, distances, number of
+    positives tied with an other-identity item).
+    """
+    pv = row[pos]
+    order = np.argsort(pv, kind="stable")  # by (distance, gallery index): pos is ascending
+    pv, pos = pv[order], pos[order]
+    mask = np.less_equal(row, pv[-1], out=mask_buf)
+    cand = row.take(np.flatnonzero(mask)) if 2 * np.count_nonzero(mask) < row.size else row
+    new = np.empty(pv.size, dtype=bool)  # distinct distances (pv is sorted)
+    new[0] = True
+    np.not_equal(pv[1:], pv[:-1], out=new[1:])
+    u, inv = pv[new], np.cumsum(new) - 1
+    lt, eq = _count_below_and_equal(cand, u)
+    sv = np.sort(row[same])
+    s_lt, s_le = np.searchsorted(sv, u, "left"), np.searchsorted(sv, u, "right")
+    before = (lt - s_lt)[inv]  # other identities strictly closer
+    tied = np.flatnonzero((eq - (s_le - s_lt))[inv] > 0)  # other identities at equal distance
+    for i in tied:
+        j, p = pos[i], pv[i]
+        before[i] += np.count_nonzero(row[:j] == p) - np.count_nonzero((row[same] == p) & (same < j))
+    return before + np.arange(pos.size), pv, tied.size
+
+
+class _GalleryGroups:
+    """Gallery indices grouped by pid, ascending within each pid."""
+
+    def __init__(self, g_pids):
+        self.order = np.argsort(g_pids, kind="stable")
+        self.sorted_pids = g_pids[self.order]
+
+    def same_pid(self, pid):
+        lo = np.searchsorted(self.sorted_pids, pid, side="left")
+        hi = np.searchsorted(self.sorted_pids, pid, side="right")
+        return self.order[lo:hi]
+
+
+def _as_int64(a):
+    if isinstance(a, torch.Tensor):
+        a = a.cpu().numpy()
+    return np.asarray(a, dtype=np.int64).reshape(-1)
+
+
+def blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=(),
+                    stats=None):
+    """Exact CMC / mAP / mINP (and fastreid's TPR@FPR when `roc_fprs` is given) over the
+    distance blocks of a `DistanceBlocks`. Returns a dict with 'cmc' (float32, length
+    min(max_rank, num_gallery)), 'mAP', 'mINP', 'num_valid' and, with roc_fprs, 'tpr'
+    ({fpr: tpr}; this costs a second pass over the blocks). `stats`, if a dict, receives
+    'tied_positives' (kept positives at exactly the distance of an other-identity item),
+    'distance_seconds' and 'rank_seconds' (time producing blocks / ranking in them).
+    """
+    q_pids, g_pids = _as_int64(q_pids), _as_int64(g_pids)
+    q_camids, g_camids = _as_int64(q_camids), _as_int64(g_camids)
+    nq, ng = blocks.num_query, blocks.num_gallery
+    assert q_pids.size == nq and g_pids.size == ng, "pids do not match the features"
+    groups = _GalleryGroups(g_pids)
+    first = np.full(nq, -1, dtype=np.int64)
+    last = np.zeros(nq, dtype=np.int64)
+    ap = np.zeros(nq, dtype=np.float64)
+    inp = np.zeros(nq, dtype=np.float64)
+    tied = np.zeros(nq, dtype=np.int64)
+    pos_dists = [None] * nq if roc_fprs else None
+
+    mask_buf = np.empty(ng, dtype=bool)
+
+    def work(start, block):
+        for b in range(block.shape[0]):
+            qi = start + b
+            same = groups.same_pid(q_pids[qi])
+            pos = same[g_camids[same] != q_camids[qi]]
+            if pos.size == 0:
+                continue
+            ranks, pv, tied[qi] = positive_ranks(block[b], same, pos, mask_buf)
+            first[qi], last[qi] = ranks[0], ranks[-1]
+            ap[qi] = np.mean(np.arange(1, ranks.size + 1) / (ranks + 1.0))
+            inp[qi] = ranks.size / (ranks[-1] + 1.0)
+            if pos_dists is not None:
+                pos_dists[qi] = pv
+
+    t0 = time.perf_counter()
+    rank_s = _for_each_block(blocks, work, "rank metrics")
+    total_s = time.perf_counter() - t0
+    valid = first >= 0
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        raise ValueError("Error: all query identities do not appear in gallery")
+    max_rank = min(int(max_rank), ng)
+    hits = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)
+    out = {
+        "cmc": (np.cumsum(hits[:max_rank]) / num_valid).astype(np.float32),
+        "mAP": float(ap[valid].mean()), "mINP": float(inp[valid].mean()),
+        "num_valid": num_valid,
+    }
+    if isinstance(stats, dict):
+        stats.update(tied_positives=int(tied.sum()), rank_seconds=rank_s,
+                     distance_seconds=total_s - rank_s)
+    if roc_fprs:
+        pos_all = np.concatenate([p for p in pos_dists if p is not None])
+        out["tpr"] = _tpr_at_fpr(blocks, groups, q_pids, pos_all, roc_fprs)
+    return out
+
+
+def _for_each_block(blocks, work, what):
+    """Runs work(start, block) on every block, logging progress. The per-row work is
+    many small numpy calls holding the GIL: threads do not speed it up, measured."""
+    progress = _Progress(what, blocks.num_blocks)
+    work_s = 0.0
+    for i, (start, block) in enumerate(blocks):
+        t = time.perf_counter()
+        work(start, block)
+        work_s += time.perf_counter() - t
+        progress.step(i + 1)
+    return work_s
+
+
+def _tpr_at_fpr(blocks, groups, q_pids, pos_all, fprs):
+    """fastreid's TPR@FPR (evaluate_roc + sklearn roc_curve with drop_intermediate + argmin
+    over |fpr - target|) from the kept positive distances and, counted in a second pass,
+    the number of negatives (other-identity pairs, all queries) strictly between and
+    equal to each distinct positive distance."""
+    u, m = np.unique(pos_all, return_counts=True)
+    nu = u.size
+    u_t = torch.from_numpy(u)
+    hist = torch.zeros(2 * nu + 2, dtype=torch.int64)
+    chunk = max(1, (1 << 22) // max(blocks.num_gallery, 1))
+
+    def work(start, block):
+        for s in range(0, block.shape[0], chunk):
+            e = min(s + chunk, block.shape[0])
+            x = torch.from_numpy(block[s:e])
+            slot = torch.bucketize(x, u_t, out_int32=True)
+            slot += torch.bucketize(x, u_t, right=True, out_int32=True)
+            for r in range(s, e):  # same-pid items are not negatives
+                slot[r - s, torch.from_numpy(groups.same_pid(q_pids[start + r]))] = 2 * nu + 1
+            hist.add_(torch.bincount(slot.view(-1), minlength=2 * nu + 2))
+
+    _for_each_block(blocks, work, "TPR@FPR")
+    return tpr_from_counts(u, m, hist[:2 * nu + 1].numpy(), fprs)
+
+
+def tpr_from_counts(u, m, hist, fprs):
+    """sklearn's roc_curve(labels, scores) (labels: 0 = positive pair, 1 = negative pair,
+    scores = distances) evaluated at the points fastreid picks, from counts only.
+
+    u, m: ascending distinct positive-pair distances and their multiplicities.
+    hist[2a]: negatives strictly between u[a-1] and u[a] (a = 0: below u[0]; a = len(u):
+    above u[-1]); hist[2a + 1]: negatives equal to u[a].
+    """
+    nu = u.size
+    n_pos, n_neg = int(m.sum()), int(hist.sum())
+    m_d = m[::-1].astype(np.int64)           # descending distances, as sklearn walks them
+    eq_d = hist[1:2 * nu:2][::-1].astype(np.int64)
+    gap_d = hist[0:2 * nu:2][::-1].astype(np.int64)  # negatives between u_d[k+1] and u_d[k]
+    above = int(hist[2 * nu])
+    fps = np.cumsum(m_d)
+    tps = above + np.cumsum(eq_d) + np.concatenate(([0], np.cumsum(gap_d)[:-1]))
+    k = np.arange(nu)
+    has_prev = (k > 0) | (above > 0)
+    nxt = np.minimum(k + 1, nu - 1)
+    dropped = has_prev & (k < nu - 1) & (gap_d == 0) & (m_d[nxt] == m_d) & (eq_d[nxt] == eq_d)
+    fpr = np.concatenate(([0.0], fps[~dropped] / float(n_pos)))
+    tpr = np.concatenate(([0.0], tps[~dropped] / float(n_neg) if n_neg else np.full((~dropped).sum(), np.nan)))
+    return {f: float(tpr[np.argmin(np.abs(fpr - f))]) for f in fprs}
+
+
+def rank_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids,
+                 metric="cosine", max_rank=50, block_size=0, memory_mb=512, overwrite=False,
+                 stats=None):
+    """Exact (cmc, mAP, mINP) of fastreid's build_dist + evaluate_rank, in query blocks.
+
+    block_size: queries per block (0: from `memory_mb`, the budget of one float32 block).
+    overwrite: allow normalizing float32 inputs in place (cosine) to save a copy of the
+    gallery. cmc is a float32 array like fastreid's; mAP, mINP are floats.
+    """
+    blocks = DistanceBlocks(query_feats, gallery_feats, metric, block_size, memory_mb, overwrite)
+    r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank, stats=stats)
+    return r["cmc"], r["mAP"], r["mINP"]
+
+
+def rank_metrics_from_distmat(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
+                              block_size=0, memory_mb=512, stats=None):
+    """Same metrics for a precomputed (num_query, num_gallery) distance matrix."""
+    blocks = DistanceBlocks.from_distmat(distmat, block_size, memory_mb)
+    r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank, stats=stats)
+    return r["cmc"], r["mAP"], r["mINP"]

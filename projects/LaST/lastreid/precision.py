@@ -1,0 +1,282 @@
+"""The CPU fast path: channels-last memory format and bfloat16 autocast.
+
+Two config switches, each "auto", "on" or "off":
+
+- MODEL.CHANNELS_LAST: the model's 4-D weights (and, in training, each batch of images) in
+  channels-last (NHWC) layout, which oneDNN convolutions run faster in.
+- MODEL.CPU_BF16: the forward pass (and the training losses) under
+  `torch.autocast("cpu", dtype=torch.bfloat16)`; weights, gradients and the optimizer stay
+  float32, and features handed to evaluation are cast back to float32.
+
+"auto" turns both on for a CPU with native bfloat16 instructions (AVX512-BF16 or AMX-BF16)
+and leaves both off elsewhere. On CUDA, MODEL.CPU_BF16 does not apply (SOLVER.AMP.ENABLED
+stays fast-reid's fp16 AMP) and channels-last is used only when set to "on".
+
+Using it (this is what `lastreid.engine.Trainer` does, and what feature extraction does):
+
+    from lastreid import precision
+
+    fast = precision.resolve(cfg)               # FastPath(channels_last, bf16, reason); logs one line
+    model = precision.prepare_model(model, fast)  # channels-last weights when fast.channels_last
+    with torch.no_grad(), precision.autocast(fast):
+        feats = model(batch).float()            # bf16 activations -> float32 features
+
+or, for code that only calls `model(inputs)` (fast-reid's `inference_on_dataset`):
+
+    model = precision.for_inference(model, fast)  # autocast + float32 outputs, same weights
+
+`resolve(cfg, log=False)` resolves again without logging (for code paths that run often).
+`CpuTrainer` is the training step on the CPU (fast-reid's SimpleTrainer.run_step with the
+forward and the losses under `autocast`); `lastreid.engine.Trainer` installs it.
+"""
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
+from fastreid.utils.params import ContiguousParams
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FastPath", "CpuTrainer", "autocast", "cpu_bf16_support", "for_inference",
+           "prepare_model", "resolve"]
+
+CHOICES = ("auto", "on", "off")
+# Instruction sets that run bfloat16 arithmetic natively (oneDNN uses them for bf16
+# convolutions and matrix products); without them bf16 is emulated and slower than fp32.
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Which fast path a run takes. `reason` says why, for the log."""
+    channels_last: bool
+    bf16: bool
+    reason: str = ""
+
+    @property
+    def name(self):
+        parts = (["channels-last"] if self.channels_last else []) + (["bf16 autocast"] if self.bf16 else [])
+        return " + ".join(parts) if parts else "fp32"
+
+    def __str__(self):
+        return "{} ({})".format(self.name, self.reason) if self.reason else self.name
+
+
+FP32 = FastPath(False, False, "plain float32")
+
+
+@lru_cache(None)
+def cpu_bf16_support():
+    """(supported, how it was found): whether this CPU has native bfloat16 instructions.
+
+    Asks torch's own cpuinfo-based probe (`torch.cpu.get_capabilities`) and falls back to
+    the flags of /proc/cpuinfo when this torch has no such probe."""
+    if not torch.backends.mkldnn.is_available():
+        return False, "torch built without oneDNN"
+    caps = None
+    get_caps = getattr(torch.cpu, "get_capabilities", None)
+    if get_caps is not None:
+        try:
+            caps = dict(get_caps())
+        except Exception:  # an unexpected probe failure is "unknown", not a crash
+            caps = None
+    if caps is not None:
+        found = [f for f in _NATIVE_BF16_FLAGS if caps.get(f)]
+        source = "torch.cpu.get_capabilities"
+    else:
+        flags = set()
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags.update(line.split(":", 1)[1].split())
+        except OSError:
+            return False, "CPU features unknown (no torch probe, no /proc/cpuinfo)"
+        found = [f for f in _NATIVE_BF16_FLAGS if f in flags]
+        source = "/proc/cpuinfo"
+    if found:
+        return True, "CPU has {} ({})".format("/".join(found), source)
+    return False, "CPU has no native bf16 ({})".format(source)
+
+
+def _choice(cfg, key):
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    if isinstance(value, str) and value.strip().lower() in CHOICES:
+        return value.strip().lower()
+    raise ValueError("{} must be one of {}, got {!r}".format(
+        key, ", ".join('"%s"' % c for c in CHOICES), value))
+
+
+def resolve(cfg, log=True):
+    """The FastPath for cfg (MODEL.DEVICE, MODEL.CHANNELS_LAST, MODEL.CPU_BF16).
+
+    Raises ValueError naming the key for a value other than auto/on/off. With log=True,
+    logs the path taken as one line on the `lastreid.precision` logger."""
+    cl, bf = _choice(cfg, "MODEL.CHANNELS_LAST"), _choice(cfg, "MODEL.CPU_BF16")
+    settings = "MODEL.CHANNELS_LAST={}, MODEL.CPU_BF16={}".format(cl, bf)
+    device = torch.device(cfg.MODEL.DEVICE).type
+    if device != "cpu":
+        why = ["{}: MODEL.CPU_BF16 is for the CPU (fp16 AMP is SOLVER.AMP.ENABLED={})".format(
+            device, bool(cfg.SOLVER.AMP.ENABLED))]
+        if cl == "auto":
+            why.append("channels-last off under auto on {}".format(device))
+        fast = FastPath(cl == "on", False, "; ".join([settings] + why))
+    else:
+        native, how = cpu_bf16_support()
+        use_cl = cl == "on" or (cl == "auto" and native)
+        use_bf = bf == "on" or (bf == "auto" and native)
+        why = [settings, how]
+        if use_bf and not native:
+            why.append("bf16 forced on without native support: expect it to be slow")
+        fast = FastPath(use_cl, use_bf, "; ".join(why))
+    if log:
+        logger.info("Precision path: %s", fast)
+    return fast
+
+
+def autocast(fast_path):
+    """bfloat16 CPU autocast when fast_path.bf16, else a context that does nothing."""
+    if fast_path.bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model, fast_path):
+    """Puts the model's weights in channels-last layout when fast_path.channels_last (in
+    place; returns the model). Loading a state dict later keeps the layout."""
+    if fast_path.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def channels_last_images(data, fast_path):
+    """The batch with its "images" tensor in channels-last layout (when asked for)."""
+    if fast_path.channels_last and isinstance(data, dict):
+        images = data.get("images")
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            data["images"] = images.contiguous(memory_format=torch.channels_last)
+    return data
+
+
+def _to_float(out):
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
+    if isinstance(out, dict):
+        return type(out)((k, _to_float(v)) for k, v in out.items())
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_float(v) for v in out)
+    return out
+
+
+class AutocastModel(torch.nn.Module):
+    """Runs `model` under the fast path's autocast and returns float32 outputs.
+
+    The wrapped model is the same object (same weights); `eval()`/`train()` reach it.
+    Meant for inference: fast-reid's `inference_on_dataset` averages the flipped and
+    unflipped features in float32 and the evaluator gets float32, while its distances run
+    outside autocast."""
+
+    def __init__(self, model, fast_path):
+        super().__init__()
+        self.model = model
+        self.fast_path = fast_path
+        self.training = model.training
+
+    def forward(self, *args, **kwargs):
+        with autocast(self.fast_path):
+            out = self.model(*args, **kwargs)
+        return _to_float(out)
+
+
+def for_inference(model, fast_path):
+    """`model` itself on the fp32 path, else an `AutocastModel` around it."""
+    return AutocastModel(model, fast_path) if fast_path.bf16 else model
+
+
+class _Fp32Losses:
+    """For the duration of a step, `net.losses(outputs, targets)` (fast-reid's meta-archs
+    call it at the end of their training forward) runs with autocast off on float32
+    copies of the outputs; an instance attribute shadows the method, removed on exit."""
+
+    def __init__(self, net, losses):
+        self.net, self.losses = net, losses
+
+    def __enter__(self):
+        net, losses = self.net, self.losses
+
+        def fp32_losses(outputs, *args, **kwargs):
+            with torch.autocast("cpu", enabled=False):
+                return losses(net, _to_float(outputs), *args, **kwargs)
+
+        net.__dict__["losses"] = fp32_losses  # nn.Module.__setattr__ is not needed here
+        return self
+
+    def __exit__(self, *exc):
+        self.net.__dict__.pop("losses", None)
+        return False
+
+
+class CpuTrainer(SimpleTrainer):
+    """fast-reid's SimpleTrainer with the forward pass under bf16 autocast (when on) and the
+    batch in channels-last layout (when on); the losses, backward and the optimizer step
+    run outside autocast, in float32 (see `fp32_losses`).
+
+    Build it from an existing SimpleTrainer with `CpuTrainer.from_trainer(trainer, fast)`:
+    that reuses the trainer's data-loader iterator instead of starting a second one."""
+
+    def __init__(self, model, data_loader, optimizer, param_wrapper, fast_path,
+                 data_loader_iter=None):
+        TrainerBase.__init__(self)
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self._data_loader_iter = iter(data_loader) if data_loader_iter is None else data_loader_iter
+        self.optimizer = optimizer
+        self.param_wrapper = param_wrapper
+        self.fast_path = fast_path
+
+    # The meta-architecture's `losses` run outside autocast on float32 head outputs. Under
+    # bf16 autocast fast-reid's triplet loss builds its distances as |x|^2 + |y|^2 - 2 x.y
+    # with a bf16 matmul, which loses most of the small distances (BoT R50, random
+    # weights: triplet loss 2.40 instead of 1.64); the cross-entropy is unaffected.
+    fp32_losses = True
+
+    def _loss_precision(self):
+        net = getattr(self.model, "module", self.model)  # DDP
+        losses = getattr(type(net), "losses", None)
+        if not (self.fast_path.bf16 and self.fp32_losses and callable(losses)):
+            return contextlib.nullcontext()
+        return _Fp32Losses(net, losses)
+
+    @classmethod
+    def from_trainer(cls, trainer, fast_path):
+        new = cls(trainer.model, trainer.data_loader, trainer.optimizer, trainer.param_wrapper,
+                  fast_path, data_loader_iter=trainer._data_loader_iter)
+        for attr in ("iter", "start_iter", "epoch"):
+            if hasattr(trainer, attr):
+                setattr(new, attr, getattr(trainer, attr))
+        return new
+
+    def run_step(self):
+        assert self.model.training, "[CpuTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        data = channels_last_images(data, self.fast_path)
+        with autocast(self.fast_path), self._loss_precision():
+            loss_dict = self.model(data)
+            losses = sum(loss_dict.values())
+
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+        if isinstance(self.param_wrapper, ContiguousParams):
+            self.param_wrapper.assert_buffer_is_valid()

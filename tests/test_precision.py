@@ -1,0 +1,236 @@
+"""lastreid.precision: which path a config resolves to, the CPU training step under bf16
+autocast, channels-last models, float32 evaluation features, bf16 vs fp32 agreement."""
+import copy
+import logging
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastreid.config import get_cfg
+from fastreid.engine.train_loop import SimpleTrainer
+from fastreid.utils.events import EventStorage
+from lastreid import precision
+from lastreid.config import add_lastreid_config, build_cfg
+from lastreid.engine import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+
+
+@pytest.fixture
+def native(monkeypatch):
+    """native(True/False): pretend the CPU does / does not have native bf16."""
+    def set_native(value):
+        monkeypatch.setattr(precision, "cpu_bf16_support",
+                            lambda: (value, "test CPU " + ("with" if value else "without") + " bf16"))
+    return set_native
+
+
+def plain_cfg(device="cpu", channels_last="auto", bf16="auto"):
+    cfg = add_lastreid_config(get_cfg())
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.CHANNELS_LAST, cfg.MODEL.CPU_BF16 = channels_last, bf16
+    return cfg
+
+
+@pytest.fixture
+def small_cfg(synthetic_root, fast_cpu_opts, tmp_path, monkeypatch):
+    """small_cfg(channels_last, bf16, extra): ResNet-18 at 64x32 on the tiny synthetic LaST
+    (24 training images, batches of 8)."""
+    monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
+
+    def make(channels_last="on", bf16="on", extra=()):
+        opts = fast_cpu_opts + ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1",
+                                "MODEL.CHANNELS_LAST", channels_last, "MODEL.CPU_BF16", bf16,
+                                "MODEL.HEADS.NUM_CLASSES", "6", "TEST.IMS_PER_BATCH", "8",
+                                "OUTPUT_DIR", str(tmp_path)]
+        return build_cfg(CONFIG, opts + list(extra))
+
+    return make
+
+
+@pytest.mark.parametrize("has_bf16, cl, bf, expected", [
+    (True, "auto", "auto", (True, True)),
+    (False, "auto", "auto", (False, False)),
+    (True, "off", "off", (False, False)),
+    (False, "on", "on", (True, True)),
+    (True, "on", "off", (True, False)),
+    (False, "off", "on", (False, True)),
+    (True, "AUTO", "Off", (True, False)),
+])
+def test_cpu_resolution(native, has_bf16, cl, bf, expected):
+    native(has_bf16)
+    fast = precision.resolve(plain_cfg("cpu", cl, bf), log=False)
+    assert (fast.channels_last, fast.bf16) == expected
+    assert ("forced on without native support" in fast.reason) == (expected[1] and not has_bf16)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_cuda_resolution(native, has_bf16):
+    """bf16 never applies on CUDA (fp16 AMP is SOLVER.AMP); channels-last only when on."""
+    native(has_bf16)
+    for bf in ("auto", "on"):
+        fast = precision.resolve(plain_cfg("cuda", "auto", bf), log=False)
+        assert not fast.channels_last and not fast.bf16
+        fast = precision.resolve(plain_cfg("cuda:0", "on", bf), log=False)
+        assert fast.channels_last and not fast.bf16
+        assert "MODEL.CPU_BF16 is for the CPU" in fast.reason
+
+
+def test_resolve_logs_one_line(native, caplog):
+    native(True)
+    with caplog.at_level(logging.INFO, logger="lastreid.precision"):
+        precision.resolve(plain_cfg())
+        precision.resolve(plain_cfg(), log=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lastreid.precision"]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "channels-last + bf16 autocast" in lines[0] and "MODEL.CPU_BF16=auto" in lines[0]
+
+
+@pytest.mark.parametrize("key", ["CHANNELS_LAST", "CPU_BF16"])
+def test_invalid_value_names_the_key(key):
+    cfg = plain_cfg()
+    cfg.MODEL[key] = "fast"
+    with pytest.raises(ValueError) as err:
+        precision.resolve(cfg, log=False)
+    message = str(err.value)
+    assert "MODEL." + key in message and "'fast'" in message and "\n" not in message
+
+
+def test_cpu_capability_probe_agrees_with_proc_cpuinfo(monkeypatch):
+    """torch's probe and the /proc/cpuinfo fallback give the same answer here."""
+    if not os.path.isfile("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo")
+    probe = precision.cpu_bf16_support.__wrapped__
+    with_torch = probe()
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    fallback = probe()
+    assert isinstance(with_torch[0], bool) and with_torch[0] == fallback[0]
+    assert "/proc/cpuinfo" in fallback[1]
+
+
+def test_prepare_model_channels_last(small_cfg):
+    """Trainer.build_model (training, evaluation, evaluate_weights) follows the switch."""
+    for switch, expected in (("on", True), ("off", False)):
+        cfg = small_cfg(channels_last=switch)
+        weight = Trainer.build_model(cfg).backbone.conv1.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+        assert weight.is_contiguous() != expected
+
+
+def _record_activations(model):
+    """Records the dtype and layout of the first convolution's output on each call."""
+    seen = []
+
+    def hook(module, inputs, output):
+        seen.append((output.dtype, output.is_contiguous(memory_format=torch.channels_last)))
+
+    return seen, model.backbone.conv1.register_forward_hook(hook)
+
+
+def test_cpu_trainer_step_runs_in_bf16_and_trains(small_cfg):
+    cfg = small_cfg()
+    trainer = Trainer(cfg)
+    inner = trainer._trainer
+    assert type(inner) is precision.CpuTrainer and inner.fast_path.bf16
+    model = inner.model
+    seen, handle = _record_activations(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with EventStorage(0) as storage:
+        inner.iter = 0
+        inner.run_step()
+    handle.remove()
+    assert seen == [(torch.bfloat16, True)]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert "backbone.conv1.weight" in changed and len(changed) > len(before) // 2
+    assert storage.history("total_loss").latest() > 0
+    assert "losses" not in vars(model)  # the float32-loss override is gone after the step
+
+
+def test_cpu_trainer_reuses_the_data_loader_iterator():
+    """Replacing SimpleTrainer starts no second pass over the loader (no new workers)."""
+    class Loader:
+        iters = 0
+
+        def __iter__(self):
+            Loader.iters += 1
+            return iter(range(10))
+
+    model = torch.nn.Linear(2, 2)
+    old = SimpleTrainer(model, Loader(), torch.optim.SGD(model.parameters(), lr=0.1), None)
+    new = precision.CpuTrainer.from_trainer(old, precision.FP32)
+    assert Loader.iters == 1 and new._data_loader_iter is old._data_loader_iter
+    assert new.model is model and new.optimizer is old.optimizer and new.data_loader is old.data_loader
+
+
+def test_losses_run_in_float32(small_cfg, monkeypatch):
+    """The triplet / cross-entropy inputs are float32 even though the forward is bf16."""
+    trainer = Trainer(small_cfg())
+    net = trainer._trainer.model
+    seen = []
+    original = type(net).losses
+
+    def spy(self, outputs, targets):
+        seen.append({k: v.dtype for k, v in outputs.items()})
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, outputs, targets)
+
+    monkeypatch.setattr(type(net), "losses", spy)
+    with EventStorage(0):
+        trainer._trainer.iter = 0
+        trainer._trainer.run_step()
+    assert set(seen[0].values()) == {torch.float32} and seen[1] is False
+
+
+def test_evaluation_features_are_float32_and_ranked_outside_autocast(small_cfg):
+    from lastreid.evaluation import BlockedReidEvaluator
+
+    cfg = small_cfg(extra=["DATASETS.TESTS", '("LaST",)'])  # tiny LaSTVal: < 10 gallery items
+    seen = {"outputs": set(), "autocast_in_evaluate": None}
+
+    class Spy(BlockedReidEvaluator):
+        def process(self, inputs, outputs):
+            seen["outputs"].add(outputs.dtype)
+            return super().process(inputs, outputs)
+
+        def evaluate(self):
+            seen["autocast_in_evaluate"] = torch.is_autocast_enabled("cpu")
+            return super().evaluate()
+
+    class SpyTrainer(Trainer):
+        @classmethod
+        def build_evaluator(cls, cfg, dataset_name, output_dir=None):
+            loader, num_query = cls.build_test_loader(cfg, dataset_name)
+            return loader, Spy(cfg, num_query, output_dir, num_items=len(loader.dataset))
+
+    model = SpyTrainer.build_model(cfg)
+    activations, handle = _record_activations(model)
+    results = SpyTrainer.test(cfg, model)
+    handle.remove()
+    assert seen["outputs"] == {torch.float32} and seen["autocast_in_evaluate"] is False
+    assert activations and {dtype for dtype, _ in activations} == {torch.bfloat16}
+    assert 0 <= results["mAP"] <= 100
+    assert model.training  # Trainer.test leaves the model's mode as it found it
+
+
+def test_bf16_features_agree_with_fp32(small_cfg):
+    """One seeded model, a handful of images: bf16 + channels-last vs plain fp32."""
+    cfg = small_cfg()
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg).eval()
+    loader, _ = Trainer.build_test_loader(cfg, "LaSTVal")
+    images = next(iter(loader))["images"]
+    fp32_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        ref = fp32_model({"images": images.clone()})
+        fast = precision.for_inference(model, precision.resolve(cfg, log=False))
+        out = fast({"images": images.clone()})
+        with precision.autocast(precision.resolve(cfg, log=False)):
+            raw = model({"images": images.clone()})
+    assert ref.dtype == out.dtype == torch.float32 and raw.dtype == torch.bfloat16
+    assert len(images) >= 4
+    assert F.cosine_similarity(out, ref).min().item() >= 0.99
+    assert not torch.equal(out, ref)  # it did take the bf16 path

@@ -1,0 +1,318 @@
+"""The generalisation experiments: PRCC's single-shot protocol, the reference max-pool
+switch, fine-tuning from a LaST checkpoint, and tools/transfer_matrix.py on synthetic data."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lastreid import transfer
+from lastreid.checkpoint import (CLASSIFIER_NOT_LOADED, backbone_loaded, has_reference_maxpool,
+                                 save_atomic)
+from lastreid.config import build_cfg
+from lastreid.evaluation import BlockedReidEvaluator
+from lastreid.evaluation.single_shot import (SingleShotReidEvaluator, single_shot_draws,
+                                             single_shot_metrics)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIRECT = os.path.join(REPO, "configs", "transfer", "direct.yml")
+PRCC_FINETUNE = os.path.join(REPO, "configs", "PRCC", "bagtricks_R50_finetune.yml")
+# Batches of 2 identities x 4 images: a few iterations per epoch on the small trees below.
+SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1", "SOLVER.STEPS", "[40]"]
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    """Synthetic PRCC (5 train ids x 3 cameras x 3 images; 5 test ids, 15 query / 15
+    gallery images) and Celeb-reID (5 train ids x 8 images; 5 query, 15 gallery images):
+    5 training iterations of 8 images per epoch (fastreid's metric printer divides by zero
+    with fewer) and galleries of at least 10 (Rank-10)."""
+    from lastreid import synthetic
+
+    root = tmp_path_factory.mktemp("datasets_small")
+    synthetic.write_all(str(root), preset="tiny", seed=0, datasets=("prcc", "celebreid"),
+                        test_ids=5, images_per_camera=3, train_images=8)
+    return root
+
+
+# Single-shot protocol ---------------------------------------------------------------------
+
+def _hand_made():
+    """3 queries and 12 gallery images of 6 identities (pid 2 has one gallery image, pids
+    3-5 are gallery-only), 4-D features; query 2 shares a camera with its only match."""
+    rng = np.random.default_rng(3)
+    q_pids, g_pids = np.array([0, 1, 2]), np.array([0, 0, 1, 1, 1, 2, 0, 3, 3, 4, 5, 5])
+    q_camids, g_camids = np.array([2, 2, 5]), np.array([0, 0, 0, 1, 0, 5, 1, 0, 1, 0, 0, 1])
+    qf = rng.normal(size=(3, 4)).astype(np.float32)
+    gf = rng.normal(size=(12, 4)).astype(np.float32)
+    gf[0] = qf[0] + 0.05  # a close match for query 0; its other images are random
+    return qf, gf, q_pids, g_pids, q_camids, g_camids
+
+
+def _direct_single_shot(qf, gf, q_pids, g_pids, q_camids, g_camids, draws):
+    """Plain loops: cosine distance, sort, drop same pid + camid, 1 / rank of the match."""
+    r1, ap = [], []
+    qn = qf / np.linalg.norm(qf, axis=1, keepdims=True)
+    gn = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+    for sel in draws:
+        hits, precisions = [], []
+        for i in range(len(qf)):
+            order = sorted(sel, key=lambda j: (1 - float(qn[i] @ gn[j]), j))
+            kept = [j for j in order if not (g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i])]
+            ranks = [r for r, j in enumerate(kept, 1) if g_pids[j] == q_pids[i]]
+            if not ranks:
+                continue  # no match left: the query does not count
+            hits.append(ranks[0] == 1)
+            precisions.append(np.mean([(k + 1) / r for k, r in enumerate(ranks)]))
+        r1.append(np.mean(hits))
+        ap.append(np.mean(precisions))
+    return float(np.mean(r1)), float(np.mean(ap))
+
+
+def test_single_shot_draws_one_image_per_identity():
+    g_pids = np.array([4, 1, 4, 4, 9, 1])  # pid 4: images 0, 2 and 3
+    draws = single_shot_draws(g_pids, trials=50, seed=7)
+    assert len(draws) == 50
+    for sel in draws:
+        assert g_pids[sel].tolist() == [1, 4, 9]
+    assert {int(s[1]) for s in draws} == {0, 2, 3}  # every image of pid 4 gets drawn
+    again = single_shot_draws(g_pids, trials=50, seed=7)
+    assert all((a == b).all() for a, b in zip(draws, again))
+
+
+def test_single_shot_metrics_match_a_direct_computation():
+    qf, gf, q_pids, g_pids, q_camids, g_camids = _hand_made()
+    draws = single_shot_draws(g_pids, trials=6, seed=1)
+    expected_r1, expected_map = _direct_single_shot(qf, gf, q_pids, g_pids, q_camids, g_camids, draws)
+    got = single_shot_metrics(torch.from_numpy(qf), torch.from_numpy(gf), q_pids, g_pids,
+                              q_camids, g_camids, trials=6, seed=1)
+    assert got["Rank-1"] == pytest.approx(expected_r1, abs=1e-6)
+    assert got["mAP"] == pytest.approx(expected_map, abs=1e-6)
+    assert got["trials"] == 6
+    # Query 2's only gallery image shares its camera: it never counts.
+    without = single_shot_metrics(qf[:2], gf, q_pids[:2], g_pids, q_camids[:2], g_camids, trials=6, seed=1)
+    assert without["Rank-1"] == pytest.approx(got["Rank-1"]) and without["mAP"] == pytest.approx(got["mAP"])
+
+
+def test_single_shot_evaluator_adds_ss_keys_beside_the_full_gallery(tmp_path):
+    qf, gf, q_pids, g_pids, q_camids, g_camids = _hand_made()
+    cfg = build_cfg(DIRECT, ["MODEL.DEVICE", "cpu", "TEST.SINGLE_SHOT.ENABLED", "True",
+                             "TEST.SINGLE_SHOT.TRIALS", "6", "TEST.SINGLE_SHOT.SEED", "1"], eval_only=False)
+    feats = np.concatenate([qf, gf])
+    pids, camids = np.concatenate([q_pids, g_pids]), np.concatenate([q_camids, g_camids])
+    results = []
+    for cls in (SingleShotReidEvaluator, BlockedReidEvaluator):
+        evaluator = cls(cfg, num_query=3, num_items=15)
+        for s in (0, 6, 12):  # three batches
+            evaluator.process({"targets": torch.from_numpy(pids[s:s + 6]),
+                               "camids": torch.from_numpy(camids[s:s + 6])},
+                              torch.from_numpy(feats[s:s + 6]))
+        results.append(evaluator.evaluate())
+    single, full = results
+    assert {k: v for k, v in single.items() if not k.startswith("SS-")} == full
+    draws = single_shot_draws(g_pids, trials=6, seed=1)
+    r1, m_ap = _direct_single_shot(qf, gf, q_pids, g_pids, q_camids, g_camids, draws)
+    assert single["SS-Rank-1"] == pytest.approx(100 * r1, abs=1e-4)
+    assert single["SS-mAP"] == pytest.approx(100 * m_ap, abs=1e-4)
+    assert {"SS-Rank-5", "SS-Rank-10", "SS-mINP"} <= set(single)
+
+
+def test_trainer_chooses_the_single_shot_evaluator(small_root, fast_cpu_opts, monkeypatch):
+    from lastreid.engine import Trainer
+
+    monkeypatch.setenv("FASTREID_DATASETS", str(small_root))
+    for on, cls in (("True", SingleShotReidEvaluator), ("False", BlockedReidEvaluator)):
+        cfg = build_cfg(DIRECT, fast_cpu_opts + ["TEST.SINGLE_SHOT.ENABLED", on])
+        _, evaluator = Trainer.build_evaluator(cfg, "PRCC")
+        assert type(evaluator) is cls
+
+
+# Reference max-pool -------------------------------------------------------------------------
+
+def test_torchvision_stem_switch_gives_the_reference_maxpool(fast_cpu_opts):
+    from lastreid.engine import Trainer
+
+    for value, expected in (("True", True), ("False", False)):
+        cfg = build_cfg(DIRECT, fast_cpu_opts + ["MODEL.BACKBONE.TORCHVISION_STEM", value])
+        model = Trainer.build_model(cfg)
+        assert has_reference_maxpool(model) is expected
+        out = model.eval()(torch.zeros(2, 3, 64, 32))
+        assert out.shape == (2, 512)
+    # the default stays fastreid's: our own BoT checkpoints were trained with it
+    assert build_cfg(os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml"),
+                     ["MODEL.BACKBONE.PRETRAIN", "False"]).MODEL.BACKBONE.TORCHVISION_STEM is False
+
+
+# Fine-tuning from a LaST checkpoint ---------------------------------------------------------
+
+_TO_REFERENCE = (("backbone.conv1.", "base.0."), ("backbone.bn1.", "base.1."),
+                 ("backbone.layer", "layer"), ("heads.bottleneck.0.", "bottleneck."))
+
+
+def write_reference_checkpoint(path, opts, num_classes=72, seed=1):
+    """A public-LaST-code style file ({'state_dict': ...}, DataParallel's `module.` prefix,
+    a 72-class classifier) of the architecture `opts` describe, with random weights."""
+    from lastreid.engine import Trainer
+
+    cfg = build_cfg(DIRECT, opts + ["MODEL.HEADS.NUM_CLASSES", str(num_classes)])
+    torch.manual_seed(seed)
+    model = Trainer.build_model(cfg)
+    state = OrderedDict()
+    for key, value in model.state_dict().items():
+        if key == "heads.weight":
+            key = "classifier.weight"
+        for old, new in _TO_REFERENCE:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        state["module." + key] = value.detach().clone().contiguous()
+    save_atomic({"state_dict": state, "epoch": 120}, path)
+    return state
+
+
+@pytest.fixture(scope="module")
+def last_checkpoint(tmp_path_factory):
+    from conftest import FAST_CPU_OPTS
+
+    folder = tmp_path_factory.mktemp("pre_feat")
+    path = folder / "LaST.pth"
+    state = write_reference_checkpoint(str(path), FAST_CPU_OPTS)
+    return SimpleNamespace(folder=folder, path=path, state=state)
+
+
+def test_finetune_from_a_last_checkpoint_on_prcc(small_root, fast_cpu_opts, last_checkpoint,
+                                                 tmp_path, monkeypatch):
+    from lastreid.engine import Trainer
+
+    monkeypatch.setenv("FASTREID_DATASETS", str(small_root))
+    cfg = build_cfg(PRCC_FINETUNE, fast_cpu_opts + SMALL_OPTS + [
+        "MODEL.WEIGHTS", str(last_checkpoint.path), "OUTPUT_DIR", str(tmp_path)])
+    assert cfg.MODEL.LOSSES.NAME == ("CrossEntropyLoss",) and cfg.SOLVER.OPT == "SGD"
+    assert not cfg.MODEL.LOAD_CLASSIFIER and not cfg.INPUT.FLIP.ENABLED
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    report = trainer.checkpointer.last_load_report
+    assert report.reasons["heads.weight"] == CLASSIFIER_NOT_LOADED
+    assert CLASSIFIER_NOT_LOADED in report.summary()
+    assert backbone_loaded(report) and "heads.bottleneck.0.weight" in report.loaded
+    model = trainer.model
+    assert torch.equal(model.backbone.conv1.weight, last_checkpoint.state["module.base.0.weight"])
+    assert model.heads.weight.shape[0] == 5  # the synthetic PRCC's training identities
+    assert has_reference_maxpool(model)  # the reference config's stem
+    results = trainer.train()
+    assert trainer.iter == trainer.iters_per_epoch > 0
+    assert 0 <= results["Rank-1"] <= 100 and 0 <= results["mAP"] <= 100
+
+
+# The matrix runner -----------------------------------------------------------------------------
+
+def _fake_cell(source, dataset, setting, r1, m_ap):
+    return transfer.Cell(transfer.Source(source), dataset, setting,
+                         result={"metrics": {"Rank-1": r1, "mAP": m_ap}})
+
+
+def test_table_has_the_published_shape():
+    rows = list(transfer.PUBLISHED)
+    cols = transfer.columns()
+    grid = {(n, d, s): _fake_cell(n, d, s, *transfer.PUBLISHED[n][(d, s)]) for n in rows for d, s in cols}
+    md = transfer.format_markdown(rows, cols, grid).splitlines()
+    assert md[2] == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
+    assert md[4] == "| ImageNet | 24.7 / 13.5 | 28.7 / 3.0 | 43.1 / 41.3 | 49.2 / 8.7 |"
+    assert md[-1] == "| LaST | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |"
+    del grid[("LaST", "PRCC", "finetune")]
+    assert transfer.format_markdown(rows, cols, grid).splitlines()[-1].count(" - ") == 1
+    table = list(csv.reader(transfer.format_csv(rows, cols, grid).splitlines()))
+    assert table[0][:3] == ["pre-training", "PRCC direct R1", "PRCC direct mAP"] and len(table[0]) == 9
+    assert table[5][5] == "" and table[1][1] == "24.70"
+
+
+def test_resume_commands(tmp_path):
+    src = transfer.Source("LaST", "/x/LaST.pth", transfer.LAYOUT_REFERENCE)
+    matrix = transfer.TransferMatrix(str(tmp_path), [src], transfer.CONFIGS["reference"])
+    cell = transfer.Cell(src, "PRCC", "finetune")
+    cmd, how = matrix.command(cell)
+    assert how == "fine-tuning" and "--resume" in cmd
+    assert cmd[cmd.index("MODEL.BACKBONE.TORCHVISION_STEM") + 1] == "True"
+    out = matrix.cell_dir(cell)
+    os.makedirs(out)
+    with open(os.path.join(out, "last_checkpoint"), "w") as f:
+        f.write("model_0001.pth")
+    assert matrix.command(cell)[1] == "resuming the fine-tune"
+    with open(os.path.join(out, "last_checkpoint"), "w") as f:
+        f.write("model_final.pth")
+    open(os.path.join(out, "model_final.pth"), "wb").close()
+    cmd, how = matrix.command(cell)
+    assert how == "evaluating the finished fine-tune" and "--eval-only" in cmd
+    assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == os.path.join(out, "model_final.pth")
+
+
+def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
+    weights = tmp_path / "LaST.pth"
+    weights.write_bytes(b"v1")
+    src = transfer.Source("LaST", str(weights), transfer.LAYOUT_FASTREID)
+    lines = []
+    matrix = transfer.TransferMatrix(str(tmp_path / "out"), [src], transfer.CONFIGS["synthetic"],
+                                     datasets=("PRCC",), settings=("finetune",))
+    monkeypatch.setattr(matrix, "log", lines.append)
+    spawned = []
+    monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
+    cell = matrix.cells()[0]
+    os.makedirs(os.path.join(matrix.output, "results"))
+    stored = {"metrics": {"Rank-1": 50.0, "mAP": 40.0}, "opts": [],
+              "weights_signature": transfer._signature(str(weights))}
+    with open(matrix.result_path(cell), "w") as f:
+        json.dump(stored, f)
+    matrix._run_cell(cell, "1/1")
+    assert not spawned and cell.result["metrics"]["Rank-1"] == 50.0  # finished: skipped
+    os.makedirs(matrix.cell_dir(cell), exist_ok=True)
+    with open(os.path.join(matrix.cell_dir(cell), transfer.SOURCE_FILE), "w") as f:
+        json.dump({"weights_signature": stored["weights_signature"]}, f)
+    with open(os.path.join(matrix.cell_dir(cell), "last_checkpoint"), "w") as f:
+        f.write("model_0001.pth")  # an unfinished fine-tune of the old weights
+    weights.write_bytes(b"version 2")  # retrained
+    cell = matrix.cells()[0]
+    matrix._run_cell(cell, "1/1")
+    assert len(spawned) == 1 and "--resume" in spawned[0] and cell.result is None
+    assert any("changed" in line for line in lines)
+    assert not os.path.exists(os.path.join(matrix.cell_dir(cell), "last_checkpoint"))  # started anew
+
+
+def test_transfer_matrix_writes_the_table_and_skips_finished_cells(small_root, fast_cpu_opts,
+                                                                   last_checkpoint, tmp_path):
+    from PIL import Image
+
+    output = tmp_path / "transfer"
+    env = dict(os.environ, FASTREID_DATASETS=str(small_root))
+    cmd = [sys.executable, os.path.join(REPO, "tools", "transfer_matrix.py"), "--preset", "synthetic",
+           "--models", str(last_checkpoint.folder), "--random-init", "--single-shot", "--output", str(output),
+           *fast_cpu_opts, *SMALL_OPTS]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "source 'LaST'" in first.stdout and "reference layout" in first.stdout
+
+    table = (output / "transfer_table.md").read_text().splitlines()
+    assert table[2] == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
+    assert [line.split(" | ")[0] for line in table[4:]] == ["| random init", "| LaST"]
+    assert all(line.count(" / ") == 4 and " - " not in line for line in table[4:])
+    rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
+    assert [r["pre-training"] for r in rows] == ["random init", "LaST"]
+    assert all(0 <= float(v) <= 100 for r in rows for k, v in r.items() if k != "pre-training")
+    assert {"PRCC direct SS-R1", "PRCC fine-tuned SS-mAP"} <= set(rows[0]) and "Celeb direct SS-R1" not in rows[0]
+    with Image.open(output / "transfer_chart.png") as image:
+        image.load()
+        assert image.size == transfer.CHART_SIZE
+    stored = json.loads((output / "results" / "LaST__PRCC__finetune.json").read_text())
+    assert stored["layout"] == "reference" and stored["torchvision_stem"] is True
+    assert stored["metrics"]["Rank-1"] == pytest.approx(float(rows[1]["PRCC fine-tuned R1"]), abs=0.01)
+    assert first.stdout.count(": done in ") == 8
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout.count("done before, skipped") == 8 and ": done in " not in second.stdout
+    assert (output / "transfer_table.md").read_text().splitlines() == table

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Run the whole generalisation matrix: pre-trained models x {PRCC, Celeb-reID} x
+{direct transfer, fine-tuned}, and write the table (markdown, CSV) and a bar chart.
+
+    # every pre_feat/*.pth (name = file stem), the paper's recipes at 256x128
+    python tools/transfer_matrix.py --models pre_feat --output logs/transfer
+    # plus a randomly initialised model and a checkpoint from elsewhere
+    python tools/transfer_matrix.py --models pre_feat --random-init --source mine=logs/LaST/bagtricks_R50/model_best.pth
+    # the demo's small version on the synthetic data (configs/*/..._synthetic.yml)
+    python tools/transfer_matrix.py --preset synthetic --random-init --source synthetic-LaST=demo/runs/bot_synthetic_last/model_best.pth --output demo/runs/transfer
+
+Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>/;
+its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
+finished cells and resumes an interrupted fine-tune from its last checkpoint. Trailing
+`KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2). Reference
+(public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
+fastreid ones False (--torchvision-stem to force it).
+"""
+import argparse
+import os
+import sys
+
+import lastreid  # noqa: F401  (patches fastreid; must come first)
+from lastreid import transfer
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--models", metavar="DIR", help="folder of pre-trained *.pth (name = file stem)")
+    p.add_argument("--source", metavar="NAME=PATH", action="append", default=[],
+                   help="one more pre-trained checkpoint (repeatable)")
+    p.add_argument("--random-init", action="store_true", help="add a randomly initialised source")
+    p.add_argument("--output", default="logs/transfer", help="runs, results/ and the table go here")
+    p.add_argument("--preset", choices=sorted(transfer.CONFIGS), default="reference",
+                   help="reference: the paper's recipes (configs/transfer/direct.yml, "
+                        "configs/*/bagtricks_R50_finetune.yml); synthetic: the demo's short ones")
+    p.add_argument("--direct-config", help="config of the direct-transfer runs (overrides --preset)")
+    p.add_argument("--finetune-config", metavar="DATASET=FILE", action="append", default=[],
+                   help="fine-tune config of a dataset (overrides --preset; repeatable)")
+    p.add_argument("--datasets", nargs="+", default=list(transfer.DATASETS), choices=transfer.DATASETS)
+    p.add_argument("--settings", nargs="+", default=list(transfer.SETTINGS), choices=transfer.SETTINGS)
+    p.add_argument("--torchvision-stem", choices=("auto", "on", "off"), default="auto",
+                   help="auto: from each checkpoint's layout")
+    p.add_argument("--single-shot", action="store_true",
+                   help="also report PRCC's single-shot protocol (TEST.SINGLE_SHOT) for the PRCC cells")
+    p.add_argument("--trust", action="store_true", help="MODEL.TRUST_CHECKPOINTS True for the sources")
+    p.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights")
+    p.add_argument("--verbose", action="store_true", help="show the runs' output instead of logging it")
+    p.add_argument("--no-print-table", action="store_true", help="do not print the table at the end")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+    args = p.parse_args(argv)
+    if args.opts[:1] == ["--"]:
+        args.opts = args.opts[1:]
+    if len(args.opts) % 2:
+        p.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    return args
+
+
+def _pairs(items, what):
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit("{} expects NAME=VALUE, got {!r}".format(what, item))
+        out.append((name, value))
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    configs = {"direct": transfer.CONFIGS[args.preset]["direct"],
+               "finetune": dict(transfer.CONFIGS[args.preset]["finetune"])}
+    if args.direct_config:
+        configs["direct"] = os.path.abspath(args.direct_config)
+    for dataset, path in _pairs(args.finetune_config, "--finetune-config"):
+        if dataset not in transfer.DATASETS:
+            raise SystemExit("--finetune-config: unknown dataset {!r}".format(dataset))
+        configs["finetune"][dataset] = os.path.abspath(path)
+    sources = transfer.discover_sources(
+        args.models, [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
+        random_init=args.random_init, trust=args.trust)
+    for s in sources:
+        print("[transfer] source {!r}: {} ({} layout)".format(
+            s.name, s.path or "random weights", s.layout if s.path else "fastreid"), flush=True)
+    matrix = transfer.TransferMatrix(
+        output=os.path.abspath(args.output), sources=sources, configs=configs,
+        datasets=tuple(d for d in transfer.DATASETS if d in args.datasets),
+        settings=tuple(s for s in transfer.SETTINGS if s in args.settings),
+        opts=list(args.opts), num_gpus=args.num_gpus, trust=args.trust, verbose=args.verbose,
+        stem={"auto": None, "on": True, "off": False}[args.torchvision_stem], seed=args.seed,
+        single_shot=args.single_shot,
+    )
+    cells = matrix.run()
+    if not args.no_print_table:
+        with open(os.path.join(matrix.output, "transfer_table.md")) as f:
+            print("\n" + f.read(), flush=True)
+    return 1 if any(c.result is None for c in cells) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
