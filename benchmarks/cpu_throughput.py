@@ -51,7 +51,10 @@ def parse_args():
                    + ", ".join(MODES))
     p.add_argument("--skip-quality", action="store_true", help="throughput only")
     p.add_argument("--quality-epochs", type=int, default=6,
-                   help="epochs of the synthetic training before the quality check (0: random)")
+                   help="epochs of synthetic training of the second quality model (0: only the "
+                   "seeded random one)")
+    p.add_argument("--train-path", choices=("auto", "fp32"), default="auto",
+                   help="precision the quality model is trained on (auto: this machine's)")
     p.add_argument("--data-root", default="", help="a datasets root holding synthetic LaST "
                    "(default: written to a temporary folder)")
     p.add_argument("--workdir", default="", help="keep the synthetic data and the quality "
@@ -158,32 +161,35 @@ def throughput(modes, args):
                 p.first_loss) for m, p in paths.items()}
 
 
-def train_quality_model(args, root, workdir):
-    """BoT trained for --quality-epochs on synthetic LaST (the machine's auto path); returns
-    (model, cfg). A model_final.pth already in `workdir` is loaded instead."""
+def quality_model(args, workdir, epochs):
+    """BoT on synthetic LaST (the data must be in $FASTREID_DATASETS): seeded random weights
+    when epochs is 0, else trained that long with lastreid's Trainer on --train-path.
+    Returns (model, cfg). A model_final.pth already in `workdir` is loaded, not retrained."""
     from lastreid.checkpoint import Checkpointer
     from lastreid.engine import Trainer
 
-    extra = ["OUTPUT_DIR", workdir, "SOLVER.MAX_EPOCH", str(max(args.quality_epochs, 1)),
+    switch = "auto" if args.train_path == "auto" else "off"
+    extra = ["OUTPUT_DIR", workdir, "SOLVER.MAX_EPOCH", str(max(epochs, 1)),
              "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "1000",
              "DATASETS.TESTS", '("LaST",)', "TEST.FINAL_TESTS", "()",
-             "MODEL.CHANNELS_LAST", "auto", "MODEL.CPU_BF16", "auto"]
+             "MODEL.CHANNELS_LAST", switch, "MODEL.CPU_BF16", switch]
     cfg = make_cfg(SYNTHETIC_CONFIG, "fp32", args, extra)
     os.makedirs(workdir, exist_ok=True)
     seed_all(args.seed)
     trainer = Trainer(cfg)
     final = os.path.join(workdir, "model_final.pth")
-    if os.path.isfile(final):
+    if epochs and os.path.isfile(final):
         print("(quality model: loading {})".format(final))
         Checkpointer(trainer.model).load(final)
-    elif args.quality_epochs > 0:
+    elif epochs:
         trainer.train()
     return trainer.model, trainer.cfg
 
 
-def embed(model, data_loader, fast, flip):
-    """Features (float32) of the loader's images, as fastreid's inference_on_dataset makes
-    them (mean of the image and its mirror with flip), plus pids and camids."""
+def embed(model, data_loader, fast, flip, noise_seed=None):
+    """Float32 features of the loader's images on path `fast`, flip-averaged as
+    lastreid.features does (the image and its mirror, each normalized once), plus pids and
+    camids. noise_seed: add uniform +-0.5 grey-level noise to the images first."""
     import numpy as np
     import torch
 
@@ -191,10 +197,13 @@ def embed(model, data_loader, fast, flip):
 
     infer = precision.for_inference(model, fast)
     infer.eval()
+    gen = None if noise_seed is None else torch.Generator().manual_seed(noise_seed)
     feats, pids, camids = [], [], []
     with torch.no_grad():
         for batch in data_loader:
             images = batch["images"]
+            if gen is not None:
+                images = images + torch.rand(images.shape, generator=gen) - 0.5
             out = infer({"images": images.clone()})
             if flip:
                 out = (out + infer({"images": images.flip(dims=[3])})) / 2
@@ -204,42 +213,63 @@ def embed(model, data_loader, fast, flip):
     return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
 
 
-def quality(args, modes):
+NOISE_ROW = "fp32, image +-0.5 grey"
+
+
+def compare_paths(model, loader, num_query, modes, flip, seed):
+    """{row: min/mean cosine to fp32, Rank-1, mAP}: one row per path, plus the fp32 model
+    on images with +-0.5 grey-level noise (how far an invisible change of the input moves
+    the features and the ranking: the scale to judge bf16's changes by)."""
     import torch
     import torch.nn.functional as F
 
-    from lastreid import precision, synthetic
-    from lastreid.engine import Trainer
+    from lastreid import precision
     from lastreid.evaluation import rank_metrics
 
+    rows, ref = {}, None
+    for row in list(modes) + [NOISE_ROW]:
+        mode = "fp32" if row == NOISE_ROW else row
+        cl, bf = MODES[mode]
+        fast = precision.FastPath(cl == "on", bf == "on", mode)
+        m = copy.deepcopy(model).to(memory_format=torch.channels_last if fast.channels_last
+                                    else torch.contiguous_format)
+        feats, pids, camids = embed(m, loader, fast, flip, seed if row == NOISE_ROW else None)
+        ref = feats if ref is None else ref
+        cos = F.cosine_similarity(feats, ref, dim=1)
+        cmc, m_ap, _ = rank_metrics(feats[:num_query].clone(), feats[num_query:].clone(),
+                                    pids[:num_query], pids[num_query:],
+                                    camids[:num_query], camids[num_query:])
+        rows[row] = dict(min_cos=float(cos.min()), mean_cos=float(cos.mean()),
+                         rank1=float(cmc[0]) * 100, mAP=float(m_ap) * 100)
+    return rows
+
+
+def quality(args, modes):
+    """{model label: compare_paths rows} for a seeded random BoT and (with
+    --quality-epochs) a briefly trained one, on synthetic LaST test; plus what was run."""
+    from lastreid import synthetic
+    from lastreid.engine import Trainer
+
+    results, info = {}, {}
     with tempfile.TemporaryDirectory(prefix="cpu_throughput_") as tmp:
         work = args.workdir or tmp
         root = args.data_root or os.path.join(work, "datasets")
         if not args.data_root and not synthetic.read_counts(root).get("last"):
             synthetic.write_all(root, preset="default", seed=args.seed, datasets=("last",))
         os.environ["FASTREID_DATASETS"] = root
-        t0 = time.perf_counter()
-        model, cfg = train_quality_model(args, root, os.path.join(work, "run"))
-        train_s = time.perf_counter() - t0
-        loader, num_query = Trainer.build_test_loader(cfg, "LaST")
-        rows, ref = {}, None
-        for mode in modes:
-            cl, bf = MODES[mode]
-            fast = precision.FastPath(cl == "on", bf == "on", mode)
-            m = copy.deepcopy(model).to(memory_format=torch.channels_last if fast.channels_last
-                                        else torch.contiguous_format)
-            feats, pids, camids = embed(m, loader, fast, cfg.TEST.FLIP.ENABLED)
-            if ref is None:
-                ref = feats
-            cos = F.cosine_similarity(feats, ref, dim=1)
-            cmc, m_ap, _ = rank_metrics(feats[:num_query].clone(), feats[num_query:].clone(),
-                                        pids[:num_query], pids[num_query:],
-                                        camids[:num_query], camids[num_query:])
-            rows[mode] = dict(min_cos=float(cos.min()), mean_cos=float(cos.mean()),
-                              rank1=float(cmc[0]) * 100, mAP=float(m_ap) * 100)
-    n = len(ref)
-    return rows, dict(num_query=num_query, num_gallery=n - num_query, train_seconds=train_s,
-                      epochs=args.quality_epochs, size=list(cfg.INPUT.SIZE_TEST))
+        for epochs in [0] + ([args.quality_epochs] if args.quality_epochs else []):
+            t0 = time.perf_counter()
+            name = "random" if not epochs else "run_{}_{}ep_{}".format(args.depth, epochs, args.train_path)
+            model, cfg = quality_model(args, os.path.join(work, name), epochs)
+            label = ("seeded random weights" if not epochs else
+                     "trained {} epochs ({} path, {:.0f} s)".format(epochs, args.train_path,
+                                                                   time.perf_counter() - t0))
+            loader, num_query = Trainer.build_test_loader(cfg, "LaST")
+            results[label] = compare_paths(model, loader, num_query, modes, cfg.TEST.FLIP.ENABLED,
+                                           args.seed)
+            info = dict(num_query=num_query, num_gallery=len(loader.dataset) - num_query,
+                        size=list(cfg.INPUT.SIZE_TEST))
+    return results, info
 
 
 def main():
@@ -279,20 +309,23 @@ def main():
 
     if not args.skip_quality:
         qmodes = ["fp32"] + [m for m in modes if m != "fp32"]
-        rows, info = quality(args, qmodes)
+        results, info = quality(args, qmodes)
         print()
-        print("Quality: BoT R{} trained {} epochs on synthetic LaST ({:.0f} s), LaST test at {}x{}: "
-              "{} queries x {} gallery".format(args.depth.rstrip("x"), info["epochs"], info["train_seconds"],
-                                               info["size"][0], info["size"][1],
-                                               info["num_query"], info["num_gallery"]))
-        print("| path     | min cos to fp32 | mean cos | Rank-1 | dRank-1 |   mAP  |  dmAP  |")
-        print("|----------|-----------------|----------|--------|---------|--------|--------|")
-        ref = rows["fp32"]
-        for mode, r in rows.items():
-            print("| {:8s} | {:15.6f} | {:8.6f} | {:6.2f} | {:+7.2f} | {:6.2f} | {:+6.2f} |".format(
-                mode, r["min_cos"], r["mean_cos"], r["rank1"], r["rank1"] - ref["rank1"],
-                r["mAP"], r["mAP"] - ref["mAP"]))
-        result["quality"] = dict(rows=rows, **info)
+        print("Quality: BoT R{} on synthetic LaST test at {}x{} ({} queries x {} gallery), "
+              "features flip-averaged; cosine to the fp32 features of the same model".format(
+                  args.depth.rstrip("x"), info["size"][0], info["size"][1], info["num_query"],
+                  info["num_gallery"]))
+        for label, rows in results.items():
+            print()
+            print("{}:".format(label))
+            print("| path                   | min cos  | mean cos | Rank-1 | dRank-1 |  mAP  |  dmAP |")
+            print("|------------------------|----------|----------|--------|---------|-------|-------|")
+            ref = rows["fp32"]
+            for row, r in rows.items():
+                print("| {:22s} | {:8.6f} | {:8.6f} | {:6.2f} | {:+7.2f} | {:5.2f} | {:+5.2f} |".format(
+                    row, r["min_cos"], r["mean_cos"], r["rank1"], r["rank1"] - ref["rank1"],
+                    r["mAP"], r["mAP"] - ref["mAP"]))
+        result["quality"] = dict(models=results, **info)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), **result), f, indent=1)

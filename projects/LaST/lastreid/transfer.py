@@ -288,7 +288,8 @@ class TransferMatrix:
         write_text_atomic(json.dumps({"weights": self.weights(cell.source), "weights_signature": signature})
                           + "\n", os.path.join(out, SOURCE_FILE))
         cmd, how = self.command(cell)
-        self.log("[transfer] {} {}: {} (log {})".format(counter, cell.title, how, os.path.join(out, "log.txt")))
+        self.log("[transfer] {} {}: {} (log {})".format(counter, cell.title, how,
+                                                         os.path.join(out, "log.txt")))
         t0 = time.time()
         results_file = os.path.join(out, RESULTS_FILE)
         if os.path.exists(results_file):
@@ -345,7 +346,8 @@ class TransferMatrix:
             return (base + ["--config-file", config, "--eval-only"] + gpus + self.opts
                     + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")] + stem + tests
                     + ["OUTPUT_DIR", out]), "evaluating the finished fine-tune"
-        how = "resuming the fine-tune" if os.path.isfile(os.path.join(out, "last_checkpoint")) else "fine-tuning"
+        resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
+        how = "resuming the fine-tune" if resuming else "fine-tuning"
         return (base + ["--config-file", config, "--resume"] + gpus + self.opts
                 + ["MODEL.WEIGHTS", self.weights(cell.source), "MODEL.LOAD_CLASSIFIER", "False"]
                 + stem + trust + tests + ["OUTPUT_DIR", out]), how
@@ -376,8 +378,11 @@ class TransferMatrix:
         try:
             with open(os.path.join(out, "log.txt"), errors="replace") as f:
                 lines = [line for line in f if "epoch/iter:" in line]
-            if lines:
-                status = "; " + " ".join(lines[-1].split("]:", 1)[-1].split()[:6])
+            if lines:  # fastreid's "eta: 0:05:09  epoch/iter: 1/43  total_loss: 5.97 ..."
+                words = lines[-1].split()
+                status = "; " + ", ".join(
+                    "{} {}".format(words[i].rstrip(":"), words[i + 1]) for i in range(len(words) - 1)
+                    if words[i] in ("eta:", "epoch/iter:", "total_loss:"))
         except OSError:
             pass
         self.log("[transfer] {} {}: running for {:.0f} s{}".format(counter, cell.title, seconds, status))
@@ -450,7 +455,8 @@ def _short(cell):
     r1, m_ap = cell.metric("Rank-1"), cell.metric("mAP")
     text = "Rank-1 {:.1f}, mAP {:.1f}".format(r1, m_ap)
     if cell.metric("SS-Rank-1") is not None:
-        text += "; single-shot Rank-1 {:.1f}, mAP {:.1f}".format(cell.metric("SS-Rank-1"), cell.metric("SS-mAP"))
+        text += "; single-shot Rank-1 {:.1f}, mAP {:.1f}".format(cell.metric("SS-Rank-1"),
+                                                                 cell.metric("SS-mAP"))
     return text
 
 
