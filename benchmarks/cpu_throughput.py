@@ -1,23 +1,29 @@
-"""CPU throughput of BoT with the precision paths of `lastreid.precision`, and what bf16
-does to the features and the ranking.
+"""CPU throughput of BoT on the precision paths of `lastreid.precision`, and what bf16 does
+to the features and the ranking.
 
 Throughput (seeded random weights, random images, the same batch every step):
   fp32        plain float32, contiguous (NCHW) layout
   cl          channels-last weights and batches, float32
   cl+bf16     channels-last + bfloat16 autocast (the "auto" path on a CPU with native bf16)
-Training img/s is one full step (forward, losses, backward, Adam) of lastreid's CPU
-trainer (`precision.CpuTrainer`, built by `lastreid.engine.Trainer`'s model/optimizer
-builders); inference img/s is one forward pass in eval mode (no flip). The first-step
-total loss of each path (same weights, same batch) shows the losses agree.
+Training img/s is one full step (forward, losses, backward, Adam) of lastreid's CPU trainer
+(`precision.CpuTrainer` on `Trainer.build_model` / `build_optimizer`); inference img/s is
+one forward pass in eval mode (no flip). The paths take turns step by step and img/s uses
+the median step, so a change in the machine's load hits every path alike; the load average
+is printed because the absolute figures depend on it. The first-step loss of each path
+(same weights, same batch) shows that the losses agree.
 
-Quality: BoT is trained briefly on the synthetic `default` LaST (written to a temporary
-folder unless --data-root is given, seeded) with lastreid's Trainer, then the LaST test
-split (query + gallery, with the flip averaging of TEST.FLIP) is embedded on each path;
-the table gives the minimum cosine similarity of each path's features to fp32 and Rank-1 /
-mAP from `lastreid.evaluation.rank_metrics` (cosine, exact), with the change to fp32.
+Quality, on the synthetic `default` LaST test split (written to a temporary folder or
+--workdir): a seeded random BoT and one trained --quality-epochs epochs with lastreid's
+Trainer (--quality-depth, default R18: R50 from scratch barely learns in a few epochs and
+its features then move by cosine ~0.1 under noise of half a grey level). Each path embeds
+query + gallery (flip-averaged); the table gives the min / mean cosine to the fp32
+features and Rank-1 / mAP from `lastreid.evaluation.rank_metrics` (cosine, exact). The last
+row is fp32 on the images plus uniform +-0.5 grey-level noise: an invisible change of the
+input, the yardstick for the bf16 changes.
 
-    python benchmarks/cpu_throughput.py                     # BoT R50, 256x128, batch 32
-    python benchmarks/cpu_throughput.py --depth 18x --size 128 64 --skip-quality
+    python benchmarks/cpu_throughput.py                  # R50 256x128 batch 32; quality R18
+    python benchmarks/cpu_throughput.py --threads 1 --skip-quality
+    python benchmarks/cpu_throughput.py --depth 18x --size 128 64 --quality-epochs 0
 """
 import argparse
 import copy
@@ -53,6 +59,9 @@ def parse_args():
     p.add_argument("--quality-epochs", type=int, default=6,
                    help="epochs of synthetic training of the second quality model (0: only the "
                    "seeded random one)")
+    p.add_argument("--quality-depth", default="18x",
+                   help="ResNet depth of the quality models (default 18x: R50 trained from "
+                   "scratch for a few epochs barely learns; see the module docstring)")
     p.add_argument("--train-path", choices=("auto", "fp32"), default="auto",
                    help="precision the quality model is trained on (auto: this machine's)")
     p.add_argument("--data-root", default="", help="a datasets root holding synthetic LaST "
@@ -68,12 +77,12 @@ def _feat_dim(depth):
     return 512 if depth in ("18x", "34x") else 2048
 
 
-def make_cfg(config, mode, args, extra=()):
+def make_cfg(config, mode, depth, extra=()):
     from lastreid.config import build_cfg
 
     cl, bf = MODES[mode]
     opts = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False",
-            "MODEL.BACKBONE.DEPTH", args.depth, "MODEL.BACKBONE.FEAT_DIM", str(_feat_dim(args.depth)),
+            "MODEL.BACKBONE.DEPTH", depth, "MODEL.BACKBONE.FEAT_DIM", str(_feat_dim(depth)),
             "MODEL.CHANNELS_LAST", cl, "MODEL.CPU_BF16", bf, "DATALOADER.NUM_WORKERS", "0"]
     return build_cfg(config, opts + list(extra))
 
@@ -99,7 +108,7 @@ class _Path:
         from lastreid.engine import Trainer
 
         h, w = args.size
-        cfg = make_cfg(CONFIG, mode, args, ["MODEL.HEADS.NUM_CLASSES", str(args.num_classes),
+        cfg = make_cfg(CONFIG, mode, args.depth, ["MODEL.HEADS.NUM_CLASSES", str(args.num_classes),
                                             "INPUT.SIZE_TRAIN", str([h, w])])
         self.fast = precision.resolve(cfg, log=False)
         seed_all(args.seed)
@@ -173,7 +182,7 @@ def quality_model(args, workdir, epochs):
              "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "1000",
              "DATASETS.TESTS", '("LaST",)', "TEST.FINAL_TESTS", "()",
              "MODEL.CHANNELS_LAST", switch, "MODEL.CPU_BF16", switch]
-    cfg = make_cfg(SYNTHETIC_CONFIG, "fp32", args, extra)
+    cfg = make_cfg(SYNTHETIC_CONFIG, "fp32", args.quality_depth, extra)
     os.makedirs(workdir, exist_ok=True)
     seed_all(args.seed)
     trainer = Trainer(cfg)
@@ -259,7 +268,8 @@ def quality(args, modes):
         os.environ["FASTREID_DATASETS"] = root
         for epochs in [0] + ([args.quality_epochs] if args.quality_epochs else []):
             t0 = time.perf_counter()
-            name = "random" if not epochs else "run_{}_{}ep_{}".format(args.depth, epochs, args.train_path)
+            name = "random_{}".format(args.quality_depth) if not epochs else "run_{}_{}ep_{}".format(
+                args.quality_depth, epochs, args.train_path)
             model, cfg = quality_model(args, os.path.join(work, name), epochs)
             label = ("seeded random weights" if not epochs else
                      "trained {} epochs ({} path, {:.0f} s)".format(epochs, args.train_path,
@@ -313,7 +323,7 @@ def main():
         print()
         print("Quality: BoT R{} on synthetic LaST test at {}x{} ({} queries x {} gallery), "
               "features flip-averaged; cosine to the fp32 features of the same model".format(
-                  args.depth.rstrip("x"), info["size"][0], info["size"][1], info["num_query"],
+                  args.quality_depth.rstrip("x"), info["size"][0], info["size"][1], info["num_query"],
                   info["num_gallery"]))
         for label, rows in results.items():
             print()

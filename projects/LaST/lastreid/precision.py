@@ -4,9 +4,10 @@ Two config switches, each "auto", "on" or "off":
 
 - MODEL.CHANNELS_LAST: the model's 4-D weights (and, in training, each batch of images) in
   channels-last (NHWC) layout, which oneDNN convolutions run faster in.
-- MODEL.CPU_BF16: the forward pass (and the training losses) under
-  `torch.autocast("cpu", dtype=torch.bfloat16)`; weights, gradients and the optimizer stay
-  float32, and features handed to evaluation are cast back to float32.
+- MODEL.CPU_BF16: the forward pass under `torch.autocast("cpu", dtype=torch.bfloat16)`;
+  weights, gradients, the optimizer and the training losses stay float32 (see
+  `CpuTrainer.fp32_losses`), and features handed to evaluation are cast to float32, so
+  evaluation distances and ranking are computed in float32 as before.
 
 "auto" turns both on for a CPU with native bfloat16 instructions (AVX512-BF16 or AMX-BF16)
 and leaves both off elsewhere. On CUDA, MODEL.CPU_BF16 does not apply (SOLVER.AMP.ENABLED
@@ -25,9 +26,15 @@ or, for code that only calls `model(inputs)` (fast-reid's `inference_on_dataset`
 
     model = precision.for_inference(model, fast)  # autocast + float32 outputs, same weights
 
-`resolve(cfg, log=False)` resolves again without logging (for code paths that run often).
+`resolve(cfg, log=False)` resolves again without logging (for code paths that run often);
+`resolve` raises ValueError naming the key for a value other than auto/on/off.
 `CpuTrainer` is the training step on the CPU (fast-reid's SimpleTrainer.run_step with the
-forward and the losses under `autocast`); `lastreid.engine.Trainer` installs it.
+forward pass under `autocast`); `lastreid.engine.Trainer` installs it.
+
+bf16 rounds every activation to 8 significant bits. A well-conditioned model barely notices
+(random-weight BoT R50: cosine 0.99999 to fp32), but a model that is itself sensitive to
+its input moves as much as under an invisible change of the image: measure with
+`benchmarks/cpu_throughput.py`, and use MODEL.CPU_BF16 off for exact fp32 numbers.
 """
 import contextlib
 import logging
