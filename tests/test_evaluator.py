@@ -205,3 +205,19 @@ def test_two_processes_gather_to_main(tmp_path):
     assert other == {}
     assert main == pytest.approx(run(BlockedReidEvaluator(make_cfg(), NQ), data))
     assert_same_results(main, run(ReidEvaluator(make_cfg(), NQ), data))
+
+
+def test_gallery_smaller_than_rank_10():
+    # fastreid's ReidEvaluator raises IndexError here (CMC has only num_gallery entries).
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0],                           # queries
+                          [0.9, 0.1], [0.2, 0.8], [0.8, 0.3], [0.1, 0.9]])  # gallery
+    pids = np.array([0, 1, 1, 0, 0, 1])
+    camids = np.array([0, 0, 1, 1, 1, 1])
+    evaluator = BlockedReidEvaluator(make_cfg(), num_query=2)
+    results = run(evaluator, (feats, pids, camids))
+    # Query 0 (pid 0): nearest [0.9,0.1] is pid 1, then [0.8,0.3] pid 0 -> first hit at rank 2.
+    # Query 1 (pid 1): nearest [0.1,0.9] is pid 1 -> rank 1. With 4 gallery items every
+    # query has found its match by rank 4, so Rank-5 and Rank-10 are 100%.
+    assert results["Rank-1"] == pytest.approx(50.0)
+    assert results["Rank-5"] == pytest.approx(100.0)
+    assert results["Rank-10"] == pytest.approx(100.0)

@@ -107,6 +107,9 @@ class BlockedReidEvaluator(DatasetEvaluator):
         if collected is None:
             return {}
         feats, pids, camids = collected
+        # Before the full-gallery pass, which normalizes the features in place and, with
+        # AQE, replaces them.
+        extra = self.extra_metrics(feats, pids, camids)
         t0 = time.perf_counter()
         test, nq = self.cfg.TEST, self._num_query
         q_pids, g_pids, q_camids, g_camids = pids[:nq], pids[nq:], camids[:nq], camids[nq:]
@@ -134,8 +137,8 @@ class BlockedReidEvaluator(DatasetEvaluator):
         r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=roc)
         cmc, m_ap, m_inp = r["cmc"], r["mAP"], r["mINP"]
         results = OrderedDict()
-        for k in (1, 5, 10):
-            results["Rank-{}".format(k)] = float(cmc[k - 1]) * 100
+        for k in (1, 5, 10):  # CMC stops at the gallery size, where it has reached 1
+            results["Rank-{}".format(k)] = float(cmc[min(k, len(cmc)) - 1]) * 100
         results["mAP"] = m_ap * 100
         results["mINP"] = m_inp * 100
         results["metric"] = (m_ap + float(cmc[0])) / 2 * 100
@@ -143,8 +146,15 @@ class BlockedReidEvaluator(DatasetEvaluator):
             results["TPR@FPR={:.0e}".format(fpr)] = r["tpr"][fpr]
         logger.info("Evaluation of %d valid queries done in %.1f s", r["num_valid"],
                     time.perf_counter() - t0)
+        results.update(extra)
         self._results = results
         return copy.deepcopy(results)
+
+    def extra_metrics(self, feats, pids, camids):
+        """Hook for subclasses: more result keys from the collected (query + gallery)
+        features, pids and camids, called once on the main process before the full-gallery
+        metrics. The features are the evaluator's buffer: do not modify them."""
+        return {}
 
 
 def _to_numpy(x):

@@ -69,19 +69,8 @@ def single_shot_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_
 class SingleShotReidEvaluator(BlockedReidEvaluator):
     """BlockedReidEvaluator that also reports the single-shot protocol (module docstring)."""
 
-    def evaluate(self):
-        if self._results is not None:  # cached by the parent
-            return super().evaluate()
-        # The parent normalizes the stored features in place (cosine) and, with AQE, drops
-        # its buffer; hold on to the collected (query + gallery) features first. On one
-        # process these are views of the buffer, not copies.
-        collected = self._collect()
-        results = super().evaluate()
-        if collected is None:  # not the main process
-            return results
-        feats, pids, camids = collected
-        nq = self._num_query
-        test = self.cfg.TEST
+    def extra_metrics(self, feats, pids, camids):
+        nq, test = self._num_query, self.cfg.TEST
         ss = single_shot_metrics(
             feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:],
             trials=test.SINGLE_SHOT.TRIALS, seed=test.SINGLE_SHOT.SEED, metric=test.METRIC,
@@ -90,6 +79,4 @@ class SingleShotReidEvaluator(BlockedReidEvaluator):
         extra = {SS_PREFIX + key: value * 100 for key, value in ss.items() if key != "trials"}
         logger.info("Single-shot protocol (%d trials, seed %d): Rank-1 %.2f, mAP %.2f",
                     ss["trials"], test.SINGLE_SHOT.SEED, extra["SS-Rank-1"], extra["SS-mAP"])
-        self._results.update(extra)
-        results.update(extra)
-        return results
+        return extra
