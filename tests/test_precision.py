@@ -234,3 +234,50 @@ def test_bf16_features_agree_with_fp32(small_cfg):
     assert len(images) >= 4
     assert F.cosine_similarity(out, ref).min().item() >= 0.99
     assert not torch.equal(out, ref)  # it did take the bf16 path
+
+
+def _randomize_batchnorms(model, seed=0):
+    """Running statistics and affine parameters away from their initial 0 / 1, so that
+    folding them is not the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def test_fold_batchnorm_keeps_the_eval_function(small_cfg):
+    cfg = small_cfg(channels_last="off", bf16="off")
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg).eval()
+    _randomize_batchnorms(model)
+    backbone_bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    folded = copy.deepcopy(model)
+    assert precision.fold_batchnorm_(folded) == backbone_bns == 1 + 8 * 2 + 3  # R18: stem, blocks, downsample
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backbone.modules())
+    images = torch.rand(4, 3, 64, 32) * 255
+    with torch.no_grad():
+        ref, out = model({"images": images.clone()}), folded({"images": images.clone()})
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_inference_model_is_a_folded_copy(small_cfg):
+    cfg = small_cfg(channels_last="on", bf16="on")
+    model = Trainer.build_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    infer = precision.for_inference(model, precision.resolve(cfg, log=False))
+    convs = [m for m in infer.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.dtype == torch.bfloat16 for c in convs)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    # (the head's BNNeck is a BatchNorm2d on pooled features, with no convolution to fold into)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in infer.model.backbone.modules())
+    assert not any(p.requires_grad for p in infer.parameters()) and not infer.training
+    # The model itself is untouched: still training, float32, its BatchNorms in place.
+    assert model.training
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # The fp32 path runs the model itself.
+    assert precision.for_inference(model, precision.resolve(small_cfg("off", "off"), log=False)) is model

@@ -11,8 +11,9 @@
 
 The features are exactly those the evaluation ranks: the model in eval mode (for BoT the
 BNNeck feature), on the test transforms of the config (fast-reid's resize to
-INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision`: bf16 autocast /
-channels-last on a CPU that has native bf16, float32 elsewhere) and, when
+INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision.for_inference`:
+on a CPU that has native bf16, a BN-folded bf16 copy under autocast with channels-last;
+float32 elsewhere) and, when
 TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
 
 Flip averaging here feeds the model two separate tensors. fast-reid's own
@@ -104,6 +105,7 @@ class FeatureExtractor:
         if model is None:
             model = self._build_model()
         self.model = precision.prepare_model(model, self.fast_path)
+        self._inference = None  # precision.for_inference(self.model), during extract()
 
     def _build_model(self):
         from .checkpoint import Checkpointer, backbone_loaded
@@ -129,15 +131,16 @@ class FeatureExtractor:
     @torch.no_grad()
     def forward(self, images):
         """Float32 CPU features of a batch of transformed images ((B, 3, H, W), 0..255),
-        flip-averaged when self.flip. `images` is not modified."""
+        flip-averaged when self.flip. `images` is not modified. Outside `extract()` each
+        call prepares the inference model afresh (on the bf16 path a BN-folded copy)."""
+        model = self._inference or precision.for_inference(self.model, self.fast_path)
         images = images.to(self.device)
         if self.fast_path.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         # Baseline.preprocess_image normalizes its input tensor in place: give each
         # forward pass its own tensor (the flipped one is a new tensor already).
         batches = [images.clone()] + ([images.flip(dims=[3])] if self.flip else [])
-        with precision.autocast(self.fast_path):
-            outputs = [self.model(b).float() for b in batches]
+        outputs = [model(b).float() for b in batches]
         feats = outputs[0] if len(outputs) == 1 else (outputs[0] + outputs[1]) / 2
         return feats.cpu()
 
@@ -149,6 +152,8 @@ class FeatureExtractor:
         out = None
         was_training = self.model.training
         self.model.eval()
+        # One inference model per extraction: a model passed in may train between them.
+        self._inference = precision.for_inference(self.model, self.fast_path)
         try:
             for images, index in _progress(loader, len(loader), desc, self.progress):
                 feats = self.forward(images).numpy()
@@ -156,6 +161,7 @@ class FeatureExtractor:
                     out = np.empty((len(paths), feats.shape[1]), dtype=np.float32)
                 out[index.numpy()] = feats
         finally:
+            self._inference = None
             self.model.train(was_training)
         if out is None:
             out = np.empty((0, self.dim), dtype=np.float32)
