@@ -128,3 +128,25 @@ def test_bad_config_fails_before_any_work(opts, words):
     with pytest.raises((KeyError, ValueError, FileNotFoundError)) as err:
         build_cfg(CONFIG, opts)
     assert words in str(err.value)
+
+
+def test_yaml_boolean_for_a_string_key_is_named_with_a_hint(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text(f"_BASE_: {CONFIG}\nMODEL:\n  CPU_BF16: off\n")  # YAML reads off as False
+    with pytest.raises(ValueError) as err:
+        build_cfg(str(bad), ["MODEL.BACKBONE.PRETRAIN", "False"])
+    assert str(bad) in str(err.value) and "MODEL.CPU_BF16" in str(err.value)
+    assert 'quote it' in str(err.value)
+
+
+def test_train_net_reports_a_config_error_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                          "--config-file", CONFIG, "MODEL.NO_SUCH_KEY", "1"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "train_net.py: error: command line: Non-existent key: MODEL.NO_SUCH_KEY"]
+    assert not (tmp_path / "logs").exists()  # nothing was started

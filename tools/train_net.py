@@ -11,7 +11,9 @@ the run reports (the last evaluation on DATASETS.TESTS) are also written, atomic
 OUTPUT_DIR/results.json.
 """
 import json
+import logging
 import os
+import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.engine import default_argument_parser, launch
@@ -39,6 +41,13 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    logging.disable(logging.WARNING)  # main() logs the device fallback once, properly
+    try:  # every config problem as one line, before any process starts
+        build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        sys.exit("train_net.py: error: {}".format(error.args[0] if error.args else error))
+    finally:
+        logging.disable(logging.NOTSET)
     launch(
         main,
         args.num_gpus,

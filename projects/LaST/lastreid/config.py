@@ -57,22 +57,29 @@ def build_cfg(config_file="", opts=(), eval_only=False):
     cfg = add_lastreid_config(get_cfg())
     if config_file and not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file} does not exist")
-    # yacs reports an unknown key with a bare AssertionError; name where it came from.
-    try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-    except AssertionError as e:
-        raise KeyError(f"{config_file}: {e}") from None
-    try:
-        cfg.merge_from_list(list(opts or []))
-    except AssertionError as e:
-        raise KeyError(f"command line: {e}") from None
+    # yacs reports an unknown key with a bare AssertionError and a wrong type without saying
+    # where it came from; name the source.
+    if config_file:
+        _merge(cfg.merge_from_file, config_file, config_file)
+    _merge(cfg.merge_from_list, list(opts or []), "command line")
     if eval_only:
         cfg.MODEL.BACKBONE.PRETRAIN = False  # the weights come from MODEL.WEIGHTS
     resolve_device(cfg)
     check_cfg(cfg, eval_only=eval_only)
     cfg.freeze()
     return cfg
+
+
+def _merge(merge, source, where):
+    try:
+        merge(source)
+    except AssertionError as e:
+        raise KeyError(f"{where}: {e}") from None
+    except ValueError as e:
+        hint = ""
+        if "<class 'bool'>" in str(e):
+            hint = ' (YAML reads a bare on/off/yes/no as a boolean: quote it, e.g. "off")'
+        raise ValueError(f"{where}: {e}{hint}") from None
 
 
 def check_cfg(cfg, eval_only=False):
