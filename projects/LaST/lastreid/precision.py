@@ -33,9 +33,9 @@ Inference (evaluation, feature extraction and the tools):
 `CpuTrainer` is the training step on the CPU (fast-reid's SimpleTrainer.run_step with the
 forward pass under `autocast`); `lastreid.engine.Trainer` installs it.
 
-bf16 rounds every activation to 8 significant bits. A well-conditioned model barely notices
-(random-weight BoT R50: cosine 0.99999 to fp32), but a model that is itself sensitive to
-its input moves as much as under an invisible change of the image: measure with
+bf16 rounds every activation to 8 significant bits. Some models barely notice (random-weight
+BoT R50: min cosine 0.99999 to fp32), others move more (BoT R50 trained from scratch on
+synthetic LaST: 0.9945, its rankings unchanged): measure with
 `benchmarks/cpu_throughput.py`, and use MODEL.CPU_BF16 off for exact fp32 numbers.
 """
 import contextlib
