@@ -23,6 +23,7 @@ from fastreid.solver import build_lr_scheduler
 from lastreid import checkpoint as ckpt
 from lastreid.checkpoint import (
     CLASSIFIER_NOT_LOADED,
+    CLASSIFIER_UNUSED,
     Checkpointer,
     CorruptCheckpointError,
     UntrustedCheckpointError,
@@ -535,3 +536,16 @@ def test_convert_tool_writes_weights_only_fastreid_file(reference, tmp_path, cap
     torch.save({"model": tiny(seed=0).state_dict()}, not_reference)
     assert tool.main([str(not_reference), str(tmp_path / "x.pth")]) == 2
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_classifier_of_a_model_without_classes_is_dropped_quietly(tmp_path, caplog):
+    # Evaluation builds the model with 0 classes: its (0, dim) classifier takes nothing.
+    Checkpointer(tiny(seed=0, num_classes=5), str(tmp_path)).save("model_final")
+    checkpointer = Checkpointer(tiny(seed=1, num_classes=0))
+    with caplog.at_level(logging.INFO, logger="lastreid.checkpoint"):
+        checkpointer.load(str(tmp_path / "model_final.pth"))
+    report = checkpointer.last_load_report
+    assert report.dropped == ["heads.weight"] and report.missing == [] and report.shapes == {}
+    assert report.reasons["heads.weight"] == CLASSIFIER_UNUSED
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert backbone_loaded(report)

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 TRUST_KEY = "MODEL.TRUST_CHECKPOINTS"
 CLASSIFIER_NOT_LOADED = "classifier not loaded: fine-tuning"
+# Evaluation builds the model without classes (fastreid counts them from the training set).
+CLASSIFIER_UNUSED = "classifier not used: the model has no classes (evaluation)"
 
 FORMAT_FASTREID = "fastreid"
 FORMAT_STATE_DICT = "bare state dict"
@@ -540,7 +542,10 @@ class Checkpointer(_fastreid_checkpoint.Checkpointer):
                 state.pop(key)
                 continue
             in_ckpt, in_model = tuple(state[key].shape), tuple(model_state[key].shape)
-            if in_ckpt != in_model:
+            if _is_classifier_key(key) and in_model and in_model[0] == 0:
+                reasons[key] = CLASSIFIER_UNUSED
+                state.pop(key)
+            elif in_ckpt != in_model:
                 reasons[key] = "shape mismatch"
                 shapes[key] = (in_ckpt, in_model)
                 state.pop(key)
@@ -548,6 +553,7 @@ class Checkpointer(_fastreid_checkpoint.Checkpointer):
         incompatible = self.model.load_state_dict(state, strict=False)
         missing = _fastreid_checkpoint._filter_reused_missing_keys(
             self.model, list(incompatible.missing_keys))
+        missing = [k for k in missing if reasons.get(k) != CLASSIFIER_UNUSED]  # empty in the model
         report = LoadReport(
             path=self._pending_path,
             format=self._pending_format or FORMAT_FASTREID,
