@@ -14,6 +14,7 @@ import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
+from lastreid.features import inference_argument_parser
 from lastreid.onnx_export import EXPORTERS, available_exporters, check_onnx, export_onnx
 
 
@@ -25,12 +26,7 @@ def _sizes(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint (default MODEL.WEIGHTS; with neither: initial weights)")
+    parser = inference_argument_parser(__doc__)
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--exporter", choices=("auto",) + EXPORTERS, default="auto",
                         help="auto: dynamo when onnxscript is installed, else torchscript")

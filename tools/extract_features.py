@@ -19,16 +19,12 @@ import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
-from lastreid.features import FeatureExtractor, build_inference_cfg, save_features
+from lastreid.features import (FeatureExtractor, build_inference_cfg, inference_argument_parser,
+                               save_features)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint (default MODEL.WEIGHTS; with neither: initial weights)")
+    parser = inference_argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a registered dataset name: its query + gallery")
     source.add_argument("--images", help="a folder of crops (searched recursively) or a glob pattern")

@@ -34,8 +34,8 @@ from .datasets.common import is_image_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureExtractor", "build_inference_cfg", "list_image_files", "parse_crop_name",
-           "save_features", "load_features"]
+__all__ = ["FeatureExtractor", "build_inference_cfg", "inference_argument_parser",
+           "list_image_files", "parse_crop_name", "save_features", "load_features"]
 
 
 def build_inference_cfg(config_file, weights=None, opts=()):
@@ -51,6 +51,22 @@ def build_inference_cfg(config_file, weights=None, opts=()):
     if probe.MODEL.WEIGHTS:
         return build_cfg(config_file, opts, eval_only=True)
     return probe
+
+
+def inference_argument_parser(doc):
+    """The command-line parser of a tool that runs a model given by a config and a checkpoint
+    (tools/extract_features.py, tools/export_onnx.py): description and epilog from the
+    tool's docstring, --config-file and --weights (for `build_inference_cfg`). The tool adds
+    its own flags and, last, the trailing `opts` overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint (default MODEL.WEIGHTS; with neither: initial weights)")
+    return parser
 
 
 class _ImageFiles(Dataset):
