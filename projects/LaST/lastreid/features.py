@@ -121,7 +121,6 @@ class FeatureExtractor:
         if model is None:
             model = self._build_model()
         self.model = precision.prepare_model(model, self.fast_path)
-        self._inference = None  # precision.for_inference(self.model), during extract()
 
     def _build_model(self):
         from .checkpoint import Checkpointer, backbone_loaded
@@ -144,12 +143,15 @@ class FeatureExtractor:
         return int(self.cfg.MODEL.BACKBONE.FEAT_DIM if self.cfg.MODEL.HEADS.EMBEDDING_DIM <= 0
                    else self.cfg.MODEL.HEADS.EMBEDDING_DIM)
 
-    @torch.no_grad()
     def forward(self, images):
         """Float32 CPU features of a batch of transformed images ((B, 3, H, W), 0..255),
-        flip-averaged when self.flip. `images` is not modified. Outside `extract()` each
-        call prepares the inference model afresh (on the bf16 path a BN-folded copy)."""
-        model = self._inference or precision.for_inference(self.model, self.fast_path)
+        flip-averaged when self.flip. `images` is not modified. Each call prepares the
+        inference model afresh (on the bf16 path a BN-folded copy): use `extract()` for
+        many batches."""
+        return self._forward(images, precision.for_inference(self.model, self.fast_path))
+
+    @torch.no_grad()
+    def _forward(self, images, model):
         images = images.to(self.device)
         if self.fast_path.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -169,15 +171,14 @@ class FeatureExtractor:
         was_training = self.model.training
         self.model.eval()
         # One inference model per extraction: a model passed in may train between them.
-        self._inference = precision.for_inference(self.model, self.fast_path)
+        model = precision.for_inference(self.model, self.fast_path)
         try:
             for images, index in _progress(loader, len(loader), desc, self.progress):
-                feats = self.forward(images).numpy()
+                feats = self._forward(images, model).numpy()
                 if out is None:
                     out = np.empty((len(paths), feats.shape[1]), dtype=np.float32)
                 out[index.numpy()] = feats
         finally:
-            self._inference = None
             self.model.train(was_training)
         if out is None:
             out = np.empty((0, self.dim), dtype=np.float32)

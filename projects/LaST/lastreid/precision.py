@@ -216,18 +216,18 @@ def fold_batchnorm_(model):
 
     folded = 0
     for module in model.modules():
-        pairs = []
+        pairs = []  # (owner, conv name, norm name)
         if isinstance(module, (BasicBlock, Bottleneck, ResNet)):
-            pairs = [(module, "conv%d" % k, module, "bn%d" % k) for k in (1, 2, 3)]
+            pairs = [(module, "conv%d" % k, "bn%d" % k) for k in (1, 2, 3)]
             down = getattr(module, "downsample", None)
             if isinstance(down, torch.nn.Sequential) and len(down) == 2:
-                pairs.append((down, "0", down, "1"))
-        for conv_owner, conv_name, bn_owner, bn_name in pairs:
-            conv, bn = getattr(conv_owner, conv_name, None), getattr(bn_owner, bn_name, None)
+                pairs.append((down, "0", "1"))
+        for owner, conv_name, bn_name in pairs:
+            conv, bn = getattr(owner, conv_name, None), getattr(owner, bn_name, None)
             if not (isinstance(conv, torch.nn.Conv2d) and _is_plain_batchnorm(bn)):
                 continue
-            setattr(conv_owner, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
-            setattr(bn_owner, bn_name, torch.nn.Identity())
+            setattr(owner, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+            setattr(owner, bn_name, torch.nn.Identity())
             folded += 1
     return folded
 
