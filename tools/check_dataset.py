@@ -10,10 +10,10 @@ not decode (with --strict also when counts differ from the expected ones), else 
 tree written by lastreid.synthetic the expected counts are the generator's.
 """
 import argparse
-import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.dataset_check import CHECKABLE, check_dataset
+from lastreid.errors import report_error, run_tool
 
 
 def parse_args(argv=None):
@@ -43,9 +43,9 @@ def main(argv=None):
         print(report.format(strict=args.strict), flush=True)
         problems += report.problems(strict=args.strict)
     if problems:
-        print(f"check_dataset: {problems} problem(s) found", file=sys.stderr)
+        report_error(f"{problems} problem(s) found")
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

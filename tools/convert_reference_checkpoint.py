@@ -11,11 +11,11 @@ key outside the mapping; unless --no-verify, the result is then loaded into a fa
 BoT ResNet-50 (ours, or the one --config-file describes) and the load report printed.
 """
 import argparse
-import sys
 from collections import Counter
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import checkpoint as ckpt
+from lastreid.errors import report_error, run_tool
 
 _GROUP_DEPTH = {"backbone": 2, "heads": 2}
 
@@ -74,12 +74,12 @@ def main(argv=None):
     try:
         raw = ckpt.load_checkpoint_file(args.input, trust=args.trust)
     except ckpt.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
+        report_error(e)
         return 2
     state = _state_dict_of(raw)
     if not ckpt.is_reference_state_dict(state):
-        print(f"error: {args.input} does not use the public LaST code's key names "
-              "(no base.0.weight / layer4.*)", file=sys.stderr)
+        report_error(f"{args.input} does not use the public LaST code's key names "
+                     "(no base.0.weight / layer4.*)")
         return 2
 
     converted, unknown = ckpt.convert_reference_keys(state)
@@ -110,11 +110,11 @@ def main(argv=None):
               f"{model.backbone.maxpool}; lastreid.checkpoint.use_reference_maxpool(model) "
               "reproduces the reference features exactly")
     if not ckpt.backbone_loaded(report):
-        print("error: the backbone of a fastreid BoT ResNet-50 was not fully loaded",
-              file=sys.stderr)
+        report_error(f"{args.output}: the backbone of a fastreid BoT ResNet-50 was not fully "
+                     "loaded")
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -10,11 +10,11 @@ Input `images`: float32 (batch, 3, H, W) RGB in 0..255 at INPUT.SIZE_TEST; outpu
 --tolerance. Any KEY VALUE pairs at the end override the config.
 """
 import argparse
-import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
 from lastreid.features import inference_argument_parser
+from lastreid.errors import report_error, run_tool
 from lastreid.onnx_export import EXPORTERS, available_exporters, check_onnx, export_onnx
 
 
@@ -53,7 +53,7 @@ def main(argv=None):
     try:
         used = export_onnx(model, args.output, size, args.exporter, args.opset)
     except RuntimeError as error:  # e.g. the dynamo exporter without onnxscript
-        print(f"export_onnx: {error}", file=sys.stderr)
+        report_error(error)
         return 2
     print(f"wrote {args.output} ({used} exporter, opset {args.opset}, input (batch, 3, {size[0]}, {size[1]}))")
     results = check_onnx(model, args.output, size, args.batch_sizes, args.tolerance)
@@ -61,12 +61,12 @@ def main(argv=None):
     for b, err in results:
         print(f"  batch {b}: max relative error {err:.2e}")
     if worst > args.tolerance:
-        print(f"export_onnx: ONNX and PyTorch features differ (max relative error {worst:.2e} "
-              f"> {args.tolerance:g})", file=sys.stderr)
+        report_error(f"ONNX and PyTorch features differ (max relative error {worst:.2e} "
+                     f"> {args.tolerance:g})")
         return 1
     print(f"onnxruntime matches PyTorch within {args.tolerance:g} (max relative error {worst:.2e})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -15,10 +15,10 @@ end override the config.
 """
 import argparse
 import os
-import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
+from lastreid.errors import run_tool
 from lastreid.features import (FeatureExtractor, build_inference_cfg, inference_argument_parser,
                                save_features)
 
@@ -56,4 +56,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

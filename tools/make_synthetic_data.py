@@ -9,9 +9,9 @@ dataset folder is left alone and the command fails.
 """
 import argparse
 import json
-import sys
 
 from lastreid import synthetic
+from lastreid.errors import report_error, run_tool
 
 SIZE_FLAGS = sorted({key for preset in synthetic.PRESETS.values() for sizes in preset.values() for key in sizes})
 
@@ -33,12 +33,13 @@ def main(argv=None):
     sizes = {key: getattr(args, key) for key in SIZE_FLAGS if getattr(args, key) is not None}
     try:
         counts = synthetic.write_all(args.root, args.preset, args.seed, tuple(args.datasets), **sizes)
-    except (FileExistsError, TypeError, ValueError) as error:
-        sys.exit(f"make_synthetic_data: {error}")
+    except (FileExistsError, TypeError) as error:  # a foreign folder in the way, a bad size
+        report_error(error)
+        return 1
     for dataset, splits in counts.items():
         print(f"{dataset}: " + json.dumps(splits))
     print(f"wrote under {args.root} (preset {args.preset}, seed {args.seed})")
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

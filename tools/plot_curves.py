@@ -7,9 +7,9 @@
 Reads <run>/metrics.json and, to put epochs on the x axis, <run>/config.yaml.
 """
 import argparse
-import sys
 
 from lastreid.curves import plot_curves
+from lastreid.errors import report_error, run_tool
 
 
 def parse_args(argv=None):
@@ -31,11 +31,11 @@ def main(argv=None):
     try:
         path = plot_curves(args.run_dir, args.output, args.x_axis, (args.width, args.height), args.dpi)
     except (OSError, ValueError) as error:
-        print(f"plot_curves: {error}", file=sys.stderr)
+        report_error(error)
         return 1
     print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -15,6 +15,7 @@ import time
 
 import lastreid  # noqa: F401
 from lastreid import synthetic
+from lastreid.errors import LastreidError, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +35,10 @@ def write_data(root, seed):
 
 def run(cmd, env):
     print("[demo] $ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, check=True)
+    code = subprocess.run(cmd, env=env).returncode
+    if code:
+        raise LastreidError(f"{os.path.basename(cmd[1])} failed (exit status {code}; its "
+                            "error is above)")
 
 
 def main():
@@ -69,4 +73,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -18,10 +18,10 @@ fastreid ones False (--torchvision-stem to force it).
 """
 import argparse
 import os
-import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import transfer
+from lastreid.errors import InputError, run_tool
 
 
 def parse_args(argv=None):
@@ -63,7 +63,7 @@ def _pairs(items, what):
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise SystemExit("{} expects NAME=VALUE, got {!r}".format(what, item))
+            raise InputError("{} expects NAME=VALUE, got {!r}".format(what, item))
         out.append((name, value))
     return out
 
@@ -76,7 +76,7 @@ def main(argv=None):
         configs["direct"] = os.path.abspath(args.direct_config)
     for dataset, path in _pairs(args.finetune_config, "--finetune-config"):
         if dataset not in transfer.DATASETS:
-            raise SystemExit("--finetune-config: unknown dataset {!r}".format(dataset))
+            raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
     sources = transfer.discover_sources(
         args.models, [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
@@ -100,4 +100,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -13,11 +13,11 @@ drawn queries' distance rows are sorted; --order worst / best computes one AP pe
 in a blocked pass (no full distance matrix), --order random does not.
 """
 import argparse
-import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
 from lastreid.features import load_features
+from lastreid.errors import report_error, run_tool
 from lastreid.visualize import ORDERS, cmc_and_map, rank_queries, save_cmc_curve, write_rank_pages
 
 
@@ -71,8 +71,7 @@ def main(argv=None):
     nq = args.num_query if args.num_query is not None else int(data.get("num_query", 0))
     feats, pids, camids, paths = data["features"], data["pids"], data["camids"], data["paths"]
     if not 0 < nq < len(feats):
-        print(f"visualize_ranks: num_query is {nq} for {len(feats)} features; give --num-query",
-              file=sys.stderr)
+        report_error(f"num_query is {nq} for {len(feats)} features; give --num-query")
         return 2
     metric = args.metric or str(data.get("metric", "cosine"))
     split = (feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:])
@@ -90,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

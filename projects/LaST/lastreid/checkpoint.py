@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from fastreid.utils import checkpoint as _fastreid_checkpoint
 
+from .errors import LastreidError, one_line
+
 logger = logging.getLogger(__name__)
 
 TRUST_KEY = "MODEL.TRUST_CHECKPOINTS"
@@ -46,7 +48,7 @@ FORMAT_REFERENCE = "public LaST code (converted)"
 FORMAT_TORCHVISION = "torchvision ImageNet ResNet (mapped onto backbone.*)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LastreidError, ValueError):
     """A checkpoint file that cannot be used; the message is one line naming the file."""
 
 
@@ -168,8 +170,7 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
 
 
 def _one_line(text, limit=200):
-    text = " ".join(str(text).replace("\x1b[1m", "").replace("\x1b[0m", "").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return one_line(str(text).replace("\x1b[1m", "").replace("\x1b[0m", ""), limit)  # no bold
 
 
 def _weights_only_reason(message):

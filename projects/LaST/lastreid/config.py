@@ -4,6 +4,8 @@ import os
 
 from fastreid.config import CfgNode as CN
 
+from .errors import ConfigError, ConfigKeyError, MissingFileError
+
 
 def add_lastreid_config(cfg):
     """Adds every key the project uses; call it right after `fastreid.config.get_cfg()`."""
@@ -34,6 +36,11 @@ def add_lastreid_config(cfg):
     # you trust that need arbitrary pickles.
     _C.MODEL.TRUST_CHECKPOINTS = False
 
+    # Runs -------------------------------------------------------------------------------
+    # Seed of the Python, NumPy and torch generators (model init, sampler, augmentation);
+    # negative: a fresh seed per run, logged, as fast-reid does.
+    _C.SEED = -1
+
     # Data -------------------------------------------------------------------------------
     # Skip (and count) images that cannot be decoded instead of stopping with an error.
     _C.DATALOADER.SKIP_BAD_IMAGES = False
@@ -56,7 +63,7 @@ def build_cfg(config_file="", opts=(), eval_only=False):
 
     cfg = add_lastreid_config(get_cfg())
     if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file} does not exist")
+        raise MissingFileError(f"config file {config_file} does not exist")
     # yacs reports an unknown key with a bare AssertionError and a wrong type without saying
     # where it came from; name the source.
     if config_file:
@@ -74,12 +81,12 @@ def _merge(merge, source, where):
     try:
         merge(source)
     except AssertionError as e:
-        raise KeyError(f"{where}: {e}") from None
+        raise ConfigKeyError(f"{where}: {e}") from None
     except ValueError as e:
         hint = ""
         if "<class 'bool'>" in str(e):
             hint = ' (YAML reads a bare on/off/yes/no as a boolean: quote it, e.g. "off")'
-        raise ValueError(f"{where}: {e}{hint}") from None
+        raise ConfigError(f"{where}: {e}{hint}") from None
 
 
 def check_cfg(cfg, eval_only=False):
@@ -91,16 +98,16 @@ def check_cfg(cfg, eval_only=False):
                        ("TEST.FINAL_TESTS", cfg.TEST.FINAL_TESTS)):
         for name in names:
             if name not in known:
-                raise KeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
+                raise ConfigKeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
     backbone = cfg.MODEL.BACKBONE
     if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
         where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"MODEL.BACKBONE.PRETRAIN_PATH is {where}: put the torchvision ImageNet file "
             "(resnet50-0676ba61.pth) there and point the key at it, or train from scratch "
             "with MODEL.BACKBONE.PRETRAIN False (nothing is downloaded)"
         )
     if eval_only and not cfg.MODEL.WEIGHTS:
-        raise ValueError("--eval-only needs MODEL.WEIGHTS <checkpoint.pth>")
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS <checkpoint.pth>")
     if eval_only and not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")
+        raise MissingFileError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")

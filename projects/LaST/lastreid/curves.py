@@ -12,6 +12,8 @@ import math
 import os
 import re
 
+from .errors import InputError
+
 __all__ = ["read_metrics", "iterations_per_epoch", "plot_curves"]
 
 logger = logging.getLogger(__name__)
@@ -96,10 +98,10 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
 
     records = read_metrics(run_dir)
     if not records:
-        raise ValueError(f"{run_dir}: metrics.json has no metric lines")
+        raise InputError(f"{run_dir}: metrics.json has no metric lines")
     ipe = iterations_per_epoch(run_dir, records) if x_axis in ("auto", "epoch") else None
     if x_axis == "epoch" and ipe is None:
-        raise ValueError(f"{run_dir}: cannot work out the iterations per epoch "
+        raise InputError(f"{run_dir}: cannot work out the iterations per epoch "
                          "(needs config.yaml and at least one evaluation)")
 
     def x_of(iteration):

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from fastreid.data.common import CommDataset
 from fastreid.data.data_utils import read_image
 
+from .errors import LastreidError, one_line
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["BadImageError", "ReidImageDataset", "drop_unreadable", "load_image"]
@@ -45,7 +47,7 @@ _REWRAPPED = re.compile(r"Caught BadImageError (in DataLoader worker process \d+
 _PATH_IN_MESSAGE = re.compile(r"^cannot (?:decode|read) (.+?): ")
 
 
-class BadImageError(RuntimeError):
+class BadImageError(LastreidError, RuntimeError):
     """An image file that cannot be read or decoded; the message (one line) names it.
 
     `path` is the file. Constructed from a single message string (as PyTorch does when it
@@ -67,9 +69,9 @@ class BadImageError(RuntimeError):
 
 
 def _one_line(text, limit=300):
-    text = " ".join(str(text).split())
-    text = re.sub(r" ?<_io\.\w+ name=.*?>", "", text)  # PIL repeats the path as a file repr
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    # PIL repeats the path as a file repr.
+    text = re.sub(r" ?<_io\.\w+ name=.*?>", "", one_line(text))
+    return one_line(text, limit)
 
 
 def load_image(path):

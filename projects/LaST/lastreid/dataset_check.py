@@ -17,6 +17,7 @@ from .datasets.celebreid import parse_celebreid_name
 from .datasets.common import DatasetLayoutError, is_image_file, parse_int
 from .datasets.last import parse_last_name
 from .datasets.prcc import parse_prcc_train_path
+from .errors import ConfigKeyError
 
 __all__ = ["CHECKABLE", "CheckReport", "SplitCount", "check_dataset", "decode_problem"]
 
@@ -160,7 +161,7 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
     are the class's DOCUMENTED statistics, or, for a tree written by
     `lastreid.synthetic` (its marker file is there), what the generator wrote."""
     if name not in CHECKABLE:
-        raise KeyError(f"cannot check {name!r}; checkable: {', '.join(CHECKABLE)}")
+        raise ConfigKeyError(f"cannot check {name!r}; checkable: {', '.join(CHECKABLE)}")
     root = root if root is not None else os.environ.get("FASTREID_DATASETS", "datasets")
     cls = DATASET_REGISTRY.get(name)
     key, spec = CHECKABLE[name]

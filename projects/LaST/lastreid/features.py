@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import precision
 from .datasets.common import is_image_file
+from .errors import MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class FeatureExtractor:
         self.model = precision.prepare_model(model, self.fast_path)
 
     def _build_model(self):
-        from .checkpoint import Checkpointer, backbone_loaded
+        from .checkpoint import CheckpointError, Checkpointer, backbone_loaded
         from .engine import Trainer
 
         model = Trainer.build_model(self.cfg)
@@ -131,7 +132,7 @@ class FeatureExtractor:
             checkpointer = Checkpointer.from_config(self.cfg, model)
             checkpointer.load(self.weights)
             if not backbone_loaded(checkpointer.last_load_report):
-                raise RuntimeError(f"{self.weights}: no backbone weights fit this model "
+                raise CheckpointError(f"{self.weights}: no backbone weights fit this model "
                                    "(see the key report above); refusing to extract random features")
         else:
             logger.warning("No weights given (MODEL.WEIGHTS is empty): features of the "
@@ -226,7 +227,7 @@ def list_image_files(pattern):
         paths = [p for p in glob.glob(pattern, recursive=True)
                  if os.path.isfile(p) and is_image_file(os.path.basename(p))]
     if not paths:
-        raise FileNotFoundError(f"no image files in {pattern!r} (.jpg, .jpeg or .png)")
+        raise MissingFileError(f"no image files in {pattern!r} (.jpg, .jpeg or .png)")
     return sorted(paths)
 
 

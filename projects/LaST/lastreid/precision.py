@@ -50,6 +50,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
 from fastreid.utils.params import ContiguousParams
 
+from .errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FastPath", "CpuTrainer", "autocast", "cpu_bf16_support", "fold_batchnorm_",
@@ -120,7 +122,7 @@ def _choice(cfg, key):
         value = getattr(value, part)
     if isinstance(value, str) and value.strip().lower() in CHOICES:
         return value.strip().lower()
-    raise ValueError("{} must be one of {}, got {!r}".format(
+    raise ConfigError("{} must be one of {}, got {!r}".format(
         key, ", ".join('"%s"' % c for c in CHOICES), value))
 
 

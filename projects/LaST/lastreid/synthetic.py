@@ -34,6 +34,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
+from .errors import InputError
+
 __all__ = [
     "PRESETS", "DATASETS", "IMAGE_SIZE",
     "write_last", "write_prcc", "write_celebreid", "write_all", "read_counts",
@@ -235,7 +237,7 @@ def _sizes(dataset, sizes):
     for key, value in sizes.items():
         # Every split needs images; only the distractor persons are optional.
         if not isinstance(value, int) or value < (0 if key == "distractor_ids" else 1):
-            raise ValueError(f"{dataset} size {key}={value!r} must be a positive integer")
+            raise InputError(f"{dataset} size {key}={value!r} must be a positive integer")
     return sizes
 
 
@@ -348,7 +350,7 @@ def write_all(root, preset="default", seed=0, datasets=DATASETS, **sizes):
     size keywords override the preset for every dataset that has that size.
     Returns {dataset: counts per split}."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     unknown = set(sizes) - {key for d in datasets for key in PRESETS[preset][d]}
     if unknown:
         raise TypeError(f"unknown size(s) {sorted(unknown)} for datasets {list(datasets)}")

@@ -19,6 +19,8 @@ import os
 import numpy as np
 import torch
 
+from .errors import InputError
+
 from .evaluation import rank_metrics
 from .evaluation.rank import normalize_rows_, positive_ranks
 
@@ -129,7 +131,7 @@ def rank_queries(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", or
                       for p, c in zip(q_pids, q_camids)], dtype=bool)
     candidates = np.flatnonzero(valid)
     if candidates.size == 0:
-        raise ValueError("no query has a matching gallery item (pids / camids)")
+        raise InputError("no query has a matching gallery item (pids / camids)")
     rows = _Rows(qf, gf, metric, memory_mb)
     n = min(int(num_queries), candidates.size)
 

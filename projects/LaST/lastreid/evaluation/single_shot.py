@@ -18,6 +18,8 @@ import logging
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 from .evaluator import BlockedReidEvaluator
 from .rank import rank_metrics
 
@@ -47,7 +49,7 @@ def single_shot_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_
     'Rank-k' for k in `ranks` (capped at the reduced gallery size), 'mAP', 'mINP' and
     'trials'. Features: (n, dim) tensors or arrays; pids / camids: 1-D int arrays."""
     if int(trials) < 1:
-        raise ValueError("TEST.SINGLE_SHOT.TRIALS must be at least 1, got {}".format(trials))
+        raise ConfigError("TEST.SINGLE_SHOT.TRIALS must be at least 1, got {}".format(trials))
     q = torch.as_tensor(query_feats)
     g = torch.as_tensor(gallery_feats)
     g_pids, g_camids = np.asarray(g_pids).reshape(-1), np.asarray(g_camids).reshape(-1)
