@@ -76,7 +76,7 @@ class _Records(logging.Handler):
 
 
 def _loader(dataset, workers):
-    return torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, timeout=120 if workers else 0,
+    return torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, timeout=900 if workers else 0,
                                        collate_fn=lambda batch: [item["img_paths"] for item in batch])
 
 
@@ -161,41 +161,54 @@ def _run_folder(path):
     return path
 
 
+EXTRACT = os.path.join(REPO, "tools", "extract_features.py")
+
+
 @pytest.fixture(scope="module")
 def failed_starts(tmp_path_factory, default_root, bad_root):
-    """Starts every failing command at once; returns name -> (result, run folder, before)."""
+    """Starts every failing command at once; returns name -> (exit code, stderr, run folder,
+    its snapshot before)."""
     tmp = tmp_path_factory.mktemp("failed_starts")
     untrusted = tmp / "untrusted.pth"
     model = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
     torch.save({"model": model, "args": argparse.Namespace(lr=0.1)}, untrusted)
     headless = tmp / "headless.pth"
     torch.save({"model": {"heads.weight": torch.zeros(10, 512)}}, headless)
-
-    cases = {
-        "unknown_key": (["MODEL.NO_SUCH_KEY", "1"], False),
-        "unknown_dataset": (["DATASETS.NAMES", '("NoSuchSet",)'], False),
-        "pretrain_missing": (["MODEL.BACKBONE.PRETRAIN", "True",
-                              "MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], False),
-        "untrusted_weights": (["MODEL.WEIGHTS", str(untrusted)], True),
-        "no_backbone_weights": (["MODEL.WEIGHTS", str(headless)], True),
-        "corrupt_training_images": (["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16",
-                                     "SOLVER.MAX_EPOCH", "2"], False),
-    }
-    env = dict(os.environ, FASTREID_DATASETS=str(bad_root["root"]), PYTHONUNBUFFERED="1")
+    corrupt_weights = tmp / "corrupt.pth"
+    torch.save({"model": model}, corrupt_weights)
+    corrupt(corrupt_weights)
     everything_bad = tmp / "all_bad"
     shutil.copytree(default_root / "last", everything_bad / "last")
     for image in (everything_bad / "last" / "train").rglob("*.jpg"):
         corrupt(image)
+
+    train, evaluate = [TRAIN_NET, "--config-file", CONFIG], [TRAIN_NET, "--config-file", CONFIG, "--eval-only"]
+    extract = [EXTRACT, "--config-file", CONFIG, "--dataset", "LaSTVal", "-o", str(tmp / "f.npz")]
+    # name: (command, extra options, FASTREID_DATASETS, whether a previous run's folder exists)
+    cases = {
+        "unknown_key": (train, ["MODEL.NO_SUCH_KEY", "1"], bad_root["root"], False),
+        "unknown_dataset": (train, ["DATASETS.NAMES", '("NoSuchSet",)'], bad_root["root"], True),
+        "pretrain_missing": (train, ["MODEL.BACKBONE.PRETRAIN", "True",
+                                     "MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], bad_root["root"], True),
+        "missing_root": (train, [], tmp / "no_datasets", False),
+        "missing_root_resume": (train + ["--resume"], [], tmp / "no_datasets", True),
+        "untrusted_weights": (evaluate, ["MODEL.WEIGHTS", str(untrusted)], bad_root["root"], True),
+        "no_backbone_weights": (evaluate, ["MODEL.WEIGHTS", str(headless)], bad_root["root"], True),
+        "corrupt_weights": (evaluate, ["MODEL.WEIGHTS", str(corrupt_weights)], bad_root["root"], True),
+        "corrupt_training_images": (train, ["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16",
+                                            "SOLVER.MAX_EPOCH", "2"], everything_bad, True),
+        "extract_corrupt_weights": (extract + ["--weights", str(corrupt_weights)], [], bad_root["root"], False),
+        "extract_missing_root": (extract, [], tmp / "no_datasets", False),
+    }
     procs = {}
-    for name, (opts, eval_only) in cases.items():
-        folder = _run_folder(tmp / name / "run") if name != "unknown_key" else tmp / name / "fresh"
+    for name, (command, opts, root, existing) in cases.items():
+        folder = _run_folder(tmp / name / "run") if existing else tmp / name / "fresh"
         before = _snapshot(folder) if folder.exists() else None
-        args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (["--eval-only"] if eval_only else [])
-        args += SMALL_MODEL + opts + ["OUTPUT_DIR", str(folder)]
-        case_env = dict(env, FASTREID_DATASETS=str(everything_bad)) if name.startswith("corrupt") else env
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=case_env, cwd=REPO)
+        args = [sys.executable] + command + SMALL_MODEL + opts + ["OUTPUT_DIR", str(folder)]
+        env = dict(os.environ, FASTREID_DATASETS=str(root), PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
         procs[name] = (proc, folder, before)
-    results, deadline = {}, time.monotonic() + 600
+    results, deadline = {}, time.monotonic() + 1200  # a guard against a hang only
     for name, (proc, folder, before) in procs.items():
         try:
             out, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
@@ -207,11 +220,15 @@ def failed_starts(tmp_path_factory, default_root, bad_root):
     return results
 
 
-def _failed(failed_starts, name, *words):
+def _failed(failed_starts, name, *words, tool="train_net.py"):
+    """The command failed with exit status 1 and one line `<tool>: error: ...` holding
+    `words` as its last stderr line, without a traceback."""
     code, err, folder, before = failed_starts[name]
     assert "TIMEOUT" not in err, err[-2000:]
-    assert code not in (0, None), f"{name} exited {code}:\n{err[-2000:]}"
+    assert code == 1, f"{name} exited {code}:\n{err[-2000:]}"
+    assert "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{tool}: error: "), last
     for word in words:
         assert word in last, f"{word!r} not in the last stderr line: {last}\n{err[-2000:]}"
     return folder, before
@@ -221,6 +238,8 @@ def _failed(failed_starts, name, *words):
     ("unknown_key", ["MODEL.NO_SUCH_KEY"]),
     ("unknown_dataset", ["DATASETS.NAMES", "NoSuchSet"]),
     ("pretrain_missing", ["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"]),
+    ("missing_root", ["LaST: folder not found: ", "no_datasets/last/train", "FASTREID_DATASETS="]),
+    ("missing_root_resume", ["LaST: folder not found: ", "no_datasets/last/train"]),
 ])
 def test_bad_config_fails_before_writing_anything(failed_starts, name, words):
     folder, before = _failed(failed_starts, name, *words)
@@ -231,7 +250,7 @@ def test_bad_config_fails_before_writing_anything(failed_starts, name, words):
 
 
 def test_untrusted_checkpoint_is_refused_for_eval_only(failed_starts, tmp_path_factory):
-    folder, before = _failed(failed_starts, "untrusted_weights", "UntrustedCheckpointError",
+    folder, before = _failed(failed_starts, "untrusted_weights", "Refusing to load checkpoint",
                              "untrusted.pth", "MODEL.TRUST_CHECKPOINTS", "argparse.Namespace")
     _untouched(folder, before)
 
@@ -241,11 +260,26 @@ def test_checkpoint_without_backbone_is_refused_for_eval_only(failed_starts):
     _untouched(folder, before)
 
 
+def test_corrupt_checkpoint_is_one_line_naming_it(failed_starts):
+    folder, before = _failed(failed_starts, "corrupt_weights", "Cannot read checkpoint", "corrupt.pth",
+                             "truncated, corrupt or not a torch file")
+    _untouched(folder, before)
+
+
 def test_corrupt_training_images_stop_the_run_naming_one(failed_starts):
-    folder, before = _failed(failed_starts, "corrupt_training_images", "BadImageError: cannot decode ",
+    folder, before = _failed(failed_starts, "corrupt_training_images", "error: cannot decode ",
                              "/all_bad/last/train/", "worker process")
     _untouched(folder, before)
     assert not [n for n in os.listdir(folder) if n.startswith("model_") and n not in before]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("extract_corrupt_weights", ["Cannot read checkpoint", "corrupt.pth"]),
+    ("extract_missing_root", ["LaSTVal: folder not found: ", "no_datasets/last/val/query"]),
+])
+def test_other_tools_report_errors_in_one_line(failed_starts, name, words):
+    _failed(failed_starts, name, *words, tool="extract_features.py")
+    assert not (failed_starts[name][2].parent.parent / "f.npz").exists()
 
 
 def _untouched(folder, before):

@@ -13,7 +13,6 @@ OUTPUT_DIR/results.json.
 import json
 import logging
 import os
-import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.engine import default_argument_parser, launch
@@ -21,11 +20,13 @@ from fastreid.utils import comm
 
 from lastreid.checkpoint import write_text_atomic
 from lastreid.config import build_cfg
-from lastreid.engine import Trainer, default_setup, evaluate_weights
+from lastreid.engine import Trainer, check_can_start, default_setup, evaluate_weights
+from lastreid.errors import run_tool
 
 
 def main(args):
     cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+    check_can_start(cfg, eval_only=args.eval_only)  # before anything is written
     default_setup(cfg, args)
     if args.eval_only:
         results = evaluate_weights(cfg)
@@ -39,13 +40,13 @@ def main(args):
     return results
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    logging.disable(logging.WARNING)  # main() logs the device fallback once, properly
-    try:  # every config problem as one line, before any process starts
-        build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        sys.exit("train_net.py: error: {}".format(error.args[0] if error.args else error))
+def start(args):
+    # Every config or dataset problem as one line before any process starts. main() checks
+    # again in each process, and logs the CPU fallback once, properly.
+    logging.disable(logging.WARNING)
+    try:
+        cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+        check_can_start(cfg, eval_only=args.eval_only)
     finally:
         logging.disable(logging.NOTSET)
     launch(
@@ -56,3 +57,7 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    run_tool(start, default_argument_parser().parse_args())

@@ -15,16 +15,18 @@ from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
-from fastreid.engine import default_setup as fastreid_default_setup
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
+from fastreid.utils.collect_env import collect_env_info
+from fastreid.utils.env import seed_all_rng
 from fastreid.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 from fastreid.utils.logger import setup_logger
 
 from . import precision
-from .checkpoint import Checkpointer, backbone_loaded, use_reference_maxpool
+from .checkpoint import (CheckpointError, Checkpointer, backbone_loaded, use_reference_maxpool,
+                         write_text_atomic)
 from .data import ReidImageDataset, drop_unreadable
-from .datasets import build_dataset
+from .datasets import build_dataset, check_dataset_folders
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .resume import arrange_hooks, continue_run
@@ -50,6 +52,15 @@ def resolve_device(cfg):
     return cfg
 
 
+def check_can_start(cfg, eval_only=False):
+    """Raises a one-line error if a run of `cfg` could not start (a dataset folder missing),
+    before it writes anything. The config itself was checked by `build_cfg`."""
+    names = list(cfg.DATASETS.TESTS)
+    if not eval_only:
+        names = list(cfg.DATASETS.NAMES) + names + list(cfg.TEST.FINAL_TESTS)
+    check_dataset_folders(names)
+
+
 class MetricsWriter(JSONWriter):
     """fastreid's JSONWriter skips every scalar whose iteration is not newer than the last
     line written, so the evaluation after the last epoch (same iteration as the last
@@ -73,10 +84,31 @@ class MetricsWriter(JSONWriter):
 
 
 def default_setup(cfg, args):
-    """fast-reid's default_setup (output folder, logs, config dump, seeding), plus a log
-    handler for our own `lastreid.*` loggers, which fast-reid's setup does not cover."""
-    fastreid_default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="lastreid", abbrev_name="lastreid")
+    """The steps of fast-reid's `default_setup` (output folder, logs, config dump, seeding),
+    with two differences: config.yaml is written atomically (fast-reid rewrites it in place
+    at every start, so a kill at that moment tore the run's only record of its config), and
+    our own `lastreid.*` loggers get a handler too."""
+    output_dir = cfg.OUTPUT_DIR
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    rank = comm.get_rank()
+    log = setup_logger(output_dir, distributed_rank=rank)
+    setup_logger(output_dir, distributed_rank=rank, name="lastreid", abbrev_name="lastreid")
+    log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    log.info("Environment info:\n%s", collect_env_info())
+    log.info("Command line arguments: %s", args)
+    config_file = getattr(args, "config_file", "")
+    if config_file:
+        with open(config_file) as f:
+            log.info("Contents of args.config_file=%s:\n%s", config_file, f.read())
+    log.info("Running with full config:\n%s", cfg)
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        write_text_atomic(cfg.dump(), path)
+        log.info("Full config saved to %s", os.path.abspath(path))
+    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
 
 def _loader(cfg, dataset, batch_sampler, num_workers):
@@ -233,7 +265,7 @@ def evaluate_weights(cfg):
     checkpointer = Checkpointer.from_config(cfg, model)
     checkpointer.load(cfg.MODEL.WEIGHTS)
     if not backbone_loaded(checkpointer.last_load_report):
-        raise RuntimeError(
+        raise CheckpointError(
             f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: no backbone weights fit this model "
             "(see the key report above); refusing to evaluate random features"
         )

@@ -41,6 +41,7 @@ from typing import Dict, List, Optional
 
 from .checkpoint import (is_reference_state_dict, is_torchvision_resnet_state_dict,
                          load_checkpoint_file, write_text_atomic)
+from .errors import InputError, MissingFileError
 
 __all__ = [
     "DATASETS", "SETTINGS", "PUBLISHED", "Source", "Cell", "TransferMatrix",
@@ -146,21 +147,21 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False):
     found = []
     if folder:
         if not os.path.isdir(folder):
-            raise FileNotFoundError("--models {}: no such folder".format(folder))
+            raise MissingFileError("--models {}: no such folder".format(folder))
         found = [(os.path.splitext(n)[0], os.path.join(folder, n))
                  for n in sorted(os.listdir(folder)) if n.endswith(".pth") and not n.startswith(".")]
     for name, path in list(found) + list(pairs):
         if not os.path.isfile(path):
-            raise FileNotFoundError("source {!r}: {} does not exist".format(name, path))
+            raise MissingFileError("source {!r}: {} does not exist".format(name, path))
         sources.append(Source(name, os.path.abspath(path), checkpoint_layout(path, trust=trust)))
     seen = {}
     for s in sources:
         if s.slug in seen:
-            raise ValueError("two sources named {!r} and {!r} (file names {!r}): rename one"
+            raise InputError("two sources named {!r} and {!r} (file names {!r}): rename one"
                              .format(seen[s.slug], s.name, s.slug))
         seen[s.slug] = s.name
     if not sources:
-        raise ValueError("no sources: give --models DIR with *.pth files, --source NAME=PATH "
+        raise InputError("no sources: give --models DIR with *.pth files, --source NAME=PATH "
                          "or --random-init")
     return sources
 
@@ -413,9 +414,10 @@ class TransferMatrix:
 
 
 def _signature(path):
-    """Identifies one version of a checkpoint file: size and modification time."""
+    """Identifies one version of a checkpoint file: size, modification time and inode (an
+    atomic rewrite is a new inode even within one tick of the file system's clock)."""
     st = os.stat(path)
-    return "{}-{}".format(st.st_size, st.st_mtime_ns)
+    return "{}-{}-{}".format(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _read_json(path):

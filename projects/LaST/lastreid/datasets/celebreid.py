@@ -54,6 +54,13 @@ class CelebReID(ImageDataset):
         "gallery": dict(ids=420, images=11006),
     }
 
+    LAYOUT = LAYOUT
+
+    @classmethod
+    def required_folders(cls):
+        """The folders (relative to the datasets root) this dataset reads."""
+        return [f"Celeb-reID/{split}" for split in ("train", "query", "gallery")]
+
     def __init__(self, root="datasets", **kwargs):
         self.root = root
         self.dataset_dir = require_dir(os.path.join(root, "Celeb-reID"), LAYOUT)

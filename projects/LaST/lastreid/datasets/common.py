@@ -2,10 +2,12 @@
 errors and the "every test image its own camera" camid assignment."""
 import os
 
+from ..errors import LastreidError, one_line
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(LastreidError, ValueError):
     """A dataset folder does not have the expected layout.
 
     The message is a single line naming the offending path and the layout that was
@@ -16,7 +18,7 @@ class DatasetLayoutError(ValueError):
         self.path = path
         self.expected = expected
         message = f"{problem}: {path} (expected {expected})"
-        super().__init__(" ".join(message.split()))  # collapse any newline into one line
+        super().__init__(one_line(message))
 
 
 def is_image_file(name):

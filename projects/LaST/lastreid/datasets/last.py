@@ -64,6 +64,14 @@ class _LaSTBase(ImageDataset):
     train_split = "train"  # None: a test-only dataset
     eval_split = "test"
     train_on_clothes = False  # True: one class per (person, outfit)
+    LAYOUT = LAYOUT
+
+    @classmethod
+    def required_folders(cls):
+        """The folders (relative to the datasets root) this dataset reads."""
+        splits = [cls.train_split] if cls.train_split else []
+        splits += [f"{cls.eval_split}/query", f"{cls.eval_split}/gallery"]
+        return [f"last/{split}" for split in splits]
 
     def __init__(self, root="datasets", **kwargs):
         self.root = root

@@ -60,6 +60,14 @@ class _PRCCBase(ImageDataset):
     has_train = True
     query_camera = "C"
     gallery_camera = "A"
+    LAYOUT = LAYOUT
+
+    @classmethod
+    def required_folders(cls):
+        """The folders (relative to the datasets root) this dataset reads."""
+        splits = (["train"] if cls.has_train else []) + [
+            f"test/{cls.query_camera}", f"test/{cls.gallery_camera}"]
+        return [f"prcc/rgb/{split}" for split in splits]
 
     def __init__(self, root="datasets", **kwargs):
         self.root = root
