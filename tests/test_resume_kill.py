@@ -1,15 +1,15 @@
-"""A CPU training run killed with SIGKILL at several moments (a checkpoint write, an
-evaluation, a random time, the final checkpoint write, the final test) and resumed with
+"""A CPU training run killed with SIGKILL at exact moments (a checkpoint's rename, the
+config.yaml write, an evaluation, a training step, the final checkpoint's rename, the final
+test; each reached through tests/stop_at.py, whatever the machine's speed) and resumed with
 --resume each time ends like an uninterrupted run: every epoch trained, loadable final and
 best checkpoints, the best metric the maximum of the history, and a metrics history with
 each epoch exactly once. Plus fast unit tests of lastreid.resume."""
 import json
 import os
-import random
+import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -36,61 +36,46 @@ def kill_run_opts(output):
     ]
 
 
+STOP_AT = os.path.join(REPO, "tests", "stop_at.py")
+# Only a guard against a hung child: every kill is triggered by the child reaching its moment.
+PHASE_TIMEOUT = 900
+
+
 class Phase:
-    """One process of the run, killed with SIGKILL when `trigger(names, log, seconds)`
-    becomes true (names: files in the output folder; log: what this process added to
-    log.txt; seconds: since its start)."""
+    """One process of the run, killed with SIGKILL when it reaches `moment` (a moment of
+    tests/stop_at.py), or left to finish when `moment` is None."""
 
-    def __init__(self, name, trigger, resume=True):
-        self.name, self.trigger, self.resume = name, trigger, resume
-
-
-def tmp_file_of(name):
-    return lambda names, log, seconds: any(n.startswith(f".{name}.tmp.") for n in names)
+    def __init__(self, name, moment, resume=True):
+        self.name, self.moment, self.resume = name, moment, resume
 
 
-def in_log(text):
-    return lambda names, log, seconds: text in log
-
-
-def seconds_into_training(delay):
-    """`delay` seconds after the process logged the start of its training loop."""
-    started = []
-
-    def trigger(names, log, seconds):
-        if not started and "Starting training from epoch" in log:
-            started.append(seconds)
-        return bool(started) and seconds - started[0] >= delay
-    return trigger
-
-
-def run_phase(phase, output, env, timeout=600):
-    """Returns "killed" or the exit code."""
-    log_path = output / "log.txt"
-    offset = log_path.stat().st_size if log_path.exists() else 0
+def run_phase(phase, output, env):
+    """Returns "killed at <moment>" once the child reached its moment and was killed there,
+    else the child's exit code."""
     args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (["--resume"] if phase.resume else [])
+    args += kill_run_opts(output)
+    read_end, write_end = os.pipe()
+    if phase.moment:
+        args = [sys.executable, STOP_AT, phase.moment] + args[1:]
     with open(output.parent / f"{phase.name}.out", "wb") as out:
-        proc = subprocess.Popen(args + kill_run_opts(output), stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=REPO)
-    start, log = time.monotonic(), ""
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=dict(env, STOP_AT_FD=str(write_end)), pass_fds=(write_end,))
+    os.close(write_end)
     try:
-        while proc.poll() is None:
-            if log_path.exists():
-                with open(log_path, "rb") as f:
-                    f.seek(offset)
-                    log = f.read().decode("utf-8", "replace")
-            names = os.listdir(output) if output.exists() else []
-            if phase.trigger is not None and phase.trigger(names, log, time.monotonic() - start):
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return "killed"
-            assert time.monotonic() - start < timeout, f"{phase.name}: no end after {timeout} s"
-            time.sleep(0.01)
+        with os.fdopen(read_end) as channel:
+            ready, _, _ = select.select([channel], [], [], PHASE_TIMEOUT)
+            assert ready, f"{phase.name}: neither reached {phase.moment} nor ended in {PHASE_TIMEOUT} s"
+            line = channel.readline().strip()  # "" at EOF: the child ended without reaching it
+        if line:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert line == f"reached {phase.moment}", line
+            return f"killed at {phase.moment}"
+        return proc.wait(timeout=PHASE_TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode
 
 
 def read_lines(path):
@@ -111,24 +96,30 @@ def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
 
     output = tmp_path / "run"
     env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
-    rng = random.Random(0)
+    iters_per_epoch = len(build_dataset("LaST", root=str(default_root)).train) // BATCH
     phases = [
         # epoch 0's periodic checkpoint is complete, its copy to model_best.pth is not
-        Phase("best_copy", tmp_file_of("model_best.pth"), resume=False),
-        Phase("evaluation", in_log("Start inference on")),  # epoch 1's LaSTVal evaluation
-        Phase("random", seconds_into_training(rng.uniform(0.5, 8))),  # a training step
-        Phase("final_write", tmp_file_of("model_final.pth")),
-        Phase("final_test", in_log("Testing the best checkpoint")),
+        Phase("best_copy", "rename:model_best.pth", resume=False),
+        # the start of the next process: config.yaml is being replaced
+        Phase("config_write", "rename:config.yaml"),
+        Phase("evaluation", "inference:1"),  # epoch 1's LaSTVal evaluation
+        Phase("training_step", f"step:{iters_per_epoch // 2 + 1}"),  # mid epoch 1
+        Phase("final_write", "rename:model_final.pth"),
+        Phase("final_test", "final_test"),
         Phase("finish", None),
     ]
     best_seen = []
     for phase in phases:
+        config_before = (output / "config.yaml").read_bytes() if phase.name == "config_write" else None
         result = run_phase(phase, output, env)
         tail = (tmp_path / f"{phase.name}.out").read_text(errors="replace")[-3000:]
-        if phase.trigger is None:
+        if phase.moment is None:
             assert result == 0, f"{phase.name} failed:\n{tail}"
         else:
-            assert result == "killed", f"{phase.name} ended ({result}) before its kill:\n{tail}"
+            assert result == f"killed at {phase.moment}", f"{phase.name} ended ({result}):\n{tail}"
+        if config_before is not None:  # the old config.yaml whole, the new one only in a temp file
+            assert (output / "config.yaml").read_bytes() == config_before
+            assert [n for n in os.listdir(output) if n.startswith(".config.yaml.tmp.")]
         last_checkpoint_is_loadable(output)  # the pointer always names a complete file
         if (output / "model_best.pth").exists():
             best = load_checkpoint_file(str(output / "model_best.pth"))
@@ -141,7 +132,6 @@ def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
     assert final["epoch"] == EPOCHS - 1
     assert not [n for n in os.listdir(output) if ".tmp." in n]
 
-    iters_per_epoch = len(build_dataset("LaST", root=str(default_root)).train) // BATCH
     max_iter = EPOCHS * iters_per_epoch
     lines = read_lines(output / "metrics.json")
     evals = [m for m in lines if "metric" in m]
@@ -207,10 +197,10 @@ def test_best_metric_survives_a_resume(tmp_path):
     resumed = _checkpoint_hook(tmp_path)
     resumed.restore(load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth"))
     assert (resumed.best_metric, resumed.best_epoch) == (50.0, 0)
-    before = (tmp_path / "model_best.pth").stat().st_mtime_ns
+    before = (tmp_path / "model_best.pth").stat().st_ino  # every save is a new file (rename)
     resumed.step(2, metric=45.0)  # fastreid's hook (best -1 after a resume) would overwrite
     assert _best(tmp_path) == (0, 50.0)
-    assert (tmp_path / "model_best.pth").stat().st_mtime_ns == before
+    assert (tmp_path / "model_best.pth").stat().st_ino == before
     resumed.step(3, metric=55.0)
     assert _best(tmp_path) == (3, 55.0)
     assert load_checkpoint_file(str(tmp_path / "model_0003.pth"))["best_epoch"] == 3

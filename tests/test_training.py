@@ -145,7 +145,7 @@ def test_train_net_reports_a_config_error_in_one_line(tmp_path):
 
     out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
                           "--config-file", CONFIG, "MODEL.NO_SUCH_KEY", "1"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
         "train_net.py: error: command line: Non-existent key: MODEL.NO_SUCH_KEY"]
