@@ -21,6 +21,7 @@ from fastreid.modeling import build_model
 from fastreid.solver import build_lr_scheduler
 
 from lastreid import checkpoint as ckpt
+from lastreid.atomic import save_atomic
 from lastreid.checkpoint import (
     CLASSIFIER_NOT_LOADED,
     CLASSIFIER_UNUSED,
@@ -30,7 +31,6 @@ from lastreid.checkpoint import (
     backbone_loaded,
     convert_reference_state_dict,
     is_reference_state_dict,
-    save_atomic,
 )
 from lastreid.config import add_lastreid_config
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lastreid import transfer
-from lastreid.checkpoint import (CLASSIFIER_NOT_LOADED, backbone_loaded, has_reference_maxpool,
-                                 save_atomic)
+from lastreid.atomic import save_atomic
+from lastreid.checkpoint import CLASSIFIER_NOT_LOADED, backbone_loaded, has_reference_maxpool
 from lastreid.config import build_cfg
 from lastreid.evaluation import BlockedReidEvaluator
 from lastreid.evaluation.single_shot import (SingleShotReidEvaluator, single_shot_draws,

@@ -15,6 +15,7 @@ from collections import Counter
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import checkpoint as ckpt
+from lastreid.atomic import save_atomic
 from lastreid.errors import report_error, run_tool
 
 _GROUP_DEPTH = {"backbone": 2, "heads": 2}
@@ -85,7 +86,7 @@ def main(argv=None):
     converted, unknown = ckpt.convert_reference_keys(state)
     for key in unknown:
         converted.pop(key)
-    ckpt.save_atomic({"model": converted}, args.output)
+    save_atomic({"model": converted}, args.output)
 
     print(f"{args.input} -> {args.output}: {len(converted)} keys converted")
     for group, count in sorted(Counter(_group(k) for k in converted).items()):

@@ -18,7 +18,7 @@ import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.engine import default_argument_parser, launch
 from fastreid.utils import comm
 
-from lastreid.checkpoint import write_text_atomic
+from lastreid.atomic import write_text_atomic
 from lastreid.config import build_cfg
 from lastreid.engine import Trainer, check_can_start, default_setup, evaluate_weights
 from lastreid.errors import run_tool

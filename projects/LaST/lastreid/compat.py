@@ -1,23 +1,30 @@
-"""Shims that let fastreid 1.4.0 import and run on Python >= 3.10, torch 2.x and NumPy 2.
+"""Every adaptation of fastreid 1.4.0 to a current Python / PyTorch / NumPy, in one list.
 
-Each shim fixes one measured breakage and is applied before fastreid is first imported;
-nothing in site-packages is modified.
+Patched here, before fastreid is first imported (nothing in site-packages is modified):
+1. `from collections import Mapping` (data/build.py, evaluation/testing.py): the ABC
+   aliases left `collections` in Python 3.10.
+2. `from torch._six import string_classes` (data/build.py): `torch._six` left in torch 2.0.
+3. `np.bool` (evaluation/rank.py, Python fallback): missing in NumPy 1.24-1.26.
+4. The Cython rank / ROC evaluators: fastreid runs `make` in its own package folder on first
+   use and calls `sys.exit(1)` when that fails. setup.py compiles the same sources into
+   `lastreid._cylib`; they are registered here under fastreid's module names.
+5. `Baseline.preprocess_image` normalised `inputs["images"]` in place, and fastreid's
+   `inference_on_dataset` then flipped that normalised batch: every flip-averaged
+   evaluation normalised the mirrored half twice. It now normalises into a new tensor.
 
-1. `from collections import Mapping` (fastreid/data/build.py, evaluation/testing.py):
-   the ABC aliases were removed from `collections` in Python 3.10.
-2. `from torch._six import string_classes` (fastreid/data/build.py): `torch._six` was
-   removed in torch 2.0.
-3. `np.bool` (fastreid/evaluation/rank.py, Python fallback): missing in NumPy 1.24-1.26;
-   NumPy 2 has it again.
-4. The Cython rank / ROC evaluators: fastreid compiles them with `make` inside its own
-   package folder on first use and calls `sys.exit(1)` when that fails. setup.py compiles
-   the same sources into `lastreid._cylib`; here they are registered under fastreid's
-   module names so that `fastreid.evaluation.rank.IS_CYTHON_AVAI` is True and no
-   evaluation ever runs `make`.
-5. `Baseline.preprocess_image` normalises `inputs["images"]` in place; fastreid's
-   `inference_on_dataset` then flips that already-normalised batch for the flip test, so
-   the mirrored half was normalised twice and every flip-averaged evaluation was wrong.
-   Normalising into a new tensor fixes it for every caller.
+Worked around where the code that needs it lives:
+- `engine.Trainer.build_optimizer`: fastreid's ContiguousParams buffer never sees a gradient
+  under torch 2's `zero_grad(set_to_none=True)`, so nothing trained; plain parameters.
+- `engine` loaders: `DataLoaderX` creates a `torch.cuda.Stream` and `AMPTrainer` asserts
+  CUDA; on the CPU, plain DataLoaders and `precision.CpuTrainer`.
+- `engine.MetricsWriter`: fastreid's JSONWriter drops the evaluation after the last epoch.
+- `engine.default_setup`: fastreid's rewrites config.yaml in place; ours replaces it.
+- `resume`: fastreid's checkpoint hook forgets the best metric on resume and takes a metric
+  from an earlier evaluation; a resumed, finished run leaves `epoch` unset.
+- `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.
+- `data.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
+- `config.build_cfg`: yacs reports an unknown key as a bare AssertionError.
+- `fastreid_internals`: the only module that uses fastreid's private names.
 """
 import collections
 import collections.abc
@@ -55,20 +62,14 @@ def _patch_numpy():
 
 
 def _register_cython_evaluators():
-    """Returns the names of the compiled modules that could not be found."""
-    missing = []
+    # A missing module (a source checkout that was never built) leaves fastreid's own
+    # fallback, the Python evaluator, in place.
     for name in _CYTHON_MODULES:
         try:
             module = importlib.import_module("lastreid._cylib." + name)
         except ImportError:
-            missing.append(name)
             continue
         sys.modules["fastreid.evaluation.rank_cylib." + name] = module
-    return missing
-
-
-def cython_evaluator_available():
-    return "fastreid.evaluation.rank_cylib.rank_cy" in sys.modules
 
 
 def _patch_baseline_preprocess():
@@ -86,5 +87,5 @@ def _patch_baseline_preprocess():
 _patch_collections()
 _patch_torch_six()
 _patch_numpy()
-MISSING_CYTHON_MODULES = _register_cython_evaluators()
+_register_cython_evaluators()
 _patch_baseline_preprocess()

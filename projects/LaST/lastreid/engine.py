@@ -23,8 +23,8 @@ from fastreid.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXW
 from fastreid.utils.logger import setup_logger
 
 from . import precision
-from .checkpoint import (CheckpointError, Checkpointer, backbone_loaded, use_reference_maxpool,
-                         write_text_atomic)
+from .atomic import write_text_atomic
+from .checkpoint import CheckpointError, Checkpointer, backbone_loaded, use_reference_maxpool
 from .data import ReidImageDataset, drop_unreadable
 from .datasets import build_dataset, check_dataset_folders
 from .evaluation import BlockedReidEvaluator

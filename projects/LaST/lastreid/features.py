@@ -15,11 +15,6 @@ INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision.for_inf
 on a CPU that has native bf16, a BN-folded bf16 copy under autocast with channels-last;
 float32 elsewhere) and, when
 TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
-
-Flip averaging here feeds the model two separate tensors. fast-reid's own
-`inference_on_dataset` flips `inputs["images"]` after the first forward pass, which
-`Baseline.preprocess_image` has already normalized in place, so its mirrored half sees the
-images normalized twice; the features written here are those of the image and its mirror.
 """
 import glob
 import logging
@@ -156,9 +151,7 @@ class FeatureExtractor:
         images = images.to(self.device)
         if self.fast_path.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        # Baseline.preprocess_image normalizes its input tensor in place: give each
-        # forward pass its own tensor (the flipped one is a new tensor already).
-        batches = [images.clone()] + ([images.flip(dims=[3])] if self.flip else [])
+        batches = [images] + ([images.flip(dims=[3])] if self.flip else [])
         outputs = [model(b).float() for b in batches]
         feats = outputs[0] if len(outputs) == 1 else (outputs[0] + outputs[1]) / 2
         return feats.cpu()

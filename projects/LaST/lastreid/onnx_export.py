@@ -3,9 +3,8 @@ dynamic batch axis, and a check with onnxruntime that its features match PyTorch
 
 The exported graph takes `images`: float32 (batch, 3, H, W) RGB in 0..255 at
 INPUT.SIZE_TEST (what fast-reid's test transforms produce: resize, no scaling) and returns
-`features`: float32 (batch, dim). `InferenceModel` wraps fast-reid's Baseline because
-`Baseline.preprocess_image` normalizes its input in place (`images.sub_(mean).div_(std)`)
-and accepts a dict; the wrapper normalizes out of place and calls backbone and head.
+`features`: float32 (batch, dim). `InferenceModel` gives fast-reid's Baseline (whose
+forward also takes a dict and has a training branch) a plain tensor-in, tensor-out graph.
 
 Exporters: torch 2.14's `torch.onnx.export` defaults to the torch.export-based ("dynamo")
 exporter, which needs the `onnxscript` package; without it the TorchScript-based exporter

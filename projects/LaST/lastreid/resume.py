@@ -29,24 +29,21 @@ module adds, ends with the same files as an uninterrupted run:
 import json
 import logging
 import os
-import re
-import shutil
 
 import torch
 from fastreid.engine import hooks
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 
-from .checkpoint import _write_atomic
+from .atomic import copy_atomic, remove_stale_temp_files, write_atomic
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ResumableCheckpointer", "arrange_hooks", "continue_run", "repair_metrics_history",
-           "remove_stale_temp_files", "checkpoint_info"]
+           "checkpoint_info"]
 
 BEST = "model_best.pth"
 METRICS = "metrics.json"
-_TEMP_FILE = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8}$")
 
 
 def checkpoint_info(path):
@@ -59,12 +56,6 @@ def checkpoint_info(path):
     if not isinstance(data, dict):
         return None
     return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def copy_atomic(src, dst):
-    """Copies `src` onto `dst` so that a kill leaves either the old or the whole new file."""
-    with open(src, "rb") as f:
-        _write_atomic(dst, lambda out: shutil.copyfileobj(f, out, 16 << 20))
 
 
 class ResumableCheckpointer(hooks.PeriodicCheckpointer):
@@ -190,7 +181,7 @@ def repair_metrics_history(path, start_iter):
     dropped = later + broken
     if dropped:
         text = b"".join(line + b"\n" for line in kept)
-        _write_atomic(path, lambda f: f.write(text))
+        write_atomic(path, lambda f: f.write(text))
         logger.info("%s: kept %d lines before iteration %d; dropped %d after it (redone on "
                     "resume) and %d unreadable (torn)", path, len(kept), start_iter, later, broken)
     return dropped
@@ -206,36 +197,6 @@ def _reopen_writers(hook_list, path):
             if handle is not None and os.path.realpath(getattr(handle, "name", "")) == target:
                 handle.close()
                 writer._file_handle = open(path, "a")
-
-
-def _process_gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. PermissionError: someone else's live process
-        return False
-    return False
-
-
-def remove_stale_temp_files(folder):
-    """Removes the temporary files of atomic writes whose writer process is gone."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        found = _TEMP_FILE.match(entry.name)
-        if found and entry.is_file() and int(found.group(1)) != os.getpid() and _process_gone(int(found.group(1))):
-            try:
-                os.unlink(entry.path)
-                removed.append(entry.name)
-            except FileNotFoundError:
-                pass
-    if removed:
-        logger.info("Removed temporary files of interrupted writes in %s: %s", folder, ", ".join(removed))
-    return removed
 
 
 def continue_run(trainer, checkpoint, resumed):

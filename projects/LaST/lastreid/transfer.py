@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .checkpoint import (is_reference_state_dict, is_torchvision_resnet_state_dict,
-                         load_checkpoint_file, write_text_atomic)
+from .atomic import save_atomic, write_bytes_atomic, write_text_atomic
+from .checkpoint import is_reference_state_dict, is_torchvision_resnet_state_dict, load_checkpoint_file
 from .errors import InputError, MissingFileError
 
 __all__ = [
@@ -186,16 +186,6 @@ class Cell:
             return None
         value = self.result.get("metrics", {}).get(key)
         return float(value) if isinstance(value, (int, float)) else None
-
-
-def _write_bytes_atomic(data, path):
-    """A binary write with the same guarantee as write_text_atomic (temp file + rename)."""
-    tmp = "{}.tmp.{}".format(path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -467,7 +457,6 @@ def write_random_init(path, config_file, opts, seed=0):
     in fastreid's `{'model': state_dict}` layout."""
     import torch
 
-    from .checkpoint import save_atomic
     from .config import build_cfg
     from .engine import Trainer
 
@@ -557,4 +546,4 @@ def write_chart(rows, cols, grid, path):
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=CHART_DPI)
-    _write_bytes_atomic(buf.getvalue(), path)
+    write_bytes_atomic(buf.getvalue(), path)

@@ -1,0 +1,35 @@
+"""The one place that reaches into fastreid 1.4.0's private names, so that a fastreid
+upgrade has one module to check. Each function says what it stands for."""
+from fastreid.data import build as _build
+from fastreid.data.datasets import DATASET_REGISTRY
+from fastreid.utils import checkpoint as _checkpoint
+
+__all__ = ["registered_dataset_names", "group_keys", "strip_prefix_if_present",
+           "filter_reused_missing_keys", "train_sampler"]
+
+
+def registered_dataset_names():
+    """Names in fastreid's DATASET_REGISTRY (its Registry has no public listing)."""
+    return sorted(DATASET_REGISTRY._obj_map)
+
+
+def group_keys(keys):
+    """fastreid's grouping of state-dict keys by module: a list of `prefix{a,b}` strings."""
+    groups = _checkpoint._group_checkpoint_keys(sorted(keys))
+    return [head + _checkpoint._group_to_str(tails) for head, tails in groups.items()]
+
+
+def strip_prefix_if_present(state, prefix):
+    """Removes `prefix` from every key of `state`, in place, if all keys have it."""
+    _checkpoint._strip_prefix_if_present(state, prefix)
+
+
+def filter_reused_missing_keys(model, keys):
+    """`keys` without those of parameters shared with a loaded module (fastreid's rule)."""
+    return _checkpoint._filter_reused_missing_keys(model, keys)
+
+
+def train_sampler(cfg, train_set):
+    """The training sampler fastreid's build_reid_train_loader would choose for `cfg`
+    (DATALOADER.SAMPLER_TRAIN, NUM_INSTANCE, the per-process batch, the shared seed)."""
+    return _build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
