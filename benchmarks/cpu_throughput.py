@@ -80,7 +80,7 @@ def _feat_dim(depth):
 
 
 def make_cfg(config, mode, depth, extra=()):
-    from lastreid.config import build_cfg
+    from lastreid.startup import build_cfg
 
     cl, bf = MODES[mode]
     opts = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False",

@@ -32,7 +32,7 @@ def test_flip_test_sees_each_image_normalised_once():
     from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
     from fastreid.modeling import build_model
 
-    from lastreid.config import build_cfg
+    from lastreid.startup import build_cfg
 
     cfg = build_cfg("", ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x",
                          "MODEL.BACKBONE.FEAT_DIM", "512", "MODEL.HEADS.NUM_CLASSES", "3",

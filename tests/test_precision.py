@@ -12,7 +12,8 @@ from fastreid.config import get_cfg
 from fastreid.engine.train_loop import SimpleTrainer
 from fastreid.utils.events import EventStorage
 from lastreid import precision
-from lastreid.config import add_lastreid_config, build_cfg
+from lastreid.config import add_lastreid_config
+from lastreid.startup import build_cfg
 from lastreid.engine import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

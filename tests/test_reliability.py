@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from lastreid.config import build_cfg
-from lastreid.data import BadImageError, ReidImageDataset
+from lastreid.startup import build_cfg
+from lastreid.images import BadImageError, ReidImageDataset
 from lastreid.engine import build_test_set, build_train_set
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,12 +57,12 @@ def _cfg(*opts):
 
 
 class _Records(logging.Handler):
-    """Collects lastreid.data's records directly (default_setup turns off propagation of
+    """Collects lastreid.images's records directly (default_setup turns off propagation of
     the `lastreid` logger, so pytest's caplog may not see them)."""
 
     def __enter__(self):
         self.messages = []
-        self.logger = logging.getLogger("lastreid.data")
+        self.logger = logging.getLogger("lastreid.images")
         self.level, self.logger.level = self.logger.level, logging.WARNING
         self.logger.addHandler(self)
         return self

@@ -42,7 +42,7 @@ def weights(tmp_path_factory):
     its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
     from conftest import FAST_CPU_OPTS
 
-    from lastreid.config import build_cfg
+    from lastreid.startup import build_cfg
     from lastreid.engine import Trainer
 
     opts = FAST_CPU_OPTS + FP32

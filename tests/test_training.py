@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lastreid.config import build_cfg
+from lastreid.startup import build_cfg
 from lastreid.engine import Trainer, default_setup, evaluate_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ import torch
 from lastreid import transfer
 from lastreid.atomic import save_atomic
 from lastreid.checkpoint import CLASSIFIER_NOT_LOADED, backbone_loaded, has_reference_maxpool
-from lastreid.config import build_cfg
+from lastreid.startup import build_cfg
 from lastreid.evaluation import BlockedReidEvaluator
 from lastreid.evaluation.single_shot import (SingleShotReidEvaluator, single_shot_draws,
                                              single_shot_metrics)

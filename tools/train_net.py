@@ -19,8 +19,8 @@ from fastreid.engine import default_argument_parser, launch
 from fastreid.utils import comm
 
 from lastreid.atomic import write_text_atomic
-from lastreid.config import build_cfg
-from lastreid.engine import Trainer, check_can_start, default_setup, evaluate_weights
+from lastreid.startup import build_cfg, check_can_start
+from lastreid.engine import Trainer, default_setup, evaluate_weights
 from lastreid.errors import run_tool
 
 

@@ -22,7 +22,7 @@ Worked around where the code that needs it lives:
 - `resume`: fastreid's checkpoint hook forgets the best metric on resume and takes a metric
   from an earlier evaluation; a resumed, finished run leaves `epoch` unset.
 - `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.
-- `data.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
+- `images.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
 - `config.build_cfg`: yacs reports an unknown key as a bare AssertionError.
 - `fastreid_internals`: the only module that uses fastreid's private names.
 """

@@ -1,10 +1,6 @@
-"""The config keys lastreid adds on top of fastreid's defaults, and the checked cfg every
-tool starts from."""
-import os
-
+"""The config keys lastreid adds on top of fastreid's defaults (README: Configuration keys).
+A leaf: `lastreid.startup.build_cfg` merges and checks them."""
 from fastreid.config import CfgNode as CN
-
-from .errors import ConfigError, ConfigKeyError, MissingFileError
 
 
 def add_lastreid_config(cfg):
@@ -52,62 +48,3 @@ def add_lastreid_config(cfg):
     # bfloat16 autocast on CPU ("auto", "on", "off"); SOLVER.AMP.ENABLED stays fp16 on CUDA.
     _C.MODEL.CPU_BF16 = "auto"
     return cfg
-
-
-def build_cfg(config_file="", opts=(), eval_only=False):
-    """fastreid's config + ours, merged with a YAML file and `KEY VALUE` overrides, checked
-    and frozen. Every problem it finds is reported before any work starts."""
-    from fastreid.config import get_cfg
-
-    from .engine import resolve_device
-
-    cfg = add_lastreid_config(get_cfg())
-    if config_file and not os.path.isfile(config_file):
-        raise MissingFileError(f"config file {config_file} does not exist")
-    # yacs reports an unknown key with a bare AssertionError and a wrong type without saying
-    # where it came from; name the source.
-    if config_file:
-        _merge(cfg.merge_from_file, config_file, config_file)
-    _merge(cfg.merge_from_list, list(opts or []), "command line")
-    if eval_only:
-        cfg.MODEL.BACKBONE.PRETRAIN = False  # the weights come from MODEL.WEIGHTS
-    resolve_device(cfg)
-    check_cfg(cfg, eval_only=eval_only)
-    cfg.freeze()
-    return cfg
-
-
-def _merge(merge, source, where):
-    try:
-        merge(source)
-    except AssertionError as e:
-        raise ConfigKeyError(f"{where}: {e}") from None
-    except ValueError as e:
-        hint = ""
-        if "<class 'bool'>" in str(e):
-            hint = ' (YAML reads a bare on/off/yes/no as a boolean: quote it, e.g. "off")'
-        raise ConfigError(f"{where}: {e}{hint}") from None
-
-
-def check_cfg(cfg, eval_only=False):
-    from fastreid.data.datasets import DATASET_REGISTRY
-
-    known = DATASET_REGISTRY._obj_map  # fastreid's Registry has no public listing
-    datasets = [] if eval_only else list(cfg.DATASETS.NAMES)
-    for key, names in (("DATASETS.NAMES", datasets), ("DATASETS.TESTS", cfg.DATASETS.TESTS),
-                       ("TEST.FINAL_TESTS", cfg.TEST.FINAL_TESTS)):
-        for name in names:
-            if name not in known:
-                raise ConfigKeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
-    backbone = cfg.MODEL.BACKBONE
-    if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
-        where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"
-        raise MissingFileError(
-            f"MODEL.BACKBONE.PRETRAIN_PATH is {where}: put the torchvision ImageNet file "
-            "(resnet50-0676ba61.pth) there and point the key at it, or train from scratch "
-            "with MODEL.BACKBONE.PRETRAIN False (nothing is downloaded)"
-        )
-    if eval_only and not cfg.MODEL.WEIGHTS:
-        raise ConfigError("--eval-only needs MODEL.WEIGHTS <checkpoint.pth>")
-    if eval_only and not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise MissingFileError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")

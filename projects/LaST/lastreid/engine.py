@@ -25,40 +25,14 @@ from fastreid.utils.logger import setup_logger
 from . import precision
 from .atomic import write_text_atomic
 from .checkpoint import CheckpointError, Checkpointer, backbone_loaded, use_reference_maxpool
-from .data import ReidImageDataset, drop_unreadable
-from .datasets import build_dataset, check_dataset_folders
+from .images import ReidImageDataset, drop_unreadable
+from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .resume import arrange_hooks, continue_run
+from .startup import on_cpu
 
 logger = logging.getLogger(__name__)
-
-
-def on_cpu(cfg):
-    return torch.device(cfg.MODEL.DEVICE).type == "cpu"
-
-
-def resolve_device(cfg):
-    """Falls back to the CPU (and turns fp16 AMP off) when CUDA is asked for but absent.
-
-    Call it on an unfrozen cfg before the model is built.
-    """
-    if not on_cpu(cfg) and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    if on_cpu(cfg) and cfg.SOLVER.AMP.ENABLED:
-        logger.info("SOLVER.AMP.ENABLED is fp16 AMP for CUDA: turned off on the CPU")
-        cfg.SOLVER.AMP.ENABLED = False
-    return cfg
-
-
-def check_can_start(cfg, eval_only=False):
-    """Raises a one-line error if a run of `cfg` could not start (a dataset folder missing),
-    before it writes anything. The config itself was checked by `build_cfg`."""
-    names = list(cfg.DATASETS.TESTS)
-    if not eval_only:
-        names = list(cfg.DATASETS.NAMES) + names + list(cfg.TEST.FINAL_TESTS)
-    check_dataset_folders(names)
 
 
 class MetricsWriter(JSONWriter):

@@ -1,6 +1,6 @@
 """Feature extraction: a config + weights -> float32 re-id features of image files.
 
-    from lastreid.config import build_cfg
+    from lastreid.startup import build_cfg
     from lastreid.features import FeatureExtractor
 
     cfg = build_cfg("configs/LaST/bagtricks_R50.yml", ["MODEL.WEIGHTS", "model_best.pth"], eval_only=True)
@@ -38,7 +38,7 @@ def build_inference_cfg(config_file, weights=None, opts=()):
     """The checked config for extracting features with `weights` (else MODEL.WEIGHTS from
     the file / opts). With no weights at all the model keeps its initial weights: the
     ImageNet file is then not needed either (MODEL.BACKBONE.PRETRAIN False)."""
-    from .config import build_cfg
+    from .startup import build_cfg
 
     opts = list(opts or [])
     if weights:

@@ -1,30 +1,11 @@
-"""Resuming a killed run without losing or repeating work.
+"""Resuming a killed run without losing or repeating work (README: Resuming and failures).
 
-A run can be killed (SIGKILL, OOM killer, pre-emption) at any moment: during a training
-step, an evaluation, a checkpoint write or a metrics write. `--resume` then continues from
-the last complete checkpoint (`lastreid.checkpoint` writes every file atomically and moves
-the `last_checkpoint` pointer only after the file it names is complete) and, with what this
-module adds, ends with the same files as an uninterrupted run:
-
-* `ResumableCheckpointer`, the checkpoint hook (a fastreid `PeriodicCheckpointer`), stores
-  the best metric so far and its epoch in every checkpoint (`best_metric`, `best_epoch`)
-  and restores them on resume, so `model_best.pth` is only ever replaced by a better
-  metric. fastreid's hook restarts from -1 and would overwrite it with the first
-  evaluation after a resume. `model_best.pth` is an atomic copy of the periodic checkpoint
-  of the same epoch, written right after it; a kill between the two is repaired on resume
-  (`restore`), since the best checkpoint is then the one resumed from.
-* The metrics writer runs before the checkpoint hook at the end of an epoch (fastreid runs
-  it after), so every checkpoint on disk has the epoch's lines already in metrics.json.
-  On resume `repair_metrics_history` drops the lines of iterations after the checkpoint
-  (they are redone) and a torn last line, rewriting the file atomically: the history has
-  every epoch once, without gaps.
-* Temporary files left by a write that was killed (`.<name>.tmp.<pid>.<random>`) are
-  removed on resume when their process is gone.
-* A run killed after its last checkpoint (e.g. during the final test) resumes with no
-  epoch to train: the final weights are evaluated again for the run's results and the
-  final test runs again.
-
-`Trainer.build_hooks` calls `arrange_hooks`; `Trainer.resume_or_load` calls `continue_run`.
+`ResumableCheckpointer` keeps the best metric across resumes, so `model_best.pth` is only
+replaced by a better one, and repairs a kill between a checkpoint and its copy to
+`model_best.pth`; `arrange_hooks` writes metrics before each checkpoint, and
+`repair_metrics_history` drops the lines a resumed run redoes. `continue_run` does the
+bookkeeping of `Trainer.resume_or_load(resume=True)`, including a run killed after its last
+checkpoint, which evaluates its final weights again.
 """
 import json
 import logging

@@ -457,7 +457,7 @@ def write_random_init(path, config_file, opts, seed=0):
     in fastreid's `{'model': state_dict}` layout."""
     import torch
 
-    from .config import build_cfg
+    from .startup import build_cfg
     from .engine import Trainer
 
     cfg = build_cfg(config_file, list(opts) + ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"])

@@ -1,29 +1,7 @@
-"""Image datasets that fail clearly on a bad image file, or skip it when asked to.
-
-fastreid's `CommDataset` lets PIL's error escape from a DataLoader worker with no file name
-in it. `ReidImageDataset` (a `CommDataset`) turns every failure to open or decode an image
-into one `BadImageError` naming the file:
-
-    BadImageError: cannot decode /data/last/train/0001/x.jpg: OSError: image file is truncated
-
-The error survives the trip from a DataLoader worker to the main process: PyTorch re-raises
-a worker's exception as `type(exc)(message_with_the_worker_traceback)`, and `BadImageError`
-turns that message back into the one line above (plus which worker saw it).
-
-`DATALOADER.SKIP_BAD_IMAGES True` changes that:
-
-* training set: a bad image is replaced by another readable image of the same identity
-  (so identity-balanced batches stay balanced), else by a random readable image; every
-  skip logs a warning with the file, the reason and the files skipped so far by this
-  process (each DataLoader worker is its own process and keeps its own count);
-* test sets (query and gallery): substituting or silently dropping an image during
-  evaluation would misalign the query / gallery split, so the images are instead checked
-  up front (`drop_unreadable`, once per process and image list) and unreadable ones are
-  removed from the query or gallery before the loader is built, with a warning naming
-  them. The figures are then over the remaining images only.
-
-Without the switch every bad image stops the run with `BadImageError`, in training and in
-evaluation alike.
+"""Reading re-id images so that a bad file is named: `ReidImageDataset` (fastreid's
+`CommDataset`) raises one `BadImageError` naming the file, also across DataLoader workers, or
+with `DATALOADER.SKIP_BAD_IMAGES` replaces a bad training image by one of the same person
+(test images are screened up front by `drop_unreadable`). README: Resuming and failures.
 """
 import logging
 import os
@@ -50,8 +28,9 @@ _PATH_IN_MESSAGE = re.compile(r"^cannot (?:decode|read) (.+?): ")
 class BadImageError(LastreidError, RuntimeError):
     """An image file that cannot be read or decoded; the message (one line) names it.
 
-    `path` is the file. Constructed from a single message string (as PyTorch does when it
-    re-raises a worker's exception), it keeps only the original one-line message."""
+    `path` is the file. PyTorch re-raises a worker's exception as `type(exc)(message with the
+    worker's traceback)`: constructed from such a message, it keeps only the original line
+    and says which worker saw it."""
 
     def __init__(self, message, path=None):
         where = _REWRAPPED.match(message)

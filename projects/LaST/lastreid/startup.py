@@ -1,0 +1,96 @@
+"""What every tool does before any work: the checked, frozen config (`build_cfg`), the device
+it resolves to, and the check that a run can start without writing anything first."""
+import logging
+import os
+
+import torch
+from fastreid.config import get_cfg
+
+from .config import add_lastreid_config
+from .datasets import check_dataset_folders
+from .errors import ConfigError, ConfigKeyError, MissingFileError
+from .fastreid_internals import registered_dataset_names
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_cfg", "check_cfg", "check_can_start", "on_cpu", "resolve_device"]
+
+
+def build_cfg(config_file="", opts=(), eval_only=False):
+    """fastreid's config + ours, merged with a YAML file and `KEY VALUE` overrides, checked
+    and frozen. Every problem it finds is reported before any work starts."""
+    cfg = add_lastreid_config(get_cfg())
+    if config_file and not os.path.isfile(config_file):
+        raise MissingFileError(f"config file {config_file} does not exist")
+    # yacs reports an unknown key with a bare AssertionError and a wrong type without saying
+    # where it came from; name the source.
+    if config_file:
+        _merge(cfg.merge_from_file, config_file, config_file)
+    _merge(cfg.merge_from_list, list(opts or []), "command line")
+    if eval_only:
+        cfg.MODEL.BACKBONE.PRETRAIN = False  # the weights come from MODEL.WEIGHTS
+    resolve_device(cfg)
+    check_cfg(cfg, eval_only=eval_only)
+    cfg.freeze()
+    return cfg
+
+
+def _merge(merge, source, where):
+    try:
+        merge(source)
+    except AssertionError as e:
+        raise ConfigKeyError(f"{where}: {e}") from None
+    except ValueError as e:
+        hint = ""
+        if "<class 'bool'>" in str(e):
+            hint = ' (YAML reads a bare on/off/yes/no as a boolean: quote it, e.g. "off")'
+        raise ConfigError(f"{where}: {e}{hint}") from None
+
+
+def check_cfg(cfg, eval_only=False):
+    known = registered_dataset_names()
+    datasets = [] if eval_only else list(cfg.DATASETS.NAMES)
+    for key, names in (("DATASETS.NAMES", datasets), ("DATASETS.TESTS", cfg.DATASETS.TESTS),
+                       ("TEST.FINAL_TESTS", cfg.TEST.FINAL_TESTS)):
+        for name in names:
+            if name not in known:
+                raise ConfigKeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
+    backbone = cfg.MODEL.BACKBONE
+    if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
+        where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"
+        raise MissingFileError(
+            f"MODEL.BACKBONE.PRETRAIN_PATH is {where}: put the torchvision ImageNet file "
+            "(resnet50-0676ba61.pth) there and point the key at it, or train from scratch "
+            "with MODEL.BACKBONE.PRETRAIN False (nothing is downloaded)"
+        )
+    if eval_only and not cfg.MODEL.WEIGHTS:
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS <checkpoint.pth>")
+    if eval_only and not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise MissingFileError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")
+
+
+def on_cpu(cfg):
+    return torch.device(cfg.MODEL.DEVICE).type == "cpu"
+
+
+def resolve_device(cfg):
+    """Falls back to the CPU (and turns fp16 AMP off) when CUDA is asked for but absent.
+
+    Call it on an unfrozen cfg before the model is built.
+    """
+    if not on_cpu(cfg) and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    if on_cpu(cfg) and cfg.SOLVER.AMP.ENABLED:
+        logger.info("SOLVER.AMP.ENABLED is fp16 AMP for CUDA: turned off on the CPU")
+        cfg.SOLVER.AMP.ENABLED = False
+    return cfg
+
+
+def check_can_start(cfg, eval_only=False):
+    """Raises a one-line error if a run of `cfg` could not start (a dataset folder missing),
+    before it writes anything. The config itself was checked by `build_cfg`."""
+    names = list(cfg.DATASETS.TESTS)
+    if not eval_only:
+        names = list(cfg.DATASETS.NAMES) + names + list(cfg.TEST.FINAL_TESTS)
+    check_dataset_folders(names)
