@@ -178,9 +178,9 @@ def test_reference_checkpoint_matches_reference_features(reference, caplog):
     with torch.no_grad():
         expected = ref_model((raw - mean) / std)
         stock = model(raw.clone())  # fastreid normalises raw pixels itself (in place)
-        assert not ckpt.has_reference_maxpool(model)
-        ckpt.use_reference_maxpool(model)
-        assert ckpt.has_reference_maxpool(model)
+        assert not ckpt.has_torchvision_stem(model)
+        ckpt.use_torchvision_stem(model)
+        assert ckpt.has_torchvision_stem(model)
         aligned = model(raw.clone())
 
     def rel(a, b):
@@ -530,7 +530,7 @@ def test_convert_tool_writes_weights_only_fastreid_file(reference, tmp_path, cap
     assert f"{len(expected)} keys converted" in printed
     assert "not converted: none" in printed
     assert f"Loaded {len(expected)}/{len(expected)}" in printed
-    assert "use_reference_maxpool" in printed
+    assert "use_torchvision_stem" in printed
 
     not_reference = tmp_path / "plain.pth"
     torch.save({"model": tiny(seed=0).state_dict()}, not_reference)

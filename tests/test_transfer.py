@@ -14,7 +14,7 @@ import torch
 
 from lastreid import transfer
 from lastreid.atomic import save_atomic
-from lastreid.checkpoint import CLASSIFIER_NOT_LOADED, backbone_loaded, has_reference_maxpool
+from lastreid.checkpoint import CLASSIFIER_NOT_LOADED, backbone_loaded, has_torchvision_stem
 from lastreid.startup import build_cfg
 from lastreid.evaluation import BlockedReidEvaluator
 from lastreid.evaluation.single_shot import (SingleShotReidEvaluator, single_shot_draws,
@@ -141,7 +141,7 @@ def test_torchvision_stem_switch_gives_the_reference_maxpool(fast_cpu_opts):
     for value, expected in (("True", True), ("False", False)):
         cfg = build_cfg(DIRECT, fast_cpu_opts + ["MODEL.BACKBONE.TORCHVISION_STEM", value])
         model = Trainer.build_model(cfg)
-        assert has_reference_maxpool(model) is expected
+        assert has_torchvision_stem(model) is expected
         out = model.eval()(torch.zeros(2, 3, 64, 32))
         assert out.shape == (2, 512)
     # the default stays fastreid's: our own BoT checkpoints were trained with it
@@ -204,7 +204,7 @@ def test_finetune_from_a_last_checkpoint_on_prcc(small_root, fast_cpu_opts, last
     model = trainer.model
     assert torch.equal(model.backbone.conv1.weight, last_checkpoint.state["module.base.0.weight"])
     assert model.heads.weight.shape[0] == 5  # the synthetic PRCC's training identities
-    assert has_reference_maxpool(model)  # the reference config's stem
+    assert has_torchvision_stem(model)  # the reference config's stem
     results = trainer.train()
     assert trainer.iter == trainer.iters_per_epoch > 0
     assert 0 <= results["Rank-1"] <= 100 and 0 <= results["mAP"] <= 100

@@ -106,9 +106,9 @@ def main(argv=None):
     checkpointer.load(args.output)
     report = checkpointer.last_load_report
     print(report.summary())
-    if not ckpt.has_reference_maxpool(model):
+    if not ckpt.has_torchvision_stem(model):
         print(f"note: the reference pools with MaxPool2d(3, stride=2, padding=1), this model with "
-              f"{model.backbone.maxpool}; lastreid.checkpoint.use_reference_maxpool(model) "
+              f"{model.backbone.maxpool}; lastreid.checkpoint.use_torchvision_stem(model) "
               "reproduces the reference features exactly")
     if not ckpt.backbone_loaded(report):
         report_error(f"{args.output}: the backbone of a fastreid BoT ResNet-50 was not fully "

@@ -24,7 +24,7 @@ from fastreid.utils.logger import setup_logger
 
 from . import precision
 from .atomic import write_text_atomic
-from .checkpoint import CheckpointError, Checkpointer, backbone_loaded, use_reference_maxpool
+from .checkpoint import CheckpointError, Checkpointer, backbone_loaded, use_torchvision_stem
 from .images import ReidImageDataset, drop_unreadable
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
@@ -139,7 +139,7 @@ class Trainer(DefaultTrainer):
         # and evaluate_weights all build the model here. Logs the path taken.
         model = precision.prepare_model(super().build_model(cfg), precision.resolve(cfg))
         if cfg.MODEL.BACKBONE.TORCHVISION_STEM:  # reference / ImageNet checkpoints
-            use_reference_maxpool(model)
+            use_torchvision_stem(model)
         return model
 
     @classmethod

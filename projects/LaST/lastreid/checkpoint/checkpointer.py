@@ -14,7 +14,7 @@ from ..atomic import save_atomic, write_text_atomic
 from ..fastreid_internals import filter_reused_missing_keys, strip_prefix_if_present
 from .layouts import (FORMAT_FASTREID, FORMAT_REFERENCE, FORMAT_STATE_DICT, FORMAT_TORCHVISION,
                       MODULE_PREFIX, convert_reference_keys, convert_torchvision_resnet_state_dict,
-                      is_reference_maxpool, is_reference_state_dict, is_state_dict,
+                      is_torchvision_stem_pool, is_reference_state_dict, is_state_dict,
                       is_torchvision_resnet_state_dict, summarise_keys)
 from .loading import CheckpointError, load_checkpoint_file
 
@@ -200,11 +200,11 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
 
     def _warn_if_maxpool_differs(self):
         pool = getattr(getattr(self.model, "backbone", None), "maxpool", None)
-        if isinstance(pool, torch.nn.MaxPool2d) and not is_reference_maxpool(pool):
+        if isinstance(pool, torch.nn.MaxPool2d) and not is_torchvision_stem_pool(pool):
             self.logger.warning(
                 "The public LaST code pools with MaxPool2d(3, stride=2, padding=1); this "
                 "model's backbone uses %s, so features will not match the reference exactly "
-                "(use_reference_maxpool(model) aligns it)", pool)
+                "(use_torchvision_stem(model) aligns it)", pool)
 
     def _load_model(self, checkpoint):
         state = checkpoint.pop("model")

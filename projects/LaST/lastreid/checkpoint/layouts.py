@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["FORMAT_FASTREID", "FORMAT_STATE_DICT", "FORMAT_REFERENCE", "FORMAT_TORCHVISION",
            "is_state_dict", "is_reference_state_dict", "is_torchvision_resnet_state_dict",
            "convert_reference_keys", "convert_reference_state_dict",
-           "convert_torchvision_resnet_state_dict", "summarise_keys", "is_reference_maxpool",
-           "has_reference_maxpool", "use_reference_maxpool"]
+           "convert_torchvision_resnet_state_dict", "summarise_keys", "is_torchvision_stem_pool",
+           "has_torchvision_stem", "use_torchvision_stem"]
 
 FORMAT_FASTREID = "fastreid"
 FORMAT_STATE_DICT = "bare state dict"
@@ -147,20 +147,20 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def is_reference_maxpool(pool):
+def is_torchvision_stem_pool(pool):
     """True for the public LaST code's (torchvision's) stem pooling, MaxPool2d(3, 2, padding=1)."""
     return (_pair(pool.kernel_size) == (3, 3) and _pair(pool.stride) == (2, 2)
             and _pair(pool.padding) == (1, 1) and not pool.ceil_mode
             and _pair(pool.dilation) == (1, 1))
 
 
-def has_reference_maxpool(model):
+def has_torchvision_stem(model):
     """True if `model.backbone.maxpool` pools like the public LaST code's ResNet."""
     pool = getattr(getattr(model, "backbone", None), "maxpool", None)
-    return isinstance(pool, torch.nn.MaxPool2d) and is_reference_maxpool(pool)
+    return isinstance(pool, torch.nn.MaxPool2d) and is_torchvision_stem_pool(pool)
 
 
-def use_reference_maxpool(model):
+def use_torchvision_stem(model):
     """Replaces fastreid's stem pooling, MaxPool2d(3, 2, padding=0, ceil_mode=True), by the
     public LaST code's (torchvision's) MaxPool2d(3, 2, padding=1). The two give the same
     output size on even inputs but pool windows shifted by one pixel, so only the latter

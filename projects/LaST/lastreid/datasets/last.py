@@ -61,7 +61,7 @@ def parse_last_name(path):
 class _LaSTBase(ImageDataset):
     dataset_dir = "last"
     dataset_name = "LaST"
-    train_split = "train"  # None: a test-only dataset
+    has_train = True  # False: a test-only dataset
     eval_split = "test"
     train_on_clothes = False  # True: one class per (person, outfit)
     LAYOUT = LAYOUT
@@ -69,7 +69,7 @@ class _LaSTBase(ImageDataset):
     @classmethod
     def required_folders(cls):
         """The folders (relative to the datasets root) this dataset reads."""
-        splits = [cls.train_split] if cls.train_split else []
+        splits = ["train"] if cls.has_train else []
         splits += [f"{cls.eval_split}/query", f"{cls.eval_split}/gallery"]
         return [f"last/{split}" for split in splits]
 
@@ -78,7 +78,7 @@ class _LaSTBase(ImageDataset):
         self.dataset_dir = require_dir(os.path.join(root, "last"), LAYOUT)
 
         train, self.train_clothes = [], []
-        if self.train_split:
+        if self.has_train:
             train, self.train_clothes = self._train_items()
 
         eval_dir = os.path.join(self.dataset_dir, self.eval_split)
@@ -108,7 +108,7 @@ class _LaSTBase(ImageDataset):
         # No camera labels in LaST: one constant train camera (train camids are unused
         # by the losses; fastreid only counts them).
         camid = f"{self.dataset_name}_0"
-        for path, pid, clothes in self._parse(os.path.join(self.dataset_dir, self.train_split), True):
+        for path, pid, clothes in self._parse(os.path.join(self.dataset_dir, "train"), True):
             label = clothes if self.train_on_clothes else pid
             items.append((path, f"{self.dataset_name}_{label}", camid))
             clothes_keys.append(clothes)
@@ -134,7 +134,7 @@ class LaSTVal(_LaSTBase):
 
     dataset_name = "LaSTVal"
     DOCUMENTED = {"val/query": dict(ids=56, images=100), "val/gallery": dict(ids=56, images=21279)}
-    train_split = None
+    has_train = False
     eval_split = "val"
 
 
