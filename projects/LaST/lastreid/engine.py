@@ -24,8 +24,9 @@ from fastreid.utils.logger import setup_logger
 
 from . import precision
 from .atomic import write_text_atomic
-from .checkpoint import CheckpointError, Checkpointer, backbone_loaded, use_torchvision_stem
+from .checkpoint import Checkpointer
 from .images import ReidImageDataset, drop_unreadable
+from .modeling import build_model, load_weights
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
@@ -135,12 +136,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        # Channels-last weights when the precision path says so: training, evaluation
-        # and evaluate_weights all build the model here. Logs the path taken.
-        model = precision.prepare_model(super().build_model(cfg), precision.resolve(cfg))
-        if cfg.MODEL.BACKBONE.TORCHVISION_STEM:  # reference / ImageNet checkpoints
-            use_torchvision_stem(model)
-        return model
+        return build_model(cfg)
 
     @classmethod
     def test(cls, cfg, model):
@@ -233,14 +229,8 @@ class Trainer(DefaultTrainer):
 
 
 def evaluate_weights(cfg):
-    """--eval-only: builds the model, loads MODEL.WEIGHTS and tests it on DATASETS.TESTS.
-    Refuses to report numbers for a model whose backbone did not load."""
-    model = Trainer.build_model(cfg)
-    checkpointer = Checkpointer.from_config(cfg, model)
-    checkpointer.load(cfg.MODEL.WEIGHTS)
-    if not backbone_loaded(checkpointer.last_load_report):
-        raise CheckpointError(
-            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: no backbone weights fit this model "
-            "(see the key report above); refusing to evaluate random features"
-        )
+    """--eval-only: builds the model, loads MODEL.WEIGHTS (refusing one whose backbone does
+    not load) and tests it on DATASETS.TESTS."""
+    model = build_model(cfg)
+    load_weights(cfg, model, cfg.MODEL.WEIGHTS)
     return Trainer.test(cfg, model)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import precision
 from .datasets.common import is_image_file
 from .errors import MissingFileError
+from .modeling import build_model, load_weights
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class FeatureExtractor:
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
         self.progress = progress
         self.transform = build_transforms(cfg, is_train=False)
-        # Trainer.build_model logs the path it prepares; a model passed in gets it logged here.
+        # build_model logs the path it prepares; a model passed in gets it logged here.
         self.fast_path = precision.resolve(cfg, log=model is not None)
         self.weights = weights if weights is not None else (cfg.MODEL.WEIGHTS or None)
         if model is None:
@@ -119,16 +120,9 @@ class FeatureExtractor:
         self.model = precision.prepare_model(model, self.fast_path)
 
     def _build_model(self):
-        from .checkpoint import CheckpointError, Checkpointer, backbone_loaded
-        from .engine import Trainer
-
-        model = Trainer.build_model(self.cfg)
+        model = build_model(self.cfg)
         if self.weights:
-            checkpointer = Checkpointer.from_config(self.cfg, model)
-            checkpointer.load(self.weights)
-            if not backbone_loaded(checkpointer.last_load_report):
-                raise CheckpointError(f"{self.weights}: no backbone weights fit this model "
-                                   "(see the key report above); refusing to extract random features")
+            load_weights(self.cfg, model, self.weights)
         else:
             logger.warning("No weights given (MODEL.WEIGHTS is empty): features of the "
                            "model's initial weights")
