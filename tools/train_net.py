@@ -5,10 +5,15 @@
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_best.pth
     python tools/train_net.py --config-file ... --resume
     python tools/train_net.py --config-file ... --num-gpus 8 SOLVER.IMS_PER_BATCH 256
+    torchrun --standalone --nproc-per-node 2 tools/train_net.py --config-file ... MODEL.DEVICE cpu
 
 Any `KEY VALUE` pairs after the flags override the config, as in fast-reid. The numbers
 the run reports (the last evaluation on DATASETS.TESTS) are also written, atomically, to
 OUTPUT_DIR/results.json.
+
+Several processes (`lastreid.launch`): under torchrun (any number of CPU processes over
+gloo, or one per GPU over NCCL), or fastreid's --num-gpus / --num-machines / --dist-url on
+CUDA. SOLVER.IMS_PER_BATCH is the batch of all processes together.
 """
 import json
 import logging
@@ -16,12 +21,13 @@ import os
 import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.engine import default_argument_parser, launch
+from fastreid.engine import default_argument_parser
 from fastreid.utils import comm
 
 from lastreid.checkpoint import write_text_atomic
 from lastreid.config import build_cfg
 from lastreid.engine import Trainer, default_setup, evaluate_weights
+from lastreid.launch import check_launch, launch
 
 
 def main(args):
@@ -42,17 +48,13 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     logging.disable(logging.WARNING)  # main() logs the device fallback once, properly
-    try:  # every config problem as one line, before any process starts
-        build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+    try:  # every config or launch problem as one line, before any process starts
+        cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+        check_launch(args, cfg)
     except (KeyError, ValueError, FileNotFoundError) as error:
-        sys.exit("train_net.py: error: {}".format(error.args[0] if error.args else error))
+        # Under torchrun every process finds the same problem: the first one says it.
+        quiet = os.environ.get("RANK", "0") != "0"
+        sys.exit(1 if quiet else "train_net.py: error: {}".format(error.args[0] if error.args else error))
     finally:
         logging.disable(logging.NOTSET)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch(main, args, cfg)

@@ -18,6 +18,12 @@ nothing in site-packages is modified.
    `inference_on_dataset` then flips that already-normalised batch for the flip test, so
    the mirrored half was normalised twice and every flip-averaged evaluation was wrong.
    Normalising into a new tensor fixes it for every caller.
+6. `DefaultTrainer.__init__` wraps the model in DistributedDataParallel with
+   `device_ids=[comm.get_local_rank()]` whenever the world size is above 1, which DDP
+   refuses for a CPU model; the DDP it builds leaves `device_ids` out for a CPU model.
+
+Elsewhere: `lastreid/launch.py` sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun
+(only fastreid's own launch sets it, and `comm.get_local_rank()` asserts it).
 """
 import collections
 import collections.abc
@@ -83,8 +89,21 @@ def _patch_baseline_preprocess():
     Baseline.preprocess_image = preprocess_image
 
 
+def _patch_cpu_ddp():
+    import fastreid.engine.defaults as defaults
+    from torch.nn.parallel import DistributedDataParallel
+
+    class DeviceAwareDDP(DistributedDataParallel):
+        def __init__(self, module, device_ids=None, **kwargs):
+            on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+            super().__init__(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+    defaults.DistributedDataParallel = DeviceAwareDDP
+
+
 _patch_collections()
 _patch_torch_six()
 _patch_numpy()
 MISSING_CYTHON_MODULES = _register_cython_evaluators()
 _patch_baseline_preprocess()
+_patch_cpu_ddp()
