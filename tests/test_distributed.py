@@ -238,7 +238,7 @@ def test_several_cpu_processes_without_torchrun_point_to_torchrun(monkeypatch):
     for name in launch._TORCHRUN_VARS:
         monkeypatch.delenv(name, raising=False)
     args = SimpleNamespace(num_gpus=2, num_machines=1)
-    with pytest.raises(ValueError, match="on the CPU start the processes with torchrun"):
+    with pytest.raises(ValueError, match="on the CPU start them with torchrun"):
         launch.check_launch(args, cfg_with())
     launch.check_launch(SimpleNamespace(num_gpus=1, num_machines=1), cfg_with())
     env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h",

@@ -131,9 +131,9 @@ def check_launch(args, cfg):
             raise ValueError("under torchrun, leave out --num-gpus / --num-machines: "
                              "torchrun's --nproc-per-node / --nnodes set the processes")
     elif world > 1 and not _on_cuda(cfg.MODEL.DEVICE):
-        raise ValueError(f"--num-gpus {args.num_gpus} x --num-machines {args.num_machines} "
-                         f"needs CUDA (MODEL.DEVICE is {cfg.MODEL.DEVICE}); on the CPU start "
-                         f"the processes with torchrun: {TORCHRUN_HINT}")
+        raise ValueError(f"{world} processes (--num-gpus x --num-machines) need CUDA "
+                         f"(MODEL.DEVICE is {cfg.MODEL.DEVICE}); on the CPU start them with "
+                         f"torchrun: {TORCHRUN_HINT}")
 
 
 def launch(main_func, args, cfg):
