@@ -4,9 +4,10 @@ for tests/test_distributed.py:
     python -m torch.distributed.run ... tests/dist_train.py RECORD_DIR [KILL_RANK KILL_ITER] -- ARGS
 
 runs train_net.py's command line ARGS in every process. Each process appends, to
-RECORD_DIR/rank<R>.jsonl, its training sampler's seed, one line per training step (iteration, image paths, pids of its
-batch, sum of the weights after the step) and one per file it writes atomically (checkpoints, model_best, results.json). The
-process of rank KILL_RANK sends itself SIGKILL when it starts training step KILL_ITER.
+RECORD_DIR/rank<R>.jsonl, its training sampler's seed, one line per training step
+(iteration, image paths, pids of its batch, sum of the weights after the step) and one per
+file it writes atomically (checkpoints, model_best, results.json). The process of rank
+KILL_RANK sends itself SIGKILL when it starts training step KILL_ITER.
 """
 import json
 import os

@@ -219,7 +219,8 @@ def test_only_the_main_process_writes_and_each_file_once(killed_and_resumed):
 # Unit tests of the launch checks -------------------------------------------------------
 
 def cfg_with(*opts):
-    return build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"] + list(opts))
+    return build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
+                     + list(opts))
 
 
 def test_batch_split_errors_name_the_keys():

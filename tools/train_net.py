@@ -53,8 +53,8 @@ if __name__ == "__main__":
         check_launch(args, cfg)
     except (KeyError, ValueError, FileNotFoundError) as error:
         # Under torchrun every process finds the same problem: the first one says it.
-        quiet = os.environ.get("RANK", "0") != "0"
-        sys.exit(1 if quiet else "train_net.py: error: {}".format(error.args[0] if error.args else error))
+        message = error.args[0] if error.args else error
+        sys.exit(1 if os.environ.get("RANK", "0") != "0" else f"train_net.py: error: {message}")
     finally:
         logging.disable(logging.NOTSET)
     launch(main, args, cfg)

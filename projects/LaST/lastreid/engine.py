@@ -8,8 +8,8 @@ function, and training runs without AMP.
 
 With several processes (`lastreid.launch`: torchrun, or fastreid's launch on CUDA) each
 process trains on SOLVER.IMS_PER_BATCH / world size images of every step (its contiguous
-share of one global batch drawn by fastreid's sampler from a seed shared by all processes,
-so identities never straddle processes), evaluates its contiguous share of the test set
+share of one global batch drawn by fastreid's sampler from a seed shared by all processes;
+the NUM_INSTANCE images of each identity drawn stay in one process), evaluates its contiguous share of the test set
 (gathered back into dataset order by the evaluator), and only the main process writes
 checkpoints, metrics and events; DDP wraps the model on CPU as on CUDA (`lastreid.compat`).
 """

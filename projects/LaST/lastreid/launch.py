@@ -27,13 +27,14 @@ from fastreid.utils import comm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["launch", "check_launch", "under_torchrun", "init_from_env", "finish", "env_rank", "expected_world_size",
-           "check_batch_split", "IDENTITY_SAMPLERS"]
+__all__ = ["launch", "check_launch", "under_torchrun", "init_from_env", "finish", "env_rank",
+           "expected_world_size", "check_batch_split", "IDENTITY_SAMPLERS"]
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # fastreid's samplers that put NUM_INSTANCE images of each identity in a process's batch.
 IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
-TORCHRUN_HINT = "python -m torch.distributed.run --standalone --nproc-per-node N tools/train_net.py ..."
+TORCHRUN_HINT = ("python -m torch.distributed.run --standalone --nproc-per-node N "
+                 "tools/train_net.py ...")
 
 
 def under_torchrun(environ=None):
