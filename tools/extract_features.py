@@ -11,13 +11,15 @@ The .npz holds: features (N, dim) float32, paths, pids, camids (int64; -1 where 
 name does not parse as a LaST / PRCC / Celeb-reID name), num_query (queries come first;
 0 for crops), dataset, metric (TEST.METRIC), flip, config, weights. Features are
 flip-averaged when TEST.FLIP.ENABLED (or --flip / --no-flip). Any KEY VALUE pairs at the
-end override the config.
+end override the config. Under torchrun (`torchrun --nproc-per-node N tools/extract_features.py
+...`) the processes share the images and the main process writes the file.
 """
 import argparse
 import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
+from lastreid import launch
 from lastreid.errors import run_tool
 from lastreid.features import (FeatureExtractor, build_inference_cfg, inference_argument_parser,
                                save_features)
@@ -40,18 +42,24 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="lastreid", abbrev_name="lastreid")  # load reports, precision path
+    # Load reports, precision path; from the main process only under torchrun.
+    setup_logger(name="lastreid", abbrev_name="lastreid", distributed_rank=launch.env_rank())
     cfg = build_inference_cfg(args.config_file, args.weights, args.opts)
+    launch.init_from_env(cfg)
     extractor = FeatureExtractor(cfg, batch_size=args.batch_size, flip=args.flip)
     if args.dataset:
         data = extractor.extract_dataset(args.dataset, root=args.root)
     else:
         data = extractor.extract_files(args.images)
+    if data is None:  # not the main process of a torchrun job
+        launch.finish()
+        return 0
     save_features(args.output, data, metric=cfg.TEST.METRIC, flip=extractor.flip,
                   config=os.path.abspath(args.config_file), weights=extractor.weights or "")
     feats = data["features"]
     print(f"wrote {args.output}: {feats.shape[0]} features of dim {feats.shape[1]} "
           f"({data['num_query']} queries), flip {'on' if extractor.flip else 'off'}")
+    launch.finish()
     return 0
 
 

@@ -5,23 +5,29 @@
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_best.pth
     python tools/train_net.py --config-file ... --resume
     python tools/train_net.py --config-file ... --num-gpus 8 SOLVER.IMS_PER_BATCH 256
+    torchrun --standalone --nproc-per-node 2 tools/train_net.py --config-file ... MODEL.DEVICE cpu
 
 Any `KEY VALUE` pairs after the flags override the config, as in fast-reid. The numbers
 the run reports (the last evaluation on DATASETS.TESTS) are also written, atomically, to
 OUTPUT_DIR/results.json.
+
+Several processes (`lastreid.launch`): under torchrun (any number of CPU processes over
+gloo, or one per GPU over NCCL), or fastreid's --num-gpus / --num-machines / --dist-url on
+CUDA. SOLVER.IMS_PER_BATCH is the batch of all processes together.
 """
 import json
 import logging
 import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.engine import default_argument_parser, launch
+from fastreid.engine import default_argument_parser
 from fastreid.utils import comm
 
 from lastreid.atomic import write_text_atomic
 from lastreid.startup import build_cfg, check_can_start
 from lastreid.engine import Trainer, default_setup, evaluate_weights
 from lastreid.errors import run_tool
+from lastreid.launch import check_launch, launch
 
 
 def main(args):
@@ -41,22 +47,16 @@ def main(args):
 
 
 def start(args):
-    # Every config or dataset problem as one line before any process starts. main() checks
-    # again in each process, and logs the CPU fallback once, properly.
+    # Every config, dataset or launch problem as one line before any process starts. main()
+    # checks again in each process, and logs the CPU fallback once, properly.
     logging.disable(logging.WARNING)
     try:
         cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
         check_can_start(cfg, eval_only=args.eval_only)
+        check_launch(args, cfg)
     finally:
         logging.disable(logging.NOTSET)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    return launch(main, args, cfg)
 
 
 if __name__ == "__main__":

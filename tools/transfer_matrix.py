@@ -20,7 +20,7 @@ import argparse
 import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from lastreid import transfer
+from lastreid import launch, transfer
 from lastreid.errors import InputError, run_tool
 
 
@@ -70,6 +70,9 @@ def _pairs(items, what):
 
 def main(argv=None):
     args = parse_args(argv)
+    if launch.under_torchrun():  # N copies would run every cell N times into one table
+        raise InputError("run it as one process, not under torchrun; --num-gpus N gives each "
+                         "cell N processes on CUDA")
     configs = {"direct": transfer.CONFIGS[args.preset]["direct"],
                "finetune": dict(transfer.CONFIGS[args.preset]["finetune"])}
     if args.direct_config:

@@ -10,12 +10,14 @@ Writes <output>/ranks_000.png, ... (--per-page queries each) and <output>/cmc.pn
 Features files come from tools/extract_features.py; the first num_query rows are the
 queries (--num-query overrides it, e.g. for features of a folder of crops). Only the
 drawn queries' distance rows are sorted; --order worst / best computes one AP per query
-in a blocked pass (no full distance matrix), --order random does not.
+in a blocked pass (no full distance matrix), --order random does not. From a model under
+torchrun, the processes share the feature extraction and the main process draws.
 """
 import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from fastreid.utils.logger import setup_logger
+from lastreid import launch
 from lastreid.features import load_features
 from lastreid.errors import report_error, run_tool
 from lastreid.visualize import ORDERS, cmc_and_map, rank_queries, save_cmc_curve, write_rank_pages
@@ -59,15 +61,21 @@ def load(args):
     from lastreid.features import FeatureExtractor, build_inference_cfg
 
     cfg = build_inference_cfg(args.config_file, args.weights, args.opts)
+    launch.init_from_env(cfg)
     data = FeatureExtractor(cfg, progress=not args.quiet).extract_dataset(args.dataset, root=args.root)
-    data["metric"] = cfg.TEST.METRIC
+    launch.finish()  # the main process draws alone
+    if data is not None:  # None: not the main process of a torchrun job
+        data["metric"] = cfg.TEST.METRIC
     return data
 
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="lastreid", abbrev_name="lastreid")  # load reports, precision path
+    # Load reports, precision path; from the main process only under torchrun.
+    setup_logger(name="lastreid", abbrev_name="lastreid", distributed_rank=launch.env_rank())
     data = load(args)
+    if data is None:
+        return 0
     nq = args.num_query if args.num_query is not None else int(data.get("num_query", 0))
     feats, pids, camids, paths = data["features"], data["pids"], data["camids"], data["paths"]
     if not 0 < nq < len(feats):

@@ -12,6 +12,10 @@ Patched here, before fastreid is first imported (nothing in site-packages is mod
    `inference_on_dataset` then flipped that normalised batch: every flip-averaged
    evaluation normalised the mirrored half twice. It now normalises into a new tensor.
 
+6. `DefaultTrainer.__init__` wraps the model in DistributedDataParallel with
+   `device_ids=[comm.get_local_rank()]` whenever the world size is above 1, which DDP
+   refuses for a CPU model; the DDP it builds leaves `device_ids` out for a CPU model.
+
 Worked around where the code that needs it lives:
 - `engine.Trainer.build_optimizer`: fastreid's ContiguousParams buffer never sees a gradient
   under torch 2's `zero_grad(set_to_none=True)`, so nothing trained; plain parameters.
@@ -23,8 +27,10 @@ Worked around where the code that needs it lives:
   from an earlier evaluation; a resumed, finished run leaves `epoch` unset.
 - `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.
 - `images.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
-- `config.build_cfg`: yacs reports an unknown key as a bare AssertionError.
-- `fastreid_internals`: the only module that uses fastreid's private names.
+- `startup.build_cfg`: yacs reports an unknown key as a bare AssertionError.
+- `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
+  launch sets it, and `comm.get_local_rank()` asserts it).
+- `fastreid_internals`: the only other module that uses fastreid's private names.
 """
 import collections
 import collections.abc
@@ -84,8 +90,21 @@ def _patch_baseline_preprocess():
     Baseline.preprocess_image = preprocess_image
 
 
+def _patch_cpu_ddp():
+    import fastreid.engine.defaults as defaults
+    from torch.nn.parallel import DistributedDataParallel
+
+    class DeviceAwareDDP(DistributedDataParallel):
+        def __init__(self, module, device_ids=None, **kwargs):
+            on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+            super().__init__(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+    defaults.DistributedDataParallel = DeviceAwareDDP
+
+
 _patch_collections()
 _patch_torch_six()
 _patch_numpy()
 _register_cython_evaluators()
 _patch_baseline_preprocess()
+_patch_cpu_ddp()

@@ -47,4 +47,11 @@ def add_lastreid_config(cfg):
     _C.MODEL.CHANNELS_LAST = "auto"
     # bfloat16 autocast on CPU ("auto", "on", "off"); SOLVER.AMP.ENABLED stays fp16 on CUDA.
     _C.MODEL.CPU_BF16 = "auto"
+
+    # Distributed (torchrun) ---------------------------------------------------------------
+    # Minutes any collective (gradient all-reduce, barrier, feature gather) may wait for
+    # the other processes before this one fails: a process that died never answers. Long
+    # enough for the main process's evaluation while the others wait at the next barrier.
+    _C.DISTRIBUTED = CN()
+    _C.DISTRIBUTED.TIMEOUT_MINUTES = 30.0
     return cfg

@@ -5,11 +5,19 @@ DDP through `fastreid.engine.launch`). fastreid has no CPU path: DataLoaderX cre
 `torch.cuda.Stream` in its constructor and AMPTrainer asserts CUDA, so on CPU the loaders
 are plain `torch.utils.data.DataLoader`s over the same datasets, samplers and collate
 function, and training runs without AMP.
+
+With several processes (`lastreid.launch`: torchrun, or fastreid's launch on CUDA) each
+process trains on SOLVER.IMS_PER_BATCH / world size images of every step (its contiguous
+share of one global batch drawn by fastreid's sampler from a seed shared by all processes;
+the NUM_INSTANCE images of each identity drawn stay in one process), evaluates its contiguous share of the test set
+(gathered back into dataset order by the evaluator), and only the main process writes
+checkpoints, metrics and events; DDP wraps the model on CPU as on CUDA (`lastreid.compat`).
 """
 import json
 import logging
 import os
 
+import numpy as np
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
@@ -30,6 +38,7 @@ from .modeling import build_model, load_weights
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
+from .launch import check_batch_split
 from .resume import arrange_hooks, continue_run
 from .startup import on_cpu
 
@@ -99,6 +108,35 @@ def _loader(cfg, dataset, batch_sampler, num_workers):
     return fastreid_build.DataLoaderX(comm.get_local_rank(), pin_memory=True, **kwargs)
 
 
+class OwnNumpyRandom(torch.utils.data.Sampler):
+    """Runs a fastreid sampler on its own copy of NumPy's global random state.
+
+    fastreid's training samplers seed NumPy's global generator once and then draw from it,
+    and every process must draw the same global batches to take disjoint shares of them.
+    With DATALOADER.NUM_WORKERS 0 the transforms run in the same process between two draws,
+    and some (AutoAugment, AugMix) draw from the same global generator a number of times
+    that depends on the image, so the processes' streams would drift apart."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        outer = np.random.get_state()
+        own = outer
+        stream = iter(self.sampler)
+        while True:
+            np.random.set_state(own)
+            try:
+                index = next(stream)
+            except StopIteration:
+                return
+            finally:
+                own = np.random.get_state()
+                np.random.set_state(outer)
+            yield index
+            outer = np.random.get_state()
+
+
 def build_train_set(cfg, names=None):
     items = []
     for name in names or cfg.DATASETS.NAMES:
@@ -147,17 +185,24 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         logger.info("Prepare training set")
+        world = comm.get_world_size()
+        batch_size = check_batch_split(cfg, world)
+        if world > 1:
+            logger.info("Per-process batch: %d images (SOLVER.IMS_PER_BATCH %d over %d processes)",
+                        batch_size, cfg.SOLVER.IMS_PER_BATCH, world)
         train_set = build_train_set(cfg)
-        # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process).
+        # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process);
+        # its seed is comm.shared_random_seed(), the main process's, in every process.
         sampler = fastreid_build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
-        batch_size = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-        batch_sampler = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
+        batch_sampler = torch.utils.data.BatchSampler(OwnNumpyRandom(sampler), batch_size,
+                                                      drop_last=True)
         return _loader(cfg, train_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         test_set, num_query = build_test_set(cfg, dataset_name)
-        batch_size = cfg.TEST.IMS_PER_BATCH // comm.get_world_size()
+        batch_size = max(1, cfg.TEST.IMS_PER_BATCH // comm.get_world_size())
+        # Contiguous shares in rank order: the evaluator's gather restores dataset order.
         batch_sampler = torch.utils.data.BatchSampler(
             samplers.InferenceSampler(len(test_set)), batch_size, drop_last=False
         )
@@ -216,6 +261,7 @@ class Trainer(DefaultTrainer):
         """Loads model_best.pth (else the final weights in memory) and evaluates it on
         TEST.FINAL_TESTS."""
         best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
+        comm.synchronize()  # the main process may still be writing model_best.pth
         model = self.model.module if hasattr(self.model, "module") else self.model
         if os.path.isfile(best):
             logger.info("Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS))

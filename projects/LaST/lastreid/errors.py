@@ -44,7 +44,10 @@ def one_line(text, limit=None):
 
 
 def report_error(message):
-    """Prints `<tool>: error: <message>` (one line) on stderr; <tool> is the script's name."""
+    """Prints `<tool>: error: <message>` (one line) on stderr; <tool> is the script's name.
+    Under torchrun every process meets the same problem: only rank 0 says it."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     tool = os.path.basename(sys.argv[0]) or "lastreid"
     print(f"{tool}: error: {one_line(message)}", file=sys.stderr, flush=True)
 

@@ -15,6 +15,10 @@ INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision.for_inf
 on a CPU that has native bf16, a BN-folded bf16 copy under autocast with channels-last;
 float32 elsewhere) and, when
 TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
+
+In a distributed job (a tool under torchrun, `lastreid.launch.init_from_env`) every process
+extracts a contiguous share of the images and the main process gets all the features, in
+order; `extract`, `extract_dataset` and `extract_files` return None in the other processes.
 """
 import glob
 import logging
@@ -22,6 +26,7 @@ import os
 
 import numpy as np
 import torch
+from fastreid.utils import comm
 from torch.utils.data import DataLoader, Dataset
 
 from . import precision
@@ -32,7 +37,7 @@ from .modeling import build_model, load_weights
 logger = logging.getLogger(__name__)
 
 __all__ = ["FeatureExtractor", "build_inference_cfg", "inference_argument_parser",
-           "list_image_files", "parse_crop_name", "save_features", "load_features"]
+           "list_image_files", "process_share", "parse_crop_name", "save_features", "load_features"]
 
 
 def build_inference_cfg(config_file, weights=None, opts=()):
@@ -69,8 +74,8 @@ def inference_argument_parser(doc):
 class _ImageFiles(Dataset):
     """Image files through the test transforms; yields (image tensor, index)."""
 
-    def __init__(self, paths, transform):
-        self.paths, self.transform = list(paths), transform
+    def __init__(self, paths, transform, start=0):
+        self.paths, self.transform, self.start = list(paths), transform, start
 
     def __len__(self):
         return len(self.paths)
@@ -79,7 +84,16 @@ class _ImageFiles(Dataset):
         from fastreid.data.data_utils import read_image
 
         # "RGB": a no-op for the datasets' RGB JPEGs, and safe for grey / RGBA crops.
-        return self.transform(read_image(self.paths[index], "RGB")), index
+        return self.transform(read_image(self.paths[index], "RGB")), self.start + index
+
+
+def process_share(n, rank=None, world_size=None):
+    """The contiguous range of n items of one process (as fastreid's InferenceSampler):
+    in rank order the shares cover range(n) in order."""
+    rank = comm.get_rank() if rank is None else rank
+    world_size = comm.get_world_size() if world_size is None else world_size
+    size = (n - 1) // world_size + 1 if n else 0
+    return range(min(size * rank, n), min(size * (rank + 1), n))
 
 
 def _progress(iterable, total, desc, enabled):
@@ -110,7 +124,7 @@ class FeatureExtractor:
         self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH)
         self.flip = bool(cfg.TEST.FLIP.ENABLED if flip is None else flip)
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
-        self.progress = progress
+        self.progress = progress and comm.is_main_process()
         self.transform = build_transforms(cfg, is_train=False)
         # build_model logs the path it prepares; a model passed in gets it logged here.
         self.fast_path = precision.resolve(cfg, log=model is not None)
@@ -151,11 +165,14 @@ class FeatureExtractor:
         return feats.cpu()
 
     def extract(self, paths, desc="features"):
-        """(len(paths), dim) float32 array of the features of the image files `paths`."""
+        """(len(paths), dim) float32 array of the features of the image files `paths`
+        (None outside the main process of a distributed job)."""
         paths = list(paths)
-        loader = DataLoader(_ImageFiles(paths, self.transform), batch_size=self.batch_size,
-                            shuffle=False, num_workers=self.num_workers)
-        out = None
+        share = process_share(len(paths))
+        images = _ImageFiles(paths[share.start:share.stop], self.transform, start=share.start)
+        loader = DataLoader(images, batch_size=self.batch_size, shuffle=False,
+                            num_workers=self.num_workers)
+        out = np.empty((len(share), self.dim), dtype=np.float32) if not len(share) else None
         was_training = self.model.training
         self.model.eval()
         # One inference model per extraction: a model passed in may train between them.
@@ -164,13 +181,14 @@ class FeatureExtractor:
             for images, index in _progress(loader, len(loader), desc, self.progress):
                 feats = self._forward(images, model).numpy()
                 if out is None:
-                    out = np.empty((len(paths), feats.shape[1]), dtype=np.float32)
-                out[index.numpy()] = feats
+                    out = np.empty((len(share), feats.shape[1]), dtype=np.float32)
+                out[index.numpy() - share.start] = feats
         finally:
             self.model.train(was_training)
-        if out is None:
-            out = np.empty((0, self.dim), dtype=np.float32)
-        return out
+        if comm.get_world_size() == 1:
+            return out
+        shares = comm.gather(out, dst=0)  # rank order: the shares in order
+        return np.concatenate(shares) if comm.is_main_process() else None
 
     def extract_dataset(self, name, root=None):
         """Features of the query + gallery of the registered dataset `name` (queries first),
@@ -180,6 +198,8 @@ class FeatureExtractor:
         data = build_dataset(name, root=root)
         items = list(data.query) + list(data.gallery)
         feats = self.extract([path for path, _, _ in items], desc=f"{name} features")
+        if feats is None:
+            return None
         return dict(
             features=feats,
             paths=np.array([path for path, _, _ in items]),
@@ -195,8 +215,11 @@ class FeatureExtractor:
         `extract_dataset`'s (num_query 0: a folder has no query / gallery split)."""
         paths = list_image_files(pattern)
         parsed = [parse_crop_name(p) for p in paths]
+        feats = self.extract(paths)
+        if feats is None:
+            return None
         return dict(
-            features=self.extract(paths),
+            features=feats,
             paths=np.array(paths),
             pids=np.array([pid for pid, _ in parsed], dtype=np.int64),
             camids=np.array([camid for _, camid in parsed], dtype=np.int64),

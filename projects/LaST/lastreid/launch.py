@@ -1,0 +1,154 @@
+"""One job on several processes: torchrun (env://), or fastreid's own launch on CUDA.
+
+Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT in the
+environment, one process per GPU or CPU worker) `launch` joins the job from inside the
+process: `init_process_group("env://")` with gloo on the CPU and NCCL on CUDA (after
+`torch.cuda.set_device(LOCAL_RANK)`), a timeout on every collective
+(DISTRIBUTED.TIMEOUT_MINUTES, so a peer that is gone ends the process instead of blocking
+it forever), and fastreid's per-machine group `comm._LOCAL_PROCESS_GROUP`, which
+`comm.get_local_rank()` asserts and which only fastreid's own launch sets.
+
+Without torchrun, `--num-gpus / --num-machines / --dist-url` go to fastreid's launch
+unchanged (it spawns one NCCL process per GPU and asserts CUDA); on the CPU more than one
+process stops with one line pointing to torchrun.
+
+`check_batch_split(cfg, world_size)` is the per-process batch rule every run is checked
+against (before launching and again when the train loader is built).
+"""
+import datetime
+import logging
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+from fastreid.engine import launch as fastreid_launch
+from fastreid.utils import comm
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["launch", "check_launch", "under_torchrun", "init_from_env", "finish", "env_rank",
+           "expected_world_size", "check_batch_split", "IDENTITY_SAMPLERS"]
+
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# fastreid's samplers that put NUM_INSTANCE images of each identity in a process's batch.
+IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
+TORCHRUN_HINT = ("python -m torch.distributed.run --standalone --nproc-per-node N "
+                 "tools/train_net.py ...")
+
+
+def under_torchrun(environ=None):
+    """True when torchrun (or any env:// launcher, e.g. a SLURM script) started this process."""
+    environ = os.environ if environ is None else environ
+    return all(name in environ for name in _TORCHRUN_VARS)
+
+
+def env_rank(environ=None):
+    """This process's rank as the launcher set it (0 outside torchrun), usable before the
+    process group exists (e.g. to keep other processes' logs off the console)."""
+    environ = os.environ if environ is None else environ
+    return int(environ.get("RANK", 0)) if under_torchrun(environ) else 0
+
+
+def _on_cuda(device):
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+def expected_world_size(args=None, environ=None):
+    """The number of processes the job will have: WORLD_SIZE under torchrun, else
+    --num-gpus x --num-machines (1 without args)."""
+    environ = os.environ if environ is None else environ
+    if under_torchrun(environ):
+        return int(environ["WORLD_SIZE"])
+    if args is None:
+        return 1
+    return max(1, int(getattr(args, "num_gpus", 1))) * max(1, int(getattr(args, "num_machines", 1)))
+
+
+def check_batch_split(cfg, world_size):
+    """Raises ConfigError (one line, naming the keys) unless SOLVER.IMS_PER_BATCH splits
+    evenly over the processes and, for the identity samplers, NUM_INSTANCE divides each
+    process's share (fastreid's samplers would otherwise loop forever looking for a
+    batch of the right size). Returns the per-process batch."""
+    total, k = int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.DATALOADER.NUM_INSTANCE)
+    if world_size < 1 or total % world_size or total < world_size:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH {total} does not split over {world_size} "
+                         f"processes: use a multiple of {world_size}")
+    per_process = total // world_size
+    if cfg.DATALOADER.SAMPLER_TRAIN in IDENTITY_SAMPLERS and (k < 1 or per_process % k):
+        raise ConfigError(f"DATALOADER.NUM_INSTANCE {k} does not divide the per-process batch "
+                         f"{per_process} (SOLVER.IMS_PER_BATCH {total} / {world_size} "
+                         f"processes): use a multiple of {k * world_size}")
+    return per_process
+
+
+def _set_local_process_group():
+    """fastreid's `comm._LOCAL_PROCESS_GROUP`: the processes on this machine. torchrun
+    numbers the ranks of one node contiguously and says which node (GROUP_RANK); any other
+    env:// launcher is grouped by host name."""
+    node = os.environ.get("GROUP_RANK") or socket.gethostname()
+    nodes = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    for key in dict.fromkeys(nodes):  # every process creates every group, in one order
+        group = dist.new_group([rank for rank, n in enumerate(nodes) if n == key])
+        if key == node:
+            comm._LOCAL_PROCESS_GROUP = group
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if dist.get_rank(group=comm._LOCAL_PROCESS_GROUP) != local_rank:
+        raise ConfigError(f"LOCAL_RANK {local_rank} is not this process's place among the "
+                           f"ranks of its machine ({nodes}): start one launcher per machine")
+
+
+def init_from_env(cfg):
+    """Joins the torchrun job of this process (see the module docstring); a no-op outside
+    torchrun or when the process group already exists. Returns the world size."""
+    if not under_torchrun() or dist.is_initialized():
+        return comm.get_world_size()
+    cuda = _on_cuda(cfg.MODEL.DEVICE)
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    timeout = datetime.timedelta(minutes=float(cfg.DISTRIBUTED.TIMEOUT_MINUTES))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", timeout=timeout)
+    _set_local_process_group()
+    return dist.get_world_size()
+
+
+def finish():
+    """Ends this process's part of a torchrun job started by `init_from_env`: waits for the
+    others (the main process may still be writing), then leaves the process group."""
+    if dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()
+
+
+def check_launch(args, cfg):
+    """Raises ConfigError (one line) for a launch that cannot work: the batch split
+    (`check_batch_split`), fastreid's process flags under torchrun, several processes on
+    the CPU without torchrun."""
+    world = expected_world_size(args)
+    check_batch_split(cfg, world)
+    if under_torchrun():
+        if args.num_gpus > 1 or args.num_machines > 1:
+            raise ConfigError("under torchrun, leave out --num-gpus / --num-machines: "
+                             "torchrun's --nproc-per-node / --nnodes set the processes")
+    elif world > 1 and not _on_cuda(cfg.MODEL.DEVICE):
+        raise ConfigError(f"{world} processes (--num-gpus x --num-machines) need CUDA "
+                         f"(MODEL.DEVICE is {cfg.MODEL.DEVICE}); on the CPU start them with "
+                         f"torchrun: {TORCHRUN_HINT}")
+
+
+def launch(main_func, args, cfg):
+    """Runs `main_func(args)` in every process of the job that `args` (fastreid's
+    --num-gpus / --num-machines / --machine-rank / --dist-url) and the environment ask for,
+    after `check_launch`, and returns what it returns (None from fastreid's multi-process
+    launch)."""
+    check_launch(args, cfg)
+    if under_torchrun():
+        init_from_env(cfg)
+        results = main_func(args)
+        finish()
+        return results
+    return fastreid_launch(main_func, args.num_gpus, num_machines=args.num_machines,
+                           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))

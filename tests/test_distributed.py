@@ -1,0 +1,273 @@
+"""Two processes under torchrun on the CPU (gloo), on the tiny synthetic trees: evaluation and
+feature extraction give the one-process numbers, a short training run shards its batches
+and writes each file once from the main process, a SIGKILL of one rank ends the job and
+--resume finishes it. Plus unit tests of lastreid.launch's checks."""
+import collections
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lastreid import launch
+from lastreid.checkpoint import load_checkpoint_file
+from lastreid.startup import build_cfg
+from lastreid.engine import OwnNumpyRandom, Trainer, evaluate_weights
+from lastreid.features import load_features, process_share
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+WRAPPER = os.path.join(REPO, "tests", "dist_train.py")
+# A hang guard only (a healthy run takes seconds): a job that outlives it fails the test.
+TIMEOUT_S = 300
+FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
+# The tiny LaST train split: 24 images of 6 identities. Batches of 8 = 2 processes x
+# (2 identities x 2 images): 3 steps per epoch.
+EPOCHS, BATCH, INSTANCES, TRAIN_IMAGES = 2, 8, 2, 24
+ITERS = TRAIN_IMAGES // BATCH
+
+
+def fast_opts(*extra):
+    from conftest import FAST_CPU_OPTS
+
+    return FAST_CPU_OPTS + FP32 + ["TEST.IMS_PER_BATCH", "4"] + list(extra)
+
+
+def torchrun(args, synthetic_root, nproc=2):
+    """Runs `args` (a script and its arguments) as one torchrun job; returns the completed
+    process (stdout and stderr together)."""
+    env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node", str(nproc)] + args
+    return subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A random ResNet-18 BoT at 64x32 with perturbed BatchNorm statistics (eval mode is
+    not the identity), saved as a fastreid checkpoint."""
+    torch.manual_seed(0)
+    model = Trainer.build_model(build_cfg(CONFIG, fast_opts()))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("dist_weights") / "model.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
+def test_two_process_evaluation_gives_the_one_process_metrics(weights, synthetic_root, tmp_path,
+                                                               monkeypatch):
+    # LaST test: 19 items, uneven shares (10 + 9) in batches of 2 per process.
+    opts = fast_opts("MODEL.WEIGHTS", weights, "DATASETS.TESTS", '("LaST", "LaSTVal")')
+    monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
+    one = evaluate_weights(build_cfg(CONFIG, opts, eval_only=True))
+    out = tmp_path / "eval"
+    run = torchrun([TRAIN_NET, "--config-file", CONFIG, "--eval-only"] + opts
+                   + ["OUTPUT_DIR", str(out)], synthetic_root)
+    assert run.returncode == 0, run.stdout[-3000:]
+    with open(out / "results.json") as f:
+        two = json.load(f)
+    for name in ("LaST", "LaSTVal"):
+        assert {k: v for k, v in two[name].items() if k != "dataset"} == \
+            {k: v for k, v in one[name].items() if k != "dataset"}, name
+    assert two["LaST"]["mAP"] > 0
+
+
+def test_two_process_features_are_the_one_process_features(weights, synthetic_root, tmp_path):
+    tool = os.path.join(REPO, "tools", "extract_features.py")
+    args = ["--config-file", CONFIG, "--weights", weights, "--dataset", "LaST",
+            "--root", str(synthetic_root)]
+    run = torchrun([tool] + args + ["-o", str(tmp_path / "two.npz")] + fast_opts(), synthetic_root)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert run.stdout.count("wrote ") == 1  # the main process alone writes
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("extract_features", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(args + ["-o", str(tmp_path / "one.npz")] + fast_opts()) == 0
+    one, two = load_features(str(tmp_path / "one.npz")), load_features(str(tmp_path / "two.npz"))
+    for key in ("paths", "pids", "camids"):
+        assert list(two[key]) == list(one[key]), key  # dataset order
+    assert two["num_query"] == one["num_query"] == 4
+    np.testing.assert_allclose(two["features"], one["features"], rtol=1e-5, atol=1e-6)
+
+
+def train_args(output, *extra):
+    return ["--config-file", CONFIG] + list(extra) + fast_opts(
+        "SOLVER.IMS_PER_BATCH", str(BATCH), "DATALOADER.NUM_INSTANCE", str(INSTANCES),
+        "SOLVER.WARMUP_ITERS", "2", "SOLVER.MAX_EPOCH", str(EPOCHS), "OUTPUT_DIR", str(output))
+
+
+def read_records(folder, rank):
+    """(training steps, files written, sampler seeds) recorded by one rank."""
+    path = os.path.join(folder, f"rank{rank}.jsonl")
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    return ([r for r in lines if "iteration" in r], [r["wrote"] for r in lines if "wrote" in r],
+            [r["seed"] for r in lines if "seed" in r])
+
+
+def expected_shares(seed, steps, monkeypatch, root):
+    """The image paths fastreid's NaiveIdentitySampler gives each of 2 processes in `steps`
+    steps, built here in one process: the global batches of seed `seed`, split by rank."""
+    from fastreid.data.samplers import NaiveIdentitySampler
+    from fastreid.utils import comm
+
+    from lastreid.datasets import build_dataset
+
+    items = build_dataset("LaST", root=str(root)).train
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+        monkeypatch.setattr(comm, "get_rank", lambda: rank)
+        sampler = NaiveIdentitySampler(items, BATCH // 2, INSTANCES, seed=seed)
+        monkeypatch.undo()
+        stream = iter(sampler)
+        shares.append([[items[next(stream)][0] for _ in range(BATCH // 2)] for _ in range(steps)])
+    return shares
+
+
+def evaluated_iterations(output):
+    with open(os.path.join(output, "metrics.json")) as f:
+        return [m["iteration"] for m in map(json.loads, f) if "metric" in m]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(synthetic_root, tmp_path_factory):
+    """A 2-process training run of EPOCHS epochs through tests/dist_train.py whose rank 1
+    sends itself SIGKILL in the middle step of the second epoch, then the same command
+    with --resume (each phase records into its own folder)."""
+    base = tmp_path_factory.mktemp("dist_train")
+    output, phases = base / "run", [base / "killed", base / "resumed"]
+    for folder in phases:
+        folder.mkdir()
+    kill_at = ITERS + 1
+    killed = torchrun([WRAPPER, str(phases[0]), "1", str(kill_at), "--"] + train_args(output),
+                      synthetic_root)
+    after_kill = dict(files=set(os.listdir(output)), last=(output / "last_checkpoint").read_text())
+    resumed = torchrun([WRAPPER, str(phases[1]), "--"] + train_args(output, "--resume"),
+                       synthetic_root)
+    return SimpleNamespace(output=output, killed=killed, resumed=resumed, kill_at=kill_at,
+                           after_kill=after_kill,
+                           phases=[[read_records(f, r) for r in (0, 1)] for f in phases])
+
+
+def test_sigkill_of_one_rank_ends_the_job_and_resume_finishes_it(killed_and_resumed):
+    run = killed_and_resumed
+    assert run.killed.returncode != 0  # within TIMEOUT_S: torchrun stopped the other rank
+    assert "Signal 9 (SIGKILL)" in run.killed.stdout  # torchrun's report of the root cause
+    assert "model_final.pth" not in run.after_kill["files"]
+    assert run.after_kill["last"].strip() == "model_0000.pth"
+    assert run.resumed.returncode == 0, run.resumed.stdout[-3000:]
+    assert "Starting training from epoch 1" in run.resumed.stdout
+    killed_steps = [s["iteration"] for s in run.phases[0][0][0]]
+    resumed_steps = [s["iteration"] for s in run.phases[1][0][0]]
+    assert killed_steps == list(range(run.kill_at))  # rank 0 never finished the killed step
+    assert resumed_steps == list(range(ITERS, EPOCHS * ITERS))  # the second epoch, again
+    assert load_checkpoint_file(str(run.output / "model_final.pth"))["epoch"] == EPOCHS - 1
+    assert evaluated_iterations(run.output) == [ITERS - 1, EPOCHS * ITERS - 1]  # each epoch once
+    with open(run.output / "results.json") as f:
+        assert "mAP" in json.load(f)
+
+
+def test_each_process_trains_on_its_share_of_every_batch(killed_and_resumed, synthetic_root,
+                                                         monkeypatch):
+    for phase in killed_and_resumed.phases:
+        (steps0, _, seed0), (steps1, _, seed1) = phase
+        assert seed0 == seed1 and len(seed0) == 1  # comm.shared_random_seed() everywhere
+        steps1 = steps1[:len(steps0)]  # rank 0 did not finish the step rank 1 was killed in
+        assert [s["iteration"] for s in steps0] == [s["iteration"] for s in steps1]
+        expected = expected_shares(seed0[0], len(steps0), monkeypatch, synthetic_root)
+        assert [s["paths"] for s in steps0] == expected[0]
+        assert [s["paths"] for s in steps1] == expected[1]
+        for a, b in zip(steps0, steps1):
+            for step in (a, b):  # BATCH / 2 images: 2 identities x INSTANCES images each
+                assert sorted(collections.Counter(step["pids"]).values()) == [INSTANCES] * 2
+            assert a["weights"] == b["weights"]  # DDP: the same gradient step everywhere
+    # Epoch 0 trained before the kill, epoch 1 after the resume: each on all its images.
+    for epoch, phase in enumerate(killed_and_resumed.phases):
+        steps = [s for rank in phase for s in rank[0] if s["iteration"] // ITERS == epoch]
+        assert sum(len(s["paths"]) for s in steps) == ITERS * BATCH == TRAIN_IMAGES
+
+
+def test_only_the_main_process_writes_and_each_file_once(killed_and_resumed):
+    run = killed_and_resumed
+    assert [wrote for phase in run.phases for wrote in phase[1][1]] == []  # rank 1
+    counts = collections.Counter(w for phase in run.phases for w in phase[0][1])
+    assert counts["model_0000.pth"] == counts["model_final.pth"] == counts["results.json"] == 1
+    assert 1 <= counts["model_best.pth"] <= EPOCHS
+    assert set(counts) == {"model_0000.pth", "model_final.pth", "model_best.pth",
+                           "last_checkpoint", "results.json"}
+    files = os.listdir(run.output)
+    assert len([f for f in files if f.startswith("events.out.tfevents")]) == 2  # one a phase
+    assert [f for f in files if "rank" in f] == ["log.txt.rank1"]
+    with open(run.output / "log.txt") as f:
+        log = f.read()
+    assert log.count("World size: 2") == 2  # once a phase
+    assert log.count("Per-process batch: 4 images (SOLVER.IMS_PER_BATCH 8 over 2 processes)") == 2
+
+
+# Unit tests of the launch checks -------------------------------------------------------
+
+def cfg_with(*opts):
+    return build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
+                     + list(opts))
+
+
+def test_batch_split_errors_name_the_keys():
+    assert launch.check_batch_split(cfg_with("SOLVER.IMS_PER_BATCH", "64"), 2) == 32
+    with pytest.raises(ValueError, match=r"^SOLVER.IMS_PER_BATCH 63 does not split over 2 "):
+        launch.check_batch_split(cfg_with("SOLVER.IMS_PER_BATCH", "63"), 2)
+    with pytest.raises(ValueError, match=r"^DATALOADER.NUM_INSTANCE 4 does not divide the "
+                                         r"per-process batch 6 .*multiple of 8$"):
+        launch.check_batch_split(cfg_with("SOLVER.IMS_PER_BATCH", "12"), 2)
+    # TrainingSampler has no identities to keep together.
+    cfg = cfg_with("SOLVER.IMS_PER_BATCH", "12", "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
+    assert launch.check_batch_split(cfg, 2) == 6
+
+
+def test_several_cpu_processes_without_torchrun_point_to_torchrun(monkeypatch):
+    for name in launch._TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    args = SimpleNamespace(num_gpus=2, num_machines=1)
+    with pytest.raises(ValueError, match="on the CPU start them with torchrun"):
+        launch.check_launch(args, cfg_with())
+    launch.check_launch(SimpleNamespace(num_gpus=1, num_machines=1), cfg_with())
+    env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h",
+           "MASTER_PORT": "1"}
+    assert launch.under_torchrun(env) and launch.env_rank(env) == 1
+    assert launch.expected_world_size(args, env) == 4
+    assert launch.expected_world_size(args, {}) == 2
+
+
+def test_shares_of_the_test_set_cover_it_in_order():
+    for n in (0, 1, 5, 19, 20):
+        for world in (1, 2, 3):
+            shares = [process_share(n, rank, world) for rank in range(world)]
+            assert [i for s in shares for i in s] == list(range(n))
+
+
+def test_sampler_stream_ignores_other_numpy_draws():
+    from fastreid.data.samplers import NaiveIdentitySampler
+
+    items = [(f"{i}.jpg", i % 6, 0) for i in range(24)]
+
+    def draws(disturb):
+        stream = iter(OwnNumpyRandom(NaiveIdentitySampler(items, 4, 2, seed=3)))
+        out = []
+        for _ in range(40):
+            out.append(next(stream))
+            if disturb:
+                np.random.random(int(out[-1]) + 1)  # like a transform drawing per image
+        return out
+
+    assert draws(True) == draws(False)
