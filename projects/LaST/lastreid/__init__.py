@@ -5,11 +5,6 @@ Python / PyTorch / NumPy (see `lastreid.compat`), then registers the datasets.
 """
 from . import compat  # noqa: F401  (must run before anything imports fastreid)
 from . import datasets  # noqa: F401
+from .features import FeatureExtractor
 
-
-def __getattr__(name):
-    # Lazy, so that `import lastreid` stays light and cycle-free: features imports the engine.
-    if name == "FeatureExtractor":
-        from .features import FeatureExtractor
-        return FeatureExtractor
-    raise AttributeError(f"module 'lastreid' has no attribute {name!r}")
+__all__ = ["FeatureExtractor"]

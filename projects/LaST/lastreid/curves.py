@@ -12,6 +12,8 @@ import math
 import os
 import re
 
+import yaml
+
 from .errors import InputError
 
 __all__ = ["read_metrics", "iterations_per_epoch", "plot_curves"]
@@ -57,8 +59,6 @@ def _read_config(run_dir):
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):
         return None
-    import yaml
-
     try:
         with open(path) as f:
             return yaml.safe_load(f)
@@ -91,7 +91,7 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
     """Draws losses, learning rate and validation Rank-1 / mAP of `run_dir` into a PNG
     (default <run_dir>/curves.png) of size[0]*dpi x size[1]*dpi pixels; returns its path.
     x_axis: "auto" (epochs when known), "epoch" or "iteration"."""
-    import matplotlib
+    import matplotlib  # here, not at the top: a second of start-up only the plotting tools pay
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

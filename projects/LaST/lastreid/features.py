@@ -20,19 +20,28 @@ In a distributed job (a tool under torchrun, `lastreid.launch.init_from_env`) ev
 extracts a contiguous share of the images and the main process gets all the features, in
 order; `extract`, `extract_dataset` and `extract_files` return None in the other processes.
 """
+import argparse
 import glob
 import logging
 import os
 
 import numpy as np
 import torch
+from fastreid.data.data_utils import read_image
+from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from . import precision
-from .datasets.common import is_image_file
+from .datasets import build_dataset
+from .datasets.celebreid import parse_celebreid_name
+from .datasets.common import DatasetLayoutError, is_image_file
+from .datasets.last import parse_last_name
+from .datasets.prcc import CAMERAS, parse_prcc_train_path
 from .errors import MissingFileError
 from .modeling import build_model, load_weights
+from .startup import build_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +53,6 @@ def build_inference_cfg(config_file, weights=None, opts=()):
     """The checked config for extracting features with `weights` (else MODEL.WEIGHTS from
     the file / opts). With no weights at all the model keeps its initial weights: the
     ImageNet file is then not needed either (MODEL.BACKBONE.PRETRAIN False)."""
-    from .startup import build_cfg
-
     opts = list(opts or [])
     if weights:
         return build_cfg(config_file, opts + ["MODEL.WEIGHTS", str(weights)], eval_only=True)
@@ -60,8 +67,6 @@ def inference_argument_parser(doc):
     (tools/extract_features.py, tools/export_onnx.py): description and epilog from the
     tool's docstring, --config-file and --weights (for `build_inference_cfg`). The tool adds
     its own flags and, last, the trailing `opts` overrides."""
-    import argparse
-
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,8 +86,6 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        from fastreid.data.data_utils import read_image
-
         # "RGB": a no-op for the datasets' RGB JPEGs, and safe for grey / RGBA crops.
         return self.transform(read_image(self.paths[index], "RGB")), self.start + index
 
@@ -99,8 +102,6 @@ def process_share(n, rank=None, world_size=None):
 def _progress(iterable, total, desc, enabled):
     if not enabled:
         return iterable
-    from tqdm import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True)
 
 
@@ -117,8 +118,6 @@ class FeatureExtractor:
 
     def __init__(self, cfg, weights=None, model=None, batch_size=None, flip=None,
                  num_workers=None, progress=True):
-        from fastreid.data.transforms import build_transforms
-
         self.cfg = cfg
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH)
@@ -193,8 +192,6 @@ class FeatureExtractor:
     def extract_dataset(self, name, root=None):
         """Features of the query + gallery of the registered dataset `name` (queries first),
         as a dict: features, paths, pids, camids (numpy arrays), num_query, dataset."""
-        from .datasets import build_dataset
-
         data = build_dataset(name, root=root)
         items = list(data.query) + list(data.gallery)
         feats = self.extract([path for path, _, _ in items], desc=f"{name} features")
@@ -245,11 +242,6 @@ def parse_crop_name(path):
     """(pid, camid) of a crop from its name, trying the dataset name formats in turn:
     LaST (6 fields, no camera: camid -1), PRCC (<pid>/<A|B|C>_cropped_rgb*.jpg: camid
     0/1/2), Celeb-reID (<pid>_<n>_<x>.jpg, no camera). (-1, -1) when none parses."""
-    from .datasets.celebreid import parse_celebreid_name
-    from .datasets.common import DatasetLayoutError
-    from .datasets.last import parse_last_name
-    from .datasets.prcc import CAMERAS, parse_prcc_train_path
-
     def last(p):
         return parse_last_name(p)[0], -1
 

@@ -82,7 +82,7 @@ def check_onnx(model, path, input_size, batch_sizes=(1, 3, 8), tolerance=1e-4, s
     """Runs random batches through onnxruntime (CPU) and PyTorch; returns a list of
     (batch size, max relative error) where the relative error of a feature vector is
     |onnx - torch| / |torch| (L2). The caller compares with `tolerance`."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: only the check needs it, and it is slow to import
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     wrapper = InferenceModel(model.float()).eval()

@@ -15,6 +15,7 @@ __all__ = ["BlockedReidEvaluator", "DistanceBlocks", "auto_block_size", "blocked
 
 
 def __getattr__(name):
+    # Lazy for memory, not for a cycle: the evaluator imports fastreid.evaluation.
     if name == "BlockedReidEvaluator":
         from .evaluator import BlockedReidEvaluator
         return BlockedReidEvaluator

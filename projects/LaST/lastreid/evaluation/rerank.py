@@ -60,6 +60,7 @@ def rerank_distmat(query_feat, gallery_feat, dist, k1=20, k2=6, lambda_value=0.3
     query_feat / gallery_feat: as fastreid feeds the jaccard code (already L2-normalized
     for the cosine metric). dist: the original (num_query, num_gallery) float32 distances.
     """
+    # Here: compute_dist imports faiss, which only re-ranking needs (see evaluation/__init__).
     from fastreid.utils.compute_dist import compute_jaccard_distance
 
     nq, ng = query_feat.shape[0], gallery_feat.shape[0]
@@ -74,5 +75,5 @@ def rerank_distmat(query_feat, gallery_feat, dist, k1=20, k2=6, lambda_value=0.3
 
 
 def _faiss_has_gpu():
-    import faiss
+    import faiss  # loaded by compute_jaccard_distance's module already
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
