@@ -205,8 +205,9 @@ def test_only_the_main_process_writes_and_each_file_once(killed_and_resumed):
     counts = collections.Counter(w for phase in run.phases for w in phase[0][1])
     assert counts["model_0000.pth"] == counts["model_final.pth"] == counts["results.json"] == 1
     assert 1 <= counts["model_best.pth"] <= EPOCHS
+    assert counts["config.yaml"] == len(run.phases)  # once a launch, by the main process
     assert set(counts) == {"model_0000.pth", "model_final.pth", "model_best.pth",
-                           "last_checkpoint", "results.json"}
+                           "last_checkpoint", "results.json", "config.yaml"}
     files = os.listdir(run.output)
     assert len([f for f in files if f.startswith("events.out.tfevents")]) == 2  # one a phase
     assert [f for f in files if "rank" in f] == ["log.txt.rank1"]
