@@ -18,6 +18,14 @@ nothing in site-packages is modified.
    `inference_on_dataset` then flips that already-normalised batch for the flip test, so
    the mirrored half was normalised twice and every flip-averaged evaluation was wrong.
    Normalising into a new tensor fixes it for every caller.
+
+Workarounds that live elsewhere (adapting fastreid from our own code):
+
+- `lastreid/transforms.py`: fastreid's `build_transforms` hard-codes bicubic resizing;
+  ours sets INPUT.INTERPOLATION (bicubic / bilinear) on its Resize transforms.
+- `lastreid/datasets/fastreid_sources.py`: fastreid's Market1501 / DukeMTMC / MSMT17 list
+  files with an unsorted `glob` and stop on a missing folder with a bare `assert`; our
+  `build_dataset` checks their layout first (one-line errors) and sorts the lists.
 """
 import collections
 import collections.abc

@@ -35,6 +35,9 @@ def add_lastreid_config(cfg):
     _C.MODEL.TRUST_CHECKPOINTS = False
 
     # Data -------------------------------------------------------------------------------
+    # Resize interpolation of the training and test transforms of every loader and tool:
+    # "bicubic" (fast-reid's) or "bilinear" (the public LaST code's). lastreid.transforms.
+    _C.INPUT.INTERPOLATION = "bicubic"
     # Skip (and count) images that cannot be decoded instead of stopping with an error.
     _C.DATALOADER.SKIP_BAD_IMAGES = False
 
@@ -85,6 +88,8 @@ def _merge(merge, source, where):
 def check_cfg(cfg, eval_only=False):
     from fastreid.data.datasets import DATASET_REGISTRY
 
+    from .transforms import interpolation_mode
+
     known = DATASET_REGISTRY._obj_map  # fastreid's Registry has no public listing
     datasets = [] if eval_only else list(cfg.DATASETS.NAMES)
     for key, names in (("DATASETS.NAMES", datasets), ("DATASETS.TESTS", cfg.DATASETS.TESTS),
@@ -92,6 +97,7 @@ def check_cfg(cfg, eval_only=False):
         for name in names:
             if name not in known:
                 raise KeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
+    interpolation_mode(cfg)  # ValueError naming INPUT.INTERPOLATION
     backbone = cfg.MODEL.BACKBONE
     if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
         where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"

@@ -13,7 +13,6 @@ import os
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
-from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
 from fastreid.engine import default_setup as fastreid_default_setup
 from fastreid.solver import build_optimizer
@@ -28,6 +27,7 @@ from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .resume import arrange_hooks, continue_run
+from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +124,13 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         super().__init__(cfg)
         if on_cpu(self.cfg):  # the CPU step (bf16 autocast, channels-last batches as resolved)
-            fast = precision.resolve(self.cfg, log=False)
+            fast = precision.resolve(self.cfg, training=True)
             self._trainer = precision.CpuTrainer.from_trainer(self._trainer, fast)
 
     @classmethod
     def build_model(cls, cfg):
         # Channels-last weights when the precision path says so: training, evaluation
-        # and evaluate_weights all build the model here. Logs the path taken.
+        # and evaluate_weights all build the model here. Logs the evaluation path.
         model = precision.prepare_model(super().build_model(cfg), precision.resolve(cfg))
         if cfg.MODEL.BACKBONE.TORCHVISION_STEM:  # reference / ImageNet checkpoints
             use_reference_maxpool(model)
@@ -138,8 +138,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model):
-        # Forward passes under the precision path's autocast with float32 features out;
-        # the evaluator's distances and ranking run outside autocast, in float32.
+        # The evaluation path: float32 unless MODEL.CPU_BF16 is on (then bf16 autocast with
+        # float32 features out); distances and ranking run outside autocast, in float32.
         return super().test(cfg, precision.for_inference(model, precision.resolve(cfg, log=False)))
 
     @classmethod

@@ -11,9 +11,9 @@
 
 The features are exactly those the evaluation ranks: the model in eval mode (for BoT the
 BNNeck feature), on the test transforms of the config (fast-reid's resize to
-INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision.for_inference`:
-on a CPU that has native bf16, a BN-folded bf16 copy under autocast with channels-last;
-float32 elsewhere) and, when
+INPUT.SIZE_TEST, INPUT.INTERPOLATION), under the config's evaluation precision path
+(`lastreid.precision.for_inference`: float32 unless MODEL.CPU_BF16 is on, then a
+BN-folded bf16 copy under autocast) and, when
 TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
 
 Flip averaging here feeds the model two separate tensors. fast-reid's own
@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import precision
+from .transforms import build_transforms
 from .datasets.common import is_image_file
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,6 @@ class FeatureExtractor:
 
     def __init__(self, cfg, weights=None, model=None, batch_size=None, flip=None,
                  num_workers=None, progress=True):
-        from fastreid.data.transforms import build_transforms
-
         self.cfg = cfg
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH)
