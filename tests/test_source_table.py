@@ -88,7 +88,8 @@ def test_source_layout_problems_are_one_line_errors(source_root, tmp_path):
     assert check_layout("PRCC", str(source_root)) is True
 
 
-@pytest.mark.parametrize("name", SOURCES)
+# Market1501's config trains (and evaluates on its test split) in the transfer-matrix test.
+@pytest.mark.parametrize("name", ("DukeMTMC", "MSMT17"))
 def test_source_config_trains_and_evaluates(source_root, fast_cpu_opts, tmp_path, monkeypatch, name):
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     config = os.path.join(REPO, "configs", name, "bagtricks_R50.yml")
@@ -143,21 +144,16 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
 
 def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         source_root, fast_cpu_opts, tmp_path, monkeypatch, capsys):
-    """--train LaST Market1501 --imagenet FILE --protocol seed on PRCC: two trained rows and
-    the ImageNet row; interrupted (deterministically, before its 4th run) and resumed by
-    the same command; the seed cells' best epochs checked against their histories."""
-    import torchvision
-
-    sys_path = os.path.join(REPO, "tools")
-    monkeypatch.syspath_prepend(sys_path)
+    """--train LaST Market1501 --protocol seed on PRCC (direct and fine-tuned): two trained
+    rows; interrupted (deterministically, before its 4th run) and resumed by the same
+    command; the seed cells' best epochs checked against their histories. (The ImageNet
+    row's commands: test_imagenet_row_is_the_file_itself.)"""
+    monkeypatch.syspath_prepend(os.path.join(REPO, "tools"))
     import transfer_matrix
 
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
-    imagenet = tmp_path / "resnet18-imagenet.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), imagenet)
     output = tmp_path / "table"
-    argv = ["--train", "LaST", "Market1501", "--imagenet", str(imagenet), "--datasets", "PRCC",
+    argv = ["--train", "LaST", "Market1501", "--datasets", "PRCC",
             "--protocol", "seed", "--output", str(output), "--no-print-table",
             *fast_cpu_opts, *SMALL_OPTS, "SOLVER.MAX_EPOCH", "2"]
 
@@ -182,16 +178,16 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     assert transfer_matrix.main(argv) == 0
     second = capsys.readouterr().out
     assert second.count("trained before, skipped") == 2 and "BoT (log" not in second, second
-    assert second.count("done before, skipped") == 1 and second.count(": done in ") == 5, second
+    assert second.count("done before, skipped") == 1 and second.count(": done in ") == 3, second
 
     table = (output / "transfer_table.md").read_text().splitlines()
     assert table[0].startswith("Rank-1 / mAP (%); protocol seed")
     assert table[2] == "| pre-training | PRCC direct | PRCC fine-tuned |"
-    assert [line.split(" | ")[0] for line in table[4:]] == ["| ImageNet", "| Market1501", "| LaST"]
+    assert [line.split(" | ")[0] for line in table[4:]] == ["| Market1501", "| LaST"]
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
-    assert [r["protocol"] for r in rows] == ["seed"] * 3
+    assert [r["protocol"] for r in rows] == ["seed"] * 2
 
-    for row, source in zip(rows, ("ImageNet", "Market1501", "LaST")):
+    for row, source in zip(rows, ("Market1501", "LaST")):
         stored = json.loads((output / "results" / f"{source}__PRCC__finetune__seed.json").read_text())
         run = output / "runs" / source / "PRCC-finetune-seed"
         # The cell's own per-epoch history, read independently of transfer.best_epoch.
@@ -204,13 +200,40 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         assert stored["metrics"]["Rank-1"] == pytest.approx(evals[best]["Rank-1"])
         assert stored["metrics"]["mAP"] == pytest.approx(evals[best]["mAP"])
         assert stored["last"]["mAP"] == pytest.approx(evals[-1]["mAP"])
-        assert f"(ep {best + 1})" in table[4 + ("ImageNet", "Market1501", "LaST").index(source)]
+        assert f"(ep {best + 1})" in table[4 + ("Market1501", "LaST").index(source)]
         config = (run / "config.yaml").read_text()
         assert "INTERPOLATION: bilinear" in config and "EVAL_PERIOD: 1\n" in config
-    imagenet_cell = json.loads((output / "results" / "ImageNet__PRCC__direct__seed.json").read_text())
-    assert imagenet_cell["weights"] == str(imagenet) and imagenet_cell["torchvision_stem"] is True
     last_cell = json.loads((output / "results" / "LaST__PRCC__direct__seed.json").read_text())
     assert last_cell["weights"] == str(output / "sources" / "LaST" / "model_best.pth")
+
+
+def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):
+    """--imagenet: the first row is the file (torchvision stem), and it initialises the
+    trained sources (MODEL.BACKBONE.PRETRAIN_PATH)."""
+    import torchvision
+
+    imagenet = tmp_path / "resnet18-imagenet.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), imagenet)
+    sources = transfer.trained_sources(str(tmp_path / "out"), ["MSMT17", "LaST"], str(imagenet))
+    assert [s.name for s in sources] == ["ImageNet", "MSMT17", "LaST"]  # the paper's row order
+    assert sources[0].path == str(imagenet) and sources[0].torchvision_stem and not sources[0].train
+    assert sources[2].path == str(tmp_path / "out" / "sources" / "LaST" / "model_best.pth")
+    matrix = transfer.TransferMatrix(str(tmp_path / "out"), sources, transfer.CONFIGS["reference"],
+                                     imagenet=str(imagenet), protocol="both")
+    spawned = []
+    monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
+    monkeypatch.setattr(matrix, "log", lambda line: None)
+    matrix.train_sources()
+    assert len(spawned) == 2 and all(c[c.index("MODEL.BACKBONE.PRETRAIN_PATH") + 1] == str(imagenet)
+                                     for c in spawned)
+    assert all(s.error for s in sources[1:]) and not sources[0].error
+    cells = [c for c in matrix.cells() if c.source.name == "ImageNet"]
+    assert len(cells) == 8  # 2 datasets x 2 settings x 2 protocols
+    cmd, _ = matrix.command(next(c for c in cells if c.setting == "finetune" and c.protocol == "seed"))
+    assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(imagenet)
+    assert cmd[cmd.index("MODEL.BACKBONE.TORCHVISION_STEM") + 1] == "True"
+    assert cmd[cmd.index("INPUT.INTERPOLATION") + 1] == "bilinear"
+    assert cmd[cmd.index("TEST.EVAL_PERIOD") + 1] == "1"
 
 
 def test_seed_selection_needs_every_epoch(tmp_path):
