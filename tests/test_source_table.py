@@ -4,6 +4,7 @@ tools/transfer_matrix.py --train / --protocol seed on tiny synthetic trees."""
 import csv
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -53,8 +54,6 @@ def test_source_dataset_is_fastreids_own_class_sorted(source_root, name):
 
 
 def _copy_tree(src, dst):
-    import shutil
-
     shutil.copytree(src, dst)
     return dst
 
@@ -90,7 +89,8 @@ def test_source_layout_problems_are_one_line_errors(source_root, tmp_path):
 
 # Market1501's config trains (and evaluates on its test split) in the transfer-matrix test.
 @pytest.mark.parametrize("name", ("DukeMTMC", "MSMT17"))
-def test_source_config_trains_and_evaluates(source_root, fast_cpu_opts, tmp_path, monkeypatch, name):
+def test_source_config_trains_and_evaluates(source_root, fast_cpu_opts, tmp_path, monkeypatch,
+                                            name):
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     config = os.path.join(REPO, "configs", name, "bagtricks_R50.yml")
     cfg = build_cfg(config, fast_cpu_opts + SMALL_OPTS + ["SOLVER.MAX_EPOCH", "1",
@@ -122,7 +122,8 @@ def _modes(transform):
 def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_opts, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     config = os.path.join(REPO, "configs", "PRCC", "bagtricks_R50_finetune.yml")
-    for value, mode in (("bicubic", InterpolationMode.BICUBIC), ("bilinear", InterpolationMode.BILINEAR)):
+    for value, mode in (("bicubic", InterpolationMode.BICUBIC),
+                        ("bilinear", InterpolationMode.BILINEAR)):
         extra = [] if value == "bicubic" else ["INPUT.INTERPOLATION", value]  # default: fastreid's
         cfg = build_cfg(config, fast_cpu_opts + extra)
         train = Trainer.build_train_loader(cfg).dataset.transform
@@ -134,7 +135,8 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
 
     image = Image.open(build_dataset("PRCC", root=str(source_root)).query[0][0]).convert("RGB")
     bilinear = Trainer.build_test_loader(cfg, "PRCC")[0].dataset.transform(image)
-    bicubic = Trainer.build_test_loader(build_cfg(config, fast_cpu_opts), "PRCC")[0].dataset.transform(image)
+    plain = build_cfg(config, fast_cpu_opts)
+    bicubic = Trainer.build_test_loader(plain, "PRCC")[0].dataset.transform(image)
     assert bilinear.shape == bicubic.shape and not torch.equal(bilinear, bicubic)
     with pytest.raises(ValueError, match="INPUT.INTERPOLATION must be one of"):
         build_cfg(config, fast_cpu_opts + ["INPUT.INTERPOLATION", "nearest"])
@@ -188,7 +190,8 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     assert [r["protocol"] for r in rows] == ["seed"] * 2
 
     for row, source in zip(rows, ("Market1501", "LaST")):
-        stored = json.loads((output / "results" / f"{source}__PRCC__finetune__seed.json").read_text())
+        stored = json.loads(
+            (output / "results" / f"{source}__PRCC__finetune__seed.json").read_text())
         run = output / "runs" / source / "PRCC-finetune-seed"
         # The cell's own per-epoch history, read independently of transfer.best_epoch.
         evals = [json.loads(line) for line in (run / "metrics.json").read_text().splitlines()
@@ -229,7 +232,8 @@ def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):
     assert all(s.error for s in sources[1:]) and not sources[0].error
     cells = [c for c in matrix.cells() if c.source.name == "ImageNet"]
     assert len(cells) == 8  # 2 datasets x 2 settings x 2 protocols
-    cmd, _ = matrix.command(next(c for c in cells if c.setting == "finetune" and c.protocol == "seed"))
+    seed_finetune = [c for c in cells if c.setting == "finetune" and c.protocol == "seed"]
+    cmd, _ = matrix.command(seed_finetune[0])
     assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(imagenet)
     assert cmd[cmd.index("MODEL.BACKBONE.TORCHVISION_STEM") + 1] == "True"
     assert cmd[cmd.index("INPUT.INTERPOLATION") + 1] == "bilinear"
@@ -257,7 +261,8 @@ def test_both_protocols_in_one_table():
         result = {"metrics": {"Rank-1": r1, "mAP": m_ap}}
         if epoch:
             result["best_epoch"] = epoch
-        return transfer.Cell(transfer.Source("LaST"), "PRCC", "finetune", result=result, protocol=protocol)
+        return transfer.Cell(transfer.Source("LaST"), "PRCC", "finetune", result=result,
+                             protocol=protocol)
 
     grid = {("LaST", "PRCC", "finetune", "clean"): cell("clean", 50.0, 40.0),
             ("LaST", "PRCC", "finetune", "seed"): cell("seed", 55.0, 44.0, epoch=37)}

@@ -228,7 +228,8 @@ def test_table_has_the_published_shape():
     del grid[("LaST", "PRCC", "finetune")]
     assert transfer.format_markdown(rows, cols, grid).splitlines()[-1].count(" - ") == 1
     table = list(csv.reader(transfer.format_csv(rows, cols, grid).splitlines()))
-    assert table[0][:3] == ["pre-training", "PRCC direct R1", "PRCC direct mAP"] and len(table[0]) == 10
+    assert table[0][:3] == ["pre-training", "PRCC direct R1", "PRCC direct mAP"]
+    assert len(table[0]) == 10
     assert table[0][-1] == "protocol" and table[1][-1] == "clean"
     assert table[5][5] == "" and table[1][1] == "24.70"
 

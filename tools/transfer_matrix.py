@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--source", metavar="NAME=PATH", action="append", default=[],
                    help="one more pre-trained checkpoint (repeatable)")
     p.add_argument("--random-init", action="store_true", help="add a randomly initialised source")
-    p.add_argument("--train", nargs="+", default=[], metavar="NAME", choices=list(transfer.SOURCE_RECIPES),
+    p.add_argument("--train", nargs="+", default=[], metavar="NAME",
+                   choices=list(transfer.SOURCE_RECIPES),
                    help="train BoT on these sources first, one row each: "
                         + ", ".join(transfer.SOURCE_RECIPES))
     p.add_argument("--imagenet", metavar="FILE",
@@ -103,8 +104,9 @@ def main(argv=None):
             raise SystemExit("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
     if args.train and not args.imagenet and not _pretrain_off(args.opts):
-        raise SystemExit("transfer_matrix.py: error: --train needs --imagenet FILE (the sources "
-                         "start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among the overrides")
+        raise SystemExit("transfer_matrix.py: error: --train needs --imagenet FILE (the "
+                         "sources start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among "
+                         "the overrides")
     try:
         first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
         sources = transfer.discover_sources(

@@ -216,7 +216,8 @@ def _check_source(name, root, decode, workers, progress):
     synthetic = _synthetic_counts(root, CHECKABLE[name][0])
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
-        expected = {split: {"ids": c["ids"], "images": c["images"]} for split, c in synthetic.items()}
+        expected = {split: {"ids": c["ids"], "images": c["images"]}
+                    for split, c in synthetic.items()}
     try:
         splits = fastreid_sources.split_entries(name, root)
     except DatasetLayoutError as e:

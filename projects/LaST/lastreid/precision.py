@@ -21,7 +21,7 @@ Using it. Training (what `lastreid.engine.Trainer` does through `CpuTrainer`):
 
     from lastreid import precision
 
-    fast = precision.resolve(cfg, training=True)  # FastPath(channels_last, bf16, reason); logs a line
+    fast = precision.resolve(cfg, training=True)  # FastPath(channels_last, bf16, reason); logs
     model = precision.prepare_model(model, fast)  # channels-last weights when fast.channels_last
     with precision.autocast(fast):
         outputs = model(batch)                  # bf16 activations, float32 weights

@@ -405,7 +405,8 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
         pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
         first = int(rng.integers(1, len(cameras) + 1))
         for i in range(sizes["train_images"]):  # at least two cameras per person
-            save("bounding_box_train", "train", pid, person, outfit, (first + i - 1) % len(cameras) + 1)
+            cam = (first + i - 1) % len(cameras) + 1
+            save("bounding_box_train", "train", pid, person, outfit, cam)
     for _ in range(sizes["test_ids"]):
         pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
         query_cams, gallery_cams = _test_cameras(rng, cameras, sizes["query_images"],
@@ -417,7 +418,8 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
     for _ in range(sizes.get("distractor_ids", 0)):  # Duke: gallery-only persons
         pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
         for _ in range(sizes["gallery_images"]):
-            save("bounding_box_test", "gallery", pid, person, outfit, int(rng.choice(list(cameras))))
+            cam = int(rng.choice(list(cameras)))
+            save("bounding_box_test", "gallery", pid, person, outfit, cam)
     # Market: distractors (pid 0, kept by fastreid) and junk (pid -1, skipped) in the gallery.
     for pid, key, counted in ((0, "distractor_images", True), (-1, "junk_images", False)):
         for _ in range(sizes.get(key, 0)):
@@ -428,7 +430,8 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
 
 def _market_name(pid, cam, frame, rng):
     pid_text = "-1" if pid < 0 else f"{pid:04d}"
-    return f"{pid_text}_c{cam}s{int(rng.integers(1, 7))}_{frame:06d}_{int(rng.integers(0, 10)):02d}.jpg"
+    sequence, box = int(rng.integers(1, 7)), int(rng.integers(0, 10))
+    return f"{pid_text}_c{cam}s{sequence}_{frame:06d}_{box:02d}.jpg"
 
 
 def _duke_name(pid, cam, frame, rng):

@@ -22,9 +22,10 @@
   dataset's fine-tune config with `--resume` (fast-reid resumes from the cell's
   `last_checkpoint`, else starts from MODEL.WEIGHTS), or, when training had finished but
   its final evaluation was lost, an `--eval-only` run of the cell's `model_final.pth`.
-  Every cell's numbers come from the run's `results.json` (the evaluation after the last
-  epoch, not a checkpoint picked on the test split) and are stored atomically in
-  `<output>/results/<source>__<dataset>__<setting>.json`; a cell with such a file is
+  A clean cell's numbers come from the run's `results.json` (the evaluation after the
+  last epoch, not a checkpoint picked on the test split), a seed fine-tune's from the
+  per-epoch evaluations of its `metrics.json` (`best_epoch`); they are stored atomically
+  in `<output>/results/<source>__<dataset>__<setting>[__seed].json`; a cell with such a file is
   skipped on the next run, unless its source checkpoint changed since (size or
   modification time, e.g. the demo retrained its BoT model): then the cell, and any
   unfinished fine-tune of it, is redone from scratch.
@@ -49,9 +50,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .curves import iterations_per_epoch, read_metrics
+import yaml
+
 from .checkpoint import (is_reference_state_dict, is_torchvision_resnet_state_dict,
                          load_checkpoint_file, write_text_atomic)
+from .curves import iterations_per_epoch, read_metrics
 
 __all__ = [
     "DATASETS", "SETTINGS", "PROTOCOLS", "PUBLISHED", "SOURCE_RECIPES", "IMAGENET", "Source",
@@ -246,9 +249,9 @@ class Cell:
 
     @property
     def title(self):
-        return "{} | {} | {}{}".format(self.source.name, SHORT_NAMES.get(self.dataset, self.dataset),
-                                       SETTING_NAMES[self.setting],
-                                       " | seed" if self.protocol == "seed" else "")
+        return "{} | {} | {}{}".format(
+            self.source.name, SHORT_NAMES.get(self.dataset, self.dataset),
+            SETTING_NAMES[self.setting], " | seed" if self.protocol == "seed" else "")
 
     @property
     def seed_selection(self):
@@ -331,7 +334,8 @@ class TransferMatrix:
         """The overrides of a cell's run: ours, then the protocol's (which win)."""
         if cell.protocol != "seed":
             return list(self.opts)
-        return list(self.opts) + SEED_OPTS + (SEED_FINETUNE_OPTS if cell.setting == "finetune" else [])
+        per_epoch = SEED_FINETUNE_OPTS if cell.setting == "finetune" else []
+        return list(self.opts) + SEED_OPTS + per_epoch
 
     # running
 
@@ -347,7 +351,8 @@ class TransferMatrix:
         for i, cell in enumerate(cells, 1):
             if cell.source.error:
                 cell.error = cell.source.error
-                self.log("[transfer] {}/{} {}: skipped ({})".format(i, len(cells), cell.title, cell.error))
+                self.log("[transfer] {}/{} {}: skipped ({})".format(
+                    i, len(cells), cell.title, cell.error))
                 continue
             self._run_cell(cell, "{}/{}".format(i, len(cells)))
         paths = self.write_table(cells)
@@ -364,17 +369,20 @@ class TransferMatrix:
             counter = "source {}/{}".format(i, len(trained))
             out = self.source_dir(source)
             if _finished_training(out) and os.path.isfile(source.path):
-                self.log("[transfer] {} {}: trained before, skipped ({})".format(counter, source.name, source.path))
+                self.log("[transfer] {} {}: trained before, skipped ({})".format(
+                    counter, source.name, source.path))
                 continue
             os.makedirs(out, exist_ok=True)
-            config = source.train if os.path.isabs(source.train) else os.path.join(REPO, source.train)
+            config = source.train if os.path.isabs(source.train) else os.path.join(
+                REPO, source.train)
             resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
             pretrain = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
             gpus = ["--num-gpus", str(self.num_gpus)] if self.num_gpus else []
-            cmd = ([sys.executable, TRAIN_NET, "--config-file", config, "--resume"] + gpus + pretrain
-                   + self.opts + ["OUTPUT_DIR", out])
+            cmd = ([sys.executable, TRAIN_NET, "--config-file", config, "--resume"] + gpus
+                   + pretrain + self.opts + ["OUTPUT_DIR", out])
             self.log("[transfer] {} {}: {} BoT (log {})".format(
-                counter, source.name, "resuming" if resuming else "training", os.path.join(out, "log.txt")))
+                counter, source.name, "resuming" if resuming else "training",
+                os.path.join(out, "log.txt")))
             t0 = time.time()
             code = self._spawn(cmd, os.path.join(out, "stdout.txt"))
             if code == 0 and _finished_training(out) and not os.path.isfile(source.path):
@@ -617,11 +625,9 @@ def best_epoch(run_dir, dataset):
         return None
     ipe = iterations_per_epoch(run_dir, records)
     try:
-        import yaml
-
         with open(os.path.join(run_dir, "config.yaml")) as f:
             max_epoch = int(yaml.safe_load(f)["SOLVER"]["MAX_EPOCH"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
         return None
     if not ipe:
         return None
@@ -644,8 +650,8 @@ def best_epoch(run_dir, dataset):
         if best is None or (m["Rank-1"] + m["mAP"]) / 2 >= best[1]:
             best = (epoch, (m["Rank-1"] + m["mAP"]) / 2)
     return {"best_epoch": best[0], "metrics": evaluations[best[0]], "last": evaluations[max_epoch],
-            "history": [{"epoch": e, "Rank-1": evaluations[e]["Rank-1"], "mAP": evaluations[e]["mAP"]}
-                        for e in sorted(evaluations)]}
+            "history": [{"epoch": e, "Rank-1": evaluations[e]["Rank-1"],
+                         "mAP": evaluations[e]["mAP"]} for e in sorted(evaluations)]}
 
 
 def _short(cell):
@@ -735,10 +741,11 @@ def format_csv(rows, cols, grid, protocol="clean"):
     for p in protocols:
         prefix = " seed" if protocol == "both" and p == "seed" else ""
         for d, s in cols:
-            if any(_lookup(grid, n, d, s, p) and _lookup(grid, n, d, s, p).metric("SS-Rank-1") is not None
-                   for n in rows):
+            found = [_lookup(grid, n, d, s, p) for n in rows]
+            if any(c is not None and c.metric("SS-Rank-1") is not None for c in found):
                 title = column_title(d, s) + prefix
-                groups += [(title + " SS-R1", (d, s, p), "SS-Rank-1"), (title + " SS-mAP", (d, s, p), "SS-mAP")]
+                groups += [(title + " SS-R1", (d, s, p), "SS-Rank-1"),
+                           (title + " SS-mAP", (d, s, p), "SS-mAP")]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["pre-training"] + [g[0] for g in groups] + ["protocol"])
@@ -785,7 +792,8 @@ def write_chart(rows, cols, grid, path, protocol="clean"):
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(title="pre-training", fontsize=8, loc="upper left")
-    fig.suptitle("Transfer to clothes-changing re-id: direct and fine-tuned (protocol {})".format(shown))
+    fig.suptitle("Transfer to clothes-changing re-id: direct and fine-tuned (protocol {})"
+                 .format(shown))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=CHART_DPI)

@@ -78,7 +78,8 @@ def _camera_pid(path, name, folder):
         raise DatasetLayoutError("cannot parse the {} image name".format(name), path, LAYOUTS[name])
     text, camera = found.group(1), int(found.group(2))
     if not re.fullmatch(r"-1|\d+", text) or (text == "-1" and name != "Market1501"):
-        raise DatasetLayoutError("cannot parse the person id {!r} of".format(text), path, LAYOUTS[name])
+        raise DatasetLayoutError("cannot parse the person id {!r} of".format(text), path,
+                                 LAYOUTS[name])
     pid = int(text)
     if not 1 <= camera <= _CAMERAS[name] or (name == "Market1501" and pid > 1501):
         raise DatasetLayoutError("person id or camera out of range in", path, LAYOUTS[name])
@@ -91,7 +92,8 @@ def _folder_entries(name, root):
     for split, sub in _SPLIT_DIRS.items():
         folder = _require_dir(os.path.join(base, sub), name)
         entries = []
-        for path in sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".jpg")):
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".jpg"))  # fastreid: *.jpg
+        for path in (os.path.join(folder, n) for n in names):
             try:
                 entries.append((path, _camera_pid(path, name, folder)[0], None))
             except DatasetLayoutError as e:
