@@ -368,7 +368,13 @@ class TransferMatrix:
         for i, source in enumerate(trained, 1):
             counter = "source {}/{}".format(i, len(trained))
             out = self.source_dir(source)
-            if _finished_training(out) and os.path.isfile(source.path):
+            final = os.path.join(out, "model_final.pth")
+            if _finished_training(out) and not os.path.isfile(source.path):
+                # e.g. a recipe's model_best.pth never written (no evaluation): the final model
+                self.log("[transfer] {} {}: no {}: its row uses {}".format(
+                    counter, source.name, os.path.basename(source.path), final))
+                source.path = final
+            if _finished_training(out):
                 self.log("[transfer] {} {}: trained before, skipped ({})".format(
                     counter, source.name, source.path))
                 continue
@@ -386,7 +392,6 @@ class TransferMatrix:
             t0 = time.time()
             code = self._spawn(cmd, os.path.join(out, "stdout.txt"))
             if code == 0 and _finished_training(out) and not os.path.isfile(source.path):
-                final = os.path.join(out, "model_final.pth")
                 self.log("[transfer] {} {}: no {} was written: its row uses {}".format(
                     counter, source.name, os.path.basename(source.path), final))
                 source.path = final
