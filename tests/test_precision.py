@@ -15,6 +15,7 @@ from lastreid import precision
 from lastreid.config import add_lastreid_config
 from lastreid.startup import build_cfg
 from lastreid.engine import Trainer
+from lastreid.features import FeatureExtractor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -52,18 +53,20 @@ def small_cfg(synthetic_root, fast_cpu_opts, tmp_path, monkeypatch):
     return make
 
 
-@pytest.mark.parametrize("has_bf16, cl, bf, expected", [
-    (True, "auto", "auto", (True, True)),
-    (False, "auto", "auto", (False, False)),
-    (True, "off", "off", (False, False)),
-    (False, "on", "on", (True, True)),
-    (True, "on", "off", (True, False)),
-    (False, "off", "on", (False, True)),
-    (True, "AUTO", "Off", (True, False)),
+@pytest.mark.parametrize("has_bf16, cl, bf, training, expected", [
+    (True, "auto", "auto", True, (True, True)),
+    (True, "auto", "auto", False, (True, False)),  # evaluation: float32 under auto
+    (False, "auto", "auto", True, (False, False)),
+    (True, "off", "off", True, (False, False)),
+    (False, "on", "on", True, (True, True)),
+    (False, "on", "on", False, (True, True)),  # asked for explicitly: bf16 inference
+    (True, "on", "off", True, (True, False)),
+    (False, "off", "on", True, (False, True)),
+    (True, "AUTO", "Off", True, (True, False)),
 ])
-def test_cpu_resolution(native, has_bf16, cl, bf, expected):
+def test_cpu_resolution(native, has_bf16, cl, bf, training, expected):
     native(has_bf16)
-    fast = precision.resolve(plain_cfg("cpu", cl, bf), log=False)
+    fast = precision.resolve(plain_cfg("cpu", cl, bf), log=False, training=training)
     assert (fast.channels_last, fast.bf16) == expected
     assert ("forced on without native support" in fast.reason) == (expected[1] and not has_bf16)
 
@@ -83,11 +86,15 @@ def test_cuda_resolution(native, has_bf16):
 def test_resolve_logs_one_line(native, caplog):
     native(True)
     with caplog.at_level(logging.INFO, logger="lastreid.precision"):
-        precision.resolve(plain_cfg())
+        precision.resolve(plain_cfg(), training=True)
         precision.resolve(plain_cfg(), log=False)
+        precision.resolve(plain_cfg())
     lines = [r.getMessage() for r in caplog.records if r.name == "lastreid.precision"]
-    assert len(lines) == 1 and "\n" not in lines[0]
-    assert "channels-last + bf16 autocast" in lines[0] and "MODEL.CPU_BF16=auto" in lines[0]
+    assert len(lines) == 2 and not any("\n" in line for line in lines)
+    assert lines[0].startswith("Precision path (training): channels-last + bf16 autocast")
+    assert "MODEL.CPU_BF16=auto" in lines[0]
+    assert lines[1].startswith("Precision path (evaluation): channels-last (")
+    assert "evaluation in float32 under auto" in lines[1] and "MODEL.CPU_BF16 on" in lines[1]
 
 
 @pytest.mark.parametrize("key", ["CHANNELS_LAST", "CPU_BF16"])
@@ -215,6 +222,24 @@ def test_evaluation_features_are_float32_and_ranked_outside_autocast(small_cfg):
     assert activations and {dtype for dtype, _ in activations} == {torch.bfloat16}
     assert 0 <= results["mAP"] <= 100
     assert model.training  # Trainer.test leaves the model's mode as it found it
+
+
+def test_default_evaluation_equals_cpu_bf16_off_exactly(small_cfg, native):
+    """On a CPU with native bf16 (pretended: the probe is patched) the default evaluation
+    gives exactly the MODEL.CPU_BF16 off numbers; "on" still takes the bf16 path."""
+    native(True)
+    results, features = {}, {}
+    images = torch.rand(2, 3, 64, 32) * 255
+    for bf in ("auto", "off", "on"):
+        cfg = small_cfg(channels_last="off", bf16=bf, extra=["DATASETS.TESTS", '("LaST",)'])
+        torch.manual_seed(0)
+        model = Trainer.build_model(cfg)
+        if bf != "on":
+            results[bf] = Trainer.test(cfg, model)
+        features[bf] = FeatureExtractor(cfg, model=model.eval(), progress=False).forward(images)
+    assert results["auto"] == results["off"]
+    assert torch.equal(features["auto"], features["off"])
+    assert not torch.equal(features["on"], features["off"])  # the switch does something
 
 
 def test_bf16_features_agree_with_fp32(small_cfg):

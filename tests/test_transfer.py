@@ -228,7 +228,9 @@ def test_table_has_the_published_shape():
     del grid[("LaST", "PRCC", "finetune")]
     assert transfer.format_markdown(rows, cols, grid).splitlines()[-1].count(" - ") == 1
     table = list(csv.reader(transfer.format_csv(rows, cols, grid).splitlines()))
-    assert table[0][:3] == ["pre-training", "PRCC direct R1", "PRCC direct mAP"] and len(table[0]) == 9
+    assert table[0][:3] == ["pre-training", "PRCC direct R1", "PRCC direct mAP"]
+    assert len(table[0]) == 10
+    assert table[0][-1] == "protocol" and table[1][-1] == "clean"
     assert table[5][5] == "" and table[1][1] == "24.70"
 
 
@@ -302,7 +304,9 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(small_root, f
     assert all(line.count(" / ") == 4 and " - " not in line for line in table[4:])
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert [r["pre-training"] for r in rows] == ["random init", "LaST"]
-    assert all(0 <= float(v) <= 100 for r in rows for k, v in r.items() if k != "pre-training")
+    assert all(0 <= float(v) <= 100 for r in rows for k, v in r.items()
+               if k not in ("pre-training", "protocol"))
+    assert table[0].startswith("Rank-1 / mAP (%); protocol clean")
     assert {"PRCC direct SS-R1", "PRCC fine-tuned SS-mAP"} <= set(rows[0])
     assert "Celeb direct SS-R1" not in rows[0]  # --single-shot: PRCC cells only
     with Image.open(output / "transfer_chart.png") as image:

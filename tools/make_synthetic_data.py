@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes synthetic LaST / PRCC / Celeb-reID trees (see lastreid/synthetic.py).
+"""Writes synthetic LaST / PRCC / Celeb-reID (and, on request, Market-1501 / DukeMTMC-reID /
+MSMT17) trees (see lastreid/synthetic.py).
 
     python tools/make_synthetic_data.py --root datasets --preset default
     python tools/make_synthetic_data.py --root /tmp/d --datasets last --train-ids 20
@@ -20,7 +21,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="datasets root (FASTREID_DATASETS)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", nargs="+", choices=synthetic.DATASETS, default=list(synthetic.DATASETS))
+    parser.add_argument("--datasets", nargs="+", choices=synthetic.ALL_DATASETS,
+                        default=list(synthetic.DATASETS))
     parser.add_argument("--preset", choices=sorted(synthetic.PRESETS), default="default")
     for key in SIZE_FLAGS:
         parser.add_argument("--" + key.replace("_", "-"), dest=key, type=int,

@@ -6,12 +6,22 @@
     python tools/transfer_matrix.py --models pre_feat --output logs/transfer
     # plus a randomly initialised model and a checkpoint from elsewhere
     python tools/transfer_matrix.py --models pre_feat --random-init --source mine=logs/LaST/bagtricks_R50/model_best.pth
+    # the seed's whole table: BoT trained here on four sources, plus the ImageNet row
+    python tools/transfer_matrix.py --train LaST Market1501 DukeMTMC MSMT17 \
+        --imagenet pretrained/resnet50-0676ba61.pth --output logs/transfer --protocol both
     # the demo's small version on the synthetic data (configs/*/..._synthetic.yml)
     python tools/transfer_matrix.py --preset synthetic --random-init --source synthetic-LaST=demo/runs/bot_synthetic_last/model_best.pth --output demo/runs/transfer
 
-Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>/;
+--train first trains BoT on each named source (configs/<name>/bagtricks_R50.yml from the
+--imagenet file) under OUTPUT/sources/<name>/; the row's model is the one the recipe keeps
+(model_best.pth by LaST val for LaST, model_final.pth for the others). --imagenet alone adds
+the "ImageNet" row (the file itself). --protocol clean (default) reports each fine-tune's
+last epoch; seed measures as the public LaST code did (the best (Rank-1 + mAP) / 2 epoch on
+the test split, bilinear resize); both runs and shows both.
+
+Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>[-seed]/;
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
-finished cells and resumes an interrupted fine-tune from its last checkpoint. Trailing
+trained sources and finished cells and resumes an interrupted run from its last checkpoint. Trailing
 `KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2). Reference
 (public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
 fastreid ones False (--torchvision-stem to force it).
@@ -31,6 +41,16 @@ def parse_args(argv=None):
     p.add_argument("--source", metavar="NAME=PATH", action="append", default=[],
                    help="one more pre-trained checkpoint (repeatable)")
     p.add_argument("--random-init", action="store_true", help="add a randomly initialised source")
+    p.add_argument("--train", nargs="+", default=[], metavar="NAME",
+                   choices=list(transfer.SOURCE_RECIPES),
+                   help="train BoT on these sources first, one row each: "
+                        + ", ".join(transfer.SOURCE_RECIPES))
+    p.add_argument("--imagenet", metavar="FILE",
+                   help="torchvision ImageNet ResNet-50 file: the ImageNet row, and the "
+                        "initialisation of the --train sources")
+    p.add_argument("--protocol", choices=sorted(transfer.PROTOCOL_CHOICES), default="clean",
+                   help="clean: last epoch; seed: best (R1 + mAP) / 2 epoch on the test split, "
+                        "bilinear (the public LaST code's); both: both numbers")
     p.add_argument("--output", default="logs/transfer", help="runs, results/ and the table go here")
     p.add_argument("--preset", choices=sorted(transfer.CONFIGS), default="reference",
                    help="reference: the paper's recipes (configs/transfer/direct.yml, "
@@ -68,6 +88,11 @@ def _pairs(items, what):
     return out
 
 
+def _pretrain_off(opts):
+    pairs = dict(zip(opts[::2], opts[1::2]))
+    return str(pairs.get("MODEL.BACKBONE.PRETRAIN", "")).lower() in ("false", "0", "off", "no")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if launch.under_torchrun():  # N copies would run every cell N times into one table
@@ -81,19 +106,29 @@ def main(argv=None):
         if dataset not in transfer.DATASETS:
             raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
-    sources = transfer.discover_sources(
-        args.models, [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
-        random_init=args.random_init, trust=args.trust)
+    if args.train and not args.imagenet and not _pretrain_off(args.opts):
+        raise SystemExit("transfer_matrix.py: error: --train needs --imagenet FILE (the "
+                         "sources start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among "
+                         "the overrides")
+    try:
+        first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
+        sources = transfer.discover_sources(
+            args.models, [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
+            random_init=args.random_init, trust=args.trust, first=first)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit("transfer_matrix.py: error: {}".format(error))
     for s in sources:
-        print("[transfer] source {!r}: {} ({} layout)".format(
-            s.name, s.path or "random weights", s.layout if s.path else "fastreid"), flush=True)
+        print("[transfer] source {!r}: {} ({} layout){}".format(
+            s.name, s.path or "random weights", s.layout if s.path else "fastreid",
+            ", trained here" if s.train else ""), flush=True)
     matrix = transfer.TransferMatrix(
         output=os.path.abspath(args.output), sources=sources, configs=configs,
         datasets=tuple(d for d in transfer.DATASETS if d in args.datasets),
         settings=tuple(s for s in transfer.SETTINGS if s in args.settings),
         opts=list(args.opts), num_gpus=args.num_gpus, trust=args.trust, verbose=args.verbose,
         stem={"auto": None, "on": True, "off": False}[args.torchvision_stem], seed=args.seed,
-        single_shot=args.single_shot,
+        single_shot=args.single_shot, protocol=args.protocol,
+        imagenet=os.path.abspath(args.imagenet) if args.imagenet else None,
     )
     cells = matrix.run()
     if not args.no_print_table:

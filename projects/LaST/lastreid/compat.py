@@ -28,6 +28,11 @@ Worked around where the code that needs it lives:
 - `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.
 - `images.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
 - `startup.build_cfg`: yacs reports an unknown key as a bare AssertionError.
+- `transforms`: fastreid's `build_transforms` hard-codes bicubic resizing; ours sets
+  INPUT.INTERPOLATION on its Resize transforms.
+- `datasets.fastreid_sources`: fastreid's Market1501 / DukeMTMC / MSMT17 list files in
+  file-system order and stop on a missing folder with a bare `assert`; `build_dataset`
+  checks their layout first (one-line errors) and sorts the lists.
 - `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
   launch sets it, and `comm.get_local_rank()` asserts it).
 - `fastreid_internals`: the only other module that uses fastreid's private names.

@@ -38,6 +38,9 @@ def add_lastreid_config(cfg):
     _C.SEED = -1
 
     # Data -------------------------------------------------------------------------------
+    # Resize interpolation of the training and test transforms of every loader and tool:
+    # "bicubic" (fast-reid's) or "bilinear" (the public LaST code's). lastreid.transforms.
+    _C.INPUT.INTERPOLATION = "bicubic"
     # Skip (and count) images that cannot be decoded instead of stopping with an error.
     _C.DATALOADER.SKIP_BAD_IMAGES = False
 
@@ -45,7 +48,9 @@ def add_lastreid_config(cfg):
     # "auto", "on" or "off". auto: on for a CPU with native bfloat16, off otherwise
     # (channels-last stays off on CUDA under auto until measured on a GPU).
     _C.MODEL.CHANNELS_LAST = "auto"
-    # bfloat16 autocast on CPU ("auto", "on", "off"); SOLVER.AMP.ENABLED stays fp16 on CUDA.
+    # bfloat16 autocast on CPU ("auto", "on", "off"). auto: CPU training only (with native
+    # bf16), evaluation in float32 so numbers do not depend on the CPU; on: both.
+    # SOLVER.AMP.ENABLED stays fp16 on CUDA.
     _C.MODEL.CPU_BF16 = "auto"
 
     # Distributed (torchrun) ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Checks a dataset tree file by file: counts per split next to the documented statistics,
-every file name the dataset's parser rejects, and every image that does not decode.
+every file name the dataset's parser rejects, and every image that does not decode. Knows
+our LaST / PRCC / Celeb-reID and fastreid's Market1501 / DukeMTMC / MSMT17.
 
 Unlike building the dataset (which stops at the first `DatasetLayoutError`), the check
 walks each split folder itself, applies the dataset module's own name parser to every
@@ -13,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from fastreid.data.datasets import DATASET_REGISTRY
 
+from .datasets import fastreid_sources
 from .datasets.celebreid import parse_celebreid_name
 from .datasets.common import DatasetLayoutError, is_image_file, parse_int
 from .datasets.last import parse_last_name
@@ -56,6 +58,10 @@ CHECKABLE = {
     "PRCC": ("prcc", _spec_prcc),
     "PRCCSameClothes": ("prcc", _spec_prcc),
     "CelebReID": ("celebreid", _spec_celebreid),
+    # fastreid's own classes: walked by lastreid.datasets.fastreid_sources.split_entries.
+    "Market1501": ("market1501", None),
+    "DukeMTMC": ("dukemtmc", None),
+    "MSMT17": ("msmt17", None),
 }
 
 
@@ -163,6 +169,8 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
     if name not in CHECKABLE:
         raise ConfigKeyError(f"cannot check {name!r}; checkable: {', '.join(CHECKABLE)}")
     root = root if root is not None else os.environ.get("FASTREID_DATASETS", "datasets")
+    if name in fastreid_sources.SOURCE_DATASETS:
+        return _check_source(name, root, decode, workers, progress)
     cls = DATASET_REGISTRY.get(name)
     key, spec = CHECKABLE[name]
     base = os.path.join(root, cls.dataset_dir)
@@ -194,6 +202,41 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
         count.ids, count.images = len(pids), len(paths)
         to_decode += paths
 
+    if decode and to_decode:
+        for path, reason in zip(to_decode, _decode_all(to_decode, workers, progress, name)):
+            if reason is not None:
+                report.bad_images.append((path, _without_path(reason, path)))
+    return report
+
+
+def _check_source(name, root, decode, workers, progress):
+    """check_dataset for fastreid's Market1501 / DukeMTMC / MSMT17: counts as fastreid
+    reads them (Market's junk pid -1 left out), every name or list line it would trip on."""
+    report = CheckReport(dataset=name, root=root, decoded=decode)
+    expected = dict(fastreid_sources.DOCUMENTED[name])
+    synthetic = _synthetic_counts(root, CHECKABLE[name][0])
+    if synthetic is not None:
+        report.expected_from = "synthetic generator (marker file)"
+        expected = {split: {"ids": c["ids"], "images": c["images"]}
+                    for split, c in synthetic.items()}
+    try:
+        splits = fastreid_sources.split_entries(name, root)
+    except DatasetLayoutError as e:
+        report.missing.append(str(e))
+        return report
+    to_decode = []
+    for split, (where, entries) in splits.items():
+        count = SplitCount(split, where, expected=expected.get(split))
+        report.splits.append(count)
+        kept = [(path, pid) for path, pid, problem in entries
+                if problem is None and pid != fastreid_sources.JUNK]
+        for path, _, problem in entries:
+            if problem is not None:
+                report.bad_names.append((path, _without_path(str(problem), path)))
+        if not kept and split != "val":
+            report.missing.append(f"no images in {where}")
+        count.ids, count.images = len({pid for _, pid in kept}), len(kept)
+        to_decode += [path for path, _ in kept]
     if decode and to_decode:
         for path, reason in zip(to_decode, _decode_all(to_decode, workers, progress, name)):
             if reason is not None:

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
-from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
@@ -41,6 +40,7 @@ from .evaluation.single_shot import SingleShotReidEvaluator
 from .launch import check_batch_split
 from .resume import arrange_hooks, continue_run
 from .startup import on_cpu
+from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         super().__init__(cfg)
         if on_cpu(self.cfg):  # the CPU step (bf16 autocast, channels-last batches as resolved)
-            fast = precision.resolve(self.cfg, log=False)
+            fast = precision.resolve(self.cfg, training=True)
             self._trainer = precision.CpuTrainer.from_trainer(self._trainer, fast)
 
     @classmethod
@@ -178,8 +178,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model):
-        # Forward passes under the precision path's autocast with float32 features out;
-        # the evaluator's distances and ranking run outside autocast, in float32.
+        # The evaluation path: float32 unless MODEL.CPU_BF16 is on (then bf16 autocast with
+        # float32 features out); distances and ranking run outside autocast, in float32.
         return super().test(cfg, precision.for_inference(model, precision.resolve(cfg, log=False)))
 
     @classmethod

@@ -11,9 +11,9 @@
 
 The features are exactly those the evaluation ranks: the model in eval mode (for BoT the
 BNNeck feature), on the test transforms of the config (fast-reid's resize to
-INPUT.SIZE_TEST), under the config's precision path (`lastreid.precision.for_inference`:
-on a CPU that has native bf16, a BN-folded bf16 copy under autocast with channels-last;
-float32 elsewhere) and, when
+INPUT.SIZE_TEST, INPUT.INTERPOLATION), under the config's evaluation precision path
+(`lastreid.precision.for_inference`: float32 unless MODEL.CPU_BF16 is on, then a
+BN-folded bf16 copy under autocast) and, when
 TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
 
 In a distributed job (a tool under torchrun, `lastreid.launch.init_from_env`) every process
@@ -28,7 +28,6 @@ import os
 import numpy as np
 import torch
 from fastreid.data.data_utils import read_image
-from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -42,6 +41,7 @@ from .datasets.prcc import CAMERAS, parse_prcc_train_path
 from .errors import MissingFileError
 from .modeling import build_model, load_weights
 from .startup import build_cfg
+from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 

@@ -10,21 +10,25 @@ Two config switches, each "auto", "on" or "off":
   bf16 convolutions (`for_inference`). Features handed to evaluation are float32, so
   evaluation distances and ranking are computed in float32 as before.
 
-"auto" turns both on for a CPU with native bfloat16 instructions (AVX512-BF16 or AMX-BF16)
-and leaves both off elsewhere. On CUDA, MODEL.CPU_BF16 does not apply (SOLVER.AMP.ENABLED
-stays fast-reid's fp16 AMP) and channels-last is used only when set to "on".
+"auto" turns channels-last on for a CPU with native bfloat16 instructions (AVX512-BF16 or
+AMX-BF16), and bf16 for CPU *training* only: evaluation (during training, --eval-only, the
+transfer cells, feature export, every tool) runs in float32 unless MODEL.CPU_BF16 is "on",
+so reported numbers do not depend on which CPU produced them. On CUDA, MODEL.CPU_BF16 does
+not apply (SOLVER.AMP.ENABLED stays fast-reid's fp16 AMP) and channels-last is used only
+when set to "on".
 
 Using it. Training (what `lastreid.engine.Trainer` does through `CpuTrainer`):
 
     from lastreid import precision
 
-    fast = precision.resolve(cfg)               # FastPath(channels_last, bf16, reason); logs one line
+    fast = precision.resolve(cfg, training=True)  # FastPath(channels_last, bf16, reason); logs
     model = precision.prepare_model(model, fast)  # channels-last weights when fast.channels_last
     with precision.autocast(fast):
         outputs = model(batch)                  # bf16 activations, float32 weights
 
 Inference (evaluation, feature extraction and the tools):
 
+    fast = precision.resolve(cfg)                 # evaluation: float32 unless MODEL.CPU_BF16 on
     infer = precision.for_inference(model, fast)  # bf16: a frozen, BN-folded copy under autocast
     feats = infer(batch)                          # float32 features
 
@@ -126,9 +130,11 @@ def _choice(cfg, key):
         key, ", ".join('"%s"' % c for c in CHOICES), value))
 
 
-def resolve(cfg, log=True):
-    """The FastPath for cfg (MODEL.DEVICE, MODEL.CHANNELS_LAST, MODEL.CPU_BF16).
+def resolve(cfg, log=True, training=False):
+    """The FastPath for cfg (MODEL.DEVICE, MODEL.CHANNELS_LAST, MODEL.CPU_BF16), for the
+    training step (training=True) or for evaluation / inference (the default).
 
+    Under MODEL.CPU_BF16 "auto" only CPU training takes bf16; evaluation stays float32.
     Raises ValueError naming the key for a value other than auto/on/off. With log=True,
     logs the path taken as one line on the `lastreid.precision` logger."""
     cl, bf = _choice(cfg, "MODEL.CHANNELS_LAST"), _choice(cfg, "MODEL.CPU_BF16")
@@ -143,13 +149,16 @@ def resolve(cfg, log=True):
     else:
         native, how = cpu_bf16_support()
         use_cl = cl == "on" or (cl == "auto" and native)
-        use_bf = bf == "on" or (bf == "auto" and native)
+        use_bf = bf == "on" or (bf == "auto" and native and training)
         why = [settings, how]
+        if bf == "auto" and native and not training:
+            why.append("evaluation in float32 under auto, so the numbers do not depend on "
+                       "the CPU (MODEL.CPU_BF16 on for bf16 inference)")
         if use_bf and not native:
             why.append("bf16 forced on without native support: expect it to be slow")
         fast = FastPath(use_cl, use_bf, "; ".join(why))
     if log:
-        logger.info("Precision path: %s", fast)
+        logger.info("Precision path (%s): %s", "training" if training else "evaluation", fast)
     return fast
 
 

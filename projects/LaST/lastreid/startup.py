@@ -10,6 +10,7 @@ from .config import add_lastreid_config
 from .datasets import check_dataset_folders
 from .errors import ConfigError, ConfigKeyError, MissingFileError
 from .fastreid_internals import registered_dataset_names
+from .transforms import interpolation_mode
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def check_cfg(cfg, eval_only=False):
         for name in names:
             if name not in known:
                 raise ConfigKeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
+    interpolation_mode(cfg)  # ConfigError naming INPUT.INTERPOLATION
     backbone = cfg.MODEL.BACKBONE
     if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
         where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"

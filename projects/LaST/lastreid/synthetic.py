@@ -1,4 +1,5 @@
-"""Synthetic stand-ins for LaST, PRCC and Celeb-reID, for tests and the demo.
+"""Synthetic stand-ins for LaST, PRCC and Celeb-reID, and for the other pre-training sources
+Market-1501, DukeMTMC-reID and MSMT17, for tests and the demo.
 
 Writes small JPEG trees (128x64, H x W) in the exact on-disk layouts and file-name
 patterns the dataset modules read (see lastreid/datasets/*.py), deterministically from
@@ -19,9 +20,16 @@ and JPEG quality.
 - PRCC: cameras A and B see outfit 0, camera C outfit 1; train/val/test persons are
   disjoint.
 - Celeb-reID: most images of a person show a new outfit (as in the real data).
+- Market-1501, DukeMTMC-reID, MSMT17 (`SOURCE_DATASETS`, not written by default): one
+  outfit per person, seen by several cameras (each its own background tone and distance),
+  in the released layouts and names that fastreid's own classes read (see
+  lastreid/datasets/fastreid_sources.py): Market's junk (-1, not counted) and distractor
+  (0) images, Duke's gallery-only persons, MSMT17's list_{train,val,query,gallery}.txt.
+  Each query's camera differs from its person's gallery cameras, so every query has a
+  true match left after fastreid's same-camera filter.
 
 Re-running: a writer first deletes the dataset's own folder (``<root>/last``,
-``<root>/prcc`` or ``<root>/Celeb-reID``) when it carries the marker file written by a
+``<root>/prcc``, ``<root>/Celeb-reID``, ...) when it carries the marker file written by a
 previous run, so files are never duplicated; it refuses (FileExistsError) to touch a
 non-empty folder without that marker, e.g. a real dataset.
 """
@@ -37,17 +45,23 @@ from PIL import Image
 from .errors import InputError
 
 __all__ = [
-    "PRESETS", "DATASETS", "IMAGE_SIZE",
-    "write_last", "write_prcc", "write_celebreid", "write_all", "read_counts",
+    "PRESETS", "DATASETS", "SOURCE_DATASETS", "ALL_DATASETS", "IMAGE_SIZE",
+    "write_last", "write_prcc", "write_celebreid", "write_market1501", "write_dukemtmc",
+    "write_msmt17", "write_all", "read_counts",
 ]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = (128, 64)  # (height, width)
 MARKER = ".lastreid-synthetic.json"
-DATASETS = ("last", "prcc", "celebreid")
-_FOLDERS = {"last": "last", "prcc": "prcc", "celebreid": "Celeb-reID"}
-_STREAMS = {"last": 1, "prcc": 2, "celebreid": 3}  # one random stream per dataset
+DATASETS = ("last", "prcc", "celebreid")  # written by default (the demo's)
+SOURCE_DATASETS = ("market1501", "dukemtmc", "msmt17")  # the other pre-training sources
+ALL_DATASETS = DATASETS + SOURCE_DATASETS
+_FOLDERS = {"last": "last", "prcc": "prcc", "celebreid": "Celeb-reID",
+            "market1501": "Market-1501-v15.09.15", "dukemtmc": "DukeMTMC-reID",
+            "msmt17": "MSMT17_V1"}
+# One random stream per dataset.
+_STREAMS = {"last": 1, "prcc": 2, "celebreid": 3, "market1501": 4, "dukemtmc": 5, "msmt17": 6}
 
 PRESETS = {
     "tiny": {
@@ -55,14 +69,29 @@ PRESETS = {
                      query_images=1, gallery_images=3, distractor_ids=1),
         "prcc": dict(train_ids=5, val_ids=2, test_ids=4, images_per_camera=2),
         "celebreid": dict(train_ids=5, train_images=4, test_ids=4, query_images=1, gallery_images=3),
+        "market1501": dict(train_ids=5, train_images=4, test_ids=4, query_images=1,
+                           gallery_images=3, distractor_images=2, junk_images=2),
+        "dukemtmc": dict(train_ids=5, train_images=4, test_ids=4, query_images=1,
+                         gallery_images=3, distractor_ids=1),
+        "msmt17": dict(train_ids=5, train_images=4, val_images=1, test_ids=4, query_images=1,
+                       gallery_images=3),
     },
     "default": {
         "last": dict(train_ids=72, train_images=10, max_outfits=3, val_ids=20, test_ids=30,
                      query_images=2, gallery_images=8, distractor_ids=6),
         "prcc": dict(train_ids=60, val_ids=10, test_ids=30, images_per_camera=4),
         "celebreid": dict(train_ids=60, train_images=10, test_ids=30, query_images=2, gallery_images=8),
+        "market1501": dict(train_ids=60, train_images=10, test_ids=30, query_images=2,
+                           gallery_images=8, distractor_images=10, junk_images=10),
+        "dukemtmc": dict(train_ids=60, train_images=10, test_ids=30, query_images=2,
+                         gallery_images=8, distractor_ids=6),
+        "msmt17": dict(train_ids=60, train_images=10, val_images=1, test_ids=30, query_images=2,
+                       gallery_images=8),
     },
 }
+# Sizes that may be 0 (every split needs images; these extras are optional).
+_OPTIONAL_SIZES = ("distractor_ids", "distractor_images", "junk_images")
+_CAMERA_COUNTS = {"market1501": 6, "dukemtmc": 8, "msmt17": 15}
 
 
 # Drawing --------------------------------------------------------------------------------
@@ -195,11 +224,15 @@ class _Writer:
         # Marker first: a run that fails half-way leaves a folder the next run may replace.
         self._write_marker(counts=None)
 
-    def save(self, split, relpath, person, outfit, pid, outfit_key, tint=None, scale=1.0):
+    def save(self, split, relpath, person, outfit, pid, outfit_key, tint=None, scale=1.0,
+             counted=True):
+        """Writes one image; `counted=False` leaves it out of the counts (Market's junk)."""
         path = os.path.join(self.folder, relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         pixels = _render(person, outfit, self.rng, tint, scale)
         Image.fromarray(pixels).save(path, quality=int(self.rng.integers(70, 96)))
+        if not counted:
+            return
         tally = self.splits.setdefault(split, dict(ids=set(), outfits=set(), images=0))
         tally["ids"].add(pid)
         tally["outfits"].add((pid, outfit_key))
@@ -236,7 +269,7 @@ def _sizes(dataset, sizes):
     sizes = {**PRESETS["default"][dataset], **sizes}
     for key, value in sizes.items():
         # Every split needs images; only the distractor persons are optional.
-        if not isinstance(value, int) or value < (0 if key == "distractor_ids" else 1):
+        if not isinstance(value, int) or value < (0 if key in _OPTIONAL_SIZES else 1):
             raise InputError(f"{dataset} size {key}={value!r} must be a positive integer")
     return sizes
 
@@ -342,11 +375,140 @@ def write_celebreid(root, seed=0, **sizes):
     return out.finish()
 
 
-_WRITERS = {"last": write_last, "prcc": write_prcc, "celebreid": write_celebreid}
+def _cameras(rng, dataset):
+    """(background tint, scale) per camera number 1..N."""
+    return {cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
+            for cam in range(1, _CAMERA_COUNTS[dataset] + 1)}
+
+
+def _test_cameras(rng, cameras, n_query, n_gallery):
+    """Query cameras (one camera) and gallery cameras (the others) of a test person."""
+    query_cam = int(rng.choice(list(cameras)))
+    others = [c for c in cameras if c != query_cam]
+    return [query_cam] * n_query, [others[i % len(others)] for i in range(n_gallery)]
+
+
+def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
+    """Market-1501 / DukeMTMC-reID: bounding_box_train, query and bounding_box_test."""
+    out = _Writer(root, dataset, seed, sizes)
+    rng = out.rng
+    cameras = _cameras(rng, dataset)
+    n_ids = sizes["train_ids"] + sizes["test_ids"] + sizes.get("distractor_ids", 0)
+    pids = iter(int(p) for p in rng.choice(max_pid, n_ids, replace=False) + 1)
+    frames = {}
+
+    def save(folder, tally, pid, person, outfit, cam, counted=True):
+        frames[pid] = frames.get(pid, int(rng.integers(0, 1000))) + int(rng.integers(1, 50))
+        tint, scale = cameras[cam]
+        out.save(tally, os.path.join(folder, name_of(pid, cam, frames[pid], rng)), person, outfit,
+                 pid, 0, tint, scale, counted=counted)
+
+    for _ in range(sizes["train_ids"]):
+        pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
+        first = int(rng.integers(1, len(cameras) + 1))
+        for i in range(sizes["train_images"]):  # at least two cameras per person
+            cam = (first + i - 1) % len(cameras) + 1
+            save("bounding_box_train", "train", pid, person, outfit, cam)
+    for _ in range(sizes["test_ids"]):
+        pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
+        query_cams, gallery_cams = _test_cameras(rng, cameras, sizes["query_images"],
+                                                 sizes["gallery_images"])
+        for cam in query_cams:
+            save("query", "query", pid, person, outfit, cam)
+        for cam in gallery_cams:
+            save("bounding_box_test", "gallery", pid, person, outfit, cam)
+    for _ in range(sizes.get("distractor_ids", 0)):  # Duke: gallery-only persons
+        pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
+        for _ in range(sizes["gallery_images"]):
+            cam = int(rng.choice(list(cameras)))
+            save("bounding_box_test", "gallery", pid, person, outfit, cam)
+    # Market: distractors (pid 0, kept by fastreid) and junk (pid -1, skipped) in the gallery.
+    for pid, key, counted in ((0, "distractor_images", True), (-1, "junk_images", False)):
+        for _ in range(sizes.get(key, 0)):
+            save("bounding_box_test", "gallery", pid, _new_person(rng), _new_outfit(rng),
+                 int(rng.choice(list(cameras))), counted=counted)
+    return out.finish()
+
+
+def _market_name(pid, cam, frame, rng):
+    pid_text = "-1" if pid < 0 else f"{pid:04d}"
+    sequence, box = int(rng.integers(1, 7)), int(rng.integers(0, 10))
+    return f"{pid_text}_c{cam}s{sequence}_{frame:06d}_{box:02d}.jpg"
+
+
+def _duke_name(pid, cam, frame, rng):
+    return f"{pid:04d}_c{cam}_f{frame:07d}.jpg"
+
+
+def write_market1501(root, seed=0, **sizes):
+    """Writes ``<root>/Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}``
+    with ``NNNN_cCsS_FFFFFF_BB.jpg`` names, cameras c1..c6; returns counts per split
+    ("train", "query", "gallery"; junk images are not counted, as fastreid skips them).
+    Sizes: train_ids, train_images, test_ids, query_images, gallery_images (per person),
+    distractor_images (pid 0) and junk_images (pid -1) in the gallery."""
+    return _write_bounding_boxes(root, "market1501", seed, _sizes("market1501", sizes),
+                                 _market_name, 1501)
+
+
+def write_dukemtmc(root, seed=0, **sizes):
+    """Writes ``<root>/DukeMTMC-reID/{bounding_box_train,query,bounding_box_test}`` with
+    ``NNNN_cC_fFFFFFFF.jpg`` names, cameras c1..c8; returns counts per split. Sizes:
+    train_ids, train_images, test_ids, query_images, gallery_images, distractor_ids
+    (gallery-only persons)."""
+    return _write_bounding_boxes(root, "dukemtmc", seed, _sizes("dukemtmc", sizes),
+                                 _duke_name, 7140)
+
+
+def write_msmt17(root, seed=0, **sizes):
+    """Writes ``<root>/MSMT17_V1/{train,test}/<pid>/*.jpg`` and its
+    ``list_{train,val,query,gallery}.txt`` (lines ``<pid>/<file>.jpg <label>``; file names
+    ``<pid>_<idx>_<camera>_<time>_<n>_<k>.jpg``, cameras 01..15); returns counts per split
+    ("train", "val", "query", "gallery"). Sizes: train_ids, train_images and val_images
+    (per train person), test_ids, query_images, gallery_images."""
+    sizes = _sizes("msmt17", sizes)
+    out = _Writer(root, "msmt17", seed, sizes)
+    rng = out.rng
+    cameras = _cameras(rng, "msmt17")
+    lists = {split: [] for split in ("train", "val", "query", "gallery")}
+    index = {}
+
+    def save(split, folder, label, person, outfit, cam):
+        index[(folder, label)] = index.get((folder, label), -1) + 1
+        time_of_day = ("morning", "noon", "afternoon")[int(rng.integers(3))]
+        rel = (f"{label:04d}/{label:04d}_{index[(folder, label)]:03d}_{cam:02d}_0303{time_of_day}_"
+               f"{int(rng.integers(0, 10_000)):04d}_{int(rng.integers(0, 2))}.jpg")
+        tint, scale = cameras[cam]
+        out.save(split, os.path.join(folder, rel), person, outfit, label, 0, tint, scale)
+        lists[split].append(f"{rel} {label}\n")
+
+    for label in range(sizes["train_ids"]):
+        person, outfit = _new_person(rng), _new_outfit(rng)
+        first = int(rng.integers(1, len(cameras) + 1))
+        n = sizes["train_images"] + sizes["val_images"]
+        for i in range(n):
+            split = "train" if i < sizes["train_images"] else "val"
+            save(split, "train", label, person, outfit, (first + i - 1) % len(cameras) + 1)
+    for label in range(sizes["test_ids"]):
+        person, outfit = _new_person(rng), _new_outfit(rng)
+        query_cams, gallery_cams = _test_cameras(rng, cameras, sizes["query_images"],
+                                                 sizes["gallery_images"])
+        for cam in query_cams:
+            save("query", "test", label, person, outfit, cam)
+        for cam in gallery_cams:
+            save("gallery", "test", label, person, outfit, cam)
+    for split, lines in lists.items():
+        with open(os.path.join(out.folder, f"list_{split}.txt"), "w") as f:
+            f.writelines(lines)
+    return out.finish()
+
+
+_WRITERS = {"last": write_last, "prcc": write_prcc, "celebreid": write_celebreid,
+            "market1501": write_market1501, "dukemtmc": write_dukemtmc, "msmt17": write_msmt17}
 
 
 def write_all(root, preset="default", seed=0, datasets=DATASETS, **sizes):
-    """Writes the `preset` ("tiny" or "default") of each of `datasets` under `root`;
+    """Writes the `preset` ("tiny" or "default") of each of `datasets` (default: LaST, PRCC
+    and Celeb-reID; any of ALL_DATASETS) under `root`;
     size keywords override the preset for every dataset that has that size.
     Returns {dataset: counts per split}."""
     if preset not in PRESETS:

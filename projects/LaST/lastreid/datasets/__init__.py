@@ -1,17 +1,21 @@
-"""The datasets lastreid registers in fastreid's DATASET_REGISTRY, and `build_dataset`."""
+"""The datasets lastreid registers in fastreid's DATASET_REGISTRY, `build_dataset` (any
+registered name; fastreid's Market1501 / DukeMTMC / MSMT17 checked and sorted, see
+fastreid_sources.py) and the layout checks a run makes before it writes anything."""
 import os
 
 from fastreid.data.datasets import DATASET_REGISTRY
 
 from ..errors import ConfigKeyError
+from . import fastreid_sources
 from .celebreid import CelebReID
 from .common import DatasetLayoutError
+from .fastreid_sources import SOURCE_DATASETS
 from .last import LaST, LaSTClothes, LaSTVal
 from .prcc import PRCC, PRCCSameClothes
 
 __all__ = [
-    "LASTREID_DATASETS", "DatasetLayoutError", "UnknownDatasetError", "build_dataset",
-    "check_dataset_folders", "dataset_class", "datasets_root",
+    "LASTREID_DATASETS", "SOURCE_DATASETS", "DatasetLayoutError", "UnknownDatasetError",
+    "build_dataset", "check_dataset_folders", "check_layout", "dataset_class", "datasets_root",
     "LaST", "LaSTVal", "LaSTClothes", "PRCC", "PRCCSameClothes", "CelebReID",
 ]
 
@@ -40,27 +44,38 @@ def dataset_class(name):
         ) from None
 
 
-def check_dataset_folders(names, root=None):
-    """Raises DatasetLayoutError for the first missing folder of the datasets `names`, so that
-    a run can stop before it writes anything. Only the folders are looked at (cheap even for
-    LaST's 228k images); parsing errors still come when a dataset is built. Datasets without
-    `required_folders` (fastreid's own) are left to their own checks."""
+def check_layout(name, root=None):
+    """Raises a one-line DatasetLayoutError when the tree of dataset `name` under `root`
+    (default `datasets_root()`) is missing a folder it reads or, for fastreid's Market1501 /
+    DukeMTMC / MSMT17, would trip fastreid's own parsing. Our datasets' images are parsed
+    when the dataset is built. Returns True when `name` was checked, False for a registered
+    dataset this function knows nothing about."""
     root = datasets_root(root)
+    if name in SOURCE_DATASETS:
+        fastreid_sources.check_layout(name, root)
+        return True
+    cls = dataset_class(name)
+    if not hasattr(cls, "required_folders"):
+        return False
+    for folder in cls.required_folders():
+        path = os.path.join(root, folder)
+        if not os.path.isdir(path):
+            raise DatasetLayoutError(f"{name}: folder not found", path,
+                                     f"{cls.LAYOUT}; FASTREID_DATASETS={root}")
+    return True
+
+
+def check_dataset_folders(names, root=None):
+    """`check_layout` for each of `names`, so that a run can stop before it writes anything."""
     for name in dict.fromkeys(names):
-        cls = dataset_class(name)
-        for folder in getattr(cls, "required_folders", lambda: [])():
-            path = os.path.join(root, folder)
-            if not os.path.isdir(path):
-                raise DatasetLayoutError(f"{name}: folder not found", path,
-                                         f"{cls.LAYOUT}; FASTREID_DATASETS={root}")
+        check_layout(name, root)
 
 
 def build_dataset(name, root=None, **kwargs):
-    """Instantiates the registered dataset `name` (any name in fastreid's registry).
-
-    `root` defaults to `datasets_root()`. A missing folder is named as
-    `check_dataset_folders` names it.
-    """
+    """Instantiates the registered dataset `name` (any name in fastreid's registry) after
+    `check_layout`; `root` defaults to `datasets_root()`. fastreid's source datasets get
+    their item lists sorted (fastreid lists them in file-system order)."""
     root = datasets_root(root)
-    check_dataset_folders([name], root)
-    return dataset_class(name)(root=root, **kwargs)
+    check_layout(name, root)
+    dataset = dataset_class(name)(root=root, **kwargs)
+    return fastreid_sources.sort_items(dataset) if name in SOURCE_DATASETS else dataset
