@@ -267,7 +267,7 @@ def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
     cell = matrix.cells()[0]
     os.makedirs(os.path.join(matrix.output, "results"))
     stored = {"metrics": {"Rank-1": 50.0, "mAP": 40.0}, "opts": [],
-              "weights_signature": transfer._signature(str(weights))}
+              "weights_signature": transfer.weights_signature(str(weights))}
     with open(matrix.result_path(cell), "w") as f:
         json.dump(stored, f)
     matrix._run_cell(cell, "1/1")

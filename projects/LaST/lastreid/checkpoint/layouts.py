@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..fastreid_internals import group_keys
+from .loading import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ __all__ = ["FORMAT_FASTREID", "FORMAT_STATE_DICT", "FORMAT_REFERENCE", "FORMAT_T
            "is_state_dict", "is_reference_state_dict", "is_torchvision_resnet_state_dict",
            "convert_reference_keys", "convert_reference_state_dict",
            "convert_torchvision_resnet_state_dict", "summarise_keys", "is_torchvision_stem_pool",
-           "has_torchvision_stem", "use_torchvision_stem"]
+           "has_torchvision_stem", "use_torchvision_stem", "LAYOUT_REFERENCE", "LAYOUT_TORCHVISION",
+           "LAYOUT_FASTREID", "checkpoint_layout"]
 
 FORMAT_FASTREID = "fastreid"
 FORMAT_STATE_DICT = "bare state dict"
@@ -167,3 +169,19 @@ def use_torchvision_stem(model):
     reproduces a reference checkpoint's features. Returns the model."""
     model.backbone.maxpool = torch.nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     return model
+
+
+LAYOUT_REFERENCE, LAYOUT_TORCHVISION, LAYOUT_FASTREID = "reference", "torchvision", "fastreid"
+
+
+def checkpoint_layout(path, trust=False):
+    """'reference' (the public LaST code's `{'state_dict': ...}`), 'torchvision' (an
+    ImageNet ResNet state dict) or 'fastreid' (`{'model': ...}` or a bare fastreid state
+    dict). Raises lastreid.checkpoint.CheckpointError for unreadable files."""
+    raw = load_checkpoint_file(path, trust=trust)
+    state = raw.get("model", raw.get("state_dict", raw)) if isinstance(raw, dict) else raw
+    if is_reference_state_dict(state):
+        return LAYOUT_REFERENCE
+    if is_torchvision_resnet_state_dict(state):
+        return LAYOUT_TORCHVISION
+    return LAYOUT_FASTREID
