@@ -266,7 +266,7 @@ def compare_paths(model, loader, num_query, modes, flip, seed):
 def quality(args, modes):
     """{model label: compare_paths rows} for a seeded random BoT and (with
     --quality-epochs) a briefly trained one, on synthetic LaST test; plus what was run."""
-    from lastreid import synthetic
+    from lastreid.datasets import synthetic
     from lastreid.engine import Trainer
 
     results, info = {}, {}

@@ -6,7 +6,7 @@ import pytest
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 
-from lastreid import synthetic
+from lastreid.datasets import synthetic
 from lastreid.datasets import LASTREID_DATASETS, DatasetLayoutError, build_dataset
 
 # Registry name -> (generator dataset, its split giving train, query, gallery).

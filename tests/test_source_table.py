@@ -12,10 +12,10 @@ import torch
 from torchvision.transforms import InterpolationMode
 
 from fastreid.data.datasets import DATASET_REGISTRY
-from lastreid import synthetic, transfer
+from lastreid.datasets import synthetic, transfer
 from lastreid.startup import build_cfg
 from lastreid.datasets import DatasetLayoutError, build_dataset, check_layout
-from lastreid.dataset_check import check_dataset
+from lastreid.datasets.check import check_dataset
 from lastreid.engine import Trainer, default_setup
 from lastreid.features import FeatureExtractor
 from lastreid.transforms import _resizing

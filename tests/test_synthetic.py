@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lastreid import synthetic
+from lastreid.datasets import synthetic
 from lastreid.datasets.common import is_image_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -33,7 +33,7 @@ def small_root(tmp_path_factory):
     gallery images) and Celeb-reID (5 train ids x 8 images; 5 query, 15 gallery images):
     5 training iterations of 8 images per epoch (fastreid's metric printer divides by zero
     with fewer) and galleries of at least 10 (Rank-10)."""
-    from lastreid import synthetic
+    from lastreid.datasets import synthetic
 
     root = tmp_path_factory.mktemp("datasets_small")
     synthetic.write_all(str(root), preset="tiny", seed=0, datasets=("prcc", "celebreid"),

@@ -8,12 +8,12 @@ file name that does not parse and every image that does not decode.
 
 Exits 1 if any split folder is missing or empty, any name does not parse or any image does
 not decode (with --strict also when counts differ from the expected ones), else 0. For a
-tree written by lastreid.synthetic the expected counts are the generator's.
+tree written by lastreid.datasets.synthetic the expected counts are the generator's.
 """
 import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from lastreid.dataset_check import CHECKABLE, check_dataset
+from lastreid.datasets.check import CHECKABLE, check_dataset
 from lastreid.errors import report_error, run_tool
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes synthetic LaST / PRCC / Celeb-reID (and, on request, Market-1501 / DukeMTMC-reID /
-MSMT17) trees (see lastreid/synthetic.py).
+MSMT17) trees (see lastreid/datasets/synthetic/).
 
     python tools/make_synthetic_data.py --root datasets --preset default
     python tools/make_synthetic_data.py --root /tmp/d --datasets last --train-ids 20
@@ -11,7 +11,7 @@ dataset folder is left alone and the command fails.
 import argparse
 import json
 
-from lastreid import synthetic
+from lastreid.datasets import synthetic
 from lastreid.errors import report_error, run_tool
 
 SIZE_FLAGS = sorted({key for preset in synthetic.PRESETS.values() for sizes in preset.values() for key in sizes})

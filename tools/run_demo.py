@@ -14,7 +14,7 @@ import sys
 import time
 
 import lastreid  # noqa: F401
-from lastreid import synthetic
+from lastreid.datasets import synthetic
 from lastreid.errors import LastreidError, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -56,6 +56,13 @@ class CelebReID(ImageDataset):
 
     LAYOUT = LAYOUT
 
+    SYNTHETIC_KEY = "celebreid"  # lastreid.datasets.synthetic's name for this tree
+
+    @classmethod
+    def split_reader(cls, split):
+        """(recursive, path -> person id) of a split folder of DOCUMENTED, for the checker."""
+        return False, parse_celebreid_name
+
     @classmethod
     def required_folders(cls):
         """The folders (relative to the datasets root) this dataset reads."""

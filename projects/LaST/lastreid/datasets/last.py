@@ -66,6 +66,13 @@ class _LaSTBase(ImageDataset):
     train_on_clothes = False  # True: one class per (person, outfit)
     LAYOUT = LAYOUT
 
+    SYNTHETIC_KEY = "last"  # lastreid.datasets.synthetic's name for this tree
+
+    @classmethod
+    def split_reader(cls, split):
+        """(recursive, path -> person id) of a split folder of DOCUMENTED, for the checker."""
+        return not split.endswith("/query"), lambda path: parse_last_name(path)[0]
+
     @classmethod
     def required_folders(cls):
         """The folders (relative to the datasets root) this dataset reads."""

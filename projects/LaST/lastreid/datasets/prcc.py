@@ -62,6 +62,16 @@ class _PRCCBase(ImageDataset):
     gallery_camera = "A"
     LAYOUT = LAYOUT
 
+    SYNTHETIC_KEY = "prcc"  # lastreid.datasets.synthetic's name for this tree
+
+    @classmethod
+    def split_reader(cls, split):
+        """(recursive, path -> person id) of a split folder of DOCUMENTED, for the checker:
+        train names are parsed, test pids come from the folder (as the dataset reads them)."""
+        if split == "train":
+            return True, lambda path: parse_prcc_train_path(path)[0]
+        return True, lambda path: _pid_from_folder(path, LAYOUT)
+
     @classmethod
     def required_folders(cls):
         """The folders (relative to the datasets root) this dataset reads."""

@@ -13,55 +13,22 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from fastreid.data.datasets import DATASET_REGISTRY
+from PIL import Image
+from tqdm import tqdm
 
-from .datasets import fastreid_sources
-from .datasets.celebreid import parse_celebreid_name
-from .datasets.common import DatasetLayoutError, is_image_file, parse_int
-from .datasets.last import parse_last_name
-from .datasets.prcc import parse_prcc_train_path
-from .errors import ConfigKeyError
+from ..errors import ConfigKeyError
+from . import LASTREID_DATASETS, datasets_root, fastreid_sources
+from .common import DatasetLayoutError, is_image_file
+from .synthetic import read_counts
 
 __all__ = ["CHECKABLE", "CheckReport", "SplitCount", "check_dataset", "decode_problem"]
 
 
-def _last_pid(path):
-    return parse_last_name(path)[0]
-
-
-def _prcc_train_pid(path):
-    return parse_prcc_train_path(path)[0]
-
-
-def _prcc_test_pid(path):
-    # The PRCC module reads test pids from the folder name (test image names are not parsed).
-    return parse_int(os.path.basename(os.path.dirname(path)), path,
-                     "test/<A|B|C>/<pid>/*.jpg with an integer <pid> folder", "person id folder")
-
-
-def _spec_last(split):
-    return not split.endswith("/query"), _last_pid  # query folders are flat
-
-
-def _spec_prcc(split):
-    return True, _prcc_train_pid if split == "train" else _prcc_test_pid
-
-
-def _spec_celebreid(split):
-    return False, parse_celebreid_name
-
-
-# Dataset name -> (synthetic generator key, split folder -> (recursive, path -> pid)).
+# Dataset name -> lastreid.datasets.synthetic's name for its tree: ours from their classes,
+# fastreid's own (walked by fastreid_sources.split_entries) by name.
 CHECKABLE = {
-    "LaST": ("last", _spec_last),
-    "LaSTVal": ("last", _spec_last),
-    "LaSTClothes": ("last", _spec_last),
-    "PRCC": ("prcc", _spec_prcc),
-    "PRCCSameClothes": ("prcc", _spec_prcc),
-    "CelebReID": ("celebreid", _spec_celebreid),
-    # fastreid's own classes: walked by lastreid.datasets.fastreid_sources.split_entries.
-    "Market1501": ("market1501", None),
-    "DukeMTMC": ("dukemtmc", None),
-    "MSMT17": ("msmt17", None),
+    **{name: DATASET_REGISTRY.get(name).SYNTHETIC_KEY for name in LASTREID_DATASETS},
+    **{name: name.lower() for name in fastreid_sources.SOURCE_DATASETS},
 }
 
 
@@ -127,8 +94,6 @@ class CheckReport:
 
 def decode_problem(path):
     """None if the image decodes fully, else a one-line reason."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.load()  # the whole decode: truncated files fail here, not at open()
@@ -153,8 +118,6 @@ def _walk(folder, recursive):
 
 
 def _synthetic_counts(root, key):
-    from .synthetic import read_counts
-
     try:
         return read_counts(root).get(key)
     except (OSError, ValueError, KeyError):
@@ -165,18 +128,17 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
     """Walks the split folders of the registered dataset `name` under `root` (default
     $FASTREID_DATASETS, else "datasets") and returns a CheckReport. The expected counts
     are the class's DOCUMENTED statistics, or, for a tree written by
-    `lastreid.synthetic` (its marker file is there), what the generator wrote."""
+    `lastreid.datasets.synthetic` (its marker file is there), what the generator wrote."""
     if name not in CHECKABLE:
         raise ConfigKeyError(f"cannot check {name!r}; checkable: {', '.join(CHECKABLE)}")
-    root = root if root is not None else os.environ.get("FASTREID_DATASETS", "datasets")
+    root = datasets_root(root)
     if name in fastreid_sources.SOURCE_DATASETS:
         return _check_source(name, root, decode, workers, progress)
     cls = DATASET_REGISTRY.get(name)
-    key, spec = CHECKABLE[name]
     base = os.path.join(root, cls.dataset_dir)
     report = CheckReport(dataset=name, root=base, decoded=decode)
     expected = dict(cls.DOCUMENTED)
-    synthetic = _synthetic_counts(root, key)
+    synthetic = _synthetic_counts(root, CHECKABLE[name])
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
         expected = {split: {"ids": c["ids"], "images": c["images"]}
@@ -187,7 +149,7 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
         folder = os.path.join(base, split)
         count = SplitCount(split, folder, expected=expected.get(split))
         report.splits.append(count)
-        recursive, parse_pid = spec(split)
+        recursive, parse_pid = cls.split_reader(split)
         paths = _walk(folder, recursive) if os.path.isdir(folder) else []
         if not paths:
             why = "no images in" if os.path.isdir(folder) else "folder not found:"
@@ -214,7 +176,7 @@ def _check_source(name, root, decode, workers, progress):
     reads them (Market's junk pid -1 left out), every name or list line it would trip on."""
     report = CheckReport(dataset=name, root=root, decoded=decode)
     expected = dict(fastreid_sources.DOCUMENTED[name])
-    synthetic = _synthetic_counts(root, CHECKABLE[name][0])
+    synthetic = _synthetic_counts(root, CHECKABLE[name])
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
         expected = {split: {"ids": c["ids"], "images": c["images"]}
@@ -251,8 +213,6 @@ def _decode_all(paths, workers, progress, name):
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(decode_problem, paths, chunksize=64)
         if progress:
-            from tqdm import tqdm
-
             results = tqdm(results, total=len(paths), desc=f"decoding {name}", unit="img",
                            dynamic_ncols=True)
         return list(results)
