@@ -12,7 +12,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 
 from fastreid.data.datasets import DATASET_REGISTRY
-from lastreid.datasets import synthetic, transfer
+from lastreid import transfer
+from lastreid.datasets import synthetic
 from lastreid.startup import build_cfg
 from lastreid.datasets import DatasetLayoutError, build_dataset, check_layout
 from lastreid.datasets.check import check_dataset
