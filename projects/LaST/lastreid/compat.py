@@ -18,6 +18,11 @@ nothing in site-packages is modified.
    `inference_on_dataset` then flips that already-normalised batch for the flip test, so
    the mirrored half was normalised twice and every flip-averaged evaluation was wrong.
    Normalising into a new tensor fixes it for every caller.
+
+Workarounds that live elsewhere: the CPU loaders / trainer and ContiguousParams
+(`lastreid.engine`); fp16 AMP through `torch.amp` instead of fastreid's deprecated
+`torch.cuda.amp` (`lastreid.precision.CudaAMPTrainer`) and the AMP GradScaler state, which
+fastreid never checkpoints, saved and restored as `grad_scaler` (`Trainer.build_hooks`).
 """
 import collections
 import collections.abc
