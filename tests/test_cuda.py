@@ -59,6 +59,7 @@ CUDA_OPTS = [
 def run_tool(argv, env, log, launcher=()):
     """Runs tools/train_net.py (or `launcher` + it) to completion; fails with its log tail."""
     cmd = list(launcher) + ([] if launcher else [sys.executable, TRAIN_NET]) + argv
+    os.makedirs(os.path.dirname(str(log)), exist_ok=True)
     with open(log, "w") as f:
         code = subprocess.run(cmd, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
     if code != 0:
