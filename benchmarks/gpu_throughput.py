@@ -154,7 +154,8 @@ def extraction_img_s(cfg):
 
 def gpu_figures(args, output):
     base = ["MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "OUTPUT_DIR", output,
-            "SOLVER.IMS_PER_BATCH", str(args.batch), "DATALOADER.NUM_WORKERS", str(args.num_workers)]
+            "SOLVER.IMS_PER_BATCH", str(args.batch),
+            "DATALOADER.NUM_WORKERS", str(args.num_workers)]
     out = {"device": torch.cuda.get_device_name(0)}
     off, on = base + ["MODEL.CHANNELS_LAST", "off"], base + ["MODEL.CHANNELS_LAST", "on"]
     for name, opts, only_gpu in (("train_real_loader", off, False), ("train_on_gpu", off, True),

@@ -22,7 +22,8 @@ from lastreid import synthetic
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torch.cuda.is_available() is False)"),
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason="needs CUDA (torch.cuda.is_available() is False)"),
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,8 +153,8 @@ def test_eval_only_reproduces_the_final_evaluation(cuda_run, tmp_path):
 
 def test_cuda_and_cpu_float32_evaluations_agree(cuda_run, tmp_path):
     on_cuda = evaluate(cuda_run, tmp_path / "eval_cuda", [])
-    on_cpu = evaluate(cuda_run, tmp_path / "eval_cpu",
-                      ["MODEL.DEVICE", "cpu", "MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"])
+    fp32_cpu = ["MODEL.DEVICE", "cpu", "MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
+    on_cpu = evaluate(cuda_run, tmp_path / "eval_cpu", fp32_cpu)
     for key in ("Rank-1", "mAP"):
         assert abs(on_cuda[key] - on_cpu[key]) <= 0.1, (key, on_cuda[key], on_cpu[key])
 

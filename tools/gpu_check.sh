@@ -19,7 +19,8 @@ SITE=$PWD/.gpu-site
 FIGURES=$OUT/figures.txt
 # The packages the GPU machine lacks; versions as requirements.txt. packaging (faiss's
 # loader) and wheel (the build) are usually there already; the folder carries them anyway.
-PACKAGES=${GPU_WHEELS:-"fastreid==1.4.0 yacs==0.1.8 termcolor==3.3.0 faiss-cpu==1.15.1 packaging==26.4 wheel==0.48.0"}
+PACKAGES=${GPU_WHEELS:-"fastreid==1.4.0 yacs==0.1.8 termcolor==3.3.0 faiss-cpu==1.15.1
+    packaging==26.4 wheel==0.48.0"}
 mkdir -p "$OUT"
 : > "$FIGURES"
 status=0
@@ -34,7 +35,8 @@ step() {  # step NAME COMMAND...: runs it, its output into the log and the figur
     return "$rc"
 }
 
-say "lastreid GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+say "lastreid GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $commit"
 command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | tee -a "$FIGURES"
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg), CPUs: $(nproc)"
 step python "$PY" -c "import sys, torch, torchvision; print(sys.version.split()[0], 'torch', \
@@ -54,5 +56,6 @@ assert r.IS_CYTHON_AVAI, 'Cython evaluator missing'; print('Cython evaluator: ok
 step cuda-tests "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_cuda.py \
     --junitxml "$OUT/cuda-tests.xml"
 step gpu-throughput "$PY" -W ignore benchmarks/gpu_throughput.py --json "$OUT/gpu_throughput.json"
-say "== done: $([ $status -eq 0 ] && echo all steps passed || echo some steps FAILED); figures in $FIGURES"
+outcome=$([ $status -eq 0 ] && echo "all steps passed" || echo "some steps FAILED")
+say "== done: $outcome; figures in $FIGURES"
 exit $status
