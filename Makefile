@@ -35,7 +35,7 @@ demo: setup
 WHEELS ?= wheels
 GPU_PYTHON ?= python3
 GPU_WHEELS := fastreid==1.4.0 yacs==0.1.8 termcolor==3.3.0 faiss-cpu==1.15.1 \
-    packaging==26.4 wheel==0.48.0
+    PyYAML==6.0.4 packaging==26.4 wheel==0.48.0
 
 gpu-wheels:
 	# faiss-cpu 1.15.1 is tagged manylinux_2_28 only; fastreid 1.4.0 is a py3 wheel.

@@ -174,7 +174,13 @@ def gpu_figures(args, output):
 
 def main():
     args = parse_args()
-    work = args.workdir or tempfile.mkdtemp(prefix="gpu_throughput_")
+    if args.workdir:
+        return measure(args, args.workdir)
+    with tempfile.TemporaryDirectory(prefix="gpu_throughput_") as work:
+        return measure(args, work)
+
+
+def measure(args, work):
     root = os.path.join(work, "datasets")
     write_tree(root, args.train_ids)
     os.environ["FASTREID_DATASETS"] = root

@@ -17,10 +17,10 @@ OUT=${2:-gpu-check}
 PY=${GPU_PYTHON:-python3}
 SITE=$PWD/.gpu-site
 FIGURES=$OUT/figures.txt
-# The packages the GPU machine lacks; versions as requirements.txt. packaging (faiss's
-# loader) and wheel (the build) are usually there already; the folder carries them anyway.
+# The packages the GPU machine lacks, versions as requirements.txt, plus what they need that
+# it may lack: PyYAML (yacs), packaging (faiss's loader), wheel (the build).
 PACKAGES=${GPU_WHEELS:-"fastreid==1.4.0 yacs==0.1.8 termcolor==3.3.0 faiss-cpu==1.15.1
-    packaging==26.4 wheel==0.48.0"}
+    PyYAML==6.0.4 packaging==26.4 wheel==0.48.0"}
 mkdir -p "$OUT"
 : > "$FIGURES"
 status=0
@@ -42,6 +42,12 @@ say "load average: $(cut -d' ' -f1-3 /proc/loadavg), CPUs: $(nproc)"
 step python "$PY" -c "import sys, torch, torchvision; print(sys.version.split()[0], 'torch', \
 torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, \
 'available', torch.cuda.is_available())" || exit 1
+
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    say "== WARNING: torch sees no CUDA device: the cuda tests will skip and the GPU figures"
+    say "   will be missing; the check reports FAILED (the CPU parts still run)"
+    status=1
+fi
 
 rm -rf "$SITE"
 step install "$PY" -m pip install --disable-pip-version-check -q --no-index --no-deps \
