@@ -55,8 +55,8 @@ from fastreid.utils.params import ContiguousParams
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FastPath", "CpuTrainer", "CudaAMPTrainer", "autocast", "cpu_bf16_support", "fold_batchnorm_",
-           "for_inference", "prepare_model", "resolve"]
+__all__ = ["FastPath", "CpuTrainer", "CudaAMPTrainer", "autocast", "cpu_bf16_support",
+           "fold_batchnorm_", "for_inference", "prepare_model", "resolve"]
 
 CHOICES = ("auto", "on", "off")
 # Instruction sets that run bfloat16 arithmetic natively (oneDNN uses them for bf16
