@@ -8,7 +8,7 @@ STAMP := $(VENV)/.lastreid-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 FASTREID := fastreid==1.4.0
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -29,6 +29,23 @@ test: setup
 demo: setup
 	$(PY) tools/run_demo.py
 
+# The offline GPU check (README "GPU check"). gpu-wheels runs where there is internet and
+# fills WHEELS with what the GPU machine lacks (about 19 MB); gpu-check runs on the GPU
+# machine, with GPU_PYTHON (its Python 3.12 with torch), and writes gpu-check/figures.txt.
+WHEELS ?= wheels
+GPU_PYTHON ?= python3
+GPU_WHEELS := fastreid==1.4.0 yacs==0.1.8 termcolor==3.3.0 faiss-cpu==1.15.1 \
+    PyYAML==6.0.4 packaging==26.4 wheel==0.48.0
+
+gpu-wheels:
+	# faiss-cpu 1.15.1 is tagged manylinux_2_28 only; fastreid 1.4.0 is a py3 wheel.
+	$(PYTHON) -m pip download --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+	    -d $(WHEELS) $(GPU_WHEELS)
+
+gpu-check:
+	GPU_PYTHON=$(GPU_PYTHON) GPU_WHEELS="$(GPU_WHEELS)" tools/gpu_check.sh $(WHEELS) gpu-check
+
 clean:
-	rm -rf $(VENV) build projects/LaST/*.egg-info
+	rm -rf $(VENV) build projects/LaST/*.egg-info .gpu-site
 	find projects -name '*.so' -delete

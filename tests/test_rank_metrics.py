@@ -2,12 +2,14 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn import metrics as skm
 
 import lastreid  # noqa: F401  (before fastreid)
 from fastreid.evaluation.rank import IS_CYTHON_AVAI, evaluate_rank
 from fastreid.evaluation.roc import evaluate_roc
 from fastreid.utils.compute_dist import build_dist
+from lastreid.evaluation import rank as rank_module
 from lastreid.evaluation import (DistanceBlocks, blocked_metrics, rank_metrics,
                                  rank_metrics_from_distmat)
 
@@ -101,16 +103,72 @@ def test_block_sizes_and_memory_budget_agree():
         assert abs(m_ap - runs[0][1]) < 1e-6 and abs(m_inp - runs[0][2]) < 1e-6
 
 
-def test_inputs_untouched_unless_overwrite():
-    qf, gf, qp, gp, qc, gc = make_case(4, nq=10)
-    q0, g0 = qf.clone(), gf.clone()
-    a = rank_metrics(qf, gf, qp, gp, qc, gc)
-    assert torch.equal(qf, q0) and torch.equal(gf, g0)
-    b = rank_metrics(qf, gf, qp, gp, qc, gc, overwrite=True)
-    assert torch.allclose(gf.norm(dim=1), torch.ones(gf.shape[0]), atol=1e-6)
-    assert not torch.equal(gf, g0)
-    np.testing.assert_array_equal(a[0], b[0])
-    assert a[1] == b[1] and a[2] == b[2]
+INPUT_KINDS = {
+    "torch-f32": lambda x: x.clone(),
+    "numpy-f32": lambda x: x.numpy().copy(),
+    "torch-f64": lambda x: x.double(),
+    "numpy-f16": lambda x: x.half().numpy(),
+    "strided-f32": lambda x: torch.cat([x, x], dim=1)[:, ::2],  # a non-contiguous view
+}
+
+
+def previous_distances(qf, gf, metric):
+    """The whole-matrix float32 distances of the previous path (cast, F.normalize, one
+    product), i.e. fastreid's compute_dist on float32 features."""
+    q, g = torch.as_tensor(qf).float(), torch.as_tensor(gf).float()
+    if metric == "cosine":
+        return (1 - torch.mm(F.normalize(q, dim=1), F.normalize(g, dim=1).t())).numpy()
+    out = torch.pow(q, 2).sum(1)[:, None] + torch.pow(g, 2).sum(1)[None]
+    return out.addmm_(q, g.t(), beta=1, alpha=-2).numpy()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("kind", sorted(INPUT_KINDS))
+def test_caller_arrays_unchanged_and_distances_as_before(metric, kind, monkeypatch):
+    """The default path reads the caller's features (any float dtype, tensor or array,
+    contiguous or not) without modifying them; gallery chunks of 7 rows (patched: the real
+    chunk is larger than these galleries) give the previous path's distances."""
+    monkeypatch.setattr(rank_module, "_GALLERY_CHUNK", 7)
+    qf0, gf0, qp, gp, qc, gc = make_case(4, nq=30, ng=101)
+    qf, gf = INPUT_KINDS[kind](qf0), INPUT_KINDS[kind](gf0)
+    q_before, g_before = torch.as_tensor(qf).clone(), torch.as_tensor(gf).clone()
+    blocks = DistanceBlocks(qf, gf, metric, block_size=8)
+    dist = np.concatenate([b.copy() for _, b in blocks])
+    ours = rank_metrics(qf, gf, qp, gp, qc, gc, metric=metric, block_size=8)
+    assert torch.equal(torch.as_tensor(qf), q_before) and torch.equal(torch.as_tensor(gf), g_before)
+    before = previous_distances(qf, gf, metric)
+    # A few ulps of the terms at most (BLAS kernel shapes, strided rows); bit-identical for
+    # contiguous inputs with this machine's BLAS.
+    scale = 1.0 if metric == "cosine" else 2 * float(np.abs(before).max())
+    np.testing.assert_allclose(dist, before, rtol=0, atol=8 * np.finfo(np.float32).eps * scale)
+    theirs = evaluate_rank(build_dist(torch.as_tensor(qf).float(), torch.as_tensor(gf).float(),
+                                      metric), qp, gp, qc, gc, max_rank=50)
+    assert_metrics_close(ours, theirs)
+    # overwrite=True normalises float32 CPU inputs in place (the evaluator's own buffer)
+    # and gives the same distances (torch's row norms of a strided view round differently).
+    q2, g2 = torch.as_tensor(qf).float().contiguous(), torch.as_tensor(gf).float().contiguous()
+    dist2 = np.concatenate([b.copy() for _, b in DistanceBlocks(q2, g2, metric, 8, overwrite=True)])
+    if kind.startswith("strided"):
+        np.testing.assert_allclose(dist2, dist, rtol=0, atol=8 * np.finfo(np.float32).eps * scale)
+    else:
+        np.testing.assert_array_equal(dist2, dist)
+    if metric == "cosine":
+        assert torch.allclose(g2.norm(dim=1), torch.ones(g2.shape[0]), atol=1e-6)
+
+
+def test_subset_blocks_are_rows_of_the_full_blocks():
+    qf, gf, *_ = make_case(10, nq=25, ng=60)
+    blocks = DistanceBlocks(qf, gf, block_size=4)
+    full = np.concatenate([b.copy() for _, b in blocks])
+    pick = np.array([24, 3, 3, 0, 17])
+    part = np.concatenate([b.copy() for _, b in blocks.subset(pick)])
+    # the same numbers up to the few ulps of BLAS kernel shapes (5 rows vs 4 per product)
+    np.testing.assert_allclose(part, full[pick], rtol=0, atol=4 * np.finfo(np.float32).eps)
+
+
+def test_mismatched_feature_dims_are_refused():
+    with pytest.raises(ValueError, match="same dim"):
+        DistanceBlocks(torch.zeros(3, 8), torch.zeros(5, 9))
 
 
 @pytest.mark.parametrize("block_size", [1, 3, 64])

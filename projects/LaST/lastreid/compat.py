@@ -27,6 +27,9 @@ Worked around where the code that needs it lives:
   from an earlier evaluation; a resumed, finished run leaves `epoch` unset.
 - `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.
 - `images.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
+- `precision.CudaAMPTrainer`: fp16 AMP through `torch.amp` instead of fastreid's deprecated
+  `torch.cuda.amp`; `engine.Trainer.build_hooks` checkpoints the AMP GradScaler's state
+  (`grad_scaler`), which fastreid never saves, so `--resume` restores it.
 - `startup.build_cfg`: yacs reports an unknown key as a bare AssertionError.
 - `transforms`: fastreid's `build_transforms` hard-codes bicubic resizing; ours sets
   INPUT.INTERPOLATION on its Resize transforms.

@@ -22,6 +22,7 @@ import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
 from fastreid.engine import DefaultTrainer
+from fastreid.engine.train_loop import AMPTrainer
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
 from fastreid.utils.collect_env import collect_env_info
@@ -168,9 +169,11 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        fast = precision.resolve(self.cfg, log=False, training=True)
         if on_cpu(self.cfg):  # the CPU step (bf16 autocast, channels-last batches as resolved)
-            fast = precision.resolve(self.cfg, training=True)
             self._trainer = precision.CpuTrainer.from_trainer(self._trainer, fast)
+        elif self.cfg.SOLVER.AMP.ENABLED:  # fp16 AMP through torch.amp, same GradScaler
+            self._trainer = precision.CudaAMPTrainer.from_trainer(self._trainer, fast)
 
     @classmethod
     def build_model(cls, cfg):
@@ -229,8 +232,13 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer.__init__ builds fastreid's plain Checkpointer and then calls this;
         # swap in ours before the checkpoint hook captures it.
         old = self.checkpointer
+        checkpointables = dict(old.checkpointables)
+        # fastreid checkpoints the optimizer and scheduler only: the AMP GradScaler's scale
+        # and growth tracker would restart from 65536 after every --resume.
+        if isinstance(self._trainer, AMPTrainer):
+            checkpointables["grad_scaler"] = self._trainer.grad_scaler
         self.checkpointer = Checkpointer.from_config(
-            self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
+            self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **checkpointables
         )
         # Our checkpoint hook (best metric kept across resumes), metrics written before it.
         return arrange_hooks(super().build_hooks())

@@ -35,7 +35,10 @@ Inference (evaluation, feature extraction and the tools):
 `resolve(cfg, log=False)` resolves again without logging (for code paths that run often);
 `resolve` raises ValueError naming the key for a value other than auto/on/off.
 `CpuTrainer` is the training step on the CPU (fast-reid's SimpleTrainer.run_step with the
-forward pass under `autocast`); `lastreid.engine.Trainer` installs it.
+forward pass under `autocast`); `lastreid.engine.Trainer` installs it. On CUDA with
+SOLVER.AMP.ENABLED it installs `CudaAMPTrainer` instead: fast-reid's fp16 AMP step through
+`torch.amp` (fast-reid's `torch.cuda.amp` calls are deprecated since torch 2.4), with
+channels-last batches when MODEL.CHANNELS_LAST is on.
 
 bf16 rounds every activation to 8 significant bits. Some models barely notice (random-weight
 BoT R50: min cosine 0.99999 to fp32), others move more (BoT R50 trained from scratch on
@@ -51,15 +54,15 @@ from functools import lru_cache
 
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
+from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 from fastreid.utils.params import ContiguousParams
 
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FastPath", "CpuTrainer", "autocast", "cpu_bf16_support", "fold_batchnorm_",
-           "for_inference", "prepare_model", "resolve"]
+__all__ = ["FastPath", "CpuTrainer", "CudaAMPTrainer", "autocast", "cpu_bf16_support",
+           "fold_batchnorm_", "for_inference", "prepare_model", "resolve"]
 
 CHOICES = ("auto", "on", "off")
 # Instruction sets that run bfloat16 arithmetic natively (oneDNN uses them for bf16
@@ -347,5 +350,46 @@ class CpuTrainer(SimpleTrainer):
         losses.backward()
         self._write_metrics(loss_dict, data_time)
         self.optimizer.step()
+        if isinstance(self.param_wrapper, ContiguousParams):
+            self.param_wrapper.assert_buffer_is_valid()
+
+
+class CudaAMPTrainer(AMPTrainer):
+    """fast-reid's AMPTrainer step (fp16 autocast on the forward pass and the losses, a
+    GradScaler on the backward pass and the step) written with `torch.amp.autocast("cuda")`;
+    fast-reid enters the deprecated `torch.cuda.amp.autocast()` on every step. Batches go
+    channels-last when fast_path.channels_last.
+
+    Build it with `CudaAMPTrainer.from_trainer(trainer, fast)` from fast-reid's AMPTrainer:
+    it keeps that trainer's GradScaler (the object the checkpointer saves as `grad_scaler`)
+    and data-loader iterator."""
+
+    @classmethod
+    def from_trainer(cls, trainer, fast_path):
+        new = cls.__new__(cls)
+        TrainerBase.__init__(new)
+        for attr in ("model", "data_loader", "_data_loader_iter", "optimizer", "param_wrapper",
+                     "grad_scaler", "iter", "start_iter", "epoch"):
+            if hasattr(trainer, attr):
+                setattr(new, attr, getattr(trainer, attr))
+        new.fast_path = fast_path
+        return new
+
+    def run_step(self):
+        assert self.model.training, "[CudaAMPTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        data = channels_last_images(data, self.fast_path)
+        with torch.amp.autocast("cuda", dtype=torch.float16):
+            loss_dict = self.model(data)
+            losses = sum(loss_dict.values())
+
+        self.optimizer.zero_grad()
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict, data_time)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
         if isinstance(self.param_wrapper, ContiguousParams):
             self.param_wrapper.assert_buffer_is_valid()

@@ -17,12 +17,10 @@ import math
 import os
 
 import numpy as np
-import torch
 
 from .errors import InputError
-
-from .evaluation import rank_metrics
-from .evaluation.rank import normalize_rows_, positive_ranks
+from .evaluation import DistanceBlocks, rank_metrics
+from .evaluation.rank import positive_ranks
 
 __all__ = ["ORDERS", "cmc_and_map", "rank_queries", "grid_size", "draw_rank_grid",
            "save_cmc_curve", "write_rank_pages"]
@@ -44,37 +42,19 @@ def cmc_and_map(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", max
 
 
 class _Rows:
-    """Distance rows of selected queries against the whole gallery, block by block, with
-    the same float32 torch operations as `lastreid.evaluation.rank.DistanceBlocks`.
-    Normalizes (cosine) its own copy of the gallery once."""
+    """Distance rows of selected queries against the whole gallery, block by block, from
+    `lastreid.evaluation.DistanceBlocks` (same distances as the evaluation; the features
+    are neither copied whole nor modified)."""
 
     def __init__(self, qf, gf, metric, memory_mb=512):
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
-        self.metric = metric
-        self.qf = torch.as_tensor(qf, dtype=torch.float32)
-        g = torch.as_tensor(gf, dtype=torch.float32)
-        if metric == "cosine":
-            self.g = normalize_rows_(g.clone())
-        else:
-            self.g, self.gg = g, g.pow(2).sum(dim=1)
-        self.block = max(1, int(memory_mb * 2 ** 20) // (4 * max(g.shape[0], 1)))
+        self.blocks = DistanceBlocks(qf, gf, metric, memory_mb=memory_mb)
 
-    @torch.no_grad()
     def __call__(self, query_index):
         """Yields (query index, float32 numpy distance row) for each of `query_index`."""
         query_index = np.asarray(query_index, dtype=np.int64)
-        for s in range(0, query_index.size, self.block):
-            idx = query_index[s:s + self.block]
-            q = self.qf[torch.from_numpy(idx)]  # a copy
-            if self.metric == "cosine":
-                out = torch.mm(normalize_rows_(q), self.g.t()).neg_().add_(1.0)
-            else:
-                out = torch.add(q.pow(2).sum(dim=1)[:, None], self.gg[None, :])
-                out.addmm_(q, self.g.t(), beta=1, alpha=-2)
-            block = out.numpy()
-            for b, qi in enumerate(idx):
-                yield int(qi), block[b]
+        for s, block in self.blocks.subset(query_index):
+            for b in range(block.shape[0]):
+                yield int(query_index[s + b]), block[b]
 
 
 class _Groups:

@@ -23,13 +23,18 @@ its first match on; fastreid's Cython code reads stale buffer values there. NaN 
 are not supported. Bitwise, the blocked float32 products may differ from fastreid's single
 product by a few ulps (the BLAS kernel depends on the shape); metrics only move if a match and
 another item are that close.
+
+Memory: with default arguments every entry point holds the caller's features, one block of
+distances (TEST.EVAL_MEMORY_MB / `memory_mb`) and two small buffers; queries and gallery
+chunks are normalised into reused buffers, so the caller's arrays are never modified and
+never copied whole (`benchmarks/eval_scale.py` measures it).
 """
+import copy
 import logging
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["DistanceBlocks", "auto_block_size", "blocked_metrics", "rank_metrics",
            "rank_metrics_from_distmat", "normalize_rows_"]
@@ -49,6 +54,11 @@ def auto_block_size(num_gallery, memory_mb=512, num_query=None):
     return min(rows, num_query) if num_query else rows
 
 
+_GALLERY_CHUNK = 2048  # gallery rows per product call: their float32 (normalised) copy is one
+# reused buffer (16 MB at 2048-d) that stays in cache for the product; measured as fast as one
+# product over the whole gallery, and bit-identical to it with this machine's BLAS.
+
+
 @torch.no_grad()
 def normalize_rows_(x, chunk=8192):
     """In-place `F.normalize(x, dim=1)` (bit-identical to it), chunk by chunk."""
@@ -58,31 +68,83 @@ def normalize_rows_(x, chunk=8192):
     return x
 
 
-def _as_f32(x):
-    """(float32 tensor, whether it is a new copy)."""
-    t = torch.as_tensor(x)
-    return (t, False) if t.dtype == torch.float32 else (t.float(), True)
+def _is_cpu_f32(t):
+    return t.dtype == torch.float32 and t.device.type == "cpu"
+
+
+@torch.no_grad()
+def _row_reduce(x, reduce, chunk=8192):
+    """float32 CPU vector of `reduce(rows)` over float32 CPU copies of `x`'s rows, chunk by
+    chunk. Row reductions do not depend on how many rows are reduced together, so this is
+    bit-identical to `reduce(x.float())`."""
+    out = torch.empty(x.shape[0], dtype=torch.float32)
+    for s in range(0, x.shape[0], chunk):
+        out[s:s + chunk] = reduce(x[s:s + chunk].to("cpu", torch.float32))
+    return out
+
+
+def _l2_denominators(x):
+    # What F.normalize divides by: the row norm, clamped at its eps.
+    return _row_reduce(x, lambda c: c.norm(p=2, dim=1).clamp_min(1e-12))
+
+
+def _squared_norms(x):
+    # fastreid's compute_dist: torch.pow(x, 2).sum(dim=1).
+    return _row_reduce(x, lambda c: torch.pow(c, 2).sum(dim=1))
+
+
+def _float32_rows(x, start, end, denominators, buf):
+    """Rows start:end of `x` as float32 on the CPU, divided by their `denominators` (None:
+    as they are). A view of `x` when no work is needed, else written into `buf`, so the
+    caller's array is never modified."""
+    part = x[start:end]
+    if denominators is None:
+        return part if _is_cpu_f32(part) else buf[:end - start].copy_(part)
+    den = denominators[start:end, None]
+    if _is_cpu_f32(part):
+        return torch.div(part, den, out=buf[:end - start])
+    return buf[:end - start].copy_(part).div_(den)
 
 
 class DistanceBlocks:
     """Re-iterable source of query x gallery distance blocks: yields `(start, block)` with
     `block` a float32 numpy array of rows `start:start + len(block)`. A block is only
-    valid until the next one is requested (one buffer is reused)."""
+    valid until the next one is requested (one buffer is reused).
+
+    Memory: the caller's features, one block and two small buffers. The inputs (tensors on
+    any device, or arrays, of any float dtype) are read, never copied whole nor modified:
+    each block normalises (cosine) / casts its queries and, one gallery chunk at a time,
+    the gallery into reused buffers, with the same float32 operations as `F.normalize`
+    and fastreid's `compute_dist`. `overwrite=True` lets float32 CPU inputs be normalised
+    in place once instead (the evaluator does this with its own buffer; the distances are
+    the same).
+    """
 
     def __init__(self, query, gallery, metric="cosine", block_size=0, memory_mb=512,
                  overwrite=False):
         if metric not in ("cosine", "euclidean"):
             raise ValueError("metric must be 'cosine' or 'euclidean', got {!r}".format(metric))
-        (q, own_q), (g, own_g) = _as_f32(query), _as_f32(gallery)
-        if metric == "cosine":
-            q = normalize_rows_(q) if (overwrite or own_q) else F.normalize(q, p=2, dim=1)
-            g = normalize_rows_(g) if (overwrite or own_g) else F.normalize(g, p=2, dim=1)
-            self._qq = self._gg = None
-        else:
-            self._qq = torch.pow(q, 2).sum(dim=1)
-            self._gg = torch.pow(g, 2).sum(dim=1)
+        q, g = torch.as_tensor(query), torch.as_tensor(gallery)
+        if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
+            raise ValueError("query and gallery features must be (n, dim) with the same dim, "
+                             "got {} and {}".format(tuple(q.shape), tuple(g.shape)))
         self.metric, self._q, self._g, self._distmat = metric, q, g, None
+        self._q_den = self._g_den = self._qq = self._gg = None
+        if metric == "cosine":
+            self._q_den = self._prepare_cosine(q, overwrite)
+            self._g_den = self._prepare_cosine(g, overwrite)
+        else:
+            self._qq, self._gg = _squared_norms(q), _squared_norms(g)
         self._init_sizes(q.shape[0], g.shape[0], block_size, memory_mb)
+
+    @staticmethod
+    def _prepare_cosine(x, overwrite):
+        """None once `x` is normalised in place (allowed and possible), else the
+        denominators to normalise its rows with on the fly."""
+        if overwrite and _is_cpu_f32(x):
+            normalize_rows_(x)
+            return None
+        return _l2_denominators(x)
 
     @classmethod
     def from_distmat(cls, distmat, block_size=0, memory_mb=512):
@@ -98,6 +160,20 @@ class DistanceBlocks:
         self.block_size = max(1, min(bs, max(self.num_query, 1)))
         self.num_blocks = -(-self.num_query // self.block_size)
 
+    def subset(self, query_index):
+        """Blocks of the distances of the queries `query_index` only (in that order): a
+        copy of those query rows, the gallery shared with this object."""
+        if self._distmat is not None:
+            raise ValueError("subset() of precomputed distances: index the matrix instead")
+        idx = torch.as_tensor(np.asarray(query_index, dtype=np.int64))
+        sub = copy.copy(self)
+        sub._q = self._q.index_select(0, idx.to(self._q.device))
+        for name in ("_q_den", "_qq"):
+            if getattr(self, name) is not None:
+                setattr(sub, name, getattr(self, name).index_select(0, idx))
+        sub._init_sizes(idx.numel(), self.num_gallery, self.block_size, 0)
+        return sub
+
     @torch.no_grad()
     def __iter__(self):
         if self._distmat is not None:
@@ -107,16 +183,25 @@ class DistanceBlocks:
                     block = block.cpu().numpy()
                 yield s, np.asarray(block, dtype=np.float32)
             return
-        buf = torch.empty((self.block_size, self.num_gallery), dtype=torch.float32)
+        dim, ng = self._g.shape[1], self.num_gallery
+        buf = torch.empty((self.block_size, ng), dtype=torch.float32)
+        q_buf = torch.empty((self.block_size, dim), dtype=torch.float32)
+        g_buf = torch.empty((min(_GALLERY_CHUNK, ng), dim), dtype=torch.float32)
         for s in range(0, self.num_query, self.block_size):
-            qb = self._q[s:s + self.block_size]
-            out = buf[:qb.shape[0]]
+            e = min(s + self.block_size, self.num_query)
+            qb = _float32_rows(self._q, s, e, self._q_den, q_buf)
+            out = buf[:e - s]
+            for c in range(0, ng, _GALLERY_CHUNK):
+                c1 = min(c + _GALLERY_CHUNK, ng)
+                gb = _float32_rows(self._g, c, c1, self._g_den, g_buf)
+                part = out[:, c:c1]  # a strided view: the product writes into it directly
+                if self.metric == "cosine":
+                    torch.mm(qb, gb.t(), out=part)
+                else:
+                    torch.add(self._qq[s:e, None], self._gg[None, c:c1], out=part)
+                    part.addmm_(qb, gb.t(), beta=1, alpha=-2)
             if self.metric == "cosine":
-                torch.mm(qb, self._g.t(), out=out)
                 out.neg_().add_(1.0)  # == 1 - sim, bit for bit
-            else:
-                torch.add(self._qq[s:s + qb.shape[0], None], self._gg[None, :], out=out)
-                out.addmm_(qb, self._g.t(), beta=1, alpha=-2)
             yield s, out.numpy()
 
 
@@ -322,8 +407,10 @@ def rank_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids,
     """Exact (cmc, mAP, mINP) of fastreid's build_dist + evaluate_rank, in query blocks.
 
     block_size: queries per block (0: from `memory_mb`, the budget of one float32 block).
-    overwrite: allow normalizing float32 inputs in place (cosine) to save a copy of the
-    gallery. cmc is a float32 array like fastreid's; mAP, mINP are floats.
+    The inputs are not modified and not copied (see `DistanceBlocks`); overwrite=True lets
+    float32 CPU inputs be normalised in place (cosine), which saves re-normalising gallery
+    chunks per block and gives the same numbers. cmc is a float32 array like fastreid's;
+    mAP, mINP are floats.
     """
     blocks = DistanceBlocks(query_feats, gallery_feats, metric, block_size, memory_mb, overwrite)
     r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank, stats=stats)
