@@ -8,6 +8,7 @@ We compile the same sources here, at install time, into `lastreid._cylib`, and
 is never written to. fastreid must therefore be installed before this package
 (the Makefile does that, with --no-deps) and the build must not be isolated.
 """
+
 import importlib.util
 import os
 import shutil

@@ -8,7 +8,8 @@ Throughput (seeded random weights, random images, the same batch every step):
 Training img/s is one full step (forward, losses, backward, Adam) of lastreid's CPU trainer
 (`precision.CpuTrainer` on `Trainer.build_model` / `build_optimizer`); inference img/s is
 one forward pass (no flip) of `precision.for_inference`'s model, which evaluation and
-feature extraction use (on cl+bf16 a frozen copy with BatchNorms folded into bf16 convs). The paths take turns step by step and img/s uses
+feature extraction use (on cl+bf16 a frozen copy with BatchNorms folded into bf16 convs).
+The paths take turns step by step and img/s uses
 the median step, so a change in the machine's load hits every path alike; the load average
 is printed because the absolute figures depend on it. The first-step loss of each path
 (same weights, same batch) shows that the losses agree.
@@ -25,8 +26,10 @@ input, the yardstick for the bf16 changes.
     python benchmarks/cpu_throughput.py                  # R50 256x128 batch 32; quality R18
     python benchmarks/cpu_throughput.py --threads 1 --skip-quality
     python benchmarks/cpu_throughput.py --depth 18x --size 128 64 --quality-epochs 0
-    python benchmarks/cpu_throughput.py --train-iters 0 --infer-iters 0 --quality-depth 50x --quality-epochs 20
+    python benchmarks/cpu_throughput.py --train-iters 0 --infer-iters 0 \\
+        --quality-depth 50x --quality-epochs 20
 """
+
 import argparse
 import copy
 import json
@@ -46,30 +49,59 @@ MODES = {"fp32": ("off", "off"), "cl": ("on", "off"), "cl+bf16": ("on", "on")}
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"),
-                   help="input size of the throughput runs (default 256 128)")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[256, 128],
+        metavar=("H", "W"),
+        help="input size of the throughput runs (default 256 128)",
+    )
     p.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
-    p.add_argument("--train-iters", type=int, default=4, help="timed training steps per path (0: none)")
-    p.add_argument("--infer-iters", type=int, default=6, help="timed inference batches per path (0: none)")
+    p.add_argument(
+        "--train-iters", type=int, default=4, help="timed training steps per path (0: none)"
+    )
+    p.add_argument(
+        "--infer-iters", type=int, default=6, help="timed inference batches per path (0: none)"
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps/batches first")
     p.add_argument("--depth", default="50x", help="ResNet depth: 18x, 34x, 50x, 101x")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--num-classes", type=int, default=5000, help="classifier size (LaST: 5000)")
-    p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of "
-                   + ", ".join(MODES))
+    p.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES)
+    )
     p.add_argument("--skip-quality", action="store_true", help="throughput only")
-    p.add_argument("--quality-epochs", type=int, default=6,
-                   help="epochs of synthetic training of the second quality model (0: only the "
-                   "seeded random one)")
-    p.add_argument("--quality-depth", default="18x",
-                   help="ResNet depth of the quality models (default 18x, quick to train; "
-                   "see the module docstring)")
-    p.add_argument("--train-path", choices=("auto", "fp32"), default="auto",
-                   help="precision the quality model is trained on (auto: this machine's)")
-    p.add_argument("--data-root", default="", help="a datasets root holding synthetic LaST "
-                   "(default: written to a temporary folder)")
-    p.add_argument("--workdir", default="", help="keep the synthetic data and the quality "
-                   "model here and reuse them on the next run (default: a temporary folder)")
+    p.add_argument(
+        "--quality-epochs",
+        type=int,
+        default=6,
+        help="epochs of synthetic training of the second quality model (0: only the "
+        "seeded random one)",
+    )
+    p.add_argument(
+        "--quality-depth",
+        default="18x",
+        help="ResNet depth of the quality models (default 18x, quick to train; "
+        "see the module docstring)",
+    )
+    p.add_argument(
+        "--train-path",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="precision the quality model is trained on (auto: this machine's)",
+    )
+    p.add_argument(
+        "--data-root",
+        default="",
+        help="a datasets root holding synthetic LaST (default: written to a temporary folder)",
+    )
+    p.add_argument(
+        "--workdir",
+        default="",
+        help="keep the synthetic data and the quality "
+        "model here and reuse them on the next run (default: a temporary folder)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the figures to this file")
     return p.parse_args()
@@ -83,9 +115,22 @@ def make_cfg(config, mode, depth, extra=()):
     from lastreid.startup import build_cfg
 
     cl, bf = MODES[mode]
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False",
-            "MODEL.BACKBONE.DEPTH", depth, "MODEL.BACKBONE.FEAT_DIM", str(_feat_dim(depth)),
-            "MODEL.CHANNELS_LAST", cl, "MODEL.CPU_BF16", bf, "DATALOADER.NUM_WORKERS", "0"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.BACKBONE.PRETRAIN",
+        "False",
+        "MODEL.BACKBONE.DEPTH",
+        depth,
+        "MODEL.BACKBONE.FEAT_DIM",
+        str(_feat_dim(depth)),
+        "MODEL.CHANNELS_LAST",
+        cl,
+        "MODEL.CPU_BF16",
+        bf,
+        "DATALOADER.NUM_WORKERS",
+        "0",
+    ]
     return build_cfg(config, opts + list(extra))
 
 
@@ -104,14 +149,18 @@ class _Path:
     """One path's model, optimizer and CPU trainer, built from the same seed."""
 
     def __init__(self, mode, args):
-        import torch
-
         from lastreid import precision
         from lastreid.engine import Trainer
 
+        import torch
+
         h, w = args.size
-        cfg = make_cfg(CONFIG, mode, args.depth, ["MODEL.HEADS.NUM_CLASSES", str(args.num_classes),
-                                            "INPUT.SIZE_TRAIN", str([h, w])])
+        cfg = make_cfg(
+            CONFIG,
+            mode,
+            args.depth,
+            ["MODEL.HEADS.NUM_CLASSES", str(args.num_classes), "INPUT.SIZE_TRAIN", str([h, w])],
+        )
         self.fast = precision.resolve(cfg, log=False)
         seed_all(args.seed)
         model = Trainer.build_model(cfg)
@@ -125,8 +174,9 @@ class _Path:
             while True:  # the model normalizes the images in place: a fresh copy each step
                 yield {"images": self.images.clone(), "targets": targets, "camids": camids}
 
-        self.trainer = precision.CpuTrainer(model, [], optimizer, param_wrapper, self.fast,
-                                            data_loader_iter=batches())
+        self.trainer = precision.CpuTrainer(
+            model, [], optimizer, param_wrapper, self.fast, data_loader_iter=batches()
+        )
         self.model = model
         self.infer = None  # precision.for_inference(model), made on first use
         self.first_loss = None
@@ -141,9 +191,9 @@ class _Path:
             self.first_loss = storage.history("total_loss").latest()
 
     def infer_batch(self):
-        import torch
-
         from lastreid import precision
+
+        import torch
 
         if self.infer is None:  # fp32: the model itself; bf16: a frozen BN-folded copy
             self.infer = precision.for_inference(self.model, self.fast)
@@ -174,10 +224,16 @@ def throughput(modes, args):
                 p.train_step(storage)
 
     def ips(times, n):
-        return args.batch / statistics.median(times[args.warmup:][:n]) if n else float("nan")
+        return args.batch / statistics.median(times[args.warmup :][:n]) if n else float("nan")
 
-    return {m: (ips(p.train_times, args.train_iters), ips(p.infer_times, args.infer_iters),
-                p.first_loss) for m, p in paths.items()}
+    return {
+        m: (
+            ips(p.train_times, args.train_iters),
+            ips(p.infer_times, args.infer_iters),
+            p.first_loss,
+        )
+        for m, p in paths.items()
+    }
 
 
 def quality_model(args, workdir, epochs):
@@ -188,10 +244,24 @@ def quality_model(args, workdir, epochs):
     from lastreid.engine import Trainer
 
     switch = "auto" if args.train_path == "auto" else "off"
-    extra = ["OUTPUT_DIR", workdir, "SOLVER.MAX_EPOCH", str(max(epochs, 1)),
-             "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "1000",
-             "DATASETS.TESTS", '("LaST",)', "TEST.FINAL_TESTS", "()",
-             "MODEL.CHANNELS_LAST", switch, "MODEL.CPU_BF16", switch]
+    extra = [
+        "OUTPUT_DIR",
+        workdir,
+        "SOLVER.MAX_EPOCH",
+        str(max(epochs, 1)),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "TEST.EVAL_PERIOD",
+        "1000",
+        "DATASETS.TESTS",
+        '("LaST",)',
+        "TEST.FINAL_TESTS",
+        "()",
+        "MODEL.CHANNELS_LAST",
+        switch,
+        "MODEL.CPU_BF16",
+        switch,
+    ]
     cfg = make_cfg(SYNTHETIC_CONFIG, "fp32", args.quality_depth, extra)
     os.makedirs(workdir, exist_ok=True)
     seed_all(args.seed)
@@ -209,10 +279,10 @@ def embed(model, data_loader, fast, flip, noise_seed=None):
     """Float32 features of the loader's images on path `fast`, flip-averaged as
     lastreid.features does (the image and its mirror, each normalized once), plus pids and
     camids. noise_seed: add uniform +-0.5 grey-level noise to the images first."""
+    from lastreid import precision
+
     import numpy as np
     import torch
-
-    from lastreid import precision
 
     infer = precision.for_inference(model, fast)
     infer.eval()
@@ -239,27 +309,37 @@ def compare_paths(model, loader, num_query, modes, flip, seed):
     """{row: min/mean cosine to fp32, Rank-1, mAP}: one row per path, plus the fp32 model
     on images with +-0.5 grey-level noise (how far an invisible change of the input moves
     the features and the ranking: the scale to judge bf16's changes by)."""
-    import torch
-    import torch.nn.functional as F
-
     from lastreid import precision
     from lastreid.evaluation import rank_metrics
+
+    import torch
+    import torch.nn.functional as F
 
     rows, ref = {}, None
     for row in list(modes) + [NOISE_ROW]:
         mode = "fp32" if row == NOISE_ROW else row
         cl, bf = MODES[mode]
         fast = precision.FastPath(cl == "on", bf == "on", mode)
-        m = copy.deepcopy(model).to(memory_format=torch.channels_last if fast.channels_last
-                                    else torch.contiguous_format)
+        m = copy.deepcopy(model).to(
+            memory_format=torch.channels_last if fast.channels_last else torch.contiguous_format
+        )
         feats, pids, camids = embed(m, loader, fast, flip, seed if row == NOISE_ROW else None)
         ref = feats if ref is None else ref
         cos = F.cosine_similarity(feats, ref, dim=1)
-        cmc, m_ap, _ = rank_metrics(feats[:num_query].clone(), feats[num_query:].clone(),
-                                    pids[:num_query], pids[num_query:],
-                                    camids[:num_query], camids[num_query:])
-        rows[row] = dict(min_cos=float(cos.min()), mean_cos=float(cos.mean()),
-                         rank1=float(cmc[0]) * 100, mAP=float(m_ap) * 100)
+        cmc, m_ap, _ = rank_metrics(
+            feats[:num_query].clone(),
+            feats[num_query:].clone(),
+            pids[:num_query],
+            pids[num_query:],
+            camids[:num_query],
+            camids[num_query:],
+        )
+        rows[row] = dict(
+            min_cos=float(cos.min()),
+            mean_cos=float(cos.mean()),
+            rank1=float(cmc[0]) * 100,
+            mAP=float(m_ap) * 100,
+        )
     return rows
 
 
@@ -278,25 +358,36 @@ def quality(args, modes):
         os.environ["FASTREID_DATASETS"] = root
         for epochs in [0] + ([args.quality_epochs] if args.quality_epochs else []):
             t0 = time.perf_counter()
-            name = "random_{}".format(args.quality_depth) if not epochs else "run_{}_{}ep_{}".format(
-                args.quality_depth, epochs, args.train_path)
+            name = (
+                "random_{}".format(args.quality_depth)
+                if not epochs
+                else "run_{}_{}ep_{}".format(args.quality_depth, epochs, args.train_path)
+            )
             model, cfg = quality_model(args, os.path.join(work, name), epochs)
-            label = ("seeded random weights" if not epochs else
-                     "trained {} epochs ({} path, {:.0f} s)".format(epochs, args.train_path,
-                                                                   time.perf_counter() - t0))
+            label = (
+                "seeded random weights"
+                if not epochs
+                else "trained {} epochs ({} path, {:.0f} s)".format(
+                    epochs, args.train_path, time.perf_counter() - t0
+                )
+            )
             loader, num_query = Trainer.build_test_loader(cfg, "LaST")
-            results[label] = compare_paths(model, loader, num_query, modes, cfg.TEST.FLIP.ENABLED,
-                                           args.seed)
-            info = dict(num_query=num_query, num_gallery=len(loader.dataset) - num_query,
-                        size=list(cfg.INPUT.SIZE_TEST))
+            results[label] = compare_paths(
+                model, loader, num_query, modes, cfg.TEST.FLIP.ENABLED, args.seed
+            )
+            info = dict(
+                num_query=num_query,
+                num_gallery=len(loader.dataset) - num_query,
+                size=list(cfg.INPUT.SIZE_TEST),
+            )
     return results, info
 
 
 def main():
     args = parse_args()
-    import torch
-
     from lastreid import precision
+
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -305,16 +396,30 @@ def main():
     if unknown:
         sys.exit("unknown mode(s) {}; known: {}".format(", ".join(unknown), ", ".join(MODES)))
     native, how = precision.cpu_bf16_support()
-    print("torch {}, {} threads; native bf16: {} ({})".format(
-        torch.__version__, torch.get_num_threads(), native, how))
-    print("BoT R{} at {}x{}, batch {}: {} timed training steps, {} timed inference batches "
-          "per path (median), after {} warm-up".format(args.depth.rstrip("x"), args.size[0], args.size[1],
-                                              args.batch, args.train_iters, args.infer_iters,
-                                              args.warmup), flush=True)
+    print(
+        "torch {}, {} threads; native bf16: {} ({})".format(
+            torch.__version__, torch.get_num_threads(), native, how
+        )
+    )
+    print(
+        "BoT R{} at {}x{}, batch {}: {} timed training steps, {} timed inference batches "
+        "per path (median), after {} warm-up".format(
+            args.depth.rstrip("x"),
+            args.size[0],
+            args.size[1],
+            args.batch,
+            args.train_iters,
+            args.infer_iters,
+            args.warmup,
+        ),
+        flush=True,
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     speed = throughput(modes, args)
     load = max(load, os.getloadavg()[0]) if hasattr(os, "getloadavg") else load
-    print("(1-minute load average up to {:.1f} on {} CPUs while timing)".format(load, os.cpu_count()))
+    print(
+        "(1-minute load average up to {:.1f} on {} CPUs while timing)".format(load, os.cpu_count())
+    )
     base = speed.get("fp32")
     print()
     print("| path     | train img/s | x fp32 | infer img/s | x fp32 | first-step loss |")
@@ -322,29 +427,54 @@ def main():
     for mode, (tr, inf, loss) in speed.items():
         rt = "{:.2f}".format(tr / base[0]) if base else "-"
         ri = "{:.2f}".format(inf / base[1]) if base else "-"
-        print("| {:8s} | {:11.2f} | {:>6s} | {:11.2f} | {:>6s} | {:15.4f} |".format(
-            mode, tr, rt, inf, ri, float("nan") if loss is None else loss))
-    result = {"speed": {m: dict(train=s[0], infer=s[1], first_loss=s[2]) for m, s in speed.items()},
-              "load_average": load}
+        print(
+            "| {:8s} | {:11.2f} | {:>6s} | {:11.2f} | {:>6s} | {:15.4f} |".format(
+                mode, tr, rt, inf, ri, float("nan") if loss is None else loss
+            )
+        )
+    result = {
+        "speed": {m: dict(train=s[0], infer=s[1], first_loss=s[2]) for m, s in speed.items()},
+        "load_average": load,
+    }
 
     if not args.skip_quality:
         qmodes = ["fp32"] + [m for m in modes if m != "fp32"]
         results, info = quality(args, qmodes)
         print()
-        print("Quality: BoT R{} on synthetic LaST test at {}x{} ({} queries x {} gallery), "
-              "features flip-averaged; cosine to the fp32 features of the same model".format(
-                  args.quality_depth.rstrip("x"), info["size"][0], info["size"][1], info["num_query"],
-                  info["num_gallery"]))
+        print(
+            "Quality: BoT R{} on synthetic LaST test at {}x{} ({} queries x {} gallery), "
+            "features flip-averaged; cosine to the fp32 features of the same model".format(
+                args.quality_depth.rstrip("x"),
+                info["size"][0],
+                info["size"][1],
+                info["num_query"],
+                info["num_gallery"],
+            )
+        )
         for label, rows in results.items():
             print()
             print("{}:".format(label))
-            print("| path                   | min cos  | mean cos | Rank-1 | dRank-1 |  mAP  |  dmAP |")
-            print("|------------------------|----------|----------|--------|---------|-------|-------|")
+            print(
+                "| path                   | min cos  | mean cos | Rank-1 | dRank-1 "
+                "|  mAP  |  dmAP |"
+            )
+            print(
+                "|------------------------|----------|----------|--------|---------|-------|-------|"
+            )
             ref = rows["fp32"]
             for row, r in rows.items():
-                print("| {:22s} | {:8.6f} | {:8.6f} | {:6.2f} | {:+7.2f} | {:5.2f} | {:+5.2f} |".format(
-                    row, r["min_cos"], r["mean_cos"], r["rank1"], r["rank1"] - ref["rank1"],
-                    r["mAP"], r["mAP"] - ref["mAP"]))
+                print(
+                    "| {:22s} | {:8.6f} | {:8.6f} | {:6.2f} | {:+7.2f} "
+                    "| {:5.2f} | {:+5.2f} |".format(
+                        row,
+                        r["min_cos"],
+                        r["mean_cos"],
+                        r["rank1"],
+                        r["rank1"] - ref["rank1"],
+                        r["mAP"],
+                        r["mAP"] - ref["mAP"],
+                    )
+                )
         result["quality"] = dict(models=results, **info)
     if args.json:
         with open(args.json, "w") as f:

@@ -19,6 +19,7 @@ Without CUDA the GPU figures are skipped with a message; the loader figures stil
     python benchmarks/gpu_throughput.py --json gpu_figures.json
     python benchmarks/gpu_throughput.py --loader-images 200       # CPU only, quick
 """
+
 import argparse
 import glob
 import json
@@ -28,10 +29,10 @@ import tempfile
 import time
 
 import lastreid  # noqa: F401  (before fastreid)
+from lastreid.datasets import synthetic
+
 import torch
 from PIL import Image
-
-from lastreid.datasets import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -56,8 +57,17 @@ def write_tree(root, train_ids):
     marker = os.path.join(root, "last", ".real-crop-size")
     if os.path.isfile(marker):
         return
-    synthetic.write_last(root, seed=0, train_ids=train_ids, train_images=10, val_ids=4,
-                         test_ids=60, query_images=4, gallery_images=12, distractor_ids=10)
+    synthetic.write_last(
+        root,
+        seed=0,
+        train_ids=train_ids,
+        train_images=10,
+        val_ids=4,
+        test_ids=60,
+        query_images=4,
+        gallery_images=12,
+        distractor_ids=10,
+    )
     for path in glob.glob(os.path.join(root, "last", "**", "*.jpg"), recursive=True):
         with Image.open(path) as image:
             big = image.convert("RGB").resize(CROP, Image.Resampling.BICUBIC)
@@ -68,8 +78,9 @@ def write_tree(root, train_ids):
 def make_cfg(opts=()):
     from lastreid.startup import build_cfg
 
-    return build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "DATASETS.TESTS", '("LaST",)']
-                     + list(opts))
+    return build_cfg(
+        CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "DATASETS.TESTS", '("LaST",)'] + list(opts)
+    )
 
 
 def loader_per_worker(n_images):
@@ -110,8 +121,9 @@ class _SameBatch:
 def train_img_s(cfg, steps, warmup, batch, on_gpu_only):
     """Training images/s of lastreid's Trainer step; on_gpu_only: the same batch, on the
     GPU, every step (no loader)."""
-    from fastreid.utils.events import EventStorage
     from lastreid.engine import Trainer
+
+    from fastreid.utils.events import EventStorage
 
     trainer = Trainer(cfg)
     step = trainer._trainer
@@ -153,19 +165,32 @@ def extraction_img_s(cfg):
 
 
 def gpu_figures(args, output):
-    base = ["MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "OUTPUT_DIR", output,
-            "SOLVER.IMS_PER_BATCH", str(args.batch),
-            "DATALOADER.NUM_WORKERS", str(args.num_workers)]
+    base = [
+        "MODEL.DEVICE",
+        "cuda",
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "OUTPUT_DIR",
+        output,
+        "SOLVER.IMS_PER_BATCH",
+        str(args.batch),
+        "DATALOADER.NUM_WORKERS",
+        str(args.num_workers),
+    ]
     out = {"device": torch.cuda.get_device_name(0)}
     off, on = base + ["MODEL.CHANNELS_LAST", "off"], base + ["MODEL.CHANNELS_LAST", "on"]
-    for name, opts, only_gpu in (("train_real_loader", off, False), ("train_on_gpu", off, True),
-                                 ("train_on_gpu_channels_last", on, True),
-                                 ("train_real_loader_channels_last", on, False)):
+    for name, opts, only_gpu in (
+        ("train_real_loader", off, False),
+        ("train_on_gpu", off, True),
+        ("train_on_gpu_channels_last", on, True),
+        ("train_real_loader_channels_last", on, False),
+    ):
         print("measuring", name, "...", flush=True)
         out[name] = train_img_s(make_cfg(opts), args.steps, args.warmup, args.batch, only_gpu)
     out["data_bound"] = out["train_real_loader"] / out["train_on_gpu"]
-    out["data_bound_channels_last"] = (out["train_real_loader_channels_last"]
-                                       / out["train_on_gpu_channels_last"])
+    out["data_bound_channels_last"] = (
+        out["train_real_loader_channels_last"] / out["train_on_gpu_channels_last"]
+    )
     for name, opts in (("extraction", off), ("extraction_channels_last", on)):
         print("measuring", name, "...", flush=True)
         out[name] = extraction_img_s(make_cfg(opts))
@@ -184,32 +209,59 @@ def measure(args, work):
     root = os.path.join(work, "datasets")
     write_tree(root, args.train_ids)
     os.environ["FASTREID_DATASETS"] = root
-    figures = {"load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
-               "torch": torch.__version__, "num_workers": args.num_workers, "batch": args.batch}
+    figures = {
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "num_workers": args.num_workers,
+        "batch": args.batch,
+    }
     per_worker = loader_per_worker(args.loader_images)
     figures["loader_per_worker"] = per_worker
-    print("CPU loader, one worker: {:.0f} img/s training transforms, {:.0f} img/s test "
-          "transforms ({}x{} JPEGs; load average {:.1f}); per CPU second {:.0f} and {:.0f}".format(
-              per_worker["train"], per_worker["test"], CROP[0], CROP[1], figures["load_average"][0],
-              per_worker["train_per_cpu_second"], per_worker["test_per_cpu_second"]))
+    print(
+        "CPU loader, one worker: {:.0f} img/s training transforms, {:.0f} img/s test "
+        "transforms ({}x{} JPEGs; load average {:.1f}); per CPU second {:.0f} and {:.0f}".format(
+            per_worker["train"],
+            per_worker["test"],
+            CROP[0],
+            CROP[1],
+            figures["load_average"][0],
+            per_worker["train_per_cpu_second"],
+            per_worker["test_per_cpu_second"],
+        )
+    )
     if torch.cuda.is_available():
         gpu = gpu_figures(args, os.path.join(work, "output"))
         figures["gpu"] = gpu
         print("\n{} (batch {}, fp16 AMP, BoT R50 256x128)".format(gpu["device"], args.batch))
-        print("training img/s: (a) real loader, {} workers {:.0f}; (b) batch on the GPU {:.0f}; "
-              "data-bound a/b {:.2f}".format(args.num_workers, gpu["train_real_loader"],
-                                             gpu["train_on_gpu"], gpu["data_bound"]))
-        print("channels-last on: (a) {:.0f}, (b) {:.0f}, a/b {:.2f}".format(
-            gpu["train_real_loader_channels_last"], gpu["train_on_gpu_channels_last"],
-            gpu["data_bound_channels_last"]))
-        print("feature extraction img/s (test loader, fp32, no flip): {:.0f}; channels-last "
-              "{:.0f}".format(gpu["extraction"], gpu["extraction_channels_last"]))
-        print("loader workers needed to keep (b) fed: {:.1f}".format(
-            gpu["train_on_gpu"] / per_worker["train"]))
+        print(
+            "training img/s: (a) real loader, {} workers {:.0f}; (b) batch on the GPU {:.0f}; "
+            "data-bound a/b {:.2f}".format(
+                args.num_workers, gpu["train_real_loader"], gpu["train_on_gpu"], gpu["data_bound"]
+            )
+        )
+        print(
+            "channels-last on: (a) {:.0f}, (b) {:.0f}, a/b {:.2f}".format(
+                gpu["train_real_loader_channels_last"],
+                gpu["train_on_gpu_channels_last"],
+                gpu["data_bound_channels_last"],
+            )
+        )
+        print(
+            "feature extraction img/s (test loader, fp32, no flip): {:.0f}; channels-last "
+            "{:.0f}".format(gpu["extraction"], gpu["extraction_channels_last"])
+        )
+        print(
+            "loader workers needed to keep (b) fed: {:.1f}".format(
+                gpu["train_on_gpu"] / per_worker["train"]
+            )
+        )
     else:
         figures["gpu"] = None
-        print("\nGPU figures skipped: torch.cuda.is_available() is False on this machine "
-              "(run this script where CUDA works, e.g. through `make gpu-check`)")
+        print(
+            "\nGPU figures skipped: torch.cuda.is_available() is False on this machine "
+            "(run this script where CUDA works, e.g. through `make gpu-check`)"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)

@@ -1,7 +1,7 @@
-import pytest
-
 import lastreid  # noqa: F401  (patches fastreid before any test imports it)
 from lastreid.datasets import synthetic
+
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -25,22 +25,38 @@ def default_root(tmp_path_factory):
 # Overrides that make BoT small enough for a few CPU seconds per epoch: ResNet-18 at 64x32,
 # no ImageNet file, every epoch evaluated and checkpointed.
 FAST_CPU_OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.BACKBONE.DEPTH", "18x",
-    "MODEL.BACKBONE.FEAT_DIM", "512",
-    "INPUT.SIZE_TRAIN", "[64, 32]",
-    "INPUT.SIZE_TEST", "[64, 32]",
-    "INPUT.PADDING.SIZE", "4",
-    "SOLVER.IMS_PER_BATCH", "32",
-    "SOLVER.WARMUP_ITERS", "10",
-    "SOLVER.STEPS", "[100]",
-    "SOLVER.CHECKPOINT_PERIOD", "1",
-    "TEST.EVAL_PERIOD", "1",
-    "TEST.IMS_PER_BATCH", "64",
-    "DATALOADER.NUM_WORKERS", "0",
-    "CUDNN_BENCHMARK", "False",
-    "SEED", "0",  # a test's outcome never rests on a lucky draw
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.BACKBONE.PRETRAIN",
+    "False",
+    "MODEL.BACKBONE.DEPTH",
+    "18x",
+    "MODEL.BACKBONE.FEAT_DIM",
+    "512",
+    "INPUT.SIZE_TRAIN",
+    "[64, 32]",
+    "INPUT.SIZE_TEST",
+    "[64, 32]",
+    "INPUT.PADDING.SIZE",
+    "4",
+    "SOLVER.IMS_PER_BATCH",
+    "32",
+    "SOLVER.WARMUP_ITERS",
+    "10",
+    "SOLVER.STEPS",
+    "[100]",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "TEST.EVAL_PERIOD",
+    "1",
+    "TEST.IMS_PER_BATCH",
+    "64",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "CUDNN_BENCHMARK",
+    "False",
+    "SEED",
+    "0",  # a test's outcome never rests on a lucky draw
 ]
 
 

@@ -9,6 +9,7 @@ RECORD_DIR/rank<R>.jsonl, its training sampler's seed, one line per training ste
 file it writes atomically (checkpoints, model_best, results.json). The process of rank
 KILL_RANK sends itself SIGKILL when it starts training step KILL_ITER.
 """
+
 import json
 import os
 import runpy
@@ -18,13 +19,14 @@ import sys
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import atomic, engine, resume
 
-TRAIN_NET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "tools", "train_net.py")
+TRAIN_NET = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train_net.py"
+)
 
 
 def main(argv):
     split = argv.index("--")
-    own, args = argv[:split], argv[split + 1:]
+    own, args = argv[:split], argv[split + 1 :]
     record_dir, kill = own[0], tuple(int(x) for x in own[1:3])
     rank = int(os.environ["RANK"])
     record_path = os.path.join(record_dir, f"rank{rank}.jsonl")
@@ -55,13 +57,18 @@ def main(argv):
                 for batch in batches:
                     step._last_batch = batch
                     yield batch
+
             step._data_loader_iter = keep_last()
         run_step(self)
         batch = step._last_batch
         # DDP keeps the processes' weights equal: their sums say so after every step.
         weights = float(sum(p.detach().double().sum() for p in self.model.parameters()))
-        record(iteration=self.iter, paths=list(batch["img_paths"]),
-               pids=[int(p) for p in batch["targets"]], weights=weights)
+        record(
+            iteration=self.iter,
+            paths=list(batch["img_paths"]),
+            pids=[int(p) for p in batch["targets"]],
+            weights=weights,
+        )
 
     engine.Trainer.run_step = recorded_step
     sys.argv = [TRAIN_NET] + args

@@ -12,15 +12,16 @@ When the process gets there it writes `reached MOMENT` to the file descriptor na
 $STOP_AT_FD and waits, forever, to be killed. The patches live in this process only, so
 the product has no test switches; a test decides when the kill lands, not the machine.
 """
+
 import os
 import runpy
 import signal
 import sys
 
 import lastreid  # noqa: F401  (patches fastreid first, as the tools do)
-from fastreid.engine import defaults
-
 from lastreid.engine import Trainer
+
+from fastreid.engine import defaults
 
 
 def _stop(moment):
@@ -47,6 +48,7 @@ def _nth_call(n):
     def should_stop(*args, **kwargs):
         calls.append(1)
         return len(calls) == n
+
     return should_stop
 
 

@@ -1,5 +1,6 @@
 """lastreid.checkpoint: atomic saves, weights-only loads, the key report and the
 conversion of the public LaST code's ResNet-50 BoT checkpoints."""
+
 import importlib.util
 import logging
 import os
@@ -9,17 +10,7 @@ import textwrap
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-import torchvision
-from torch import nn
-
 import lastreid  # noqa: F401  (before fastreid)
-from fastreid.config import get_cfg
-from fastreid.modeling import build_model
-from fastreid.solver import build_lr_scheduler
-
 from lastreid import checkpoint as ckpt
 from lastreid.atomic import save_atomic
 from lastreid.checkpoint import (
@@ -34,6 +25,15 @@ from lastreid.checkpoint import (
 )
 from lastreid.config import add_lastreid_config
 
+import numpy as np
+import pytest
+import torch
+import torchvision
+from fastreid.config import get_cfg
+from fastreid.modeling import build_model
+from fastreid.solver import build_lr_scheduler
+from torch import nn
+
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 7
 
@@ -47,21 +47,35 @@ class Arbitrary:
 
 # Models ----------------------------------------------------------------------------------
 
+
 def bot_cfg(num_classes=NUM_CLASSES):
     cfg = add_lastreid_config(get_cfg())
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu",
-        "MODEL.BACKBONE.PRETRAIN", False,
-        "MODEL.BACKBONE.LAST_STRIDE", 1,
-        "MODEL.BACKBONE.NORM", "BN",
-        "MODEL.HEADS.NAME", "EmbeddingHead",
-        "MODEL.HEADS.NECK_FEAT", "before",
-        "MODEL.HEADS.WITH_BNNECK", True,
-        "MODEL.HEADS.POOL_LAYER", "GlobalAvgPool",
-        "MODEL.HEADS.CLS_LAYER", "Linear",
-        "MODEL.HEADS.NUM_CLASSES", num_classes,
-        "MODEL.HEADS.NORM", "BN",
-    ])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.BACKBONE.PRETRAIN",
+            False,
+            "MODEL.BACKBONE.LAST_STRIDE",
+            1,
+            "MODEL.BACKBONE.NORM",
+            "BN",
+            "MODEL.HEADS.NAME",
+            "EmbeddingHead",
+            "MODEL.HEADS.NECK_FEAT",
+            "before",
+            "MODEL.HEADS.WITH_BNNECK",
+            True,
+            "MODEL.HEADS.POOL_LAYER",
+            "GlobalAvgPool",
+            "MODEL.HEADS.CLS_LAYER",
+            "Linear",
+            "MODEL.HEADS.NUM_CLASSES",
+            num_classes,
+            "MODEL.HEADS.NORM",
+            "BN",
+        ]
+    )
     return cfg
 
 
@@ -78,7 +92,11 @@ class ReferenceBoT(nn.Module):
         self.base = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.pool = net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4)
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.bottleneck = nn.BatchNorm1d(2048)
         self.bottleneck.bias.requires_grad_(False)
@@ -99,7 +117,9 @@ def randomise_(model, seed):
         for module in model.modules():
             if isinstance(module, nn.Conv2d):
                 fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                module.weight.copy_(
+                    torch.randn(module.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5
+                )
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
                 c = module.num_features
                 module.weight.copy_(0.5 + torch.rand(c, generator=g))
@@ -118,11 +138,13 @@ class TinyReid(nn.Module):
 
     def __init__(self, num_classes=5):
         super().__init__()
-        self.backbone = nn.Sequential(OrderedDict(
-            conv1=nn.Conv2d(3, 4, 3, bias=False),
-            bn1=nn.BatchNorm2d(4),
-            layer1=nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4)),
-        ))
+        self.backbone = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, 4, 3, bias=False),
+                bn1=nn.BatchNorm2d(4),
+                layer1=nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4)),
+            )
+        )
         self.heads = nn.Module()
         self.heads.bottleneck = nn.Sequential(nn.BatchNorm2d(4))
         self.heads.weight = nn.Parameter(torch.randn(num_classes, 4))
@@ -138,6 +160,7 @@ def states_equal(a, b):
 
 
 # Reference checkpoints -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
@@ -195,21 +218,26 @@ def test_reference_checkpoint_matches_reference_features(reference, caplog):
 
 
 def test_converter_accepts_dataparallel_prefix_and_reports_unknown_keys(caplog):
-    sd = OrderedDict([
-        ("module.base.0.weight", torch.randn(64, 3, 7, 7)),
-        ("module.base.1.running_var", torch.rand(64)),
-        ("module.layer4.2.downsample.1.bias", torch.randn(8)),
-        ("module.bottleneck.num_batches_tracked", torch.tensor(3)),
-        ("module.classifier.weight", torch.randn(5, 2048)),
-        ("module.extra_head.weight", torch.randn(2)),
-    ])
+    sd = OrderedDict(
+        [
+            ("module.base.0.weight", torch.randn(64, 3, 7, 7)),
+            ("module.base.1.running_var", torch.rand(64)),
+            ("module.layer4.2.downsample.1.bias", torch.randn(8)),
+            ("module.bottleneck.num_batches_tracked", torch.tensor(3)),
+            ("module.classifier.weight", torch.randn(5, 2048)),
+            ("module.extra_head.weight", torch.randn(2)),
+        ]
+    )
     assert is_reference_state_dict(sd) and is_reference_state_dict({"state_dict": sd})
     with caplog.at_level(logging.WARNING, logger="lastreid.checkpoint"):
         out = convert_reference_state_dict({"state_dict": sd})
     assert list(out) == [
-        "backbone.conv1.weight", "backbone.bn1.running_var",
-        "backbone.layer4.2.downsample.1.bias", "heads.bottleneck.0.num_batches_tracked",
-        "heads.weight", "extra_head.weight",
+        "backbone.conv1.weight",
+        "backbone.bn1.running_var",
+        "backbone.layer4.2.downsample.1.bias",
+        "heads.bottleneck.0.num_batches_tracked",
+        "heads.weight",
+        "extra_head.weight",
     ]
     assert all(out[new] is sd[old] for new, old in zip(out, sd))
     assert "extra_head" in caplog.text
@@ -228,7 +256,11 @@ def test_torchvision_imagenet_keys_map_onto_the_backbone():
 
 def test_torchvision_file_as_weights_loads_backbone_and_drops_fc(tmp_path):
     source = tiny(seed=4)
-    imagenet = {k[len("backbone."):]: v for k, v in source.state_dict().items() if k.startswith("backbone.")}
+    imagenet = {
+        k[len("backbone.") :]: v
+        for k, v in source.state_dict().items()
+        if k.startswith("backbone.")
+    }
     imagenet["fc.weight"], imagenet["fc.bias"] = torch.randn(10, 4), torch.randn(10)
     path = tmp_path / "resnet50-imagenet.pth"
     torch.save(imagenet, path)
@@ -246,13 +278,24 @@ def test_torchvision_file_as_weights_loads_backbone_and_drops_fc(tmp_path):
 
 # Atomic saves ----------------------------------------------------------------------------
 
+
 def training_state(sched, seed=0):
     torch.manual_seed(seed)
     model = tiny(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     cfg = get_cfg()
-    cfg.merge_from_list(["SOLVER.SCHED", sched, "SOLVER.STEPS", [2, 4], "SOLVER.WARMUP_ITERS", 5,
-                         "SOLVER.MAX_EPOCH", 8])
+    cfg.merge_from_list(
+        [
+            "SOLVER.SCHED",
+            sched,
+            "SOLVER.STEPS",
+            [2, 4],
+            "SOLVER.WARMUP_ITERS",
+            5,
+            "SOLVER.MAX_EPOCH",
+            8,
+        ]
+    )
     schedulers = build_lr_scheduler(cfg, optimizer, iters_per_epoch=3)
     assert set(schedulers) == {"lr_sched", "warmup_sched"}
     for _ in range(3):
@@ -268,7 +311,8 @@ def training_state(sched, seed=0):
 def test_save_round_trips_training_state_with_weights_only(tmp_path, sched):
     model, optimizer, schedulers = training_state(sched, seed=0)
     Checkpointer(model, str(tmp_path), optimizer=optimizer, **schedulers).save(
-        "model_0002", epoch=2, metric=np.float64(0.375), ranks=np.array([1.0, 2.0]))
+        "model_0002", epoch=2, metric=np.float64(0.375), ranks=np.array([1.0, 2.0])
+    )
     path = tmp_path / "model_0002.pth"
     assert (tmp_path / "last_checkpoint").read_text() == "model_0002.pth"
 
@@ -347,7 +391,10 @@ def test_failed_pointer_write_keeps_old_pointer(tmp_path, monkeypatch):
     assert tmp_leftovers(tmp_path) == []
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000.pth"
     for name in ("model_0000.pth", "model_0001.pth"):  # the new file is complete too
-        assert torch.load(tmp_path / name, weights_only=True)["model"].keys() == model.state_dict().keys()
+        assert (
+            torch.load(tmp_path / name, weights_only=True)["model"].keys()
+            == model.state_dict().keys()
+        )
 
 
 def test_hard_kill_during_save_leaves_previous_checkpoint(tmp_path):
@@ -396,6 +443,7 @@ def test_save_atomic_helper(tmp_path):
 
 # Untrusted and corrupt files -------------------------------------------------------------
 
+
 def test_untrusted_pickle_refused_unless_trusted(tmp_path, caplog):
     source = tiny(seed=0)
     path = tmp_path / "needs_pickle.pth"
@@ -428,12 +476,15 @@ def _truncated_legacy(path):
     path.write_bytes(data[: len(data) - 40])
 
 
-@pytest.mark.parametrize("damage", [
-    _truncated_zip,
-    _truncated_legacy,
-    lambda path: path.write_bytes(b""),
-    lambda path: path.write_text("not a checkpoint at all"),
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _truncated_zip,
+        _truncated_legacy,
+        lambda path: path.write_bytes(b""),
+        lambda path: path.write_text("not a checkpoint at all"),
+    ],
+)
 def test_corrupt_file_gives_one_line_error_naming_it(tmp_path, damage):
     path = tmp_path / "model_0003.pth"
     damage(path)
@@ -444,6 +495,7 @@ def test_corrupt_file_gives_one_line_error_naming_it(tmp_path, damage):
 
 
 # Classifier and the key report -----------------------------------------------------------
+
 
 def test_load_classifier_false_drops_heads_weight(tmp_path):
     source = tiny(seed=0)
@@ -479,7 +531,10 @@ def test_classifier_with_other_class_count_reported_as_dropped(tmp_path, caplog)
 def test_backbone_loaded_false_without_backbone_keys(tmp_path):
     source = tiny(seed=0)
     heads_only = tmp_path / "heads_only.pth"
-    torch.save({"model": {k: v for k, v in source.state_dict().items() if k.startswith("heads.")}}, heads_only)
+    torch.save(
+        {"model": {k: v for k, v in source.state_dict().items() if k.startswith("heads.")}},
+        heads_only,
+    )
     checkpointer = Checkpointer(tiny(seed=1))
     checkpointer.load(str(heads_only))
     report = checkpointer.last_load_report
@@ -514,10 +569,12 @@ def test_unknown_keys_and_module_prefix_in_fastreid_file(tmp_path):
 
 # The conversion tool ---------------------------------------------------------------------
 
+
 def test_convert_tool_writes_weights_only_fastreid_file(reference, tmp_path, capsys):
     ref_model, path = reference
     spec = importlib.util.spec_from_file_location(
-        "convert_reference_checkpoint", REPO / "tools" / "convert_reference_checkpoint.py")
+        "convert_reference_checkpoint", REPO / "tools" / "convert_reference_checkpoint.py"
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
 

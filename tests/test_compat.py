@@ -1,9 +1,10 @@
 """`import lastreid` makes fastreid 1.4.0 work here; each test is one of compat.py's fixes."""
+
 import collections
 
-import torch
-
 import lastreid  # noqa: F401
+
+import torch
 
 
 def test_fastreid_imports_with_the_compiled_evaluator():
@@ -29,14 +30,26 @@ def test_reid_evaluator_never_runs_make(monkeypatch):
 def test_flip_test_sees_each_image_normalised_once():
     """fastreid's inference_on_dataset flips inputs["images"] after the first forward;
     the mirrored features must equal those of a fresh forward of the mirrored images."""
+    from lastreid.startup import build_cfg
+
     from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
     from fastreid.modeling import build_model
 
-    from lastreid.startup import build_cfg
-
-    cfg = build_cfg("", ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x",
-                         "MODEL.BACKBONE.FEAT_DIM", "512", "MODEL.HEADS.NUM_CLASSES", "3",
-                         "MODEL.HEADS.WITH_BNNECK", "True"])
+    cfg = build_cfg(
+        "",
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.BACKBONE.DEPTH",
+            "18x",
+            "MODEL.BACKBONE.FEAT_DIM",
+            "512",
+            "MODEL.HEADS.NUM_CLASSES",
+            "3",
+            "MODEL.HEADS.WITH_BNNECK",
+            "True",
+        ],
+    )
     model = build_model(cfg).eval()
     images = torch.rand(3, 3, 64, 32) * 255
 

@@ -9,21 +9,23 @@ job under torchrun (which needs the torchrun support of tools/train_net.py, issu
 
 Run with `make gpu-check` (README "GPU check") or `python -m pytest -m cuda tests`.
 """
+
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+from lastreid.datasets import synthetic
+
 import pytest
 import torch
 
-from lastreid.datasets import synthetic
-
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason="needs CUDA (torch.cuda.is_available() is False)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA (torch.cuda.is_available() is False)"
+    ),
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,28 +34,51 @@ CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml")
 EPOCHS = 6
 # A test split of 1,200 queries, so that one query changing its Rank-1 moves it by 0.08
 # point: the CUDA / CPU comparison can then be held to 0.1 point.
-LAST_SIZES = dict(train_ids=72, train_images=10, val_ids=5, test_ids=300, query_images=4,
-                  gallery_images=8, distractor_ids=20)
+LAST_SIZES = dict(
+    train_ids=72,
+    train_images=10,
+    val_ids=5,
+    test_ids=300,
+    query_images=4,
+    gallery_images=8,
+    distractor_ids=20,
+)
 # BoT R50 at the reference 256x128 (the synthetic 128x64 images are resized up), batch 64
 # = 16 ids x 4, fp16 AMP; every epoch checkpointed; deterministic cuDNN algorithm choice
 # so that the same weights give the same features in two processes.
 CUDA_OPTS = [
-    "MODEL.DEVICE", "cuda",
-    "INPUT.SIZE_TRAIN", "[256, 128]",
-    "INPUT.SIZE_TEST", "[256, 128]",
-    "INPUT.PADDING.SIZE", "10",
-    "SOLVER.IMS_PER_BATCH", "64",
-    "SOLVER.AMP.ENABLED", "True",
-    "SOLVER.WARMUP_ITERS", "10",
-    "SOLVER.STEPS", "[100]",
-    "SOLVER.CHECKPOINT_PERIOD", "1",
-    "TEST.EVAL_PERIOD", "3",
-    "TEST.FLIP.ENABLED", "False",
-    "TEST.IMS_PER_BATCH", "128",
-    "DATASETS.TESTS", '("LaST",)',
-    "TEST.FINAL_TESTS", "()",
-    "DATALOADER.NUM_WORKERS", "4",
-    "CUDNN_BENCHMARK", "False",
+    "MODEL.DEVICE",
+    "cuda",
+    "INPUT.SIZE_TRAIN",
+    "[256, 128]",
+    "INPUT.SIZE_TEST",
+    "[256, 128]",
+    "INPUT.PADDING.SIZE",
+    "10",
+    "SOLVER.IMS_PER_BATCH",
+    "64",
+    "SOLVER.AMP.ENABLED",
+    "True",
+    "SOLVER.WARMUP_ITERS",
+    "10",
+    "SOLVER.STEPS",
+    "[100]",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "TEST.EVAL_PERIOD",
+    "3",
+    "TEST.FLIP.ENABLED",
+    "False",
+    "TEST.IMS_PER_BATCH",
+    "128",
+    "DATASETS.TESTS",
+    '("LaST",)',
+    "TEST.FINAL_TESTS",
+    "()",
+    "DATALOADER.NUM_WORKERS",
+    "4",
+    "CUDNN_BENCHMARK",
+    "False",
 ]
 
 
@@ -110,13 +135,14 @@ def test_checkpoints_hold_the_grad_scaler(cuda_run):
 
 
 def test_resume_restores_the_grad_scaler(cuda_run, tmp_path):
-    from lastreid.startup import build_cfg
     from lastreid.engine import Trainer
+    from lastreid.startup import build_cfg
 
     run = tmp_path / "run"
     shutil.copytree(cuda_run["output"], run)
-    saved = torch.load(os.path.join(run, "model_final.pth"), map_location="cpu",
-                       weights_only=True)["grad_scaler"]
+    saved = torch.load(os.path.join(run, "model_final.pth"), map_location="cpu", weights_only=True)[
+        "grad_scaler"
+    ]
     fresh = torch.amp.GradScaler("cuda").state_dict()
     # After 66 fp16 steps the growth tracker has moved: a fresh scaler would differ.
     assert (saved["scale"], saved["_growth_tracker"]) != (fresh["scale"], fresh["_growth_tracker"])
@@ -134,7 +160,8 @@ def test_resume_restores_the_grad_scaler(cuda_run, tmp_path):
     run_tool(["--config-file", CONFIG, "--resume"] + opts, cuda_run["env"], tmp_path / "resume.log")
     lines = [m for m in read_metrics(run) if "total_loss" in m]
     assert max(m["iteration"] for m in lines) > max(
-        m["iteration"] for m in read_metrics(cuda_run["output"]) if "total_loss" in m)
+        m["iteration"] for m in read_metrics(cuda_run["output"]) if "total_loss" in m
+    )
 
 
 def evaluate(cuda_run, out, device_opts):
@@ -185,8 +212,16 @@ def test_torchrun_one_process_nccl(cuda_run, tmp_path):
     env = dict(cuda_run["env"], BACKEND_LOG=str(backend_log))
     out = tmp_path / "ddp"
     opts = CUDA_OPTS + ["SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1", "OUTPUT_DIR", str(out)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "1", str(wrapper), TRAIN_NET]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "1",
+        str(wrapper),
+        TRAIN_NET,
+    ]
     run_tool(["--config-file", CONFIG] + opts, env, tmp_path / "torchrun.log", launcher)
     with open(backend_log) as f:
         calls = [json.loads(line) for line in f if line.strip()]

@@ -1,13 +1,13 @@
 """The registered datasets, on the tiny synthetic tree and on small hand-made trees."""
+
 import logging
 import os
+
+from lastreid.datasets import LASTREID_DATASETS, DatasetLayoutError, build_dataset, synthetic
 
 import pytest
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
-
-from lastreid.datasets import synthetic
-from lastreid.datasets import LASTREID_DATASETS, DatasetLayoutError, build_dataset
 
 # Registry name -> (generator dataset, its split giving train, query, gallery).
 SPLITS = {
@@ -67,7 +67,9 @@ def test_train_labels_are_prefixed_and_relabel_to_a_range(name, built):
     data = built(name)
     prefix = data.dataset_name + "_"
     assert data.dataset_name == name
-    assert all(str(pid).startswith(prefix) and str(cam).startswith(prefix) for _, pid, cam in data.train)
+    assert all(
+        str(pid).startswith(prefix) and str(cam).startswith(prefix) for _, pid, cam in data.train
+    )
     comm = CommDataset(data.train, relabel=True)
     assert sorted(comm.pid_dict.values()) == list(range(comm.num_classes))
     assert sorted(comm.cam_dict.values()) == list(range(comm.num_cameras))
@@ -94,8 +96,11 @@ def test_every_test_image_has_its_own_camid(name, built):
 @pytest.mark.parametrize("name", ["LaST", "LaSTVal", "LaSTClothes"])
 def test_last_items_follow_their_file_names(name, built):
     data = built(name)
-    for items, clothes in ((data.train, data.train_clothes), (data.query, data.query_clothes),
-                           (data.gallery, data.gallery_clothes)):
+    for items, clothes in (
+        (data.train, data.train_clothes),
+        (data.query, data.query_clothes),
+        (data.gallery, data.gallery_clothes),
+    ):
         assert len(clothes) == len(items)
         for (path, pid, _), key in zip(items, clothes):
             fields = os.path.basename(path)[:-4].split("_")
@@ -113,7 +118,10 @@ def test_last_query_and_gallery_folders(built, synthetic_root):
         base = os.path.join(str(synthetic_root), "last", split)
         assert all(os.path.dirname(p) == os.path.join(base, "query") for p, _, _ in data.query)
         # Gallery images sit one folder below gallery/.
-        assert all(os.path.dirname(os.path.dirname(p)) == os.path.join(base, "gallery") for p, _, _ in data.gallery)
+        assert all(
+            os.path.dirname(os.path.dirname(p)) == os.path.join(base, "gallery")
+            for p, _, _ in data.gallery
+        )
 
 
 def test_prcc_train_camids_come_from_the_name_prefix(built):
@@ -125,8 +133,12 @@ def test_prcc_train_camids_come_from_the_name_prefix(built):
         assert clothes.endswith("_1" if letter == "C" else "_0")
 
 
-@pytest.mark.parametrize("name, query_cam, gallery_cam", [("PRCC", "C", "A"), ("PRCCSameClothes", "B", "A")])
-def test_prcc_test_splits_come_from_camera_folders(name, query_cam, gallery_cam, built, synthetic_root):
+@pytest.mark.parametrize(
+    "name, query_cam, gallery_cam", [("PRCC", "C", "A"), ("PRCCSameClothes", "B", "A")]
+)
+def test_prcc_test_splits_come_from_camera_folders(
+    name, query_cam, gallery_cam, built, synthetic_root
+):
     data = built(name)
     test_dir = os.path.join(str(synthetic_root), "prcc", "rgb", "test")
     for items, cam in ((data.query, query_cam), (data.gallery, gallery_cam)):
@@ -184,11 +196,15 @@ def touch(root, *relpaths):
 
 
 def last_tree(root):
-    touch(root, *[
-        f"last/train/000007/{LAST_NAME.format(7, 0)}", f"last/train/000007/{LAST_NAME.format(7, 1)}",
-        f"last/test/query/{LAST_NAME.format(9, 0)}",
-        f"last/test/gallery/000009/{LAST_NAME.format(9, 1)}",
-    ])
+    touch(
+        root,
+        *[
+            f"last/train/000007/{LAST_NAME.format(7, 0)}",
+            f"last/train/000007/{LAST_NAME.format(7, 1)}",
+            f"last/test/query/{LAST_NAME.format(9, 0)}",
+            f"last/test/gallery/000009/{LAST_NAME.format(9, 1)}",
+        ],
+    )
 
 
 def expect_layout_error(path, build):
@@ -201,48 +217,78 @@ def expect_layout_error(path, build):
 
 def test_missing_root(tmp_path):
     expect_layout_error(tmp_path / "last", lambda: build_dataset("LaST", root=str(tmp_path)))
-    expect_layout_error(tmp_path / "prcc" / "rgb", lambda: build_dataset("PRCC", root=str(tmp_path)))
-    expect_layout_error(tmp_path / "Celeb-reID", lambda: build_dataset("CelebReID", root=str(tmp_path)))
+    expect_layout_error(
+        tmp_path / "prcc" / "rgb", lambda: build_dataset("PRCC", root=str(tmp_path))
+    )
+    expect_layout_error(
+        tmp_path / "Celeb-reID", lambda: build_dataset("CelebReID", root=str(tmp_path))
+    )
 
 
 def test_missing_split(tmp_path):
     last_tree(tmp_path)
     assert len(build_dataset("LaST", root=str(tmp_path)).train) == 2
-    expect_layout_error(tmp_path / "last" / "val" / "query", lambda: build_dataset("LaSTVal", root=str(tmp_path)))
+    expect_layout_error(
+        tmp_path / "last" / "val" / "query", lambda: build_dataset("LaSTVal", root=str(tmp_path))
+    )
 
 
 def test_empty_split_and_non_image_files(tmp_path):
     last_tree(tmp_path)
-    touch(tmp_path, "last/train/000007/notes.txt", "last/train/Thumbs.db", "last/test/query/._x.jpg",
-          f"last/train/000008/{LAST_NAME.format(8, 0)[:-4]}.PNG")
+    touch(
+        tmp_path,
+        "last/train/000007/notes.txt",
+        "last/train/Thumbs.db",
+        "last/test/query/._x.jpg",
+        f"last/train/000008/{LAST_NAME.format(8, 0)[:-4]}.PNG",
+    )
     data = build_dataset("LaST", root=str(tmp_path))
     assert [os.path.basename(p) for p, _, _ in data.train] == [
-        LAST_NAME.format(7, 0), LAST_NAME.format(7, 1), LAST_NAME.format(8, 0)[:-4] + ".PNG"]
+        LAST_NAME.format(7, 0),
+        LAST_NAME.format(7, 1),
+        LAST_NAME.format(8, 0)[:-4] + ".PNG",
+    ]
     assert len(data.query) == 1
     os.remove(tmp_path / "last" / "test" / "query" / LAST_NAME.format(9, 0))
-    expect_layout_error(tmp_path / "last" / "test" / "query", lambda: build_dataset("LaST", root=str(tmp_path)))
+    expect_layout_error(
+        tmp_path / "last" / "test" / "query", lambda: build_dataset("LaST", root=str(tmp_path))
+    )
 
 
-@pytest.mark.parametrize("bad_name", ["000007_001_00010_0001_000.jpg", "00x007_001_00010_0001_01_000.jpg"])
+@pytest.mark.parametrize(
+    "bad_name", ["000007_001_00010_0001_000.jpg", "00x007_001_00010_0001_01_000.jpg"]
+)
 def test_unparseable_last_name(tmp_path, bad_name):
     last_tree(tmp_path)
     touch(tmp_path, f"last/train/000007/{bad_name}")
-    expect_layout_error(tmp_path / "last" / "train" / "000007" / bad_name,
-                        lambda: build_dataset("LaST", root=str(tmp_path)))
+    expect_layout_error(
+        tmp_path / "last" / "train" / "000007" / bad_name,
+        lambda: build_dataset("LaST", root=str(tmp_path)),
+    )
 
 
 def prcc_tree(root, train_name="A_cropped_rgb001.jpg", pid_folder="003"):
-    touch(root, f"prcc/rgb/train/{pid_folder}/{train_name}",
-          *[f"prcc/rgb/test/{cam}/005/{cam}_cropped_rgb001.jpg" for cam in "ABC"])
+    touch(
+        root,
+        f"prcc/rgb/train/{pid_folder}/{train_name}",
+        *[f"prcc/rgb/test/{cam}/005/{cam}_cropped_rgb001.jpg" for cam in "ABC"],
+    )
 
 
-@pytest.mark.parametrize("train_name, pid_folder", [("D_cropped_rgb001.jpg", "003"),
-                                                     ("cropped_rgb001.jpg", "003"),
-                                                     ("A_cropped_rgb001.jpg", "p3")])
+@pytest.mark.parametrize(
+    "train_name, pid_folder",
+    [
+        ("D_cropped_rgb001.jpg", "003"),
+        ("cropped_rgb001.jpg", "003"),
+        ("A_cropped_rgb001.jpg", "p3"),
+    ],
+)
 def test_unparseable_prcc_train_path(tmp_path, train_name, pid_folder):
     prcc_tree(tmp_path, train_name, pid_folder)
-    expect_layout_error(tmp_path / "prcc" / "rgb" / "train" / pid_folder / train_name,
-                        lambda: build_dataset("PRCC", root=str(tmp_path)))
+    expect_layout_error(
+        tmp_path / "prcc" / "rgb" / "train" / pid_folder / train_name,
+        lambda: build_dataset("PRCC", root=str(tmp_path)),
+    )
     # The test-only protocol never reads train/.
     assert len(build_dataset("PRCCSameClothes", root=str(tmp_path)).query) == 1
 
@@ -250,11 +296,20 @@ def test_unparseable_prcc_train_path(tmp_path, train_name, pid_folder):
 def test_prcc_test_images_outside_a_person_folder(tmp_path):
     prcc_tree(tmp_path)
     touch(tmp_path, "prcc/rgb/test/C/C_cropped_rgb002.jpg")
-    expect_layout_error(tmp_path / "prcc" / "rgb" / "test" / "C" / "C_cropped_rgb002.jpg",
-                        lambda: build_dataset("PRCC", root=str(tmp_path)))
+    expect_layout_error(
+        tmp_path / "prcc" / "rgb" / "test" / "C" / "C_cropped_rgb002.jpg",
+        lambda: build_dataset("PRCC", root=str(tmp_path)),
+    )
 
 
 def test_unparseable_celebreid_name(tmp_path):
-    touch(tmp_path, "Celeb-reID/train/1_1_0.jpg", "Celeb-reID/query/2_1_0.jpg", "Celeb-reID/gallery/2_1.jpg")
-    expect_layout_error(tmp_path / "Celeb-reID" / "gallery" / "2_1.jpg",
-                        lambda: build_dataset("CelebReID", root=str(tmp_path)))
+    touch(
+        tmp_path,
+        "Celeb-reID/train/1_1_0.jpg",
+        "Celeb-reID/query/2_1_0.jpg",
+        "Celeb-reID/gallery/2_1.jpg",
+    )
+    expect_layout_error(
+        tmp_path / "Celeb-reID" / "gallery" / "2_1.jpg",
+        lambda: build_dataset("CelebReID", root=str(tmp_path)),
+    )

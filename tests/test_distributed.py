@@ -2,6 +2,7 @@
 feature extraction give the one-process numbers, a short training run shards its batches
 and writes each file once from the main process, a SIGKILL of one rank ends the job and
 --resume finishes it. Plus unit tests of lastreid.launch's checks."""
+
 import collections
 import json
 import os
@@ -9,15 +10,15 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+from lastreid import launch
+from lastreid.checkpoint import load_checkpoint_file
+from lastreid.engine import OwnNumpyRandom, Trainer, evaluate_weights
+from lastreid.features import load_features, process_share
+from lastreid.startup import build_cfg
+
 import numpy as np
 import pytest
 import torch
-
-from lastreid import launch
-from lastreid.checkpoint import load_checkpoint_file
-from lastreid.startup import build_cfg
-from lastreid.engine import OwnNumpyRandom, Trainer, evaluate_weights
-from lastreid.features import load_features, process_share
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -42,10 +43,23 @@ def torchrun(args, synthetic_root, nproc=2):
     """Runs `args` (a script and its arguments) as one torchrun job; returns the completed
     process (stdout and stderr together)."""
     env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc-per-node", str(nproc)] + args
-    return subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+    ] + args
+    return subprocess.run(
+        cmd,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +77,40 @@ def weights(tmp_path_factory):
     return str(path)
 
 
-def test_two_process_evaluation_gives_the_one_process_metrics(weights, synthetic_root, tmp_path,
-                                                               monkeypatch):
+def test_two_process_evaluation_gives_the_one_process_metrics(
+    weights, synthetic_root, tmp_path, monkeypatch
+):
     # LaST test: 19 items, uneven shares (10 + 9) in batches of 2 per process.
     opts = fast_opts("MODEL.WEIGHTS", weights, "DATASETS.TESTS", '("LaST", "LaSTVal")')
     monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
     one = evaluate_weights(build_cfg(CONFIG, opts, eval_only=True))
     out = tmp_path / "eval"
-    run = torchrun([TRAIN_NET, "--config-file", CONFIG, "--eval-only"] + opts
-                   + ["OUTPUT_DIR", str(out)], synthetic_root)
+    run = torchrun(
+        [TRAIN_NET, "--config-file", CONFIG, "--eval-only"] + opts + ["OUTPUT_DIR", str(out)],
+        synthetic_root,
+    )
     assert run.returncode == 0, run.stdout[-3000:]
     with open(out / "results.json") as f:
         two = json.load(f)
     for name in ("LaST", "LaSTVal"):
-        assert {k: v for k, v in two[name].items() if k != "dataset"} == \
-            {k: v for k, v in one[name].items() if k != "dataset"}, name
+        assert {k: v for k, v in two[name].items() if k != "dataset"} == {
+            k: v for k, v in one[name].items() if k != "dataset"
+        }, name
     assert two["LaST"]["mAP"] > 0
 
 
 def test_two_process_features_are_the_one_process_features(weights, synthetic_root, tmp_path):
     tool = os.path.join(REPO, "tools", "extract_features.py")
-    args = ["--config-file", CONFIG, "--weights", weights, "--dataset", "LaST",
-            "--root", str(synthetic_root)]
+    args = [
+        "--config-file",
+        CONFIG,
+        "--weights",
+        weights,
+        "--dataset",
+        "LaST",
+        "--root",
+        str(synthetic_root),
+    ]
     run = torchrun([tool] + args + ["-o", str(tmp_path / "two.npz")] + fast_opts(), synthetic_root)
     assert run.returncode == 0, run.stdout[-3000:]
     assert run.stdout.count("wrote ") == 1  # the main process alone writes
@@ -102,9 +128,22 @@ def test_two_process_features_are_the_one_process_features(weights, synthetic_ro
 
 
 def train_args(output, *extra):
-    return ["--config-file", CONFIG] + list(extra) + fast_opts(
-        "SOLVER.IMS_PER_BATCH", str(BATCH), "DATALOADER.NUM_INSTANCE", str(INSTANCES),
-        "SOLVER.WARMUP_ITERS", "2", "SOLVER.MAX_EPOCH", str(EPOCHS), "OUTPUT_DIR", str(output))
+    return (
+        ["--config-file", CONFIG]
+        + list(extra)
+        + fast_opts(
+            "SOLVER.IMS_PER_BATCH",
+            str(BATCH),
+            "DATALOADER.NUM_INSTANCE",
+            str(INSTANCES),
+            "SOLVER.WARMUP_ITERS",
+            "2",
+            "SOLVER.MAX_EPOCH",
+            str(EPOCHS),
+            "OUTPUT_DIR",
+            str(output),
+        )
+    )
 
 
 def read_records(folder, rank):
@@ -112,17 +151,20 @@ def read_records(folder, rank):
     path = os.path.join(folder, f"rank{rank}.jsonl")
     with open(path) as f:
         lines = [json.loads(line) for line in f]
-    return ([r for r in lines if "iteration" in r], [r["wrote"] for r in lines if "wrote" in r],
-            [r["seed"] for r in lines if "seed" in r])
+    return (
+        [r for r in lines if "iteration" in r],
+        [r["wrote"] for r in lines if "wrote" in r],
+        [r["seed"] for r in lines if "seed" in r],
+    )
 
 
 def expected_shares(seed, steps, monkeypatch, root):
     """The image paths fastreid's NaiveIdentitySampler gives each of 2 processes in `steps`
     steps, built here in one process: the global batches of seed `seed`, split by rank."""
+    from lastreid.datasets import build_dataset
+
     from fastreid.data.samplers import NaiveIdentitySampler
     from fastreid.utils import comm
-
-    from lastreid.datasets import build_dataset
 
     items = build_dataset("LaST", root=str(root)).train
     shares = []
@@ -151,14 +193,21 @@ def killed_and_resumed(synthetic_root, tmp_path_factory):
     for folder in phases:
         folder.mkdir()
     kill_at = ITERS + 1
-    killed = torchrun([WRAPPER, str(phases[0]), "1", str(kill_at), "--"] + train_args(output),
-                      synthetic_root)
+    killed = torchrun(
+        [WRAPPER, str(phases[0]), "1", str(kill_at), "--"] + train_args(output), synthetic_root
+    )
     after_kill = dict(files=set(os.listdir(output)), last=(output / "last_checkpoint").read_text())
-    resumed = torchrun([WRAPPER, str(phases[1]), "--"] + train_args(output, "--resume"),
-                       synthetic_root)
-    return SimpleNamespace(output=output, killed=killed, resumed=resumed, kill_at=kill_at,
-                           after_kill=after_kill,
-                           phases=[[read_records(f, r) for r in (0, 1)] for f in phases])
+    resumed = torchrun(
+        [WRAPPER, str(phases[1]), "--"] + train_args(output, "--resume"), synthetic_root
+    )
+    return SimpleNamespace(
+        output=output,
+        killed=killed,
+        resumed=resumed,
+        kill_at=kill_at,
+        after_kill=after_kill,
+        phases=[[read_records(f, r) for r in (0, 1)] for f in phases],
+    )
 
 
 def test_sigkill_of_one_rank_ends_the_job_and_resume_finishes_it(killed_and_resumed):
@@ -179,12 +228,13 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_finishes_it(killed_and_resu
         assert "mAP" in json.load(f)
 
 
-def test_each_process_trains_on_its_share_of_every_batch(killed_and_resumed, synthetic_root,
-                                                         monkeypatch):
+def test_each_process_trains_on_its_share_of_every_batch(
+    killed_and_resumed, synthetic_root, monkeypatch
+):
     for phase in killed_and_resumed.phases:
         (steps0, _, seed0), (steps1, _, seed1) = phase
         assert seed0 == seed1 and len(seed0) == 1  # comm.shared_random_seed() everywhere
-        steps1 = steps1[:len(steps0)]  # rank 0 did not finish the step rank 1 was killed in
+        steps1 = steps1[: len(steps0)]  # rank 0 did not finish the step rank 1 was killed in
         assert [s["iteration"] for s in steps0] == [s["iteration"] for s in steps1]
         expected = expected_shares(seed0[0], len(steps0), monkeypatch, synthetic_root)
         assert [s["paths"] for s in steps0] == expected[0]
@@ -206,8 +256,14 @@ def test_only_the_main_process_writes_and_each_file_once(killed_and_resumed):
     assert counts["model_0000.pth"] == counts["model_final.pth"] == counts["results.json"] == 1
     assert 1 <= counts["model_best.pth"] <= EPOCHS
     assert counts["config.yaml"] == len(run.phases)  # once a launch, by the main process
-    assert set(counts) == {"model_0000.pth", "model_final.pth", "model_best.pth",
-                           "last_checkpoint", "results.json", "config.yaml"}
+    assert set(counts) == {
+        "model_0000.pth",
+        "model_final.pth",
+        "model_best.pth",
+        "last_checkpoint",
+        "results.json",
+        "config.yaml",
+    }
     files = os.listdir(run.output)
     assert len([f for f in files if f.startswith("events.out.tfevents")]) == 2  # one a phase
     assert [f for f in files if "rank" in f] == ["log.txt.rank1"]
@@ -219,17 +275,22 @@ def test_only_the_main_process_writes_and_each_file_once(killed_and_resumed):
 
 # Unit tests of the launch checks -------------------------------------------------------
 
+
 def cfg_with(*opts):
-    return build_cfg(CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
-                     + list(opts))
+    return build_cfg(
+        CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"] + list(opts)
+    )
 
 
 def test_batch_split_errors_name_the_keys():
     assert launch.check_batch_split(cfg_with("SOLVER.IMS_PER_BATCH", "64"), 2) == 32
     with pytest.raises(ValueError, match=r"^SOLVER.IMS_PER_BATCH 63 does not split over 2 "):
         launch.check_batch_split(cfg_with("SOLVER.IMS_PER_BATCH", "63"), 2)
-    with pytest.raises(ValueError, match=r"^DATALOADER.NUM_INSTANCE 4 does not divide the "
-                                         r"per-process batch 6 .*multiple of 8$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^DATALOADER.NUM_INSTANCE 4 does not divide the "
+        r"per-process batch 6 .*multiple of 8$",
+    ):
         launch.check_batch_split(cfg_with("SOLVER.IMS_PER_BATCH", "12"), 2)
     # TrainingSampler has no identities to keep together.
     cfg = cfg_with("SOLVER.IMS_PER_BATCH", "12", "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
@@ -243,8 +304,13 @@ def test_several_cpu_processes_without_torchrun_point_to_torchrun(monkeypatch):
     with pytest.raises(ValueError, match="on the CPU start them with torchrun"):
         launch.check_launch(args, cfg_with())
     launch.check_launch(SimpleNamespace(num_gpus=1, num_machines=1), cfg_with())
-    env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h",
-           "MASTER_PORT": "1"}
+    env = {
+        "RANK": "1",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "h",
+        "MASTER_PORT": "1",
+    }
     assert launch.under_torchrun(env) and launch.env_rank(env) == 1
     assert launch.expected_world_size(args, env) == 4
     assert launch.expected_world_size(args, {}) == 2

@@ -1,15 +1,16 @@
 """lastreid.evaluation.BlockedReidEvaluator end to end vs fastreid's ReidEvaluator."""
+
+import lastreid  # noqa: F401  (before fastreid)
+from lastreid.config import add_lastreid_config
+from lastreid.evaluation import BlockedReidEvaluator, blocked_aqe
+
+import fastreid.utils.compute_dist as fastreid_dist
 import numpy as np
 import pytest
 import torch
-
-import lastreid  # noqa: F401  (before fastreid)
-import fastreid.utils.compute_dist as fastreid_dist
 from fastreid.config import get_cfg
 from fastreid.evaluation import ReidEvaluator
 from fastreid.evaluation.query_expansion import aqe
-from lastreid.config import add_lastreid_config
-from lastreid.evaluation import BlockedReidEvaluator, blocked_aqe
 
 NQ, NG, DIM = 30, 170, 24
 
@@ -34,9 +35,11 @@ def make_data(seed, ng=NG):
 
 def batches(feats, pids, camids, size=16, dtype=torch.float32):
     for s in range(0, len(pids), size):
-        inputs = {"targets": torch.from_numpy(pids[s:s + size]),
-                  "camids": torch.from_numpy(camids[s:s + size])}
-        yield inputs, feats[s:s + size].to(dtype)
+        inputs = {
+            "targets": torch.from_numpy(pids[s : s + size]),
+            "camids": torch.from_numpy(camids[s : s + size]),
+        }
+        yield inputs, feats[s : s + size].to(dtype)
 
 
 def run(evaluator, data, **kw):
@@ -76,15 +79,18 @@ def separated_data(cfg):
     raise AssertionError("no well separated seed")
 
 
-@pytest.mark.parametrize("test_cfg", [
-    {},
-    {"METRIC": "euclidean"},
-    {"AQE__ENABLED": True},
-    {"AQE__ENABLED": True, "AQE__QE_TIME": 2, "METRIC": "euclidean"},
-    {"ROC__ENABLED": True},
-    {"QUERY_BLOCK_SIZE": 7},
-    {"EVAL_MEMORY_MB": 0.002},  # one-row blocks
-])
+@pytest.mark.parametrize(
+    "test_cfg",
+    [
+        {},
+        {"METRIC": "euclidean"},
+        {"AQE__ENABLED": True},
+        {"AQE__ENABLED": True, "AQE__QE_TIME": 2, "METRIC": "euclidean"},
+        {"ROC__ENABLED": True},
+        {"QUERY_BLOCK_SIZE": 7},
+        {"EVAL_MEMORY_MB": 0.002},  # one-row blocks
+    ],
+)
 def test_same_results_as_fastreid(test_cfg):
     cfg = make_cfg(**test_cfg)
     data = separated_data(cfg)
@@ -103,8 +109,11 @@ def test_rerank_on_cpu_same_as_fastreid(monkeypatch, caplog):
     assert any("full-matrix" in r.getMessage() and "GB" in r.getMessage() for r in caplog.records)
     # fastreid's own path hard-codes a CUDA faiss search; run it with the CPU search.
     jaccard = fastreid_dist.compute_jaccard_distance
-    monkeypatch.setattr(fastreid_dist, "compute_jaccard_distance",
-                        lambda feat, k1, k2, search_option=0: jaccard(feat, k1, k2, search_option=3))
+    monkeypatch.setattr(
+        fastreid_dist,
+        "compute_jaccard_distance",
+        lambda feat, k1, k2, search_option=0: jaccard(feat, k1, k2, search_option=3),
+    )
     theirs = run(ReidEvaluator(cfg, NQ), data)
     assert_same_results(ours, theirs)
     no_rerank = run(BlockedReidEvaluator(make_cfg(), NQ), data)
@@ -169,8 +178,9 @@ def _two_process_worker(rank, port, data, out_dir):
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # forked child: no inherited thread pool
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), rank=rank,
-                            world_size=2)
+    dist.init_process_group(
+        "gloo", init_method="tcp://127.0.0.1:{}".format(port), rank=rank, world_size=2
+    )
     try:
         feats, pids, camids = data
         half = (len(pids) + 1) // 2  # contiguous shards, as fastreid's InferenceSampler
@@ -193,8 +203,13 @@ def test_two_processes_gather_to_main(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # fork: the children reuse the imported modules (spawn re-imports torch and fastreid)
-    ctx = mp.start_processes(_two_process_worker, args=(port, data, str(tmp_path)), nprocs=2,
-                             start_method="fork", join=False)
+    ctx = mp.start_processes(
+        _two_process_worker,
+        args=(port, data, str(tmp_path)),
+        nprocs=2,
+        start_method="fork",
+        join=False,
+    )
     deadline = time.monotonic() + 900  # a guard against a hang only
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
@@ -209,8 +224,16 @@ def test_two_processes_gather_to_main(tmp_path):
 
 def test_gallery_smaller_than_rank_10():
     # fastreid's ReidEvaluator raises IndexError here (CMC has only num_gallery entries).
-    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0],                           # queries
-                          [0.9, 0.1], [0.2, 0.8], [0.8, 0.3], [0.1, 0.9]])  # gallery
+    feats = torch.tensor(
+        [
+            [1.0, 0.0],
+            [0.0, 1.0],  # queries
+            [0.9, 0.1],
+            [0.2, 0.8],
+            [0.8, 0.3],
+            [0.1, 0.9],
+        ]
+    )  # gallery
     pids = np.array([0, 1, 1, 0, 0, 1])
     camids = np.array([0, 0, 1, 1, 1, 1])
     evaluator = BlockedReidEvaluator(make_cfg(), num_query=2)

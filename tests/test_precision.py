@@ -1,21 +1,22 @@
 """lastreid.precision: which path a config resolves to, the CPU training step under bf16
 autocast, channels-last models, float32 evaluation features, bf16 vs fp32 agreement."""
+
 import copy
 import logging
 import os
 
+from lastreid import precision
+from lastreid.config import add_lastreid_config
+from lastreid.engine import Trainer
+from lastreid.features import FeatureExtractor
+from lastreid.startup import build_cfg
+
 import pytest
 import torch
 import torch.nn.functional as F
-
 from fastreid.config import get_cfg
 from fastreid.engine.train_loop import SimpleTrainer
 from fastreid.utils.events import EventStorage
-from lastreid import precision
-from lastreid.config import add_lastreid_config
-from lastreid.startup import build_cfg
-from lastreid.engine import Trainer
-from lastreid.features import FeatureExtractor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -24,9 +25,14 @@ CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
 @pytest.fixture
 def native(monkeypatch):
     """native(True/False): pretend the CPU does / does not have native bf16."""
+
     def set_native(value):
-        monkeypatch.setattr(precision, "cpu_bf16_support",
-                            lambda: (value, "test CPU " + ("with" if value else "without") + " bf16"))
+        monkeypatch.setattr(
+            precision,
+            "cpu_bf16_support",
+            lambda: (value, "test CPU " + ("with" if value else "without") + " bf16"),
+        )
+
     return set_native
 
 
@@ -44,26 +50,41 @@ def small_cfg(synthetic_root, fast_cpu_opts, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
 
     def make(channels_last="on", bf16="on", extra=()):
-        opts = fast_cpu_opts + ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1",
-                                "MODEL.CHANNELS_LAST", channels_last, "MODEL.CPU_BF16", bf16,
-                                "MODEL.HEADS.NUM_CLASSES", "6", "TEST.IMS_PER_BATCH", "8",
-                                "OUTPUT_DIR", str(tmp_path)]
+        opts = fast_cpu_opts + [
+            "SOLVER.IMS_PER_BATCH",
+            "8",
+            "SOLVER.MAX_EPOCH",
+            "1",
+            "MODEL.CHANNELS_LAST",
+            channels_last,
+            "MODEL.CPU_BF16",
+            bf16,
+            "MODEL.HEADS.NUM_CLASSES",
+            "6",
+            "TEST.IMS_PER_BATCH",
+            "8",
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
         return build_cfg(CONFIG, opts + list(extra))
 
     return make
 
 
-@pytest.mark.parametrize("has_bf16, cl, bf, training, expected", [
-    (True, "auto", "auto", True, (True, True)),
-    (True, "auto", "auto", False, (True, False)),  # evaluation: float32 under auto
-    (False, "auto", "auto", True, (False, False)),
-    (True, "off", "off", True, (False, False)),
-    (False, "on", "on", True, (True, True)),
-    (False, "on", "on", False, (True, True)),  # asked for explicitly: bf16 inference
-    (True, "on", "off", True, (True, False)),
-    (False, "off", "on", True, (False, True)),
-    (True, "AUTO", "Off", True, (True, False)),
-])
+@pytest.mark.parametrize(
+    "has_bf16, cl, bf, training, expected",
+    [
+        (True, "auto", "auto", True, (True, True)),
+        (True, "auto", "auto", False, (True, False)),  # evaluation: float32 under auto
+        (False, "auto", "auto", True, (False, False)),
+        (True, "off", "off", True, (False, False)),
+        (False, "on", "on", True, (True, True)),
+        (False, "on", "on", False, (True, True)),  # asked for explicitly: bf16 inference
+        (True, "on", "off", True, (True, False)),
+        (False, "off", "on", True, (False, True)),
+        (True, "AUTO", "Off", True, (True, False)),
+    ],
+)
 def test_cpu_resolution(native, has_bf16, cl, bf, training, expected):
     native(has_bf16)
     fast = precision.resolve(plain_cfg("cpu", cl, bf), log=False, training=training)
@@ -160,6 +181,7 @@ def test_cpu_trainer_step_runs_in_bf16_and_trains(small_cfg):
 
 def test_cpu_trainer_reuses_the_data_loader_iterator():
     """Replacing SimpleTrainer starts no second pass over the loader (no new workers)."""
+
     class Loader:
         iters = 0
 
@@ -171,7 +193,9 @@ def test_cpu_trainer_reuses_the_data_loader_iterator():
     old = SimpleTrainer(model, Loader(), torch.optim.SGD(model.parameters(), lr=0.1), None)
     new = precision.CpuTrainer.from_trainer(old, precision.FP32)
     assert Loader.iters == 1 and new._data_loader_iter is old._data_loader_iter
-    assert new.model is model and new.optimizer is old.optimizer and new.data_loader is old.data_loader
+    assert (
+        new.model is model and new.optimizer is old.optimizer and new.data_loader is old.data_loader
+    )
 
 
 def test_losses_run_in_float32(small_cfg, monkeypatch):
@@ -282,7 +306,9 @@ def test_fold_batchnorm_keeps_the_eval_function(small_cfg):
     _randomize_batchnorms(model)
     backbone_bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
     folded = copy.deepcopy(model)
-    assert precision.fold_batchnorm_(folded) == backbone_bns == 1 + 8 * 2 + 3  # R18: stem, blocks, downsample
+    assert (
+        precision.fold_batchnorm_(folded) == backbone_bns == 1 + 8 * 2 + 3
+    )  # R18: stem, blocks, downsample
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backbone.modules())
     images = torch.rand(4, 3, 64, 32) * 255
     with torch.no_grad():
@@ -306,4 +332,7 @@ def test_bf16_inference_model_is_a_folded_copy(small_cfg):
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     # The fp32 path runs the model itself.
-    assert precision.for_inference(model, precision.resolve(small_cfg("off", "off"), log=False)) is model
+    assert (
+        precision.for_inference(model, precision.resolve(small_cfg("off", "off"), log=False))
+        is model
+    )

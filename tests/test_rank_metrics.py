@@ -1,17 +1,22 @@
 """lastreid.evaluation.rank: exact blocked metrics vs fastreid and vs a direct numpy version."""
+
+import lastreid  # noqa: F401  (before fastreid)
+from lastreid.evaluation import (
+    DistanceBlocks,
+    blocked_metrics,
+    rank_metrics,
+    rank_metrics_from_distmat,
+)
+from lastreid.evaluation import rank as rank_module
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn import metrics as skm
-
-import lastreid  # noqa: F401  (before fastreid)
 from fastreid.evaluation.rank import IS_CYTHON_AVAI, evaluate_rank
 from fastreid.evaluation.roc import evaluate_roc
 from fastreid.utils.compute_dist import build_dist
-from lastreid.evaluation import rank as rank_module
-from lastreid.evaluation import (DistanceBlocks, blocked_metrics, rank_metrics,
-                                 rank_metrics_from_distmat)
+from sklearn import metrics as skm
 
 ROC_FPRS = (1e-4, 1e-3, 1e-2)
 
@@ -25,8 +30,14 @@ def make_case(seed, nq=40, ng=300, dim=16, n_pid=12, n_cam=3, signal=1.0):
     centers = rng.standard_normal((n_pid + 3, dim))
     qf = rng.standard_normal((nq, dim)) + signal * centers[q_pids]
     gf = rng.standard_normal((ng, dim)) + signal * centers[g_pids]
-    return (torch.from_numpy(qf.astype(np.float32)), torch.from_numpy(gf.astype(np.float32)),
-            q_pids, g_pids, rng.integers(0, n_cam, nq), rng.integers(0, n_cam, ng))
+    return (
+        torch.from_numpy(qf.astype(np.float32)),
+        torch.from_numpy(gf.astype(np.float32)),
+        q_pids,
+        g_pids,
+        rng.integers(0, n_cam, nq),
+        rng.integers(0, n_cam, ng),
+    )
 
 
 def reference(dist, q_pids, g_pids, q_camids, g_camids, max_rank=50):
@@ -61,7 +72,7 @@ def separated(dist, q_pids, g_pids, q_camids, g_camids, tol=1e-5):
 def assert_metrics_close(ours, theirs, atol=1e-6):
     cmc, m_ap, m_inp = ours
     assert cmc.dtype == np.float32
-    np.testing.assert_allclose(cmc, np.asarray(theirs[0])[:cmc.size], rtol=0, atol=atol)
+    np.testing.assert_allclose(cmc, np.asarray(theirs[0])[: cmc.size], rtol=0, atol=atol)
     assert abs(m_ap - float(np.mean(theirs[1]))) <= atol
     assert abs(m_inp - float(np.mean(theirs[2]))) <= atol
 
@@ -141,8 +152,14 @@ def test_caller_arrays_unchanged_and_distances_as_before(metric, kind, monkeypat
     # contiguous inputs with this machine's BLAS.
     scale = 1.0 if metric == "cosine" else 2 * float(np.abs(before).max())
     np.testing.assert_allclose(dist, before, rtol=0, atol=8 * np.finfo(np.float32).eps * scale)
-    theirs = evaluate_rank(build_dist(torch.as_tensor(qf).float(), torch.as_tensor(gf).float(),
-                                      metric), qp, gp, qc, gc, max_rank=50)
+    theirs = evaluate_rank(
+        build_dist(torch.as_tensor(qf).float(), torch.as_tensor(gf).float(), metric),
+        qp,
+        gp,
+        qc,
+        gc,
+        max_rank=50,
+    )
     assert_metrics_close(ours, theirs)
     # overwrite=True normalises float32 CPU inputs in place (the evaluator's own buffer)
     # and gives the same distances (torch's row norms of a strided view round differently).
@@ -248,8 +265,9 @@ def test_tpr_at_fpr_equals_fastreid(kind):
     else:  # heavy ties: exercises sklearn's drop_intermediate logic
         dist = np.random.default_rng(9).integers(0, 40, (60, 400)).astype(np.float32)
     targets = ROC_FPRS + (0.003, 0.02, 0.05, 0.2, 0.5, 0.9)  # 1e-4 is below 1 / #matches here
-    r = blocked_metrics(DistanceBlocks.from_distmat(dist, block_size=7), qp, gp, qc, gc,
-                        roc_fprs=targets)
+    r = blocked_metrics(
+        DistanceBlocks.from_distmat(dist, block_size=7), qp, gp, qc, gc, roc_fprs=targets
+    )
     expected = fastreid_tpr(dist, qp, gp, qc, gc, targets)
     assert len(set(expected.values())) > 4
     for f in targets:

@@ -2,6 +2,7 @@
 damage what a run folder already holds: corrupt images (error naming the file, or skipped
 and counted with DATALOADER.SKIP_BAD_IMAGES), untrusted or backbone-less checkpoints for
 --eval-only, and bad configs (through tools/train_net.py, in subprocesses run side by side)."""
+
 import argparse
 import hashlib
 import logging
@@ -11,19 +12,34 @@ import subprocess
 import sys
 import time
 
+from lastreid.engine import build_test_set, build_train_set
+from lastreid.images import BadImageError, ReidImageDataset
+from lastreid.startup import build_cfg
+
 import pytest
 import torch
-
-from lastreid.startup import build_cfg
-from lastreid.images import BadImageError, ReidImageDataset
-from lastreid.engine import build_test_set, build_train_set
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
-SMALL_MODEL = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.DEPTH", "18x",
-               "MODEL.BACKBONE.FEAT_DIM", "512", "INPUT.SIZE_TRAIN", "[32, 16]",
-               "INPUT.SIZE_TEST", "[32, 16]", "MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
+SMALL_MODEL = [
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.BACKBONE.PRETRAIN",
+    "False",
+    "MODEL.BACKBONE.DEPTH",
+    "18x",
+    "MODEL.BACKBONE.FEAT_DIM",
+    "512",
+    "INPUT.SIZE_TRAIN",
+    "[32, 16]",
+    "INPUT.SIZE_TEST",
+    "[32, 16]",
+    "MODEL.CPU_BF16",
+    "off",
+    "MODEL.CHANNELS_LAST",
+    "off",
+]
 
 
 def corrupt(path, how="truncate"):
@@ -76,11 +92,17 @@ class _Records(logging.Handler):
 
 
 def _loader(dataset, workers):
-    return torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, timeout=900 if workers else 0,
-                                       collate_fn=lambda batch: [item["img_paths"] for item in batch])
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=16,
+        num_workers=workers,
+        timeout=900 if workers else 0,
+        collate_fn=lambda batch: [item["img_paths"] for item in batch],
+    )
 
 
 # Corrupt images ---------------------------------------------------------------------------
+
 
 def test_corrupt_training_image_stops_with_its_name_through_a_worker(datasets_env):
     dataset = build_train_set(_cfg())
@@ -98,7 +120,9 @@ def test_corrupt_training_image_stops_with_its_name_through_a_worker(datasets_en
 def test_image_that_is_no_image_names_it_too(datasets_env):
     dataset = build_train_set(_cfg())
     index = [item[0] for item in dataset.img_items].index(datasets_env["train"][1])
-    with pytest.raises(BadImageError, match="cannot decode .*: UnidentifiedImageError: cannot identify image file$"):
+    with pytest.raises(
+        BadImageError, match="cannot decode .*: UnidentifiedImageError: cannot identify image file$"
+    ):
         dataset[index]
 
 
@@ -140,15 +164,20 @@ def test_test_sets_never_skip_mid_evaluation(datasets_env):
         kept, kept_query = build_test_set(_cfg("DATALOADER.SKIP_BAD_IMAGES", "True"), "LaSTVal")
     assert kept_query == num_query and len(kept) == len(test_set) - 1
     assert datasets_env["gallery"] not in [item[0] for item in kept.img_items]
-    assert any("1 unreadable image(s) left out" in m and datasets_env["gallery"] in m
-               for m in records.messages)
+    assert any(
+        "1 unreadable image(s) left out" in m and datasets_env["gallery"] in m
+        for m in records.messages
+    )
 
 
 # Command-line failures: run side by side, then checked one by one -------------------------
 
+
 def _snapshot(folder):
-    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-            for name in sorted(os.listdir(folder))}
+    return {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in sorted(os.listdir(folder))
+    }
 
 
 def _run_folder(path):
@@ -182,22 +211,43 @@ def failed_starts(tmp_path_factory, default_root, bad_root):
     for image in (everything_bad / "last" / "train").rglob("*.jpg"):
         corrupt(image)
 
-    train, evaluate = [TRAIN_NET, "--config-file", CONFIG], [TRAIN_NET, "--config-file", CONFIG, "--eval-only"]
+    train, evaluate = (
+        [TRAIN_NET, "--config-file", CONFIG],
+        [TRAIN_NET, "--config-file", CONFIG, "--eval-only"],
+    )
     extract = [EXTRACT, "--config-file", CONFIG, "--dataset", "LaSTVal", "-o", str(tmp / "f.npz")]
     # name: (command, extra options, FASTREID_DATASETS, whether a previous run's folder exists)
     cases = {
         "unknown_key": (train, ["MODEL.NO_SUCH_KEY", "1"], bad_root["root"], False),
         "unknown_dataset": (train, ["DATASETS.NAMES", '("NoSuchSet",)'], bad_root["root"], True),
-        "pretrain_missing": (train, ["MODEL.BACKBONE.PRETRAIN", "True",
-                                     "MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], bad_root["root"], True),
+        "pretrain_missing": (
+            train,
+            ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"],
+            bad_root["root"],
+            True,
+        ),
         "missing_root": (train, [], tmp / "no_datasets", False),
         "missing_root_resume": (train + ["--resume"], [], tmp / "no_datasets", True),
         "untrusted_weights": (evaluate, ["MODEL.WEIGHTS", str(untrusted)], bad_root["root"], True),
         "no_backbone_weights": (evaluate, ["MODEL.WEIGHTS", str(headless)], bad_root["root"], True),
-        "corrupt_weights": (evaluate, ["MODEL.WEIGHTS", str(corrupt_weights)], bad_root["root"], True),
-        "corrupt_training_images": (train, ["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16",
-                                            "SOLVER.MAX_EPOCH", "2"], everything_bad, True),
-        "extract_corrupt_weights": (extract + ["--weights", str(corrupt_weights)], [], bad_root["root"], False),
+        "corrupt_weights": (
+            evaluate,
+            ["MODEL.WEIGHTS", str(corrupt_weights)],
+            bad_root["root"],
+            True,
+        ),
+        "corrupt_training_images": (
+            train,
+            ["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCH", "2"],
+            everything_bad,
+            True,
+        ),
+        "extract_corrupt_weights": (
+            extract + ["--weights", str(corrupt_weights)],
+            [],
+            bad_root["root"],
+            False,
+        ),
         "extract_missing_root": (extract, [], tmp / "no_datasets", False),
     }
     procs = {}
@@ -206,7 +256,9 @@ def failed_starts(tmp_path_factory, default_root, bad_root):
         before = _snapshot(folder) if folder.exists() else None
         args = [sys.executable] + command + SMALL_MODEL + opts + ["OUTPUT_DIR", str(folder)]
         env = dict(os.environ, FASTREID_DATASETS=str(root), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO
+        )
         procs[name] = (proc, folder, before)
     results, deadline = {}, time.monotonic() + 1200  # a guard against a hang only
     for name, (proc, folder, before) in procs.items():
@@ -234,13 +286,19 @@ def _failed(failed_starts, name, *words, tool="train_net.py"):
     return folder, before
 
 
-@pytest.mark.parametrize("name, words", [
-    ("unknown_key", ["MODEL.NO_SUCH_KEY"]),
-    ("unknown_dataset", ["DATASETS.NAMES", "NoSuchSet"]),
-    ("pretrain_missing", ["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"]),
-    ("missing_root", ["LaST: folder not found: ", "no_datasets/last/train", "FASTREID_DATASETS="]),
-    ("missing_root_resume", ["LaST: folder not found: ", "no_datasets/last/train"]),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("unknown_key", ["MODEL.NO_SUCH_KEY"]),
+        ("unknown_dataset", ["DATASETS.NAMES", "NoSuchSet"]),
+        ("pretrain_missing", ["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"]),
+        (
+            "missing_root",
+            ["LaST: folder not found: ", "no_datasets/last/train", "FASTREID_DATASETS="],
+        ),
+        ("missing_root_resume", ["LaST: folder not found: ", "no_datasets/last/train"]),
+    ],
+)
 def test_bad_config_fails_before_writing_anything(failed_starts, name, words):
     folder, before = _failed(failed_starts, name, *words)
     if before is None:
@@ -250,33 +308,54 @@ def test_bad_config_fails_before_writing_anything(failed_starts, name, words):
 
 
 def test_untrusted_checkpoint_is_refused_for_eval_only(failed_starts, tmp_path_factory):
-    folder, before = _failed(failed_starts, "untrusted_weights", "Refusing to load checkpoint",
-                             "untrusted.pth", "MODEL.TRUST_CHECKPOINTS", "argparse.Namespace")
+    folder, before = _failed(
+        failed_starts,
+        "untrusted_weights",
+        "Refusing to load checkpoint",
+        "untrusted.pth",
+        "MODEL.TRUST_CHECKPOINTS",
+        "argparse.Namespace",
+    )
     _untouched(folder, before)
 
 
 def test_checkpoint_without_backbone_is_refused_for_eval_only(failed_starts):
-    folder, before = _failed(failed_starts, "no_backbone_weights", "headless.pth", "no backbone weights")
+    folder, before = _failed(
+        failed_starts, "no_backbone_weights", "headless.pth", "no backbone weights"
+    )
     _untouched(folder, before)
 
 
 def test_corrupt_checkpoint_is_one_line_naming_it(failed_starts):
-    folder, before = _failed(failed_starts, "corrupt_weights", "Cannot read checkpoint", "corrupt.pth",
-                             "truncated, corrupt or not a torch file")
+    folder, before = _failed(
+        failed_starts,
+        "corrupt_weights",
+        "Cannot read checkpoint",
+        "corrupt.pth",
+        "truncated, corrupt or not a torch file",
+    )
     _untouched(folder, before)
 
 
 def test_corrupt_training_images_stop_the_run_naming_one(failed_starts):
-    folder, before = _failed(failed_starts, "corrupt_training_images", "error: cannot decode ",
-                             "/all_bad/last/train/", "worker process")
+    folder, before = _failed(
+        failed_starts,
+        "corrupt_training_images",
+        "error: cannot decode ",
+        "/all_bad/last/train/",
+        "worker process",
+    )
     _untouched(folder, before)
     assert not [n for n in os.listdir(folder) if n.startswith("model_") and n not in before]
 
 
-@pytest.mark.parametrize("name, words", [
-    ("extract_corrupt_weights", ["Cannot read checkpoint", "corrupt.pth"]),
-    ("extract_missing_root", ["LaSTVal: folder not found: ", "no_datasets/last/val/query"]),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("extract_corrupt_weights", ["Cannot read checkpoint", "corrupt.pth"]),
+        ("extract_missing_root", ["LaSTVal: folder not found: ", "no_datasets/last/val/query"]),
+    ],
+)
 def test_other_tools_report_errors_in_one_line(failed_starts, name, words):
     _failed(failed_starts, name, *words, tool="extract_features.py")
     assert not (failed_starts[name][2].parent.parent / "f.npz").exists()

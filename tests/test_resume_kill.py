@@ -4,6 +4,7 @@ test; each reached through tests/stop_at.py, whatever the machine's speed) and r
 --resume each time ends like an uninterrupted run: every epoch trained, loadable final and
 best checkpoints, the best metric the maximum of the history, and a metrics history with
 each epoch exactly once. Plus fast unit tests of lastreid.resume."""
+
 import json
 import os
 import select
@@ -11,11 +12,11 @@ import signal
 import subprocess
 import sys
 
-import pytest
-import torch
-
 from lastreid.checkpoint import Checkpointer, load_checkpoint_file
 from lastreid.resume import ResumableCheckpointer, arrange_hooks, repair_metrics_history
+
+import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -31,8 +32,16 @@ def kill_run_opts(output):
     # CPU much of a step's cost is the optimizer's, so fewer, larger steps make shorter
     # epochs; bf16 autocast was several times slower than float32 on this machine.
     return FAST_CPU_OPTS + [
-        "SOLVER.IMS_PER_BATCH", str(BATCH), "MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off",
-        "SOLVER.MAX_EPOCH", str(EPOCHS), "OUTPUT_DIR", str(output),
+        "SOLVER.IMS_PER_BATCH",
+        str(BATCH),
+        "MODEL.CPU_BF16",
+        "off",
+        "MODEL.CHANNELS_LAST",
+        "off",
+        "SOLVER.MAX_EPOCH",
+        str(EPOCHS),
+        "OUTPUT_DIR",
+        str(output),
     ]
 
 
@@ -52,19 +61,29 @@ class Phase:
 def run_phase(phase, output, env):
     """Returns "killed at <moment>" once the child reached its moment and was killed there,
     else the child's exit code."""
-    args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (["--resume"] if phase.resume else [])
+    args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (
+        ["--resume"] if phase.resume else []
+    )
     args += kill_run_opts(output)
     read_end, write_end = os.pipe()
     if phase.moment:
         args = [sys.executable, STOP_AT, phase.moment] + args[1:]
     with open(output.parent / f"{phase.name}.out", "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                env=dict(env, STOP_AT_FD=str(write_end)), pass_fds=(write_end,))
+        proc = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=dict(env, STOP_AT_FD=str(write_end)),
+            pass_fds=(write_end,),
+        )
     os.close(write_end)
     try:
         with os.fdopen(read_end) as channel:
             ready, _, _ = select.select([channel], [], [], PHASE_TIMEOUT)
-            assert ready, f"{phase.name}: neither reached {phase.moment} nor ended in {PHASE_TIMEOUT} s"
+            assert ready, (
+                f"{phase.name}: neither reached {phase.moment} nor ended in {PHASE_TIMEOUT} s"
+            )
             line = channel.readline().strip()  # "" at EOF: the child ended without reaching it
         if line:
             os.kill(proc.pid, signal.SIGKILL)
@@ -110,7 +129,9 @@ def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
     ]
     best_seen = []
     for phase in phases:
-        config_before = (output / "config.yaml").read_bytes() if phase.name == "config_write" else None
+        config_before = (
+            (output / "config.yaml").read_bytes() if phase.name == "config_write" else None
+        )
         result = run_phase(phase, output, env)
         tail = (tmp_path / f"{phase.name}.out").read_text(errors="replace")[-3000:]
         if phase.moment is None:
@@ -151,6 +172,7 @@ def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
 
 
 # Unit tests: metrics history repair, best metric across resumes ---------------------------
+
 
 def test_metrics_history_drops_redone_iterations_and_a_torn_line(tmp_path):
     path = tmp_path / "metrics.json"
@@ -195,7 +217,9 @@ def test_best_metric_survives_a_resume(tmp_path):
     assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"  # not model_best
 
     resumed = _checkpoint_hook(tmp_path)
-    resumed.restore(load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth"))
+    resumed.restore(
+        load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth")
+    )
     assert (resumed.best_metric, resumed.best_epoch) == (50.0, 0)
     before = (tmp_path / "model_best.pth").stat().st_ino  # every save is a new file (rename)
     resumed.step(2, metric=45.0)  # fastreid's hook (best -1 after a resume) would overwrite
@@ -214,7 +238,9 @@ def test_kill_between_checkpoint_and_best_copy_is_repaired(tmp_path):
     hook.checkpointer.save("model_best", epoch=0, metric=50.0)
     hook.checkpointer.tag_last_checkpoint("model_0001.pth")
     resumed = _checkpoint_hook(tmp_path)
-    resumed.restore(load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth"))
+    resumed.restore(
+        load_checkpoint_file(str(tmp_path / "model_0001.pth")), str(tmp_path / "model_0001.pth")
+    )
     assert _best(tmp_path) == (1, 60.0)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"
 
@@ -238,8 +264,11 @@ def test_hooks_write_metrics_before_checkpointing():
     from fastreid.engine import hooks
     from fastreid.utils.checkpoint import Checkpointer as FastreidCheckpointer
 
-    stock = [hooks.IterationTimer(), hooks.EvalHook(1, lambda: {}),
-             hooks.PeriodicCheckpointer(FastreidCheckpointer(torch.nn.Linear(1, 1)), 1),
-             hooks.PeriodicWriter([], 20)]
+    stock = [
+        hooks.IterationTimer(),
+        hooks.EvalHook(1, lambda: {}),
+        hooks.PeriodicCheckpointer(FastreidCheckpointer(torch.nn.Linear(1, 1)), 1),
+        hooks.PeriodicWriter([], 20),
+    ]
     kinds = [type(h).__name__ for h in arrange_hooks(stock)]
     assert kinds == ["IterationTimer", "EvalHook", "PeriodicWriter", "ResumableCheckpointer"]

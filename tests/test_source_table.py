@@ -1,25 +1,25 @@
 """The seed's whole transfer table: fastreid's Market1501 / DukeMTMC / MSMT17 as pre-training
 sources (layout checks, sorted lists, their BoT configs), INPUT.INTERPOLATION, and
 tools/transfer_matrix.py --train / --protocol seed on tiny synthetic trees."""
+
 import csv
 import json
 import os
 import shutil
 from types import SimpleNamespace
 
-import pytest
-import torch
-from torchvision.transforms import InterpolationMode
-
-from fastreid.data.datasets import DATASET_REGISTRY
 from lastreid import transfer
-from lastreid.datasets import synthetic
-from lastreid.startup import build_cfg
-from lastreid.datasets import DatasetLayoutError, build_dataset, check_layout
+from lastreid.datasets import DatasetLayoutError, build_dataset, check_layout, synthetic
 from lastreid.datasets.check import check_dataset
 from lastreid.engine import Trainer, default_setup
 from lastreid.features import FeatureExtractor
+from lastreid.startup import build_cfg
 from lastreid.transforms import _resizing
+
+import pytest
+import torch
+from fastreid.data.datasets import DATASET_REGISTRY
+from torchvision.transforms import InterpolationMode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ("Market1501", "DukeMTMC", "MSMT17")
@@ -32,12 +32,20 @@ def source_root(tmp_path_factory):
     """Tiny synthetic trees of all six datasets, 8 training images per person (5 training
     iterations of 8 images), 5 test persons."""
     root = tmp_path_factory.mktemp("datasets_sources")
-    synthetic.write_all(str(root), preset="tiny", seed=0, datasets=synthetic.ALL_DATASETS,
-                        test_ids=5, images_per_camera=3, train_images=8)
+    synthetic.write_all(
+        str(root),
+        preset="tiny",
+        seed=0,
+        datasets=synthetic.ALL_DATASETS,
+        test_ids=5,
+        images_per_camera=3,
+        train_images=8,
+    )
     return root
 
 
 # Datasets ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", SOURCES)
 def test_source_dataset_is_fastreids_own_class_sorted(source_root, name):
@@ -90,12 +98,14 @@ def test_source_layout_problems_are_one_line_errors(source_root, tmp_path):
 
 # Market1501's config trains (and evaluates on its test split) in the transfer-matrix test.
 @pytest.mark.parametrize("name", ("DukeMTMC", "MSMT17"))
-def test_source_config_trains_and_evaluates(source_root, fast_cpu_opts, tmp_path, monkeypatch,
-                                            name):
+def test_source_config_trains_and_evaluates(
+    source_root, fast_cpu_opts, tmp_path, monkeypatch, name
+):
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     config = os.path.join(REPO, "configs", name, "bagtricks_R50.yml")
-    cfg = build_cfg(config, fast_cpu_opts + SMALL_OPTS + ["SOLVER.MAX_EPOCH", "1",
-                                                          "OUTPUT_DIR", str(tmp_path)])
+    cfg = build_cfg(
+        config, fast_cpu_opts + SMALL_OPTS + ["SOLVER.MAX_EPOCH", "1", "OUTPUT_DIR", str(tmp_path)]
+    )
     assert cfg.DATASETS.NAMES == (name,) and cfg.MODEL.BACKBONE.DEPTH == "18x"
     default_setup(cfg, SimpleNamespace(eval_only=False, config_file=config))
     trainer = Trainer(cfg)
@@ -108,13 +118,16 @@ def test_source_config_trains_and_evaluates(source_root, fast_cpu_opts, tmp_path
 def test_source_configs_warm_up_ten_epochs_of_their_train_split():
     sizes = {"Market1501": 12936, "DukeMTMC": 16522, "MSMT17": 30248, "LaST": 71248}
     for name, images in sizes.items():
-        cfg = build_cfg(os.path.join(REPO, "configs", name, "bagtricks_R50.yml"),
-                        ["MODEL.BACKBONE.PRETRAIN", "False"])
+        cfg = build_cfg(
+            os.path.join(REPO, "configs", name, "bagtricks_R50.yml"),
+            ["MODEL.BACKBONE.PRETRAIN", "False"],
+        )
         assert cfg.SOLVER.WARMUP_ITERS == 10 * (images // cfg.SOLVER.IMS_PER_BATCH), name
         assert list(cfg.SOLVER.STEPS) == [30, 70] and cfg.SOLVER.MAX_EPOCH == 120
 
 
 # INPUT.INTERPOLATION ------------------------------------------------------------------------
+
 
 def _modes(transform):
     return {r.interpolation for r in _resizing(transform)}
@@ -123,8 +136,10 @@ def _modes(transform):
 def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_opts, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     config = os.path.join(REPO, "configs", "PRCC", "bagtricks_R50_finetune.yml")
-    for value, mode in (("bicubic", InterpolationMode.BICUBIC),
-                        ("bilinear", InterpolationMode.BILINEAR)):
+    for value, mode in (
+        ("bicubic", InterpolationMode.BICUBIC),
+        ("bilinear", InterpolationMode.BILINEAR),
+    ):
         extra = [] if value == "bicubic" else ["INPUT.INTERPOLATION", value]  # default: fastreid's
         cfg = build_cfg(config, fast_cpu_opts + extra)
         train = Trainer.build_train_loader(cfg).dataset.transform
@@ -145,8 +160,10 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
 
 # The whole table ----------------------------------------------------------------------------
 
+
 def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
-        source_root, fast_cpu_opts, tmp_path, monkeypatch, capsys):
+    source_root, fast_cpu_opts, tmp_path, monkeypatch, capsys
+):
     """--train LaST Market1501 --protocol seed, fine-tuned on PRCC: two trained rows;
     interrupted (deterministically, before its 4th run) and resumed by the same command;
     the seed cells' best epochs checked against their histories. Kept to four runs for the
@@ -159,9 +176,26 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     output = tmp_path / "table"
     # TEST.EVAL_PERIOD 2: the sources evaluate once, after their last epoch; the seed
     # protocol evaluates the fine-tunes after every epoch all the same.
-    argv = ["--train", "LaST", "Market1501", "--datasets", "PRCC", "--settings", "finetune",
-            "--protocol", "seed", "--output", str(output), "--no-print-table",
-            *fast_cpu_opts, *SMALL_OPTS, "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2"]
+    argv = [
+        "--train",
+        "LaST",
+        "Market1501",
+        "--datasets",
+        "PRCC",
+        "--settings",
+        "finetune",
+        "--protocol",
+        "seed",
+        "--output",
+        str(output),
+        "--no-print-table",
+        *fast_cpu_opts,
+        *SMALL_OPTS,
+        "SOLVER.MAX_EPOCH",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "2",
+    ]
 
     real_spawn = transfer.TransferMatrix._spawn
     calls = []
@@ -195,11 +229,15 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
 
     for row, source in zip(rows, ("Market1501", "LaST")):
         stored = json.loads(
-            (output / "results" / f"{source}__PRCC__finetune__seed.json").read_text())
+            (output / "results" / f"{source}__PRCC__finetune__seed.json").read_text()
+        )
         run = output / "runs" / source / "PRCC-finetune-seed"
         # The cell's own per-epoch history, read independently of transfer.best_epoch.
-        evals = [json.loads(line) for line in (run / "metrics.json").read_text().splitlines()
-                 if line.strip() and "Rank-1" in json.loads(line)]
+        evals = [
+            json.loads(line)
+            for line in (run / "metrics.json").read_text().splitlines()
+            if line.strip() and "Rank-1" in json.loads(line)
+        ]
         assert len(evals) == 2  # the test split after each of the 2 epochs
         scores = [(r["Rank-1"] + r["mAP"]) / 2 for r in evals]
         best = max(i for i, v in enumerate(scores) if v == max(scores))  # ties: the later
@@ -225,14 +263,20 @@ def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):
     assert [s.name for s in sources] == ["ImageNet", "MSMT17", "LaST"]  # the paper's row order
     assert sources[0].path == str(imagenet) and sources[0].torchvision_stem and not sources[0].train
     assert sources[2].path == str(tmp_path / "out" / "sources" / "LaST" / "model_best.pth")
-    matrix = transfer.TransferMatrix(str(tmp_path / "out"), sources, transfer.CONFIGS["reference"],
-                                     imagenet=str(imagenet), protocol="both")
+    matrix = transfer.TransferMatrix(
+        str(tmp_path / "out"),
+        sources,
+        transfer.CONFIGS["reference"],
+        imagenet=str(imagenet),
+        protocol="both",
+    )
     spawned = []
     monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
     monkeypatch.setattr(matrix, "log", lambda line: None)
     matrix.train_sources()
-    assert len(spawned) == 2 and all(c[c.index("MODEL.BACKBONE.PRETRAIN_PATH") + 1] == str(imagenet)
-                                     for c in spawned)
+    assert len(spawned) == 2 and all(
+        c[c.index("MODEL.BACKBONE.PRETRAIN_PATH") + 1] == str(imagenet) for c in spawned
+    )
     assert all(s.error for s in sources[1:]) and not sources[0].error
     cells = [c for c in matrix.cells() if c.source.name == "ImageNet"]
     assert len(cells) == 8  # 2 datasets x 2 settings x 2 protocols
@@ -254,9 +298,11 @@ def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):
 def test_seed_selection_needs_every_epoch(tmp_path):
     """best_epoch on a hand-written history: ties go to the later epoch; a gap is refused."""
     (tmp_path / "config.yaml").write_text("SOLVER:\n  MAX_EPOCH: 3\nTEST:\n  EVAL_PERIOD: 1\n")
-    lines = [{"iteration": 4, "Rank-1": 40.0, "mAP": 20.0, "total_loss": 3.0},
-             {"iteration": 9, "Rank-1": 50.0, "mAP": 30.0},
-             {"iteration": 14, "Rank-1": 60.0, "mAP": 20.0}]
+    lines = [
+        {"iteration": 4, "Rank-1": 40.0, "mAP": 20.0, "total_loss": 3.0},
+        {"iteration": 9, "Rank-1": 50.0, "mAP": 30.0},
+        {"iteration": 14, "Rank-1": 60.0, "mAP": 20.0},
+    ]
     (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
     chosen = transfer.best_epoch(str(tmp_path), "PRCC")
     assert chosen["best_epoch"] == 3 and chosen["metrics"]["Rank-1"] == 60.0
@@ -272,16 +318,25 @@ def test_both_protocols_in_one_table():
         result = {"metrics": {"Rank-1": r1, "mAP": m_ap}}
         if epoch:
             result["best_epoch"] = epoch
-        return transfer.Cell(transfer.Source("LaST"), "PRCC", "finetune", result=result,
-                             protocol=protocol)
+        return transfer.Cell(
+            transfer.Source("LaST"), "PRCC", "finetune", result=result, protocol=protocol
+        )
 
-    grid = {("LaST", "PRCC", "finetune", "clean"): cell("clean", 50.0, 40.0),
-            ("LaST", "PRCC", "finetune", "seed"): cell("seed", 55.0, 44.0, epoch=37)}
+    grid = {
+        ("LaST", "PRCC", "finetune", "clean"): cell("clean", 50.0, 40.0),
+        ("LaST", "PRCC", "finetune", "seed"): cell("seed", 55.0, 44.0, epoch=37),
+    }
     md = transfer.format_markdown(rows, cols, grid, "both").splitlines()
     assert md[0].startswith("Rank-1 / mAP (%); protocol both")
     assert md[-1] == "| LaST | 50.0 / 40.0; 55.0 / 44.0 (ep 37) |"
     table = list(csv.reader(transfer.format_csv(rows, cols, grid, "both").splitlines()))
-    assert table[0] == ["pre-training", "PRCC fine-tuned R1", "PRCC fine-tuned mAP",
-                        "PRCC fine-tuned seed R1", "PRCC fine-tuned seed mAP",
-                        "PRCC fine-tuned seed epoch", "protocol"]
+    assert table[0] == [
+        "pre-training",
+        "PRCC fine-tuned R1",
+        "PRCC fine-tuned mAP",
+        "PRCC fine-tuned seed R1",
+        "PRCC fine-tuned seed mAP",
+        "PRCC fine-tuned seed epoch",
+        "protocol",
+    ]
     assert table[1] == ["LaST", "50.00", "40.00", "55.00", "44.00", "37", "both"]

@@ -1,16 +1,17 @@
 """The synthetic data generator and its command-line wrapper."""
+
 import collections
 import os
 import re
 import subprocess
 import sys
 
+from lastreid.datasets import synthetic
+from lastreid.datasets.common import is_image_file
+
 import numpy as np
 import pytest
 from PIL import Image
-
-from lastreid.datasets import synthetic
-from lastreid.datasets.common import is_image_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME_PATTERNS = {
@@ -97,16 +98,30 @@ def pids_by_split(folder):
 
 
 def test_last_persons_and_outfits(tmp_path):
-    counts = synthetic.write_last(str(tmp_path), seed=0, train_ids=4, train_images=6, max_outfits=3,
-                                  val_ids=2, test_ids=6, query_images=2, gallery_images=3, distractor_ids=1)
+    counts = synthetic.write_last(
+        str(tmp_path),
+        seed=0,
+        train_ids=4,
+        train_images=6,
+        max_outfits=3,
+        val_ids=2,
+        test_ids=6,
+        query_images=2,
+        gallery_images=3,
+        distractor_ids=1,
+    )
     pids = pids_by_split(str(tmp_path / "last"))
-    assert pids["train"].isdisjoint(pids["val"] | pids["test"]) and pids["val"].isdisjoint(pids["test"])
+    assert pids["train"].isdisjoint(pids["val"] | pids["test"]) and pids["val"].isdisjoint(
+        pids["test"]
+    )
     outfits = collections.defaultdict(set)  # (split, pid) -> outfit indices
     for relpath in image_files(str(tmp_path / "last")):
         fields = os.path.basename(relpath)[:-4].split("_")
         outfits[split_of("last", relpath), int(fields[0])].add(int(fields[5]))
     assert max(max(ks) for ks in outfits.values()) < 3
-    assert counts["train"]["outfits"] == sum(len(ks) for (split, _), ks in outfits.items() if split == "train")
+    assert counts["train"]["outfits"] == sum(
+        len(ks) for (split, _), ks in outfits.items() if split == "train"
+    )
     # Each query person's gallery covers all of its outfits, so clothes-changing matches exist.
     query_people = [pid for split, pid in outfits if split == "test/query"]
     for pid in query_people:
@@ -140,9 +155,23 @@ def test_tiny_preset_writes_every_dataset(tmp_path):
 
 def test_command_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "make_synthetic_data.py"), "--root", str(tmp_path),
-         "--preset", "tiny", "--datasets", "celebreid", "--train-ids", "2", "--seed", "1"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "make_synthetic_data.py"),
+            "--root",
+            str(tmp_path),
+            "--preset",
+            "tiny",
+            "--datasets",
+            "celebreid",
+            "--train-ids",
+            "2",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     counts = synthetic.read_counts(str(tmp_path))
     assert list(counts) == ["celebreid"] and counts["celebreid"]["train"]["ids"] == 2

@@ -1,17 +1,18 @@
 """The command-line tools (tools/*.py) on CPU, each run in-process through its main():
 dataset check, feature export, ranked-list pictures + CMC curve, training curves, ONNX."""
+
 import importlib.util
 import json
 import os
 import shutil
 
+from lastreid.datasets import build_dataset
+from lastreid.evaluation import rank_metrics
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from lastreid.datasets import build_dataset
-from lastreid.evaluation import rank_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -21,7 +22,9 @@ FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
 
 
 def tool(name):
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"tools_{name}", os.path.join(REPO, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -40,10 +43,10 @@ def png_size(path):
 def weights(tmp_path_factory):
     """A randomly initialised ResNet-18 BoT at 64x32 saved as a fastreid checkpoint, with
     its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
-    from conftest import FAST_CPU_OPTS
-
-    from lastreid.startup import build_cfg
     from lastreid.engine import Trainer
+    from lastreid.startup import build_cfg
+
+    from conftest import FAST_CPU_OPTS
 
     opts = FAST_CPU_OPTS + FP32
     torch.manual_seed(0)
@@ -62,8 +65,21 @@ def val_features(weights, synthetic_root, tmp_path_factory):
     """tools/extract_features.py on the tiny LaSTVal (flip on, as in the config)."""
     path, opts = weights
     out = str(tmp_path_factory.mktemp("features") / "val.npz")
-    rc = tool("extract_features").main(["--config-file", CONFIG, "--weights", path, "--dataset", "LaSTVal",
-                                        "--root", str(synthetic_root), "-o", out] + opts)
+    rc = tool("extract_features").main(
+        [
+            "--config-file",
+            CONFIG,
+            "--weights",
+            path,
+            "--dataset",
+            "LaSTVal",
+            "--root",
+            str(synthetic_root),
+            "-o",
+            out,
+        ]
+        + opts
+    )
     assert rc == 0
     return out
 
@@ -78,9 +94,20 @@ def test_every_tool_has_help(name, capsys):
 
 # check_dataset ---------------------------------------------------------------------------
 
+
 def test_check_dataset_passes_a_good_tree(synthetic_root, capsys):
-    rc = tool("check_dataset").main(["--dataset", "LaST", "LaSTVal", "PRCC", "CelebReID",
-                                     "--root", str(synthetic_root), "--quiet"])
+    rc = tool("check_dataset").main(
+        [
+            "--dataset",
+            "LaST",
+            "LaSTVal",
+            "PRCC",
+            "CelebReID",
+            "--root",
+            str(synthetic_root),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("no problems") == 4 and "DIFFERS" not in out
@@ -97,7 +124,9 @@ def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
     truncated, garbage = train[1], gallery[2]
     truncated.write_bytes(truncated.read_bytes()[:200])
     garbage.write_bytes(b"this is not a JPEG")
-    (root / "last" / ".lastreid-synthetic.json").unlink()  # now compared with LaST's documented numbers
+    (
+        root / "last" / ".lastreid-synthetic.json"
+    ).unlink()  # now compared with LaST's documented numbers
 
     rc = tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--quiet"])
     out = capsys.readouterr().out
@@ -107,12 +136,15 @@ def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
     assert "1 file name(s) that do not parse" in out and "2 image(s) that cannot be decoded" in out
     assert "71,248" in out and "DIFFERS" in out  # the documented train images, as data
     # Walking without decoding still finds the name.
-    assert tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--no-decode"]) == 1
+    assert (
+        tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--no-decode"]) == 1
+    )
     out = capsys.readouterr().out
     assert str(bad_name) in out and str(garbage) not in out
 
 
 # extract_features ------------------------------------------------------------------------
+
 
 def _direct_features(model, cfg, paths, flip):
     """The model's own output on the test transforms, batched by hand."""
@@ -149,9 +181,12 @@ def test_extracted_features_match_the_model(weights, val_features, synthetic_roo
     expected = _direct_features(extractor.model, cfg, paths, flip=True)
     np.testing.assert_allclose(data["features"], expected, rtol=1e-4, atol=1e-5)
     extractor.flip, extractor.batch_size = False, 7  # batches that do not divide the set
-    np.testing.assert_allclose(extractor.extract(paths[:10]),
-                               _direct_features(extractor.model, cfg, paths[:10], flip=False),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        extractor.extract(paths[:10]),
+        _direct_features(extractor.model, cfg, paths[:10], flip=False),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_extract_features_of_a_folder_parses_names(weights, synthetic_root, tmp_path):
@@ -163,8 +198,23 @@ def test_extract_features_of_a_folder_parses_names(weights, synthetic_root, tmp_
     first = sorted(crops.glob("*.jpg"))[0]
     first.rename(crops / "someone.jpg")
     out = tmp_path / "crops.npz"
-    assert tool("extract_features").main(["--config-file", CONFIG, "--weights", path, "--images",
-                                          str(crops), "-o", str(out), "--no-flip"] + opts) == 0
+    assert (
+        tool("extract_features").main(
+            [
+                "--config-file",
+                CONFIG,
+                "--weights",
+                path,
+                "--images",
+                str(crops),
+                "-o",
+                str(out),
+                "--no-flip",
+            ]
+            + opts
+        )
+        == 0
+    )
     data = load_features(str(out))
     names = [os.path.basename(p) for p in data["paths"]]
     assert len(names) == len(list(crops.glob("*.jpg"))) and data["num_query"] == 0
@@ -175,13 +225,29 @@ def test_extract_features_of_a_folder_parses_names(weights, synthetic_root, tmp_
 
 # visualize_ranks -------------------------------------------------------------------------
 
+
 def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
     from lastreid.features import load_features
     from lastreid.visualize import grid_size, rank_queries
 
     out = tmp_path / "vis"
-    rc = tool("visualize_ranks").main(["--features", val_features, "-o", str(out), "--order", "worst",
-                                       "--num-queries", "5", "--per-page", "2", "--topk", "6", "--quiet"])
+    rc = tool("visualize_ranks").main(
+        [
+            "--features",
+            val_features,
+            "-o",
+            str(out),
+            "--order",
+            "worst",
+            "--num-queries",
+            "5",
+            "--per-page",
+            "2",
+            "--topk",
+            "6",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     # The tiny LaSTVal has 3 queries: pages of 2 and 1.
     assert png_size(out / "ranks_000.png") == grid_size(6, 2)
@@ -201,8 +267,13 @@ def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
     for r in rows:
         assert (np.diff(r["distances"]) >= 0).all()
         assert list(r["correct"]) == list(p[nq:][r["matches"]] == p[r["query"]])
-    draw = [[r["query"] for r in rank_queries(*split, order="random", num_queries=4, seed=s, progress=False)]
-            for s in (3, 3, 4)]
+    draw = [
+        [
+            r["query"]
+            for r in rank_queries(*split, order="random", num_queries=4, seed=s, progress=False)
+        ]
+        for s in (3, 3, 4)
+    ]
     assert draw[0] == draw[1] != draw[2]
 
 
@@ -211,9 +282,28 @@ def test_visualize_ranks_from_a_model(weights, synthetic_root, tmp_path):
 
     path, opts = weights
     out = tmp_path / "vis"
-    rc = tool("visualize_ranks").main(["--config-file", CONFIG, "--weights", path, "--dataset", "LaST",
-                                       "--root", str(synthetic_root), "-o", str(out), "--order", "random",
-                                       "--num-queries", "2", "--topk", "4", "--quiet"] + opts)
+    rc = tool("visualize_ranks").main(
+        [
+            "--config-file",
+            CONFIG,
+            "--weights",
+            path,
+            "--dataset",
+            "LaST",
+            "--root",
+            str(synthetic_root),
+            "-o",
+            str(out),
+            "--order",
+            "random",
+            "--num-queries",
+            "2",
+            "--topk",
+            "4",
+            "--quiet",
+        ]
+        + opts
+    )
     assert rc == 0
     assert png_size(out / "ranks_000.png") == grid_size(4, 2)
     assert png_size(out / "cmc.png") == (600, 450)
@@ -221,22 +311,38 @@ def test_visualize_ranks_from_a_model(weights, synthetic_root, tmp_path):
 
 # plot_curves -----------------------------------------------------------------------------
 
+
 def _fake_run(folder, eval_period=2, iters_per_epoch=22, epochs=6, prefixed=False):
     folder.mkdir()
     lines = []
     for epoch in range(epochs):
         last = (epoch + 1) * iters_per_epoch - 1
-        for it in sorted({min(i, last) for i in range(epoch * iters_per_epoch + 19, last + 20, 20)}):
-            line = {"iteration": it, "total_loss": 6.0 - it / 50, "loss_cls": 4.5 - it / 60,
-                    "loss_triplet": 1.5 - it / 300, "lr": 3.5e-4 * min(1.0, (it + 1) / 44), "time": 0.5}
+        for it in sorted(
+            {min(i, last) for i in range(epoch * iters_per_epoch + 19, last + 20, 20)}
+        ):
+            line = {
+                "iteration": it,
+                "total_loss": 6.0 - it / 50,
+                "loss_cls": 4.5 - it / 60,
+                "loss_triplet": 1.5 - it / 300,
+                "lr": 3.5e-4 * min(1.0, (it + 1) / 44),
+                "time": 0.5,
+            }
             if it == last and (epoch + 1) % eval_period == 0:
                 keys = [f"{d}/" for d in ("LaSTVal", "PRCC")] if prefixed else [""]
                 for k in keys:
-                    line.update({k + "Rank-1": 20.0 + 10 * epoch, k + "mAP": 10.0 + 8 * epoch,
-                                 k + "metric": 15.0 + 9 * epoch})
+                    line.update(
+                        {
+                            k + "Rank-1": 20.0 + 10 * epoch,
+                            k + "mAP": 10.0 + 8 * epoch,
+                            k + "metric": 15.0 + 9 * epoch,
+                        }
+                    )
             lines.append(json.dumps(line))
     (folder / "metrics.json").write_text("\n".join(lines) + "\n")
-    (folder / "config.yaml").write_text(f"SOLVER:\n  MAX_EPOCH: {epochs}\nTEST:\n  EVAL_PERIOD: {eval_period}\n")
+    (folder / "config.yaml").write_text(
+        f"SOLVER:\n  MAX_EPOCH: {epochs}\nTEST:\n  EVAL_PERIOD: {eval_period}\n"
+    )
     return folder
 
 
@@ -249,7 +355,9 @@ def test_plot_curves(tmp_path, prefixed, capsys):
     assert tool("plot_curves").main([str(run)]) == 0
     assert png_size(run / "curves.png") == (1500, 420)
     out = tmp_path / "sub" / "c.png"
-    assert tool("plot_curves").main([str(run), "-o", str(out), "--x", "iteration", "--dpi", "50"]) == 0
+    assert (
+        tool("plot_curves").main([str(run), "-o", str(out), "--x", "iteration", "--dpi", "50"]) == 0
+    )
     assert png_size(out) == (750, 210)
     assert "wrote" in capsys.readouterr().out
 
@@ -266,17 +374,19 @@ def test_plot_curves_without_config_uses_iterations(tmp_path):
 
 # export_onnx -----------------------------------------------------------------------------
 
-def test_export_onnx_matches_pytorch(weights, tmp_path, capsys):
-    import onnxruntime as ort
 
+def test_export_onnx_matches_pytorch(weights, tmp_path, capsys):
     from lastreid import FeatureExtractor
     from lastreid.features import build_inference_cfg
     from lastreid.onnx_export import check_onnx
 
+    import onnxruntime as ort
+
     path, opts = weights
     out = tmp_path / "model.onnx"
-    rc = tool("export_onnx").main(["--config-file", CONFIG, "--weights", path, "-o", str(out),
-                                   "--batch-sizes", "1,5"] + opts)
+    rc = tool("export_onnx").main(
+        ["--config-file", CONFIG, "--weights", path, "-o", str(out), "--batch-sizes", "1,5"] + opts
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "onnxruntime matches PyTorch" in text

@@ -1,13 +1,14 @@
 """A short BoT run on synthetic LaST, on the CPU: it learns, writes checkpoints and metrics,
 its best checkpoint evaluates to the same numbers with --eval-only, and --resume continues it."""
+
 import json
 import os
 from types import SimpleNamespace
 
-import pytest
-
-from lastreid.startup import build_cfg
 from lastreid.engine import Trainer, default_setup, evaluate_weights
+from lastreid.startup import build_cfg
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -15,7 +16,9 @@ EPOCHS = 4
 
 
 def make_cfg(opts, output_dir, epochs, **kw):
-    return build_cfg(CONFIG, opts + ["SOLVER.MAX_EPOCH", str(epochs), "OUTPUT_DIR", str(output_dir)], **kw)
+    return build_cfg(
+        CONFIG, opts + ["SOLVER.MAX_EPOCH", str(epochs), "OUTPUT_DIR", str(output_dir)], **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,13 @@ def test_training_raises_map_clearly(trained):
 
 def test_run_writes_checkpoints_and_metrics(trained):
     files = set(os.listdir(trained.output))
-    assert {"model_final.pth", "model_best.pth", "last_checkpoint", "metrics.json", "config.yaml"} <= files
+    assert {
+        "model_final.pth",
+        "model_best.pth",
+        "last_checkpoint",
+        "metrics.json",
+        "config.yaml",
+    } <= files
     assert {f"model_{e:04d}.pth" for e in range(EPOCHS - 1)} <= files
     with open(os.path.join(trained.output, "last_checkpoint")) as f:
         assert f.read().strip() == "model_final.pth"
@@ -60,8 +69,11 @@ def test_run_writes_checkpoints_and_metrics(trained):
 
 def test_eval_only_reproduces_the_final_numbers(trained):
     best = os.path.join(trained.output, "model_best.pth")
-    cfg = build_cfg(CONFIG, ["MODEL.WEIGHTS", best, "DATASETS.TESTS", '("LaST",)']
-                    + _model_opts(trained.cfg), eval_only=True)
+    cfg = build_cfg(
+        CONFIG,
+        ["MODEL.WEIGHTS", best, "DATASETS.TESTS", '("LaST",)'] + _model_opts(trained.cfg),
+        eval_only=True,
+    )
     results = evaluate_weights(cfg)
     for key in ("Rank-1", "Rank-5", "mAP", "mINP"):
         assert results[key] == pytest.approx(trained.after[key], abs=1e-6)
@@ -88,10 +100,20 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
 
 def _model_opts(cfg):
     """The architecture/input overrides of a run, for rebuilding its model."""
-    return ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", cfg.MODEL.BACKBONE.DEPTH,
-            "MODEL.BACKBONE.FEAT_DIM", str(cfg.MODEL.BACKBONE.FEAT_DIM),
-            "INPUT.SIZE_TEST", str(list(cfg.INPUT.SIZE_TEST)), "TEST.IMS_PER_BATCH", "64",
-            "DATALOADER.NUM_WORKERS", "0"]
+    return [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.BACKBONE.DEPTH",
+        cfg.MODEL.BACKBONE.DEPTH,
+        "MODEL.BACKBONE.FEAT_DIM",
+        str(cfg.MODEL.BACKBONE.FEAT_DIM),
+        "INPUT.SIZE_TEST",
+        str(list(cfg.INPUT.SIZE_TEST)),
+        "TEST.IMS_PER_BATCH",
+        "64",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+    ]
 
 
 def test_config_encodes_the_reference_recipe():
@@ -119,11 +141,14 @@ def test_missing_cuda_falls_back_to_cpu():
     assert cfg.MODEL.DEVICE == "cpu" and not cfg.SOLVER.AMP.ENABLED
 
 
-@pytest.mark.parametrize("opts, words", [
-    (["MODEL.NO_SUCH_KEY", "1"], "MODEL.NO_SUCH_KEY"),
-    (["DATASETS.NAMES", '("NoSuchSet",)', "MODEL.BACKBONE.PRETRAIN", "False"], "NoSuchSet"),
-    (["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], "/nowhere/r50.pth"),
-])
+@pytest.mark.parametrize(
+    "opts, words",
+    [
+        (["MODEL.NO_SUCH_KEY", "1"], "MODEL.NO_SUCH_KEY"),
+        (["DATASETS.NAMES", '("NoSuchSet",)', "MODEL.BACKBONE.PRETRAIN", "False"], "NoSuchSet"),
+        (["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/r50.pth"], "/nowhere/r50.pth"),
+    ],
+)
 def test_bad_config_fails_before_any_work(opts, words):
     with pytest.raises((KeyError, ValueError, FileNotFoundError)) as err:
         build_cfg(CONFIG, opts)
@@ -136,17 +161,29 @@ def test_yaml_boolean_for_a_string_key_is_named_with_a_hint(tmp_path):
     with pytest.raises(ValueError) as err:
         build_cfg(str(bad), ["MODEL.BACKBONE.PRETRAIN", "False"])
     assert str(bad) in str(err.value) and "MODEL.CPU_BF16" in str(err.value)
-    assert 'quote it' in str(err.value)
+    assert "quote it" in str(err.value)
 
 
 def test_train_net_reports_a_config_error_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-                          "--config-file", CONFIG, "MODEL.NO_SUCH_KEY", "1"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            CONFIG,
+            "MODEL.NO_SUCH_KEY",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
-        "train_net.py: error: command line: Non-existent key: MODEL.NO_SUCH_KEY"]
+        "train_net.py: error: command line: Non-existent key: MODEL.NO_SUCH_KEY"
+    ]
     assert not (tmp_path / "logs").exists()  # nothing was started

@@ -1,5 +1,6 @@
 """The generalisation experiments: PRCC's single-shot protocol, the reference max-pool
 switch, fine-tuning from a LaST checkpoint, and tools/transfer_matrix.py on synthetic data."""
+
 import csv
 import json
 import os
@@ -8,17 +9,20 @@ import sys
 from collections import OrderedDict
 from types import SimpleNamespace
 
-import numpy as np
-import pytest
-import torch
-
 from lastreid import transfer
 from lastreid.atomic import save_atomic
 from lastreid.checkpoint import CLASSIFIER_NOT_LOADED, backbone_loaded, has_torchvision_stem
-from lastreid.startup import build_cfg
 from lastreid.evaluation import BlockedReidEvaluator
-from lastreid.evaluation.single_shot import (SingleShotReidEvaluator, single_shot_draws,
-                                             single_shot_metrics)
+from lastreid.evaluation.single_shot import (
+    SingleShotReidEvaluator,
+    single_shot_draws,
+    single_shot_metrics,
+)
+from lastreid.startup import build_cfg
+
+import numpy as np
+import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIRECT = os.path.join(REPO, "configs", "transfer", "direct.yml")
@@ -36,12 +40,20 @@ def small_root(tmp_path_factory):
     from lastreid.datasets import synthetic
 
     root = tmp_path_factory.mktemp("datasets_small")
-    synthetic.write_all(str(root), preset="tiny", seed=0, datasets=("prcc", "celebreid"),
-                        test_ids=5, images_per_camera=3, train_images=8)
+    synthetic.write_all(
+        str(root),
+        preset="tiny",
+        seed=0,
+        datasets=("prcc", "celebreid"),
+        test_ids=5,
+        images_per_camera=3,
+        train_images=8,
+    )
     return root
 
 
 # Single-shot protocol ---------------------------------------------------------------------
+
 
 def _hand_made():
     """3 queries and 12 gallery images of 6 identities (pid 2 has one gallery image, pids
@@ -89,30 +101,60 @@ def test_single_shot_draws_one_image_per_identity():
 def test_single_shot_metrics_match_a_direct_computation():
     qf, gf, q_pids, g_pids, q_camids, g_camids = _hand_made()
     draws = single_shot_draws(g_pids, trials=6, seed=1)
-    expected_r1, expected_map = _direct_single_shot(qf, gf, q_pids, g_pids, q_camids, g_camids, draws)
-    got = single_shot_metrics(torch.from_numpy(qf), torch.from_numpy(gf), q_pids, g_pids,
-                              q_camids, g_camids, trials=6, seed=1)
+    expected_r1, expected_map = _direct_single_shot(
+        qf, gf, q_pids, g_pids, q_camids, g_camids, draws
+    )
+    got = single_shot_metrics(
+        torch.from_numpy(qf),
+        torch.from_numpy(gf),
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        trials=6,
+        seed=1,
+    )
     assert got["Rank-1"] == pytest.approx(expected_r1, abs=1e-6)
     assert got["mAP"] == pytest.approx(expected_map, abs=1e-6)
     assert got["trials"] == 6
     # Query 2's only gallery image shares its camera: it never counts.
-    without = single_shot_metrics(qf[:2], gf, q_pids[:2], g_pids, q_camids[:2], g_camids, trials=6, seed=1)
-    assert without["Rank-1"] == pytest.approx(got["Rank-1"]) and without["mAP"] == pytest.approx(got["mAP"])
+    without = single_shot_metrics(
+        qf[:2], gf, q_pids[:2], g_pids, q_camids[:2], g_camids, trials=6, seed=1
+    )
+    assert without["Rank-1"] == pytest.approx(got["Rank-1"]) and without["mAP"] == pytest.approx(
+        got["mAP"]
+    )
 
 
 def test_single_shot_evaluator_adds_ss_keys_beside_the_full_gallery(tmp_path):
     qf, gf, q_pids, g_pids, q_camids, g_camids = _hand_made()
-    cfg = build_cfg(DIRECT, ["MODEL.DEVICE", "cpu", "TEST.SINGLE_SHOT.ENABLED", "True",
-                             "TEST.SINGLE_SHOT.TRIALS", "6", "TEST.SINGLE_SHOT.SEED", "1"], eval_only=False)
+    cfg = build_cfg(
+        DIRECT,
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "TEST.SINGLE_SHOT.ENABLED",
+            "True",
+            "TEST.SINGLE_SHOT.TRIALS",
+            "6",
+            "TEST.SINGLE_SHOT.SEED",
+            "1",
+        ],
+        eval_only=False,
+    )
     feats = np.concatenate([qf, gf])
     pids, camids = np.concatenate([q_pids, g_pids]), np.concatenate([q_camids, g_camids])
     results = []
     for cls in (SingleShotReidEvaluator, BlockedReidEvaluator):
         evaluator = cls(cfg, num_query=3, num_items=15)
         for s in (0, 6, 12):  # three batches
-            evaluator.process({"targets": torch.from_numpy(pids[s:s + 6]),
-                               "camids": torch.from_numpy(camids[s:s + 6])},
-                              torch.from_numpy(feats[s:s + 6]))
+            evaluator.process(
+                {
+                    "targets": torch.from_numpy(pids[s : s + 6]),
+                    "camids": torch.from_numpy(camids[s : s + 6]),
+                },
+                torch.from_numpy(feats[s : s + 6]),
+            )
         results.append(evaluator.evaluate())
     single, full = results
     assert {k: v for k, v in single.items() if not k.startswith("SS-")} == full
@@ -135,6 +177,7 @@ def test_trainer_chooses_the_single_shot_evaluator(small_root, fast_cpu_opts, mo
 
 # Reference max-pool -------------------------------------------------------------------------
 
+
 def test_torchvision_stem_switch_gives_the_reference_maxpool(fast_cpu_opts):
     from lastreid.engine import Trainer
 
@@ -145,14 +188,23 @@ def test_torchvision_stem_switch_gives_the_reference_maxpool(fast_cpu_opts):
         out = model.eval()(torch.zeros(2, 3, 64, 32))
         assert out.shape == (2, 512)
     # the default stays fastreid's: our own BoT checkpoints were trained with it
-    assert build_cfg(os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml"),
-                     ["MODEL.BACKBONE.PRETRAIN", "False"]).MODEL.BACKBONE.TORCHVISION_STEM is False
+    assert (
+        build_cfg(
+            os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml"),
+            ["MODEL.BACKBONE.PRETRAIN", "False"],
+        ).MODEL.BACKBONE.TORCHVISION_STEM
+        is False
+    )
 
 
 # Fine-tuning from a LaST checkpoint ---------------------------------------------------------
 
-_TO_REFERENCE = (("backbone.conv1.", "base.0."), ("backbone.bn1.", "base.1."),
-                 ("backbone.layer", "layer"), ("heads.bottleneck.0.", "bottleneck."))
+_TO_REFERENCE = (
+    ("backbone.conv1.", "base.0."),
+    ("backbone.bn1.", "base.1."),
+    ("backbone.layer", "layer"),
+    ("heads.bottleneck.0.", "bottleneck."),
+)
 
 
 def write_reference_checkpoint(path, opts, num_classes=72, seed=1):
@@ -169,7 +221,7 @@ def write_reference_checkpoint(path, opts, num_classes=72, seed=1):
             key = "classifier.weight"
         for old, new in _TO_REFERENCE:
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         state["module." + key] = value.detach().clone().contiguous()
     save_atomic({"state_dict": state, "epoch": 120}, path)
@@ -186,13 +238,18 @@ def last_checkpoint(tmp_path_factory):
     return SimpleNamespace(folder=folder, path=path, state=state)
 
 
-def test_finetune_from_a_last_checkpoint_on_prcc(small_root, fast_cpu_opts, last_checkpoint,
-                                                 tmp_path, monkeypatch):
+def test_finetune_from_a_last_checkpoint_on_prcc(
+    small_root, fast_cpu_opts, last_checkpoint, tmp_path, monkeypatch
+):
     from lastreid.engine import Trainer
 
     monkeypatch.setenv("FASTREID_DATASETS", str(small_root))
-    cfg = build_cfg(PRCC_FINETUNE, fast_cpu_opts + SMALL_OPTS + [
-        "MODEL.WEIGHTS", str(last_checkpoint.path), "OUTPUT_DIR", str(tmp_path)])
+    cfg = build_cfg(
+        PRCC_FINETUNE,
+        fast_cpu_opts
+        + SMALL_OPTS
+        + ["MODEL.WEIGHTS", str(last_checkpoint.path), "OUTPUT_DIR", str(tmp_path)],
+    )
     assert cfg.MODEL.LOSSES.NAME == ("CrossEntropyLoss",) and cfg.SOLVER.OPT == "SGD"
     assert not cfg.MODEL.LOAD_CLASSIFIER and not cfg.INPUT.FLIP.ENABLED
     trainer = Trainer(cfg)
@@ -212,17 +269,26 @@ def test_finetune_from_a_last_checkpoint_on_prcc(small_root, fast_cpu_opts, last
 
 # The matrix runner -----------------------------------------------------------------------------
 
+
 def _fake_cell(source, dataset, setting, r1, m_ap):
-    return transfer.Cell(transfer.Source(source), dataset, setting,
-                         result={"metrics": {"Rank-1": r1, "mAP": m_ap}})
+    return transfer.Cell(
+        transfer.Source(source), dataset, setting, result={"metrics": {"Rank-1": r1, "mAP": m_ap}}
+    )
 
 
 def test_table_has_the_published_shape():
     rows = list(transfer.PUBLISHED)
     cols = transfer.columns()
-    grid = {(n, d, s): _fake_cell(n, d, s, *transfer.PUBLISHED[n][(d, s)]) for n in rows for d, s in cols}
+    grid = {
+        (n, d, s): _fake_cell(n, d, s, *transfer.PUBLISHED[n][(d, s)])
+        for n in rows
+        for d, s in cols
+    }
     md = transfer.format_markdown(rows, cols, grid).splitlines()
-    assert md[2] == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
+    assert (
+        md[2]
+        == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
+    )
     assert md[4] == "| ImageNet | 24.7 / 13.5 | 28.7 / 3.0 | 43.1 / 41.3 | 49.2 / 8.7 |"
     assert md[-1] == "| LaST | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |"
     del grid[("LaST", "PRCC", "finetune")]
@@ -259,15 +325,23 @@ def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
     weights.write_bytes(b"v1")
     src = transfer.Source("LaST", str(weights), transfer.LAYOUT_FASTREID)
     lines = []
-    matrix = transfer.TransferMatrix(str(tmp_path / "out"), [src], transfer.CONFIGS["synthetic"],
-                                     datasets=("PRCC",), settings=("finetune",))
+    matrix = transfer.TransferMatrix(
+        str(tmp_path / "out"),
+        [src],
+        transfer.CONFIGS["synthetic"],
+        datasets=("PRCC",),
+        settings=("finetune",),
+    )
     monkeypatch.setattr(matrix, "log", lines.append)
     spawned = []
     monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
     cell = matrix.cells()[0]
     os.makedirs(os.path.join(matrix.output, "results"))
-    stored = {"metrics": {"Rank-1": 50.0, "mAP": 40.0}, "opts": [],
-              "weights_signature": transfer.weights_signature(str(weights))}
+    stored = {
+        "metrics": {"Rank-1": 50.0, "mAP": 40.0},
+        "opts": [],
+        "weights_signature": transfer.weights_signature(str(weights)),
+    }
     with open(matrix.result_path(cell), "w") as f:
         json.dump(stored, f)
     matrix._run_cell(cell, "1/1")
@@ -282,30 +356,51 @@ def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
     matrix._run_cell(cell, "1/1")
     assert len(spawned) == 1 and "--resume" in spawned[0] and cell.result is None
     assert any("changed" in line for line in lines)
-    assert not os.path.exists(os.path.join(matrix.cell_dir(cell), "last_checkpoint"))  # started anew
+    assert not os.path.exists(
+        os.path.join(matrix.cell_dir(cell), "last_checkpoint")
+    )  # started anew
 
 
-def test_transfer_matrix_writes_the_table_and_skips_finished_cells(small_root, fast_cpu_opts,
-                                                                   last_checkpoint, tmp_path):
+def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
+    small_root, fast_cpu_opts, last_checkpoint, tmp_path
+):
     from PIL import Image
 
     output = tmp_path / "transfer"
     env = dict(os.environ, FASTREID_DATASETS=str(small_root))
-    cmd = [sys.executable, os.path.join(REPO, "tools", "transfer_matrix.py"), "--preset", "synthetic",
-           "--models", str(last_checkpoint.folder), "--random-init", "--single-shot", "--output", str(output),
-           *fast_cpu_opts, *SMALL_OPTS]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "transfer_matrix.py"),
+        "--preset",
+        "synthetic",
+        "--models",
+        str(last_checkpoint.folder),
+        "--random-init",
+        "--single-shot",
+        "--output",
+        str(output),
+        *fast_cpu_opts,
+        *SMALL_OPTS,
+    ]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "source 'LaST'" in first.stdout and "reference layout" in first.stdout
 
     table = (output / "transfer_table.md").read_text().splitlines()
-    assert table[2] == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
+    assert (
+        table[2]
+        == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
+    )
     assert [line.split(" | ")[0] for line in table[4:]] == ["| random init", "| LaST"]
     assert all(line.count(" / ") == 4 and " - " not in line for line in table[4:])
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert [r["pre-training"] for r in rows] == ["random init", "LaST"]
-    assert all(0 <= float(v) <= 100 for r in rows for k, v in r.items()
-               if k not in ("pre-training", "protocol"))
+    assert all(
+        0 <= float(v) <= 100
+        for r in rows
+        for k, v in r.items()
+        if k not in ("pre-training", "protocol")
+    )
     assert table[0].startswith("Rank-1 / mAP (%); protocol clean")
     assert {"PRCC direct SS-R1", "PRCC fine-tuned SS-mAP"} <= set(rows[0])
     assert "Celeb direct SS-R1" not in rows[0]  # --single-shot: PRCC cells only
@@ -314,7 +409,9 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(small_root, f
         assert image.size == transfer.CHART_SIZE
     stored = json.loads((output / "results" / "LaST__PRCC__finetune.json").read_text())
     assert stored["layout"] == "reference" and stored["torchvision_stem"] is True
-    assert stored["metrics"]["Rank-1"] == pytest.approx(float(rows[1]["PRCC fine-tuned R1"]), abs=0.01)
+    assert stored["metrics"]["Rank-1"] == pytest.approx(
+        float(rows[1]["PRCC fine-tuned R1"]), abs=0.01
+    )
     assert first.stdout.count(": done in ") == 8
 
     second = subprocess.run(cmd, env=env, capture_output=True, text=True)

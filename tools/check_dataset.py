@@ -10,6 +10,7 @@ Exits 1 if any split folder is missing or empty, any name does not parse or any 
 not decode (with --strict also when counts differ from the expected ones), else 0. For a
 tree written by lastreid.datasets.synthetic the expected counts are the generator's.
 """
+
 import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
@@ -19,18 +20,37 @@ from lastreid.errors import report_error, run_tool
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", nargs="+", required=True, choices=list(CHECKABLE),
-                        metavar="NAME", help="one or more of: " + ", ".join(CHECKABLE))
-    parser.add_argument("--root", default=None,
-                        help="datasets root (default: $FASTREID_DATASETS, else datasets/)")
-    parser.add_argument("--no-decode", action="store_true",
-                        help="only walk and parse names; do not decode the images")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="decoding threads (default: the number of CPUs, at most 8)")
-    parser.add_argument("--strict", action="store_true",
-                        help="also fail when counts differ from the expected statistics")
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        required=True,
+        choices=list(CHECKABLE),
+        metavar="NAME",
+        help="one or more of: " + ", ".join(CHECKABLE),
+    )
+    parser.add_argument(
+        "--root", default=None, help="datasets root (default: $FASTREID_DATASETS, else datasets/)"
+    )
+    parser.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="only walk and parse names; do not decode the images",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding threads (default: the number of CPUs, at most 8)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail when counts differ from the expected statistics",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -39,8 +59,13 @@ def main(argv=None):
     args = parse_args(argv)
     problems = 0
     for name in dict.fromkeys(args.dataset):
-        report = check_dataset(name, args.root, decode=not args.no_decode,
-                               workers=args.workers, progress=not args.quiet)
+        report = check_dataset(
+            name,
+            args.root,
+            decode=not args.no_decode,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
         print(report.format(strict=args.strict), flush=True)
         problems += report.problems(strict=args.strict)
     if problems:

@@ -10,6 +10,7 @@ needed to keep a converted copy. The key report lists how many keys went where a
 key outside the mapping; unless --no-verify, the result is then loaded into a fastreid
 BoT ResNet-50 (ours, or the one --config-file describes) and the load report printed.
 """
+
 import argparse
 from collections import Counter
 
@@ -38,25 +39,48 @@ def _state_dict_of(raw):
 
 
 def _bot_model(num_classes, config_file=""):
+    from lastreid.config import add_lastreid_config
+
     from fastreid.config import get_cfg
     from fastreid.modeling import build_model
-
-    from lastreid.config import add_lastreid_config
 
     cfg = add_lastreid_config(get_cfg())
     if config_file:
         cfg.merge_from_file(config_file)
     else:
-        cfg.merge_from_list([
-            "MODEL.BACKBONE.DEPTH", "50x", "MODEL.BACKBONE.LAST_STRIDE", 1,
-            "MODEL.BACKBONE.NORM", "BN", "MODEL.HEADS.NAME", "EmbeddingHead",
-            "MODEL.HEADS.NECK_FEAT", "before", "MODEL.HEADS.WITH_BNNECK", True,
-            "MODEL.HEADS.POOL_LAYER", "GlobalAvgPool", "MODEL.HEADS.CLS_LAYER", "Linear",
-            "MODEL.HEADS.NORM", "BN",
-        ])
+        cfg.merge_from_list(
+            [
+                "MODEL.BACKBONE.DEPTH",
+                "50x",
+                "MODEL.BACKBONE.LAST_STRIDE",
+                1,
+                "MODEL.BACKBONE.NORM",
+                "BN",
+                "MODEL.HEADS.NAME",
+                "EmbeddingHead",
+                "MODEL.HEADS.NECK_FEAT",
+                "before",
+                "MODEL.HEADS.WITH_BNNECK",
+                True,
+                "MODEL.HEADS.POOL_LAYER",
+                "GlobalAvgPool",
+                "MODEL.HEADS.CLS_LAYER",
+                "Linear",
+                "MODEL.HEADS.NORM",
+                "BN",
+            ]
+        )
     # Only the layout matters here: no ImageNet file, no GPU.
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", False,
-                         "MODEL.HEADS.NUM_CLASSES", int(num_classes)])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.BACKBONE.PRETRAIN",
+            False,
+            "MODEL.HEADS.NUM_CLASSES",
+            int(num_classes),
+        ]
+    )
     return build_model(cfg)
 
 
@@ -64,12 +88,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="checkpoint of the public LaST code")
     parser.add_argument("output", help="fastreid checkpoint to write")
-    parser.add_argument("--trust", action="store_true",
-                        help="allow a full-pickle load of the input (only for files you trust)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not load the result into a fastreid BoT ResNet-50")
-    parser.add_argument("--config-file", default="",
-                        help="build the verification model from this config instead")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow a full-pickle load of the input (only for files you trust)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not load the result into a fastreid BoT ResNet-50",
+    )
+    parser.add_argument(
+        "--config-file", default="", help="build the verification model from this config instead"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -79,8 +110,10 @@ def main(argv=None):
         return 2
     state = _state_dict_of(raw)
     if not ckpt.is_reference_state_dict(state):
-        report_error(f"{args.input} does not use the public LaST code's key names "
-                     "(no base.0.weight / layer4.*)")
+        report_error(
+            f"{args.input} does not use the public LaST code's key names "
+            "(no base.0.weight / layer4.*)"
+        )
         return 2
 
     converted, unknown = ckpt.convert_reference_keys(state)
@@ -107,12 +140,15 @@ def main(argv=None):
     report = checkpointer.last_load_report
     print(report.summary())
     if not ckpt.has_torchvision_stem(model):
-        print(f"note: the reference pools with MaxPool2d(3, stride=2, padding=1), this model with "
-              f"{model.backbone.maxpool}; lastreid.checkpoint.use_torchvision_stem(model) "
-              "reproduces the reference features exactly")
+        print(
+            f"note: the reference pools with MaxPool2d(3, stride=2, padding=1), this model with "
+            f"{model.backbone.maxpool}; lastreid.checkpoint.use_torchvision_stem(model) "
+            "reproduces the reference features exactly"
+        )
     if not ckpt.backbone_loaded(report):
-        report_error(f"{args.output}: the backbone of a fastreid BoT ResNet-50 was not fully "
-                     "loaded")
+        report_error(
+            f"{args.output}: the backbone of a fastreid BoT ResNet-50 was not fully loaded"
+        )
         return 1
     return 0
 

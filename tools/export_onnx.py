@@ -9,13 +9,15 @@ Input `images`: float32 (batch, 3, H, W) RGB in 0..255 at INPUT.SIZE_TEST; outpu
 `features`: float32 (batch, dim). Exits 1 if any batch's relative error exceeds
 --tolerance. Any KEY VALUE pairs at the end override the config.
 """
+
 import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.utils.logger import setup_logger
-from lastreid.features import inference_argument_parser
 from lastreid.errors import report_error, run_tool
+from lastreid.features import inference_argument_parser
 from lastreid.onnx_export import EXPORTERS, available_exporters, check_onnx, export_onnx
+
+from fastreid.utils.logger import setup_logger
 
 
 def _sizes(text):
@@ -28,11 +30,20 @@ def _sizes(text):
 def parse_args(argv=None):
     parser = inference_argument_parser(__doc__)
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--exporter", choices=("auto",) + EXPORTERS, default="auto",
-                        help="auto: dynamo when onnxscript is installed, else torchscript")
+    parser.add_argument(
+        "--exporter",
+        choices=("auto",) + EXPORTERS,
+        default="auto",
+        help="auto: dynamo when onnxscript is installed, else torchscript",
+    )
     parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--batch-sizes", type=_sizes, default=[1, 3, 8], metavar="N,N,...",
-                        help="sizes of the random batches compared with PyTorch (default 1,3,8)")
+    parser.add_argument(
+        "--batch-sizes",
+        type=_sizes,
+        default=[1, 3, 8],
+        metavar="N,N,...",
+        help="sizes of the random batches compared with PyTorch (default 1,3,8)",
+    )
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
@@ -44,9 +55,12 @@ def main(argv=None):
     from lastreid.features import FeatureExtractor, build_inference_cfg
 
     # The CPU float32 model: ONNX gets float32 weights whatever the precision path says.
-    cfg = build_inference_cfg(args.config_file, args.weights,
-                              list(args.opts) + ["MODEL.DEVICE", "cpu", "MODEL.CHANNELS_LAST", "off",
-                                                 "MODEL.CPU_BF16", "off"])
+    cfg = build_inference_cfg(
+        args.config_file,
+        args.weights,
+        list(args.opts)
+        + ["MODEL.DEVICE", "cpu", "MODEL.CHANNELS_LAST", "off", "MODEL.CPU_BF16", "off"],
+    )
     model = FeatureExtractor(cfg, progress=False).model.eval()
     size = tuple(cfg.INPUT.SIZE_TEST)
     print(f"exporters available: {', '.join(available_exporters())}")
@@ -55,14 +69,19 @@ def main(argv=None):
     except RuntimeError as error:  # e.g. the dynamo exporter without onnxscript
         report_error(error)
         return 2
-    print(f"wrote {args.output} ({used} exporter, opset {args.opset}, input (batch, 3, {size[0]}, {size[1]}))")
+    print(
+        f"wrote {args.output} ({used} exporter, opset {args.opset}, "
+        f"input (batch, 3, {size[0]}, {size[1]}))"
+    )
     results = check_onnx(model, args.output, size, args.batch_sizes, args.tolerance)
     worst = max(err for _, err in results)
     for b, err in results:
         print(f"  batch {b}: max relative error {err:.2e}")
     if worst > args.tolerance:
-        report_error(f"ONNX and PyTorch features differ (max relative error {worst:.2e} "
-                     f"> {args.tolerance:g})")
+        report_error(
+            f"ONNX and PyTorch features differ (max relative error {worst:.2e} "
+            f"> {args.tolerance:g})"
+        )
         return 1
     print(f"onnxruntime matches PyTorch within {args.tolerance:g} (max relative error {worst:.2e})")
     return 0

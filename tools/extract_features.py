@@ -14,27 +14,40 @@ flip-averaged when TEST.FLIP.ENABLED (or --flip / --no-flip). Any KEY VALUE pair
 end override the config. Under torchrun (`torchrun --nproc-per-node N tools/extract_features.py
 ...`) the processes share the images and the main process writes the file.
 """
+
 import argparse
 import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.utils.logger import setup_logger
 from lastreid import launch
 from lastreid.errors import run_tool
-from lastreid.features import (FeatureExtractor, build_inference_cfg, inference_argument_parser,
-                               save_features)
+from lastreid.features import (
+    FeatureExtractor,
+    build_inference_cfg,
+    inference_argument_parser,
+    save_features,
+)
+
+from fastreid.utils.logger import setup_logger
 
 
 def parse_args(argv=None):
     parser = inference_argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a registered dataset name: its query + gallery")
-    source.add_argument("--images", help="a folder of crops (searched recursively) or a glob pattern")
+    source.add_argument(
+        "--images", help="a folder of crops (searched recursively) or a glob pattern"
+    )
     parser.add_argument("--root", default=None, help="datasets root (default $FASTREID_DATASETS)")
     parser.add_argument("-o", "--output", required=True, help="the .npz to write")
     parser.add_argument("--batch-size", type=int, default=None, help="default TEST.IMS_PER_BATCH")
-    parser.add_argument("--flip", dest="flip", action="store_true", default=None,
-                        help="average with mirrored images (default TEST.FLIP.ENABLED)")
+    parser.add_argument(
+        "--flip",
+        dest="flip",
+        action="store_true",
+        default=None,
+        help="average with mirrored images (default TEST.FLIP.ENABLED)",
+    )
     parser.add_argument("--no-flip", dest="flip", action="store_false")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
@@ -54,11 +67,19 @@ def main(argv=None):
     if data is None:  # not the main process of a torchrun job
         launch.finish()
         return 0
-    save_features(args.output, data, metric=cfg.TEST.METRIC, flip=extractor.flip,
-                  config=os.path.abspath(args.config_file), weights=extractor.weights or "")
+    save_features(
+        args.output,
+        data,
+        metric=cfg.TEST.METRIC,
+        flip=extractor.flip,
+        config=os.path.abspath(args.config_file),
+        weights=extractor.weights or "",
+    )
     feats = data["features"]
-    print(f"wrote {args.output}: {feats.shape[0]} features of dim {feats.shape[1]} "
-          f"({data['num_query']} queries), flip {'on' if extractor.flip else 'off'}")
+    print(
+        f"wrote {args.output}: {feats.shape[0]} features of dim {feats.shape[1]} "
+        f"({data['num_query']} queries), flip {'on' if extractor.flip else 'off'}"
+    )
     launch.finish()
     return 0
 

@@ -8,25 +8,33 @@ MSMT17) trees (see lastreid/datasets/synthetic/).
 A dataset folder written by an earlier run is replaced; any other existing, non-empty
 dataset folder is left alone and the command fails.
 """
+
 import argparse
 import json
 
 from lastreid.datasets import synthetic
 from lastreid.errors import report_error, run_tool
 
-SIZE_FLAGS = sorted({key for preset in synthetic.PRESETS.values() for sizes in preset.values() for key in sizes})
+SIZE_FLAGS = sorted(
+    {key for preset in synthetic.PRESETS.values() for sizes in preset.values() for key in sizes}
+)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="datasets root (FASTREID_DATASETS)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", nargs="+", choices=synthetic.ALL_DATASETS,
-                        default=list(synthetic.DATASETS))
+    parser.add_argument(
+        "--datasets", nargs="+", choices=synthetic.ALL_DATASETS, default=list(synthetic.DATASETS)
+    )
     parser.add_argument("--preset", choices=sorted(synthetic.PRESETS), default="default")
     for key in SIZE_FLAGS:
-        parser.add_argument("--" + key.replace("_", "-"), dest=key, type=int,
-                            help="override the preset's %s (datasets that have it)" % key)
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            type=int,
+            help="override the preset's %s (datasets that have it)" % key,
+        )
     return parser.parse_args(argv)
 
 
@@ -34,7 +42,9 @@ def main(argv=None):
     args = parse_args(argv)
     sizes = {key: getattr(args, key) for key in SIZE_FLAGS if getattr(args, key) is not None}
     try:
-        counts = synthetic.write_all(args.root, args.preset, args.seed, tuple(args.datasets), **sizes)
+        counts = synthetic.write_all(
+            args.root, args.preset, args.seed, tuple(args.datasets), **sizes
+        )
     except (FileExistsError, TypeError) as error:  # a foreign folder in the way, a bad size
         report_error(error)
         return 1

@@ -6,6 +6,7 @@
 
 Reads <run>/metrics.json and, to put epochs on the x axis, <run>/config.yaml.
 """
+
 import argparse
 
 from lastreid.curves import plot_curves
@@ -14,12 +15,21 @@ from lastreid.errors import report_error, run_tool
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("run_dir", help="a training output folder (with metrics.json)")
-    parser.add_argument("-o", "--output", default=None, help="PNG to write (default <run_dir>/curves.png)")
-    parser.add_argument("--x", dest="x_axis", choices=("auto", "epoch", "iteration"), default="auto",
-                        help="x axis (auto: epochs when the iterations per epoch are known)")
+    parser.add_argument(
+        "-o", "--output", default=None, help="PNG to write (default <run_dir>/curves.png)"
+    )
+    parser.add_argument(
+        "--x",
+        dest="x_axis",
+        choices=("auto", "epoch", "iteration"),
+        default="auto",
+        help="x axis (auto: epochs when the iterations per epoch are known)",
+    )
     parser.add_argument("--width", type=float, default=15.0, help="inches (at --dpi)")
     parser.add_argument("--height", type=float, default=4.2, help="inches (at --dpi)")
     parser.add_argument("--dpi", type=int, default=100)
@@ -29,7 +39,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        path = plot_curves(args.run_dir, args.output, args.x_axis, (args.width, args.height), args.dpi)
+        path = plot_curves(
+            args.run_dir, args.output, args.x_axis, (args.width, args.height), args.dpi
+        )
     except (OSError, ValueError) as error:
         report_error(error)
         return 1

@@ -7,6 +7,7 @@ direct and fine-tuned, and prints it.
 
 Everything goes under --workdir (default `demo/`): `datasets/` and `runs/`.
 """
+
 import argparse
 import os
 import subprocess
@@ -37,8 +38,9 @@ def run(cmd, env):
     print("[demo] $ " + " ".join(cmd), flush=True)
     code = subprocess.run(cmd, env=env).returncode
     if code:
-        raise LastreidError(f"{os.path.basename(cmd[1])} failed (exit status {code}; its "
-                            "error is above)")
+        raise LastreidError(
+            f"{os.path.basename(cmd[1])} failed (exit status {code}; its error is above)"
+        )
 
 
 def main():
@@ -49,25 +51,67 @@ def main():
     write_data(datasets, args.seed)
     env = dict(os.environ, FASTREID_DATASETS=datasets)
     bot_dir = os.path.join(runs, "bot_synthetic_last")
-    run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-         "--config-file", os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"),
-         "OUTPUT_DIR", bot_dir], env)
+    run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"),
+            "OUTPUT_DIR",
+            bot_dir,
+        ],
+        env,
+    )
     bot_seconds = time.time() - start
     transfer_dir = os.path.join(runs, "transfer")
-    run([sys.executable, os.path.join(REPO, "tools", "transfer_matrix.py"), "--preset", "synthetic",
-         "--random-init", "--source", "synthetic-LaST=" + os.path.join(bot_dir, "model_best.pth"),
-         "--output", transfer_dir, "--no-print-table"], env)
+    run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "transfer_matrix.py"),
+            "--preset",
+            "synthetic",
+            "--random-init",
+            "--source",
+            "synthetic-LaST=" + os.path.join(bot_dir, "model_best.pth"),
+            "--output",
+            transfer_dir,
+            "--no-print-table",
+        ],
+        env,
+    )
     transfer_seconds = time.time() - start - bot_seconds
     # The README's pictures (section Tools) for this run: training curves, ranked lists on LaST val.
     run([sys.executable, os.path.join(REPO, "tools", "plot_curves.py"), bot_dir], env)
-    run([sys.executable, os.path.join(REPO, "tools", "visualize_ranks.py"), "--config-file",
-         os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"), "--weights",
-         os.path.join(bot_dir, "model_best.pth"), "--dataset", "LaSTVal", "-o", os.path.join(bot_dir, "ranks"),
-         "--order", "random", "--num-queries", "4", "--topk", "8", "--colors", "128", "--quiet"], env)
+    run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "visualize_ranks.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"),
+            "--weights",
+            os.path.join(bot_dir, "model_best.pth"),
+            "--dataset",
+            "LaSTVal",
+            "-o",
+            os.path.join(bot_dir, "ranks"),
+            "--order",
+            "random",
+            "--num-queries",
+            "4",
+            "--topk",
+            "8",
+            "--colors",
+            "128",
+            "--quiet",
+        ],
+        env,
+    )
     # Last: the total time and the transfer table.
-    print(f"[demo] done in {time.time() - start:.0f} s (data + BoT {bot_seconds:.0f} s, transfer "
-          f"table {transfer_seconds:.0f} s); BoT run in {bot_dir}, transfer runs, table (.md, .csv) "
-          f"and chart (.png) in {transfer_dir}\n")
+    print(
+        f"[demo] done in {time.time() - start:.0f} s (data + BoT {bot_seconds:.0f} s, transfer "
+        f"table {transfer_seconds:.0f} s); BoT run in {bot_dir}, transfer runs, table (.md, .csv) "
+        f"and chart (.png) in {transfer_dir}\n"
+    )
     with open(os.path.join(transfer_dir, "transfer_table.md")) as f:
         print(f.read(), end="", flush=True)
 

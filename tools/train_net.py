@@ -15,19 +15,20 @@ Several processes (`lastreid.launch`): under torchrun (any number of CPU process
 gloo, or one per GPU over NCCL), or fastreid's --num-gpus / --num-machines / --dist-url on
 CUDA. SOLVER.IMS_PER_BATCH is the batch of all processes together.
 """
+
 import json
 import logging
 import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.engine import default_argument_parser
-from fastreid.utils import comm
-
 from lastreid.atomic import write_text_atomic
-from lastreid.startup import build_cfg, check_can_start
 from lastreid.engine import Trainer, default_setup, evaluate_weights
 from lastreid.errors import run_tool
 from lastreid.launch import check_launch, launch
+from lastreid.startup import build_cfg, check_can_start
+
+from fastreid.engine import default_argument_parser
+from fastreid.utils import comm
 
 
 def main(args):
@@ -41,8 +42,10 @@ def main(args):
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
     if results and comm.is_main_process():
-        write_text_atomic(json.dumps(results, indent=2, default=float) + "\n",
-                          os.path.join(cfg.OUTPUT_DIR, "results.json"))
+        write_text_atomic(
+            json.dumps(results, indent=2, default=float) + "\n",
+            os.path.join(cfg.OUTPUT_DIR, "results.json"),
+        )
     return results
 
 

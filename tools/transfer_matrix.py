@@ -5,12 +5,15 @@
     # every pre_feat/*.pth (name = file stem), the paper's recipes at 256x128
     python tools/transfer_matrix.py --models pre_feat --output logs/transfer
     # plus a randomly initialised model and a checkpoint from elsewhere
-    python tools/transfer_matrix.py --models pre_feat --random-init --source mine=logs/LaST/bagtricks_R50/model_best.pth
+    python tools/transfer_matrix.py --models pre_feat --random-init \\
+        --source mine=logs/LaST/bagtricks_R50/model_best.pth
     # the seed's whole table: BoT trained here on four sources, plus the ImageNet row
-    python tools/transfer_matrix.py --train LaST Market1501 DukeMTMC MSMT17 \
+    python tools/transfer_matrix.py --train LaST Market1501 DukeMTMC MSMT17 \\
         --imagenet pretrained/resnet50-0676ba61.pth --output logs/transfer --protocol both
     # the demo's small version on the synthetic data (configs/*/..._synthetic.yml)
-    python tools/transfer_matrix.py --preset synthetic --random-init --source synthetic-LaST=demo/runs/bot_synthetic_last/model_best.pth --output demo/runs/transfer
+    python tools/transfer_matrix.py --preset synthetic --random-init \\
+        --source synthetic-LaST=demo/runs/bot_synthetic_last/model_best.pth \\
+        --output demo/runs/transfer
 
 --train first trains BoT on each named source (configs/<name>/bagtricks_R50.yml from the
 --imagenet file) under OUTPUT/sources/<name>/; the row's model is the one the recipe keeps
@@ -26,6 +29,7 @@ trained sources and finished cells and resumes an interrupted run from its last 
 (public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
 fastreid ones False (--torchvision-stem to force it).
 """
+
 import argparse
 import os
 
@@ -35,40 +39,88 @@ from lastreid.errors import InputError, run_tool
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--models", metavar="DIR", help="folder of pre-trained *.pth (name = file stem)")
-    p.add_argument("--source", metavar="NAME=PATH", action="append", default=[],
-                   help="one more pre-trained checkpoint (repeatable)")
+    p.add_argument(
+        "--source",
+        metavar="NAME=PATH",
+        action="append",
+        default=[],
+        help="one more pre-trained checkpoint (repeatable)",
+    )
     p.add_argument("--random-init", action="store_true", help="add a randomly initialised source")
-    p.add_argument("--train", nargs="+", default=[], metavar="NAME",
-                   choices=list(transfer.SOURCE_RECIPES),
-                   help="train BoT on these sources first, one row each: "
-                        + ", ".join(transfer.SOURCE_RECIPES))
-    p.add_argument("--imagenet", metavar="FILE",
-                   help="torchvision ImageNet ResNet-50 file: the ImageNet row, and the "
-                        "initialisation of the --train sources")
-    p.add_argument("--protocol", choices=sorted(transfer.PROTOCOL_CHOICES), default="clean",
-                   help="clean: last epoch; seed: best (R1 + mAP) / 2 epoch on the test split, "
-                        "bilinear (the public LaST code's); both: both numbers")
+    p.add_argument(
+        "--train",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        choices=list(transfer.SOURCE_RECIPES),
+        help="train BoT on these sources first, one row each: "
+        + ", ".join(transfer.SOURCE_RECIPES),
+    )
+    p.add_argument(
+        "--imagenet",
+        metavar="FILE",
+        help="torchvision ImageNet ResNet-50 file: the ImageNet row, and the "
+        "initialisation of the --train sources",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=sorted(transfer.PROTOCOL_CHOICES),
+        default="clean",
+        help="clean: last epoch; seed: best (R1 + mAP) / 2 epoch on the test split, "
+        "bilinear (the public LaST code's); both: both numbers",
+    )
     p.add_argument("--output", default="logs/transfer", help="runs, results/ and the table go here")
-    p.add_argument("--preset", choices=sorted(transfer.CONFIGS), default="reference",
-                   help="reference: the paper's recipes (configs/transfer/direct.yml, "
-                        "configs/*/bagtricks_R50_finetune.yml); synthetic: the demo's short ones")
-    p.add_argument("--direct-config", help="config of the direct-transfer runs (overrides --preset)")
-    p.add_argument("--finetune-config", metavar="DATASET=FILE", action="append", default=[],
-                   help="fine-tune config of a dataset (overrides --preset; repeatable)")
-    p.add_argument("--datasets", nargs="+", default=list(transfer.DATASETS), choices=transfer.DATASETS)
-    p.add_argument("--settings", nargs="+", default=list(transfer.SETTINGS), choices=transfer.SETTINGS)
-    p.add_argument("--torchvision-stem", choices=("auto", "on", "off"), default="auto",
-                   help="auto: from each checkpoint's layout")
-    p.add_argument("--single-shot", action="store_true",
-                   help="also report PRCC's single-shot protocol (TEST.SINGLE_SHOT) for the PRCC cells")
-    p.add_argument("--trust", action="store_true", help="MODEL.TRUST_CHECKPOINTS True for the sources")
+    p.add_argument(
+        "--preset",
+        choices=sorted(transfer.CONFIGS),
+        default="reference",
+        help="reference: the paper's recipes (configs/transfer/direct.yml, "
+        "configs/*/bagtricks_R50_finetune.yml); synthetic: the demo's short ones",
+    )
+    p.add_argument(
+        "--direct-config", help="config of the direct-transfer runs (overrides --preset)"
+    )
+    p.add_argument(
+        "--finetune-config",
+        metavar="DATASET=FILE",
+        action="append",
+        default=[],
+        help="fine-tune config of a dataset (overrides --preset; repeatable)",
+    )
+    p.add_argument(
+        "--datasets", nargs="+", default=list(transfer.DATASETS), choices=transfer.DATASETS
+    )
+    p.add_argument(
+        "--settings", nargs="+", default=list(transfer.SETTINGS), choices=transfer.SETTINGS
+    )
+    p.add_argument(
+        "--torchvision-stem",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto: from each checkpoint's layout",
+    )
+    p.add_argument(
+        "--single-shot",
+        action="store_true",
+        help="also report PRCC's single-shot protocol (TEST.SINGLE_SHOT) for the PRCC cells",
+    )
+    p.add_argument(
+        "--trust", action="store_true", help="MODEL.TRUST_CHECKPOINTS True for the sources"
+    )
     p.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights")
-    p.add_argument("--verbose", action="store_true", help="show the runs' output instead of logging it")
-    p.add_argument("--no-print-table", action="store_true", help="do not print the table at the end")
+    p.add_argument(
+        "--verbose", action="store_true", help="show the runs' output instead of logging it"
+    )
+    p.add_argument(
+        "--no-print-table", action="store_true", help="do not print the table at the end"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
     if args.opts[:1] == ["--"]:
@@ -96,10 +148,14 @@ def _pretrain_off(opts):
 def main(argv=None):
     args = parse_args(argv)
     if launch.under_torchrun():  # N copies would run every cell N times into one table
-        raise InputError("run it as one process, not under torchrun; --num-gpus N gives each "
-                         "cell N processes on CUDA")
-    configs = {"direct": transfer.CONFIGS[args.preset]["direct"],
-               "finetune": dict(transfer.CONFIGS[args.preset]["finetune"])}
+        raise InputError(
+            "run it as one process, not under torchrun; --num-gpus N gives each "
+            "cell N processes on CUDA"
+        )
+    configs = {
+        "direct": transfer.CONFIGS[args.preset]["direct"],
+        "finetune": dict(transfer.CONFIGS[args.preset]["finetune"]),
+    }
     if args.direct_config:
         configs["direct"] = os.path.abspath(args.direct_config)
     for dataset, path in _pairs(args.finetune_config, "--finetune-config"):
@@ -107,27 +163,46 @@ def main(argv=None):
             raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
     if args.train and not args.imagenet and not _pretrain_off(args.opts):
-        raise SystemExit("transfer_matrix.py: error: --train needs --imagenet FILE (the "
-                         "sources start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among "
-                         "the overrides")
+        raise SystemExit(
+            "transfer_matrix.py: error: --train needs --imagenet FILE (the "
+            "sources start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among "
+            "the overrides"
+        )
     try:
         first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
         sources = transfer.discover_sources(
-            args.models, [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
-            random_init=args.random_init, trust=args.trust, first=first)
+            args.models,
+            [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
+            random_init=args.random_init,
+            trust=args.trust,
+            first=first,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit("transfer_matrix.py: error: {}".format(error))
     for s in sources:
-        print("[transfer] source {!r}: {} ({} layout){}".format(
-            s.name, s.path or "random weights", s.layout if s.path else "fastreid",
-            ", trained here" if s.train else ""), flush=True)
+        print(
+            "[transfer] source {!r}: {} ({} layout){}".format(
+                s.name,
+                s.path or "random weights",
+                s.layout if s.path else "fastreid",
+                ", trained here" if s.train else "",
+            ),
+            flush=True,
+        )
     matrix = transfer.TransferMatrix(
-        output=os.path.abspath(args.output), sources=sources, configs=configs,
+        output=os.path.abspath(args.output),
+        sources=sources,
+        configs=configs,
         datasets=tuple(d for d in transfer.DATASETS if d in args.datasets),
         settings=tuple(s for s in transfer.SETTINGS if s in args.settings),
-        opts=list(args.opts), num_gpus=args.num_gpus, trust=args.trust, verbose=args.verbose,
-        stem={"auto": None, "on": True, "off": False}[args.torchvision_stem], seed=args.seed,
-        single_shot=args.single_shot, protocol=args.protocol,
+        opts=list(args.opts),
+        num_gpus=args.num_gpus,
+        trust=args.trust,
+        verbose=args.verbose,
+        stem={"auto": None, "on": True, "off": False}[args.torchvision_stem],
+        seed=args.seed,
+        single_shot=args.single_shot,
+        protocol=args.protocol,
         imagenet=os.path.abspath(args.imagenet) if args.imagenet else None,
     )
     cells = matrix.run()

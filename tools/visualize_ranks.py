@@ -13,39 +13,61 @@ drawn queries' distance rows are sorted; --order worst / best computes one AP pe
 in a blocked pass (no full distance matrix), --order random does not. From a model under
 torchrun, the processes share the feature extraction and the main process draws.
 """
+
 import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from fastreid.utils.logger import setup_logger
 from lastreid import launch
-from lastreid.features import load_features
 from lastreid.errors import report_error, run_tool
+from lastreid.features import load_features
 from lastreid.visualize import ORDERS, cmc_and_map, rank_queries, save_cmc_curve, write_rank_pages
+
+from fastreid.utils.logger import setup_logger
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--features", help="a .npz from tools/extract_features.py")
     parser.add_argument("--config-file", metavar="FILE", help="or: a config ...")
     parser.add_argument("--weights", help="... its checkpoint (default MODEL.WEIGHTS) ...")
     parser.add_argument("--dataset", help="... and a registered dataset to extract")
     parser.add_argument("--root", default=None, help="datasets root (default $FASTREID_DATASETS)")
     parser.add_argument("-o", "--output-dir", default="rank_vis", help="where the PNGs go")
-    parser.add_argument("--order", choices=ORDERS, default="worst",
-                        help="which queries: lowest AP first, highest first, or random")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="worst",
+        help="which queries: lowest AP first, highest first, or random",
+    )
     parser.add_argument("--seed", type=int, default=0, help="for --order random")
     parser.add_argument("--num-queries", type=int, default=8)
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--per-page", type=int, default=8, help="queries per PNG")
-    parser.add_argument("--thumb", type=int, nargs=2, default=(64, 128), metavar=("W", "H"),
-                        help="thumbnail size in pixels")
-    parser.add_argument("--colors", type=int, default=0,
-                        help="save palette PNGs of this many colours (smaller files; 0: full colour)")
+    parser.add_argument(
+        "--thumb",
+        type=int,
+        nargs=2,
+        default=(64, 128),
+        metavar=("W", "H"),
+        help="thumbnail size in pixels",
+    )
+    parser.add_argument(
+        "--colors",
+        type=int,
+        default=0,
+        help="save palette PNGs of this many colours (smaller files; 0: full colour)",
+    )
     parser.add_argument("--num-query", type=int, default=None, help="override the stored num_query")
-    parser.add_argument("--metric", choices=("cosine", "euclidean"), default=None,
-                        help="default: the one stored with the features / TEST.METRIC")
+    parser.add_argument(
+        "--metric",
+        choices=("cosine", "euclidean"),
+        default=None,
+        help="default: the one stored with the features / TEST.METRIC",
+    )
     parser.add_argument("--max-rank", type=int, default=50, help="ranks on the CMC curve")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -62,7 +84,9 @@ def load(args):
 
     cfg = build_inference_cfg(args.config_file, args.weights, args.opts)
     launch.init_from_env(cfg)
-    data = FeatureExtractor(cfg, progress=not args.quiet).extract_dataset(args.dataset, root=args.root)
+    data = FeatureExtractor(cfg, progress=not args.quiet).extract_dataset(
+        args.dataset, root=args.root
+    )
     launch.finish()  # the main process draws alone
     if data is not None:  # None: not the main process of a torchrun job
         data["metric"] = cfg.TEST.METRIC
@@ -84,15 +108,34 @@ def main(argv=None):
     metric = args.metric or str(data.get("metric", "cosine"))
     split = (feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:])
     cmc, m_ap, _ = cmc_and_map(*split, metric=metric, max_rank=args.max_rank)
-    rows = rank_queries(*split, metric=metric, order=args.order, num_queries=args.num_queries,
-                        topk=args.topk, seed=args.seed, progress=not args.quiet)
-    pages = write_rank_pages(rows, paths[:nq], paths[nq:], pids[:nq], pids[nq:], args.output_dir,
-                             args.topk, args.per_page, tuple(args.thumb), colors=args.colors)
+    rows = rank_queries(
+        *split,
+        metric=metric,
+        order=args.order,
+        num_queries=args.num_queries,
+        topk=args.topk,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    pages = write_rank_pages(
+        rows,
+        paths[:nq],
+        paths[nq:],
+        pids[:nq],
+        pids[nq:],
+        args.output_dir,
+        args.topk,
+        args.per_page,
+        tuple(args.thumb),
+        colors=args.colors,
+    )
     name = str(data.get("dataset") or "features")
     curve = save_cmc_curve(cmc, f"{args.output_dir}/cmc.png", m_ap, title=f"{name} CMC ({metric})")
-    print(f"{name}: Rank-1 {cmc[0] * 100:.1f}  Rank-5 {cmc[min(4, len(cmc) - 1)] * 100:.1f}  "
-          f"mAP {m_ap * 100:.1f}; {len(rows)} queries ({args.order}) in "
-          f"{', '.join(pages)}; CMC in {curve}")
+    print(
+        f"{name}: Rank-1 {cmc[0] * 100:.1f}  Rank-5 {cmc[min(4, len(cmc) - 1)] * 100:.1f}  "
+        f"mAP {m_ap * 100:.1f}; {len(rows)} queries ({args.order}) in "
+        f"{', '.join(pages)}; CMC in {curve}"
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """Atomic file writing, used for every file a run or a tool writes: a temporary file in the
 same folder, fsync, then a rename, so a kill at any moment leaves either the old file or the
 whole new one. `remove_stale_temp_files` clears what killed writers left behind."""
+
 import logging
 import os
 import re
@@ -10,8 +11,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_atomic", "save_atomic", "write_text_atomic", "write_bytes_atomic", "copy_atomic",
-           "remove_stale_temp_files", "TEMP_FILE"]
+__all__ = [
+    "write_atomic",
+    "save_atomic",
+    "write_text_atomic",
+    "write_bytes_atomic",
+    "copy_atomic",
+    "remove_stale_temp_files",
+    "TEMP_FILE",
+]
 
 # The temporary name `write_atomic` gives a file `<name>`: `.<name>.tmp.<pid>.<8 hex digits>`.
 TEMP_FILE = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8}$")
@@ -98,12 +106,19 @@ def remove_stale_temp_files(folder):
         return removed
     for entry in entries:
         found = TEMP_FILE.match(entry.name)
-        if found and entry.is_file() and int(found.group(1)) != os.getpid() and _process_gone(int(found.group(1))):
+        if (
+            found
+            and entry.is_file()
+            and int(found.group(1)) != os.getpid()
+            and _process_gone(int(found.group(1)))
+        ):
             try:
                 os.unlink(entry.path)
                 removed.append(entry.name)
             except FileNotFoundError:
                 pass
     if removed:
-        logger.info("Removed temporary files of interrupted writes in %s: %s", folder, ", ".join(removed))
+        logger.info(
+            "Removed temporary files of interrupted writes in %s: %s", folder, ", ".join(removed)
+        )
     return removed

@@ -40,6 +40,7 @@ Worked around where the code that needs it lives:
   launch sets it, and `comm.get_local_rank()` asserts it).
 - `fastreid_internals`: the only other module that uses fastreid's private names.
 """
+
 import collections
 import collections.abc
 import importlib
@@ -92,7 +93,9 @@ def _patch_baseline_preprocess():
     def preprocess_image(self, batched_inputs):
         images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
         if not isinstance(images, torch.Tensor):
-            raise TypeError(f"batched_inputs must be a dict or a tensor, got {type(batched_inputs)}")
+            raise TypeError(
+                f"batched_inputs must be a dict or a tensor, got {type(batched_inputs)}"
+            )
         return (images - self.pixel_mean) / self.pixel_std
 
     Baseline.preprocess_image = preprocess_image

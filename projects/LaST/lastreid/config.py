@@ -1,5 +1,6 @@
 """The config keys lastreid adds on top of fastreid's defaults (README: Configuration keys).
 A leaf: `lastreid.startup.build_cfg` merges and checks them."""
+
 from fastreid.config import CfgNode as CN
 
 

@@ -6,6 +6,7 @@ loss_cls, loss_triplet, lr and iteration; evaluation lines carry Rank-1, mAP, me
 The x axis is epochs when the iterations per epoch can be worked out from the run's
 config.yaml (TEST.EVAL_PERIOD) and the iterations of the evaluations, else iterations.
 """
+
 import json
 import logging
 import math
@@ -51,7 +52,9 @@ def _eval_series(records):
         for key, value in r.items():
             m = _EVAL_KEY.match(key)
             if m and isinstance(value, (int, float)):
-                series.setdefault((m["dataset"] or "", m["metric"]), []).append((r["iteration"], value))
+                series.setdefault((m["dataset"] or "", m["metric"]), []).append(
+                    (r["iteration"], value)
+                )
     return series
 
 
@@ -101,15 +104,19 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
         raise InputError(f"{run_dir}: metrics.json has no metric lines")
     ipe = iterations_per_epoch(run_dir, records) if x_axis in ("auto", "epoch") else None
     if x_axis == "epoch" and ipe is None:
-        raise InputError(f"{run_dir}: cannot work out the iterations per epoch "
-                         "(needs config.yaml and at least one evaluation)")
+        raise InputError(
+            f"{run_dir}: cannot work out the iterations per epoch "
+            "(needs config.yaml and at least one evaluation)"
+        )
 
     def x_of(iteration):
         return (iteration + 1) / ipe if ipe else iteration
 
     train = [r for r in records if "total_loss" in r]
-    loss_keys = sorted({k for r in train for k in r if k == "total_loss" or k.startswith("loss_")},
-                       key=lambda k: (k != "total_loss", k))
+    loss_keys = sorted(
+        {k for r in train for k in r if k == "total_loss" or k.startswith("loss_")},
+        key=lambda k: (k != "total_loss", k),
+    )
     fig, (ax_loss, ax_lr, ax_eval) = plt.subplots(1, 3, figsize=size, dpi=dpi)
     for key in loss_keys:
         points = [(x_of(r["iteration"]), r[key]) for r in train if key in r]
@@ -127,8 +134,15 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
     for (dataset, metric), points in sorted(series.items()):
         colour = colours.setdefault(dataset, f"C{len(colours)}")
         label = f"{dataset} {metric}".strip()
-        ax_eval.plot([x_of(it) for it, _ in points], [v for _, v in points], label=label,
-                     color=colour, ls="-" if metric == "Rank-1" else "--", marker="o", ms=4)
+        ax_eval.plot(
+            [x_of(it) for it, _ in points],
+            [v for _, v in points],
+            label=label,
+            color=colour,
+            ls="-" if metric == "Rank-1" else "--",
+            marker="o",
+            ms=4,
+        )
     ax_eval.set_title("validation Rank-1 / mAP (%)")
     for ax, has in ((ax_loss, loss_keys), (ax_lr, lrs), (ax_eval, series)):
         ax.set_xlabel("epoch" if ipe else "iteration")

@@ -9,10 +9,12 @@ function, and training runs without AMP.
 With several processes (`lastreid.launch`: torchrun, or fastreid's launch on CUDA) each
 process trains on SOLVER.IMS_PER_BATCH / world size images of every step (its contiguous
 share of one global batch drawn by fastreid's sampler from a seed shared by all processes;
-the NUM_INSTANCE images of each identity drawn stay in one process), evaluates its contiguous share of the test set
+the NUM_INSTANCE images of each identity drawn stay in one process), evaluates its
+contiguous share of the test set
 (gathered back into dataset order by the evaluator), and only the main process writes
 checkpoints, metrics and events; DDP wraps the model on CPU as on CUDA (`lastreid.compat`).
 """
+
 import json
 import logging
 import os
@@ -27,18 +29,23 @@ from fastreid.solver import build_optimizer
 from fastreid.utils import comm
 from fastreid.utils.collect_env import collect_env_info
 from fastreid.utils.env import seed_all_rng
-from fastreid.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
+from fastreid.utils.events import (
+    CommonMetricPrinter,
+    JSONWriter,
+    TensorboardXWriter,
+    get_event_storage,
+)
 from fastreid.utils.logger import setup_logger
 
 from . import precision
 from .atomic import write_text_atomic
 from .checkpoint import Checkpointer
-from .images import ReidImageDataset, drop_unreadable
-from .modeling import build_model, load_weights
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
+from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split
+from .modeling import build_model, load_weights
 from .resume import arrange_hooks, continue_run
 from .startup import on_cpu
 from .transforms import build_transforms
@@ -58,12 +65,16 @@ class MetricsWriter(JSONWriter):
 
     def write(self):
         new = {}
-        for key, (value, itr) in get_event_storage().latest_with_smoothing_hint(self._window_size).items():
+        for key, (value, itr) in (
+            get_event_storage().latest_with_smoothing_hint(self._window_size).items()
+        ):
             if itr > self._written.get(key, -1):
                 new.setdefault(itr, {})[key] = value
                 self._written[key] = itr
         for itr in sorted(new):
-            self._file_handle.write(json.dumps(dict(new[itr], iteration=itr), sort_keys=True) + "\n")
+            self._file_handle.write(
+                json.dumps(dict(new[itr], iteration=itr), sort_keys=True) + "\n"
+            )
         self._file_handle.flush()
         os.fsync(self._file_handle.fileno())
 
@@ -146,8 +157,12 @@ def build_train_set(cfg, names=None):
             data.show_train()
         items.extend(data.train)
     # A bad image raises BadImageError naming it, or is replaced when SKIP_BAD_IMAGES.
-    return ReidImageDataset(items, build_transforms(cfg, is_train=True), relabel=True,
-                            skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
+    return ReidImageDataset(
+        items,
+        build_transforms(cfg, is_train=True),
+        relabel=True,
+        skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
+    )
 
 
 def build_test_set(cfg, dataset_name):
@@ -158,7 +173,9 @@ def build_test_set(cfg, dataset_name):
     query, gallery = data.query, data.gallery
     if cfg.DATALOADER.SKIP_BAD_IMAGES:  # never skipped mid-evaluation: checked up front
         query, gallery = drop_unreadable(dataset_name, query, gallery, cfg.DATALOADER.NUM_WORKERS)
-    test_set = ReidImageDataset(query + gallery, build_transforms(cfg, is_train=False), relabel=False)
+    test_set = ReidImageDataset(
+        query + gallery, build_transforms(cfg, is_train=False), relabel=False
+    )
     return test_set, len(query)
 
 
@@ -191,14 +208,19 @@ class Trainer(DefaultTrainer):
         world = comm.get_world_size()
         batch_size = check_batch_split(cfg, world)
         if world > 1:
-            logger.info("Per-process batch: %d images (SOLVER.IMS_PER_BATCH %d over %d processes)",
-                        batch_size, cfg.SOLVER.IMS_PER_BATCH, world)
+            logger.info(
+                "Per-process batch: %d images (SOLVER.IMS_PER_BATCH %d over %d processes)",
+                batch_size,
+                cfg.SOLVER.IMS_PER_BATCH,
+                world,
+            )
         train_set = build_train_set(cfg)
         # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process);
         # its seed is comm.shared_random_seed(), the main process's, in every process.
         sampler = fastreid_build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
-        batch_sampler = torch.utils.data.BatchSampler(OwnNumpyRandom(sampler), batch_size,
-                                                      drop_last=True)
+        batch_sampler = torch.utils.data.BatchSampler(
+            OwnNumpyRandom(sampler), batch_size, drop_last=True
+        )
         return _loader(cfg, train_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
@@ -214,10 +236,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
-        evaluator_class = SingleShotReidEvaluator if cfg.TEST.SINGLE_SHOT.ENABLED else BlockedReidEvaluator
-        evaluator = evaluator_class(
-            cfg, num_query, output_dir, num_items=len(data_loader.dataset)
+        evaluator_class = (
+            SingleShotReidEvaluator if cfg.TEST.SINGLE_SHOT.ENABLED else BlockedReidEvaluator
         )
+        evaluator = evaluator_class(cfg, num_query, output_dir, num_items=len(data_loader.dataset))
         return data_loader, evaluator
 
     @classmethod
@@ -272,10 +294,14 @@ class Trainer(DefaultTrainer):
         comm.synchronize()  # the main process may still be writing model_best.pth
         model = self.model.module if hasattr(self.model, "module") else self.model
         if os.path.isfile(best):
-            logger.info("Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS))
+            logger.info(
+                "Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS)
+            )
             Checkpointer(model).load(best)  # our own file: weights-only, full model
         else:
-            logger.warning("No model_best.pth in %s: testing the final weights", self.cfg.OUTPUT_DIR)
+            logger.warning(
+                "No model_best.pth in %s: testing the final weights", self.cfg.OUTPUT_DIR
+            )
         cfg = self.cfg.clone()
         cfg.defrost()
         cfg.DATASETS.TESTS = tuple(cfg.TEST.FINAL_TESTS)

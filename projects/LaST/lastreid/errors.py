@@ -4,11 +4,20 @@ Every such error derives from `LastreidError` and carries a one-line message tha
 file or key at fault and what was expected. The tools catch exactly these (`run_tool`) and
 print `<tool>: error: <message>`; anything else is a bug and keeps its traceback.
 """
+
 import os
 import sys
 
-__all__ = ["LastreidError", "ConfigError", "ConfigKeyError", "InputError", "MissingFileError",
-           "one_line", "report_error", "run_tool"]
+__all__ = [
+    "LastreidError",
+    "ConfigError",
+    "ConfigKeyError",
+    "InputError",
+    "MissingFileError",
+    "one_line",
+    "report_error",
+    "run_tool",
+]
 
 
 class LastreidError(Exception):

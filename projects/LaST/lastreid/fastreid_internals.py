@@ -1,11 +1,17 @@
 """The one place that reaches into fastreid 1.4.0's private names, so that a fastreid
 upgrade has one module to check. Each function says what it stands for."""
+
 from fastreid.data import build as _build
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import checkpoint as _checkpoint
 
-__all__ = ["registered_dataset_names", "group_keys", "strip_prefix_if_present",
-           "filter_reused_missing_keys", "train_sampler"]
+__all__ = [
+    "registered_dataset_names",
+    "group_keys",
+    "strip_prefix_if_present",
+    "filter_reused_missing_keys",
+    "train_sampler",
+]
 
 
 def registered_dataset_names():

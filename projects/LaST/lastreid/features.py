@@ -3,7 +3,8 @@
     from lastreid.startup import build_cfg
     from lastreid.features import FeatureExtractor
 
-    cfg = build_cfg("configs/LaST/bagtricks_R50.yml", ["MODEL.WEIGHTS", "model_best.pth"], eval_only=True)
+    cfg = build_cfg("configs/LaST/bagtricks_R50.yml", ["MODEL.WEIGHTS", "model_best.pth"],
+                    eval_only=True)
     extractor = FeatureExtractor(cfg)                 # weights: MODEL.WEIGHTS, or pass weights=...
     feats = extractor.extract(["a.jpg", "b.jpg"])     # (2, dim) float32 numpy array
     data = extractor.extract_dataset("LaSTVal")       # features, paths, pids, camids, num_query
@@ -20,6 +21,7 @@ In a distributed job (a tool under torchrun, `lastreid.launch.init_from_env`) ev
 extracts a contiguous share of the images and the main process gets all the features, in
 order; `extract`, `extract_dataset` and `extract_files` return None in the other processes.
 """
+
 import argparse
 import glob
 import logging
@@ -45,8 +47,16 @@ from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureExtractor", "build_inference_cfg", "inference_argument_parser",
-           "list_image_files", "process_share", "parse_crop_name", "save_features", "load_features"]
+__all__ = [
+    "FeatureExtractor",
+    "build_inference_cfg",
+    "inference_argument_parser",
+    "list_image_files",
+    "process_share",
+    "parse_crop_name",
+    "save_features",
+    "load_features",
+]
 
 
 def build_inference_cfg(config_file, weights=None, opts=()):
@@ -68,11 +78,16 @@ def inference_argument_parser(doc):
     tool's docstring, --config-file and --weights (for `build_inference_cfg`). The tool adds
     its own flags and, last, the trailing `opts` overrides."""
     parser = argparse.ArgumentParser(
-        description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint (default MODEL.WEIGHTS; with neither: initial weights)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="checkpoint (default MODEL.WEIGHTS; with neither: initial weights)",
+    )
     return parser
 
 
@@ -116,8 +131,16 @@ class FeatureExtractor:
     batch_size / flip / num_workers: override the config's values.
     """
 
-    def __init__(self, cfg, weights=None, model=None, batch_size=None, flip=None,
-                 num_workers=None, progress=True):
+    def __init__(
+        self,
+        cfg,
+        weights=None,
+        model=None,
+        batch_size=None,
+        flip=None,
+        num_workers=None,
+        progress=True,
+    ):
         self.cfg = cfg
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH)
@@ -137,14 +160,18 @@ class FeatureExtractor:
         if self.weights:
             load_weights(self.cfg, model, self.weights)
         else:
-            logger.warning("No weights given (MODEL.WEIGHTS is empty): features of the "
-                           "model's initial weights")
+            logger.warning(
+                "No weights given (MODEL.WEIGHTS is empty): features of the model's initial weights"
+            )
         return model
 
     @property
     def dim(self):
-        return int(self.cfg.MODEL.BACKBONE.FEAT_DIM if self.cfg.MODEL.HEADS.EMBEDDING_DIM <= 0
-                   else self.cfg.MODEL.HEADS.EMBEDDING_DIM)
+        return int(
+            self.cfg.MODEL.BACKBONE.FEAT_DIM
+            if self.cfg.MODEL.HEADS.EMBEDDING_DIM <= 0
+            else self.cfg.MODEL.HEADS.EMBEDDING_DIM
+        )
 
     def forward(self, images):
         """Float32 CPU features of a batch of transformed images ((B, 3, H, W), 0..255),
@@ -168,9 +195,10 @@ class FeatureExtractor:
         (None outside the main process of a distributed job)."""
         paths = list(paths)
         share = process_share(len(paths))
-        images = _ImageFiles(paths[share.start:share.stop], self.transform, start=share.start)
-        loader = DataLoader(images, batch_size=self.batch_size, shuffle=False,
-                            num_workers=self.num_workers)
+        images = _ImageFiles(paths[share.start : share.stop], self.transform, start=share.start)
+        loader = DataLoader(
+            images, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+        )
         out = np.empty((len(share), self.dim), dtype=np.float32) if not len(share) else None
         was_training = self.model.training
         self.model.eval()
@@ -228,11 +256,18 @@ class FeatureExtractor:
 def list_image_files(pattern):
     """Sorted image files of a folder (recursively) or matching a glob pattern."""
     if os.path.isdir(pattern):
-        paths = [os.path.join(folder, name) for folder, _, names in os.walk(pattern)
-                 for name in names if is_image_file(name)]
+        paths = [
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(pattern)
+            for name in names
+            if is_image_file(name)
+        ]
     else:
-        paths = [p for p in glob.glob(pattern, recursive=True)
-                 if os.path.isfile(p) and is_image_file(os.path.basename(p))]
+        paths = [
+            p
+            for p in glob.glob(pattern, recursive=True)
+            if os.path.isfile(p) and is_image_file(os.path.basename(p))
+        ]
     if not paths:
         raise MissingFileError(f"no image files in {pattern!r} (.jpg, .jpeg or .png)")
     return sorted(paths)
@@ -242,6 +277,7 @@ def parse_crop_name(path):
     """(pid, camid) of a crop from its name, trying the dataset name formats in turn:
     LaST (6 fields, no camera: camid -1), PRCC (<pid>/<A|B|C>_cropped_rgb*.jpg: camid
     0/1/2), Celeb-reID (<pid>_<n>_<x>.jpg, no camera). (-1, -1) when none parses."""
+
     def last(p):
         return parse_last_name(p)[0], -1
 

@@ -3,6 +3,7 @@
 with `DATALOADER.SKIP_BAD_IMAGES` replaces a bad training image by one of the same person
 (test images are screened up front by `drop_unreadable`). README: Resuming and failures.
 """
+
 import logging
 import os
 import random
@@ -61,11 +62,16 @@ def load_image(path):
         raise
     except OSError as e:
         if not os.path.isfile(path):  # missing, a folder, ...: not a decoding problem
-            raise BadImageError(f"cannot read {path}: {type(e).__name__}: "
-                                f"{_one_line(e.strerror or e)}", path) from e
-        raise BadImageError(f"cannot decode {path}: {type(e).__name__}: {_one_line(e)}", path) from e
+            raise BadImageError(
+                f"cannot read {path}: {type(e).__name__}: {_one_line(e.strerror or e)}", path
+            ) from e
+        raise BadImageError(
+            f"cannot decode {path}: {type(e).__name__}: {_one_line(e)}", path
+        ) from e
     except Exception as e:  # PIL also raises SyntaxError, ValueError, struct.error, ...
-        raise BadImageError(f"cannot decode {path}: {type(e).__name__}: {_one_line(e)}", path) from e
+        raise BadImageError(
+            f"cannot decode {path}: {type(e).__name__}: {_one_line(e)}", path
+        ) from e
 
 
 class ReidImageDataset(CommDataset):
@@ -104,10 +110,17 @@ class ReidImageDataset(CommDataset):
     def _skipped(self, error):
         self.bad_images[error.path] = str(error)
         names = sorted(self.bad_images)
-        shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
-        logger.warning("DATALOADER.SKIP_BAD_IMAGES: skipped an unreadable training image (%s); "
-                       "%d skipped so far by this loader process (pid %d): %s",
-                       error, len(names), os.getpid(), shown)
+        shown = ", ".join(names[:10]) + (
+            f", ... ({len(names) - 10} more)" if len(names) > 10 else ""
+        )
+        logger.warning(
+            "DATALOADER.SKIP_BAD_IMAGES: skipped an unreadable training image (%s); "
+            "%d skipped so far by this loader process (pid %d): %s",
+            error,
+            len(names),
+            os.getpid(),
+            shown,
+        )
 
     def _candidates(self, index):
         """Other indices to try: same identity first (shuffled), then random ones; at most
@@ -133,7 +146,9 @@ class ReidImageDataset(CommDataset):
         path = self.img_items[index][0]
         raise BadImageError(
             f"cannot decode {path}: no readable substitute found (same identity, then "
-            f"{MAX_SUBSTITUTES} random tries; {len(self.bad_images)} unreadable images so far)", path)
+            f"{MAX_SUBSTITUTES} random tries; {len(self.bad_images)} unreadable images so far)",
+            path,
+        )
 
 
 # Test sets -------------------------------------------------------------------------------
@@ -164,7 +179,10 @@ def drop_unreadable(name, query, gallery, num_threads=1):
             logger.warning(
                 "DATALOADER.SKIP_BAD_IMAGES: %s: %d unreadable image(s) left out of the "
                 "evaluation (the figures are over the remaining query / gallery images): %s",
-                name, len(bad), "; ".join(bad[p] for p in sorted(bad)))
+                name,
+                len(bad),
+                "; ".join(bad[p] for p in sorted(bad)),
+            )
     if not bad:
         return query, gallery
     return ([q for q in query if q[0] not in bad], [g for g in gallery if g[0] not in bad])

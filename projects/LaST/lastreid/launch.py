@@ -15,6 +15,7 @@ process stops with one line pointing to torchrun.
 `check_batch_split(cfg, world_size)` is the per-process batch rule every run is checked
 against (before launching and again when the train loader is built).
 """
+
 import datetime
 import logging
 import os
@@ -29,14 +30,24 @@ from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["launch", "check_launch", "under_torchrun", "init_from_env", "finish", "env_rank",
-           "expected_world_size", "check_batch_split", "IDENTITY_SAMPLERS"]
+__all__ = [
+    "launch",
+    "check_launch",
+    "under_torchrun",
+    "init_from_env",
+    "finish",
+    "env_rank",
+    "expected_world_size",
+    "check_batch_split",
+    "IDENTITY_SAMPLERS",
+]
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # fastreid's samplers that put NUM_INSTANCE images of each identity in a process's batch.
 IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
-TORCHRUN_HINT = ("python -m torch.distributed.run --standalone --nproc-per-node N "
-                 "tools/train_net.py ...")
+TORCHRUN_HINT = (
+    "python -m torch.distributed.run --standalone --nproc-per-node N tools/train_net.py ..."
+)
 
 
 def under_torchrun(environ=None):
@@ -74,13 +85,17 @@ def check_batch_split(cfg, world_size):
     batch of the right size). Returns the per-process batch."""
     total, k = int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.DATALOADER.NUM_INSTANCE)
     if world_size < 1 or total % world_size or total < world_size:
-        raise ConfigError(f"SOLVER.IMS_PER_BATCH {total} does not split over {world_size} "
-                         f"processes: use a multiple of {world_size}")
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {total} does not split over {world_size} "
+            f"processes: use a multiple of {world_size}"
+        )
     per_process = total // world_size
     if cfg.DATALOADER.SAMPLER_TRAIN in IDENTITY_SAMPLERS and (k < 1 or per_process % k):
-        raise ConfigError(f"DATALOADER.NUM_INSTANCE {k} does not divide the per-process batch "
-                         f"{per_process} (SOLVER.IMS_PER_BATCH {total} / {world_size} "
-                         f"processes): use a multiple of {k * world_size}")
+        raise ConfigError(
+            f"DATALOADER.NUM_INSTANCE {k} does not divide the per-process batch "
+            f"{per_process} (SOLVER.IMS_PER_BATCH {total} / {world_size} "
+            f"processes): use a multiple of {k * world_size}"
+        )
     return per_process
 
 
@@ -97,8 +112,10 @@ def _set_local_process_group():
             comm._LOCAL_PROCESS_GROUP = group
     local_rank = int(os.environ["LOCAL_RANK"])
     if dist.get_rank(group=comm._LOCAL_PROCESS_GROUP) != local_rank:
-        raise ConfigError(f"LOCAL_RANK {local_rank} is not this process's place among the "
-                           f"ranks of its machine ({nodes}): start one launcher per machine")
+        raise ConfigError(
+            f"LOCAL_RANK {local_rank} is not this process's place among the "
+            f"ranks of its machine ({nodes}): start one launcher per machine"
+        )
 
 
 def init_from_env(cfg):
@@ -131,12 +148,16 @@ def check_launch(args, cfg):
     check_batch_split(cfg, world)
     if under_torchrun():
         if args.num_gpus > 1 or args.num_machines > 1:
-            raise ConfigError("under torchrun, leave out --num-gpus / --num-machines: "
-                             "torchrun's --nproc-per-node / --nnodes set the processes")
+            raise ConfigError(
+                "under torchrun, leave out --num-gpus / --num-machines: "
+                "torchrun's --nproc-per-node / --nnodes set the processes"
+            )
     elif world > 1 and not _on_cuda(cfg.MODEL.DEVICE):
-        raise ConfigError(f"{world} processes (--num-gpus x --num-machines) need CUDA "
-                         f"(MODEL.DEVICE is {cfg.MODEL.DEVICE}); on the CPU start them with "
-                         f"torchrun: {TORCHRUN_HINT}")
+        raise ConfigError(
+            f"{world} processes (--num-gpus x --num-machines) need CUDA "
+            f"(MODEL.DEVICE is {cfg.MODEL.DEVICE}); on the CPU start them with "
+            f"torchrun: {TORCHRUN_HINT}"
+        )
 
 
 def launch(main_func, args, cfg):
@@ -150,5 +171,11 @@ def launch(main_func, args, cfg):
         results = main_func(args)
         finish()
         return results
-    return fastreid_launch(main_func, args.num_gpus, num_machines=args.num_machines,
-                           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    return fastreid_launch(
+        main_func,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

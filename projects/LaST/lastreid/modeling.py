@@ -1,11 +1,12 @@
 """The model of a config, and weights loaded into it: the one place the Trainer, the feature
 extractor, `--eval-only` and the transfer runner get a model from."""
+
 import logging
 
 from fastreid.modeling import build_model as build_fastreid_model
 
 from . import precision
-from .checkpoint import CheckpointError, Checkpointer, backbone_loaded, use_torchvision_stem
+from .checkpoint import Checkpointer, CheckpointError, backbone_loaded, use_torchvision_stem
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ def load_weights(cfg, model, weights):
     checkpointer.load(weights)
     report = checkpointer.last_load_report
     if not backbone_loaded(report):
-        raise CheckpointError(f"{weights}: no backbone weights fit this model (see the key "
-                              "report above); refusing to report features of random weights")
+        raise CheckpointError(
+            f"{weights}: no backbone weights fit this model (see the key "
+            "report above); refusing to report features of random weights"
+        )
     return report

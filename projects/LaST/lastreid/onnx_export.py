@@ -11,6 +11,7 @@ exporter, which needs the `onnxscript` package; without it the TorchScript-based
 (`dynamo=False`, deprecated but working) is used. `export_onnx(exporter="auto")` picks the
 first that is available.
 """
+
 import importlib.util
 import logging
 import warnings
@@ -57,23 +58,37 @@ def export_onnx(model, path, input_size, exporter="auto", opset=17):
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     if exporter == "dynamo" and "dynamo" not in available_exporters():
-        raise RuntimeError("the dynamo exporter needs the onnxscript package, which is not "
-                           "installed; use exporter='torchscript'")
+        raise RuntimeError(
+            "the dynamo exporter needs the onnxscript package, which is not "
+            "installed; use exporter='torchscript'"
+        )
     wrapper = InferenceModel(model.float().to(memory_format=torch.contiguous_format)).eval()
     dummy = torch.rand(2, 3, *input_size) * 255
     common = dict(input_names=["images"], output_names=["features"], opset_version=opset)
     with torch.no_grad():
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(wrapper, (dummy,), path, dynamo=True,
-                              dynamic_shapes={"images": {0: batch}}, external_data=False, **common)
+            torch.onnx.export(
+                wrapper,
+                (dummy,),
+                path,
+                dynamo=True,
+                dynamic_shapes={"images": {0: batch}},
+                external_data=False,
+                **common,
+            )
         else:
             with warnings.catch_warnings():
                 # "You are using the legacy TorchScript-based ONNX export": known, chosen.
                 warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(wrapper, (dummy,), path, dynamo=False,
-                                  dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                                  **common)
+                torch.onnx.export(
+                    wrapper,
+                    (dummy,),
+                    path,
+                    dynamo=False,
+                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                    **common,
+                )
     logger.info("exported %s with the %s exporter", path, exporter)
     return exporter
 
@@ -94,7 +109,11 @@ def check_onnx(model, path, input_size, batch_sizes=(1, 3, 8), tolerance=1e-4, s
             expected = wrapper(images).numpy()
         got = session.run(["features"], {"images": images.numpy()})[0]
         if got.shape != expected.shape:
-            raise AssertionError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} at batch {b}")
-        err = np.linalg.norm(got - expected, axis=1) / np.maximum(np.linalg.norm(expected, axis=1), 1e-12)
+            raise AssertionError(
+                f"ONNX output shape {got.shape} != PyTorch {expected.shape} at batch {b}"
+            )
+        err = np.linalg.norm(got - expected, axis=1) / np.maximum(
+            np.linalg.norm(expected, axis=1), 1e-12
+        )
         results.append((b, float(err.max())))
     return results

@@ -1,50 +1,10 @@
-"""The CPU fast path: channels-last memory format and bfloat16 autocast.
-
-Two config switches, each "auto", "on" or "off":
-
-- MODEL.CHANNELS_LAST: the model's 4-D weights (and, in training, each batch of images) in
-  channels-last (NHWC) layout, which oneDNN convolutions run faster in.
-- MODEL.CPU_BF16: the forward pass under `torch.autocast("cpu", dtype=torch.bfloat16)`.
-  In training, weights, gradients, the optimizer and the losses stay float32 (see
-  `CpuTrainer.fp32_losses`); inference runs a frozen copy with BatchNorms folded into
-  bf16 convolutions (`for_inference`). Features handed to evaluation are float32, so
-  evaluation distances and ranking are computed in float32 as before.
-
-"auto" turns channels-last on for a CPU with native bfloat16 instructions (AVX512-BF16 or
-AMX-BF16), and bf16 for CPU *training* only: evaluation (during training, --eval-only, the
-transfer cells, feature export, every tool) runs in float32 unless MODEL.CPU_BF16 is "on",
-so reported numbers do not depend on which CPU produced them. On CUDA, MODEL.CPU_BF16 does
-not apply (SOLVER.AMP.ENABLED stays fast-reid's fp16 AMP) and channels-last is used only
-when set to "on".
-
-Using it. Training (what `lastreid.engine.Trainer` does through `CpuTrainer`):
-
-    from lastreid import precision
-
-    fast = precision.resolve(cfg, training=True)  # FastPath(channels_last, bf16, reason); logs
-    model = precision.prepare_model(model, fast)  # channels-last weights when fast.channels_last
-    with precision.autocast(fast):
-        outputs = model(batch)                  # bf16 activations, float32 weights
-
-Inference (evaluation, feature extraction and the tools):
-
-    fast = precision.resolve(cfg)                 # evaluation: float32 unless MODEL.CPU_BF16 on
-    infer = precision.for_inference(model, fast)  # bf16: a frozen, BN-folded copy under autocast
-    feats = infer(batch)                          # float32 features
-
-`resolve(cfg, log=False)` resolves again without logging (for code paths that run often);
-`resolve` raises ValueError naming the key for a value other than auto/on/off.
-`CpuTrainer` is the training step on the CPU (fast-reid's SimpleTrainer.run_step with the
-forward pass under `autocast`); `lastreid.engine.Trainer` installs it. On CUDA with
-SOLVER.AMP.ENABLED it installs `CudaAMPTrainer` instead: fast-reid's fp16 AMP step through
-`torch.amp` (fast-reid's `torch.cuda.amp` calls are deprecated since torch 2.4), with
-channels-last batches when MODEL.CHANNELS_LAST is on.
-
-bf16 rounds every activation to 8 significant bits. Some models barely notice (random-weight
-BoT R50: min cosine 0.99999 to fp32), others move more (BoT R50 trained from scratch on
-synthetic LaST: 0.9945, its rankings unchanged): measure with
-`benchmarks/cpu_throughput.py`, and use MODEL.CPU_BF16 off for exact fp32 numbers.
+"""The precision path of a run (README: CPU fast path): channels-last weights and batches,
+bfloat16 autocast for CPU training, float32 evaluation unless MODEL.CPU_BF16 is "on" (then a
+frozen, BatchNorm-folded bf16 copy, `for_inference`), and fast-reid's fp16 AMP on CUDA
+through `torch.amp`. `resolve` decides the path from the config and says why in one line;
+`CpuTrainer` and `CudaAMPTrainer` are the training steps `lastreid.engine.Trainer` installs.
 """
+
 import contextlib
 import copy
 import logging
@@ -53,16 +13,25 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 from fastreid.utils.params import ContiguousParams
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FastPath", "CpuTrainer", "CudaAMPTrainer", "autocast", "cpu_bf16_support",
-           "fold_batchnorm_", "for_inference", "prepare_model", "resolve"]
+__all__ = [
+    "FastPath",
+    "CpuTrainer",
+    "CudaAMPTrainer",
+    "autocast",
+    "cpu_bf16_support",
+    "fold_batchnorm_",
+    "for_inference",
+    "prepare_model",
+    "resolve",
+]
 
 CHOICES = ("auto", "on", "off")
 # Instruction sets that run bfloat16 arithmetic natively (oneDNN uses them for bf16
@@ -73,13 +42,16 @@ _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 @dataclass(frozen=True)
 class FastPath:
     """Which fast path a run takes. `reason` says why, for the log."""
+
     channels_last: bool
     bf16: bool
     reason: str = ""
 
     @property
     def name(self):
-        parts = (["channels-last"] if self.channels_last else []) + (["bf16 autocast"] if self.bf16 else [])
+        parts = (["channels-last"] if self.channels_last else []) + (
+            ["bf16 autocast"] if self.bf16 else []
+        )
         return " + ".join(parts) if parts else "fp32"
 
     def __str__(self):
@@ -129,8 +101,9 @@ def _choice(cfg, key):
         value = getattr(value, part)
     if isinstance(value, str) and value.strip().lower() in CHOICES:
         return value.strip().lower()
-    raise ConfigError("{} must be one of {}, got {!r}".format(
-        key, ", ".join('"%s"' % c for c in CHOICES), value))
+    raise ConfigError(
+        "{} must be one of {}, got {!r}".format(key, ", ".join('"%s"' % c for c in CHOICES), value)
+    )
 
 
 def resolve(cfg, log=True, training=False):
@@ -144,8 +117,11 @@ def resolve(cfg, log=True, training=False):
     settings = "MODEL.CHANNELS_LAST={}, MODEL.CPU_BF16={}".format(cl, bf)
     device = torch.device(cfg.MODEL.DEVICE).type
     if device != "cpu":
-        why = ["{}: MODEL.CPU_BF16 is for the CPU (fp16 AMP is SOLVER.AMP.ENABLED={})".format(
-            device, bool(cfg.SOLVER.AMP.ENABLED))]
+        why = [
+            "{}: MODEL.CPU_BF16 is for the CPU (fp16 AMP is SOLVER.AMP.ENABLED={})".format(
+                device, bool(cfg.SOLVER.AMP.ENABLED)
+            )
+        ]
         if cl == "auto":
             why.append("channels-last off under auto on {}".format(device))
         fast = FastPath(cl == "on", False, "; ".join([settings] + why))
@@ -155,8 +131,10 @@ def resolve(cfg, log=True, training=False):
         use_bf = bf == "on" or (bf == "auto" and native and training)
         why = [settings, how]
         if bf == "auto" and native and not training:
-            why.append("evaluation in float32 under auto, so the numbers do not depend on "
-                       "the CPU (MODEL.CPU_BF16 on for bf16 inference)")
+            why.append(
+                "evaluation in float32 under auto, so the numbers do not depend on "
+                "the CPU (MODEL.CPU_BF16 on for bf16 inference)"
+            )
         if use_bf and not native:
             why.append("bf16 forced on without native support: expect it to be slow")
         fast = FastPath(use_cl, use_bf, "; ".join(why))
@@ -247,8 +225,11 @@ def fold_batchnorm_(model):
 
 
 def _is_plain_batchnorm(module):
-    return (isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
-            and module.running_mean is not None and module.running_var is not None)
+    return (
+        isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+        and module.running_mean is not None
+        and module.running_var is not None
+    )
 
 
 def for_inference(model, fast_path):
@@ -302,8 +283,9 @@ class CpuTrainer(SimpleTrainer):
     Build it from an existing SimpleTrainer with `CpuTrainer.from_trainer(trainer, fast)`:
     that reuses the trainer's data-loader iterator instead of starting a second one."""
 
-    def __init__(self, model, data_loader, optimizer, param_wrapper, fast_path,
-                 data_loader_iter=None):
+    def __init__(
+        self, model, data_loader, optimizer, param_wrapper, fast_path, data_loader_iter=None
+    ):
         TrainerBase.__init__(self)
         model.train()
         self.model = model
@@ -328,8 +310,14 @@ class CpuTrainer(SimpleTrainer):
 
     @classmethod
     def from_trainer(cls, trainer, fast_path):
-        new = cls(trainer.model, trainer.data_loader, trainer.optimizer, trainer.param_wrapper,
-                  fast_path, data_loader_iter=trainer._data_loader_iter)
+        new = cls(
+            trainer.model,
+            trainer.data_loader,
+            trainer.optimizer,
+            trainer.param_wrapper,
+            fast_path,
+            data_loader_iter=trainer._data_loader_iter,
+        )
         for attr in ("iter", "start_iter", "epoch"):
             if hasattr(trainer, attr):
                 setattr(new, attr, getattr(trainer, attr))
@@ -368,8 +356,17 @@ class CudaAMPTrainer(AMPTrainer):
     def from_trainer(cls, trainer, fast_path):
         new = cls.__new__(cls)
         TrainerBase.__init__(new)
-        for attr in ("model", "data_loader", "_data_loader_iter", "optimizer", "param_wrapper",
-                     "grad_scaler", "iter", "start_iter", "epoch"):
+        for attr in (
+            "model",
+            "data_loader",
+            "_data_loader_iter",
+            "optimizer",
+            "param_wrapper",
+            "grad_scaler",
+            "iter",
+            "start_iter",
+            "epoch",
+        ):
             if hasattr(trainer, attr):
                 setattr(new, attr, getattr(trainer, attr))
         new.fast_path = fast_path

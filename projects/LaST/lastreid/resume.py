@@ -7,6 +7,7 @@ replaced by a better one, and repairs a kill between a checkpoint and its copy t
 bookkeeping of `Trainer.resume_or_load(resume=True)`, including a run killed after its last
 checkpoint, which evaluates its final weights again.
 """
+
 import json
 import logging
 import os
@@ -20,8 +21,13 @@ from .atomic import copy_atomic, remove_stale_temp_files, write_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResumableCheckpointer", "arrange_hooks", "continue_run", "repair_metrics_history",
-           "checkpoint_info"]
+__all__ = [
+    "ResumableCheckpointer",
+    "arrange_hooks",
+    "continue_run",
+    "repair_metrics_history",
+    "checkpoint_info",
+]
 
 BEST = "model_best.pth"
 METRICS = "metrics.json"
@@ -36,7 +42,9 @@ def checkpoint_info(path):
         return None
     if not isinstance(data, dict):
         return None
-    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 class ResumableCheckpointer(hooks.PeriodicCheckpointer):
@@ -69,13 +77,25 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
         better = metric > self.best_metric
         best_metric, best_epoch = (metric, epoch) if better else (self.best_metric, self.best_epoch)
         name = "model_final" if final else f"model_{epoch:04d}"
-        self.checkpointer.save(name, **kwargs, epoch=epoch, metric=metric,
-                               best_metric=best_metric, best_epoch=best_epoch)
+        self.checkpointer.save(
+            name,
+            **kwargs,
+            epoch=epoch,
+            metric=metric,
+            best_metric=best_metric,
+            best_epoch=best_epoch,
+        )
         self.best_metric, self.best_epoch = best_metric, best_epoch
         saved = os.path.join(self.checkpointer.save_dir or "", name + ".pth")
         if better and self.checkpointer.save_to_disk and os.path.isfile(saved):
-            logger.info("New best %s %.4f at epoch %d: copying %s to %s",
-                        getattr(self, "metric_name", "metric"), metric, epoch, name + ".pth", BEST)
+            logger.info(
+                "New best %s %.4f at epoch %d: copying %s to %s",
+                getattr(self, "metric_name", "metric"),
+                metric,
+                epoch,
+                name + ".pth",
+                BEST,
+            )
             copy_atomic(saved, os.path.join(self.checkpointer.save_dir, BEST))
 
     def restore(self, checkpoint, checkpoint_path=None):
@@ -94,11 +114,20 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
             # A checkpoint written before the best was stored in it: trust model_best.pth.
             self.best_metric = float(best_info.get("metric", -1))
             self.best_epoch = int(best_info["epoch"])
-            logger.info("%s holds no best metric: taking %.4f (epoch %d) from %s",
-                        checkpoint_path, self.best_metric, self.best_epoch, best_path)
+            logger.info(
+                "%s holds no best metric: taking %.4f (epoch %d) from %s",
+                checkpoint_path,
+                self.best_metric,
+                self.best_epoch,
+                best_path,
+            )
             return
-        logger.info("Resumed best %s so far: %.4f (epoch %d)", getattr(self, "metric_name", "metric"),
-                    self.best_metric, self.best_epoch)
+        logger.info(
+            "Resumed best %s so far: %.4f (epoch %d)",
+            getattr(self, "metric_name", "metric"),
+            self.best_metric,
+            self.best_epoch,
+        )
         if self.best_epoch < 0 or not self.checkpointer.save_to_disk:
             return
         if best_info is not None and best_info.get("epoch") == self.best_epoch:
@@ -107,13 +136,27 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
         # best checkpoint is the one resumed from), or model_best.pth is missing / stale.
         found = "missing" if best_info is None else f"from epoch {best_info.get('epoch')}"
         for source in (checkpoint_path, os.path.join(folder, f"model_{self.best_epoch:04d}.pth")):
-            if source and os.path.isfile(source) and (checkpoint_info(source) or {}).get("epoch") == self.best_epoch:
-                logger.warning("%s is %s but the best epoch is %d: restoring it from %s",
-                               best_path, found, self.best_epoch, source)
+            if (
+                source
+                and os.path.isfile(source)
+                and (checkpoint_info(source) or {}).get("epoch") == self.best_epoch
+            ):
+                logger.warning(
+                    "%s is %s but the best epoch is %d: restoring it from %s",
+                    best_path,
+                    found,
+                    self.best_epoch,
+                    source,
+                )
                 copy_atomic(source, best_path)
                 return
-        logger.warning("%s is %s but the best epoch is %d, whose checkpoint is gone: it is "
-                       "replaced by the next better evaluation", best_path, found, self.best_epoch)
+        logger.warning(
+            "%s is %s but the best epoch is %d, whose checkpoint is gone: it is "
+            "replaced by the next better evaluation",
+            best_path,
+            found,
+            self.best_epoch,
+        )
 
 
 def arrange_hooks(hook_list):
@@ -163,8 +206,15 @@ def repair_metrics_history(path, start_iter):
     if dropped:
         text = b"".join(line + b"\n" for line in kept)
         write_atomic(path, lambda f: f.write(text))
-        logger.info("%s: kept %d lines before iteration %d; dropped %d after it (redone on "
-                    "resume) and %d unreadable (torn)", path, len(kept), start_iter, later, broken)
+        logger.info(
+            "%s: kept %d lines before iteration %d; dropped %d after it (redone on "
+            "resume) and %d unreadable (torn)",
+            path,
+            len(kept),
+            start_iter,
+            later,
+            broken,
+        )
     return dropped
 
 
@@ -197,7 +247,10 @@ def continue_run(trainer, checkpoint, resumed):
     if trainer.start_epoch >= trainer.max_epoch:
         # Nothing left to train (killed after the final checkpoint). fastreid's loop would
         # leave `epoch` unset and find no evaluation results: evaluate the final weights.
-        logger.info("The run already finished its %d epochs: evaluating the final weights "
-                    "again for its results", trainer.max_epoch)
+        logger.info(
+            "The run already finished its %d epochs: evaluating the final weights "
+            "again for its results",
+            trainer.max_epoch,
+        )
         trainer.epoch = trainer.max_epoch - 1
         trainer._last_eval_results = trainer.test(trainer.cfg, trainer.model)

@@ -1,5 +1,6 @@
 """What every tool does before any work: the checked, frozen config (`build_cfg`), the device
 it resolves to, and the check that a run can start without writing anything first."""
+
 import logging
 import os
 
@@ -51,11 +52,16 @@ def _merge(merge, source, where):
 def check_cfg(cfg, eval_only=False):
     known = registered_dataset_names()
     datasets = [] if eval_only else list(cfg.DATASETS.NAMES)
-    for key, names in (("DATASETS.NAMES", datasets), ("DATASETS.TESTS", cfg.DATASETS.TESTS),
-                       ("TEST.FINAL_TESTS", cfg.TEST.FINAL_TESTS)):
+    for key, names in (
+        ("DATASETS.NAMES", datasets),
+        ("DATASETS.TESTS", cfg.DATASETS.TESTS),
+        ("TEST.FINAL_TESTS", cfg.TEST.FINAL_TESTS),
+    ):
         for name in names:
             if name not in known:
-                raise ConfigKeyError(f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}")
+                raise ConfigKeyError(
+                    f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}"
+                )
     interpolation_mode(cfg)  # ConfigError naming INPUT.INTERPOLATION
     backbone = cfg.MODEL.BACKBONE
     if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
@@ -81,7 +87,9 @@ def resolve_device(cfg):
     Call it on an unfrozen cfg before the model is built.
     """
     if not on_cpu(cfg) and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        logger.warning(
+            "MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE
+        )
         cfg.MODEL.DEVICE = "cpu"
     if on_cpu(cfg) and cfg.SOLVER.AMP.ENABLED:
         logger.info("SOLVER.AMP.ENABLED is fp16 AMP for CUDA: turned off on the CPU")

@@ -6,6 +6,7 @@ the public LaST code resizes bilinearly, in training and in test. `build_transfo
 builds fast-reid's pipeline and sets the configured interpolation on those transforms, so
 nothing of fast-reid is forked and every other augmentation stays its own.
 """
+
 import torchvision.transforms as T
 from fastreid.data.transforms import build_transforms as fastreid_build_transforms
 from torchvision.transforms import InterpolationMode
@@ -24,8 +25,11 @@ def interpolation_mode(cfg):
     value = cfg.INPUT.INTERPOLATION
     mode = INTERPOLATIONS.get(str(value).strip().lower())
     if mode is None:
-        raise ConfigError("INPUT.INTERPOLATION must be one of {}, got {!r}".format(
-            ", ".join('"%s"' % k for k in INTERPOLATIONS), value))
+        raise ConfigError(
+            "INPUT.INTERPOLATION must be one of {}, got {!r}".format(
+                ", ".join('"%s"' % k for k in INTERPOLATIONS), value
+            )
+        )
     return mode
 
 

@@ -12,6 +12,7 @@ evaluation) that keeps one AP per query.
 with green (same person) or red (another person) borders. `save_cmc_curve` draws the CMC
 from `lastreid.evaluation.rank_metrics` with matplotlib (Agg).
 """
+
 import logging
 import math
 import os
@@ -22,8 +23,15 @@ from .errors import InputError
 from .evaluation import DistanceBlocks, rank_metrics
 from .evaluation.rank import positive_ranks
 
-__all__ = ["ORDERS", "cmc_and_map", "rank_queries", "grid_size", "draw_rank_grid",
-           "save_cmc_curve", "write_rank_pages"]
+__all__ = [
+    "ORDERS",
+    "cmc_and_map",
+    "rank_queries",
+    "grid_size",
+    "draw_rank_grid",
+    "save_cmc_curve",
+    "write_rank_pages",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +41,24 @@ GREEN, RED, BLUE = (0, 170, 60), (220, 30, 30), (40, 90, 230)
 
 # Ranking ---------------------------------------------------------------------------------
 
-def cmc_and_map(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", max_rank=50,
-                memory_mb=512):
+
+def cmc_and_map(
+    qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", max_rank=50, memory_mb=512
+):
     """(cmc, mAP, mINP) of `lastreid.evaluation.rank_metrics` (exact, blocked). The inputs
     are not modified."""
-    return rank_metrics(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric,
-                        max_rank=max_rank, memory_mb=memory_mb, overwrite=False)
+    return rank_metrics(
+        qf,
+        gf,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        metric=metric,
+        max_rank=max_rank,
+        memory_mb=memory_mb,
+        overwrite=False,
+    )
 
 
 class _Rows:
@@ -63,7 +83,10 @@ class _Groups:
         self.sorted = g_pids[self.order]
 
     def same(self, pid):
-        lo, hi = np.searchsorted(self.sorted, pid, "left"), np.searchsorted(self.sorted, pid, "right")
+        lo, hi = (
+            np.searchsorted(self.sorted, pid, "left"),
+            np.searchsorted(self.sorted, pid, "right"),
+        )
         return np.sort(self.order[lo:hi])
 
 
@@ -96,8 +119,21 @@ def _top_k(row, same, q_camid, g_camids, k):
     return cand[np.isfinite(row[cand])]
 
 
-def rank_queries(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", order="worst",
-                 num_queries=8, topk=10, seed=0, memory_mb=512, progress=True):
+def rank_queries(
+    qf,
+    gf,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    metric="cosine",
+    order="worst",
+    num_queries=8,
+    topk=10,
+    seed=0,
+    memory_mb=512,
+    progress=True,
+):
     """Picks `num_queries` queries by `order` and returns a list of dicts, one per picked
     query in that order: query (index), ap, matches (gallery indices, nearest first),
     distances, correct (bool per match). Queries without a kept positive are never picked.
@@ -107,8 +143,10 @@ def rank_queries(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", or
     q_pids, g_pids = np.asarray(q_pids, np.int64), np.asarray(g_pids, np.int64)
     q_camids, g_camids = np.asarray(q_camids, np.int64), np.asarray(g_camids, np.int64)
     groups = _Groups(g_pids)
-    valid = np.array([_kept_positives(groups, g_camids, p, c)[1].size > 0
-                      for p, c in zip(q_pids, q_camids)], dtype=bool)
+    valid = np.array(
+        [_kept_positives(groups, g_camids, p, c)[1].size > 0 for p, c in zip(q_pids, q_camids)],
+        dtype=bool,
+    )
     candidates = np.flatnonzero(valid)
     if candidates.size == 0:
         raise InputError("no query has a matching gallery item (pids / camids)")
@@ -131,9 +169,13 @@ def rank_queries(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", or
     for qi, row in rows(picked):
         same, pos = _kept_positives(groups, g_camids, q_pids[qi], q_camids[qi])
         top = _top_k(row, same, q_camids[qi], g_camids, topk)
-        results[qi] = dict(query=qi, ap=aps[qi] if qi in aps else _ap(row, same, pos),
-                           matches=top, distances=row[top].astype(np.float32),
-                           correct=g_pids[top] == q_pids[qi])
+        results[qi] = dict(
+            query=qi,
+            ap=aps[qi] if qi in aps else _ap(row, same, pos),
+            matches=top,
+            distances=row[top].astype(np.float32),
+            correct=g_pids[top] == q_pids[qi],
+        )
     return [results[int(qi)] for qi in picked]
 
 
@@ -157,7 +199,9 @@ def _thumbnail(path, thumb):
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
-            return ImageOps.pad(image, thumb, method=Image.Resampling.BICUBIC, color=(235, 235, 235))
+            return ImageOps.pad(
+                image, thumb, method=Image.Resampling.BICUBIC, color=(235, 235, 235)
+            )
     except (OSError, ValueError):
         tile = Image.new("RGB", thumb, (200, 200, 200))
         from PIL import ImageDraw
@@ -192,13 +236,23 @@ def draw_rank_grid(rows, paths_q, paths_g, q_pids, g_pids, output, topk, thumb=(
     for r, row in enumerate(rows):
         y0 = _PAD + r * (_LABEL + th + _PAD)
         qi = row["query"]
-        draw.text((_PAD + 1, y0 + 1), f"query {q_pids[qi]}\nAP {row['ap']:.2f}", fill=(0, 0, 0),
-                  font=font, spacing=1)
+        draw.text(
+            (_PAD + 1, y0 + 1),
+            f"query {q_pids[qi]}\nAP {row['ap']:.2f}",
+            fill=(0, 0, 0),
+            font=font,
+            spacing=1,
+        )
         tile(_PAD, y0 + _LABEL, paths_q[qi], BLUE)
         for j, (gi, d, ok) in enumerate(zip(row["matches"], row["distances"], row["correct"])):
             x = _PAD + tw + _GAP + j * (tw + _PAD)
-            draw.text((x + 1, y0 + 1), f"{j + 1}: {g_pids[gi]}\nd {d:.3f}", fill=GREEN if ok else RED,
-                      font=font, spacing=1)
+            draw.text(
+                (x + 1, y0 + 1),
+                f"{j + 1}: {g_pids[gi]}\nd {d:.3f}",
+                fill=GREEN if ok else RED,
+                font=font,
+                spacing=1,
+            )
             tile(x, y0 + _LABEL, paths_g[gi], GREEN if ok else RED)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if colors:
@@ -207,14 +261,36 @@ def draw_rank_grid(rows, paths_q, paths_g, q_pids, g_pids, output, topk, thumb=(
     return output
 
 
-def write_rank_pages(rows, paths_q, paths_g, q_pids, g_pids, output_dir, topk, per_page=8,
-                     thumb=(64, 128), prefix="ranks", colors=0):
+def write_rank_pages(
+    rows,
+    paths_q,
+    paths_g,
+    q_pids,
+    g_pids,
+    output_dir,
+    topk,
+    per_page=8,
+    thumb=(64, 128),
+    prefix="ranks",
+    colors=0,
+):
     """Draws the rows `per_page` per PNG: <output_dir>/<prefix>_000.png, ...; returns the paths."""
     pages = []
     for p in range(math.ceil(len(rows) / per_page)):
         path = os.path.join(output_dir, f"{prefix}_{p:03d}.png")
-        pages.append(draw_rank_grid(rows[p * per_page:(p + 1) * per_page], paths_q, paths_g,
-                                    q_pids, g_pids, path, topk, thumb, colors))
+        pages.append(
+            draw_rank_grid(
+                rows[p * per_page : (p + 1) * per_page],
+                paths_q,
+                paths_g,
+                q_pids,
+                g_pids,
+                path,
+                topk,
+                thumb,
+                colors,
+            )
+        )
     return pages
 
 
@@ -231,8 +307,13 @@ def save_cmc_curve(cmc, output, mAP=None, title="CMC", size=(6.0, 4.5), dpi=100)
     ax.plot(ranks, cmc, marker="o", ms=3, lw=1.5)
     for k in (1, 5, 10):
         if k <= cmc.size:
-            ax.annotate(f"R{k} {cmc[k - 1]:.1f}", (k, cmc[k - 1]), textcoords="offset points",
-                        xytext=(6, -12), fontsize=8)
+            ax.annotate(
+                f"R{k} {cmc[k - 1]:.1f}",
+                (k, cmc[k - 1]),
+                textcoords="offset points",
+                xytext=(6, -12),
+                fontsize=8,
+            )
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_xlim(0.5, cmc.size + 0.5)

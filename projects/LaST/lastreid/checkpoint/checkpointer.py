@@ -1,5 +1,6 @@
 """`Checkpointer`: fastreid's Checkpointer with atomic saves, weights-only loads, the
 foreign layouts of `layouts` converted on load, and a `LoadReport` of every load."""
+
 import logging
 import os
 from collections import OrderedDict
@@ -12,16 +13,31 @@ from fastreid.utils import checkpoint as fastreid_checkpoint
 
 from ..atomic import save_atomic, write_text_atomic
 from ..fastreid_internals import filter_reused_missing_keys, strip_prefix_if_present
-from .layouts import (FORMAT_FASTREID, FORMAT_REFERENCE, FORMAT_STATE_DICT, FORMAT_TORCHVISION,
-                      MODULE_PREFIX, convert_reference_keys, convert_torchvision_resnet_state_dict,
-                      is_torchvision_stem_pool, is_reference_state_dict, is_state_dict,
-                      is_torchvision_resnet_state_dict, summarise_keys)
+from .layouts import (
+    FORMAT_FASTREID,
+    FORMAT_REFERENCE,
+    FORMAT_STATE_DICT,
+    FORMAT_TORCHVISION,
+    MODULE_PREFIX,
+    convert_reference_keys,
+    convert_torchvision_resnet_state_dict,
+    is_reference_state_dict,
+    is_state_dict,
+    is_torchvision_resnet_state_dict,
+    is_torchvision_stem_pool,
+    summarise_keys,
+)
 from .loading import CheckpointError, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLASSIFIER_NOT_LOADED", "CLASSIFIER_UNUSED", "LoadReport", "backbone_loaded",
-           "Checkpointer"]
+__all__ = [
+    "CLASSIFIER_NOT_LOADED",
+    "CLASSIFIER_UNUSED",
+    "LoadReport",
+    "backbone_loaded",
+    "Checkpointer",
+]
 
 CLASSIFIER_NOT_LOADED = "classifier not loaded: fine-tuning"
 # Evaluation builds the model without classes (fastreid counts them from the training set).
@@ -53,6 +69,7 @@ def _weights_only_safe(value):
 class LoadReport:
     """What one `Checkpointer.load` did. `dropped` are checkpoint keys not loaded (with the
     reason in `reasons`), `missing` are model keys that kept their previous values."""
+
     path: str = ""
     format: str = ""
     loaded: List[str] = field(default_factory=list)
@@ -69,7 +86,8 @@ class LoadReport:
             for key in self.dropped:
                 by_reason.setdefault(self.reasons.get(key, "unexpected"), []).append(key)
             text += "; dropped " + "; ".join(
-                f"{len(keys)} ({reason}): {summarise_keys(keys)}" for reason, keys in by_reason.items()
+                f"{len(keys)} ({reason}): {summarise_keys(keys)}"
+                for reason, keys in by_reason.items()
             )
         if self.missing:
             text += f"; missing {len(self.missing)}: {summarise_keys(self.missing)}"
@@ -98,8 +116,16 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
     `heads.cls_layer.*`, for fine-tuning on other classes.
     """
 
-    def __init__(self, model, save_dir="", *, save_to_disk=True, trust=False,
-                 load_classifier=True, **checkpointables):
+    def __init__(
+        self,
+        model,
+        save_dir="",
+        *,
+        save_to_disk=True,
+        trust=False,
+        load_classifier=True,
+        **checkpointables,
+    ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.logger = logger
         self.trust = bool(trust)
@@ -149,8 +175,9 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
 
         if isinstance(raw, dict) and "model" in raw:
             if not isinstance(raw["model"], dict):
-                raise CheckpointError(f"Checkpoint {f}: 'model' is a {type(raw['model']).__name__}, "
-                                      "not a state dict")
+                raise CheckpointError(
+                    f"Checkpoint {f}: 'model' is a {type(raw['model']).__name__}, not a state dict"
+                )
             if is_reference_state_dict(raw["model"]):
                 raw["model"] = self._from_reference(f, raw["model"])
             else:
@@ -182,7 +209,9 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
             self.logger.warning(
                 "%s is a torchvision ImageNet ResNet, not a re-id checkpoint: mapped onto "
                 "backbone.* without fc.* (MODEL.BACKBONE.PRETRAIN_PATH is the usual place "
-                "for such a file)", f)
+                "for such a file)",
+                f,
+            )
             return {"model": converted}
         self._pending_format = FORMAT_STATE_DICT
         return {"model": dict(state)}
@@ -190,8 +219,11 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
     def _from_reference(self, f, state):
         converted, unknown = convert_reference_keys(state)
         self._pending_format = FORMAT_REFERENCE
-        self.logger.info("%s uses the public LaST code's key names: converted %d keys to "
-                         "fastreid's", f, len(converted) - len(unknown))
+        self.logger.info(
+            "%s uses the public LaST code's key names: converted %d keys to fastreid's",
+            f,
+            len(converted) - len(unknown),
+        )
         for key in unknown:
             converted.pop(key)
             self._pending_drops[key] = "no fastreid counterpart"
@@ -204,7 +236,9 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
             self.logger.warning(
                 "The public LaST code pools with MaxPool2d(3, stride=2, padding=1); this "
                 "model's backbone uses %s, so features will not match the reference exactly "
-                "(use_torchvision_stem(model) aligns it)", pool)
+                "(use_torchvision_stem(model) aligns it)",
+                pool,
+            )
 
     def _load_model(self, checkpoint):
         state = checkpoint.pop("model")
@@ -246,10 +280,16 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
             shapes=shapes,
         )
         for key, (in_ckpt, in_model) in shapes.items():
-            self.logger.warning("Not loading %s: shape %s in the checkpoint, %s in the model",
-                                key, in_ckpt, in_model)
+            self.logger.warning(
+                "Not loading %s: shape %s in the checkpoint, %s in the model",
+                key,
+                in_ckpt,
+                in_model,
+            )
         self.last_load_report = report
         self.logger.info(report.summary())
         if not backbone_loaded(report) and any(k.startswith("backbone.") for k in model_state):
-            self.logger.warning("%s: the model's backbone was not (fully) loaded", self._pending_path)
+            self.logger.warning(
+                "%s: the model's backbone was not (fully) loaded", self._pending_path
+            )
         return None  # the report replaces fastreid's per-key messages

@@ -5,6 +5,7 @@ reference checkpoints were trained with.
   `bottleneck.*`, `classifier.weight`): `convert_reference_state_dict`;
 * a torchvision ImageNet ResNet (`conv1.*`, ..., `fc.*`): mapped onto `backbone.*`.
 """
+
 import logging
 from collections import OrderedDict
 
@@ -16,12 +17,26 @@ from .loading import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_FASTREID", "FORMAT_STATE_DICT", "FORMAT_REFERENCE", "FORMAT_TORCHVISION",
-           "is_state_dict", "is_reference_state_dict", "is_torchvision_resnet_state_dict",
-           "convert_reference_keys", "convert_reference_state_dict",
-           "convert_torchvision_resnet_state_dict", "summarise_keys", "is_torchvision_stem_pool",
-           "has_torchvision_stem", "use_torchvision_stem", "LAYOUT_REFERENCE", "LAYOUT_TORCHVISION",
-           "LAYOUT_FASTREID", "checkpoint_layout"]
+__all__ = [
+    "FORMAT_FASTREID",
+    "FORMAT_STATE_DICT",
+    "FORMAT_REFERENCE",
+    "FORMAT_TORCHVISION",
+    "is_state_dict",
+    "is_reference_state_dict",
+    "is_torchvision_resnet_state_dict",
+    "convert_reference_keys",
+    "convert_reference_state_dict",
+    "convert_torchvision_resnet_state_dict",
+    "summarise_keys",
+    "is_torchvision_stem_pool",
+    "has_torchvision_stem",
+    "use_torchvision_stem",
+    "LAYOUT_REFERENCE",
+    "LAYOUT_TORCHVISION",
+    "LAYOUT_FASTREID",
+    "checkpoint_layout",
+]
 
 FORMAT_FASTREID = "fastreid"
 FORMAT_STATE_DICT = "bare state dict"
@@ -42,7 +57,7 @@ _REFERENCE_EXACT = {"classifier.weight": "heads.weight"}
 
 
 def _strip_module(key):
-    return key[len(MODULE_PREFIX):] if key.startswith(MODULE_PREFIX) else key
+    return key[len(MODULE_PREFIX) :] if key.startswith(MODULE_PREFIX) else key
 
 
 def is_state_dict(obj):
@@ -95,7 +110,7 @@ def convert_reference_keys(state_dict):
         if new is None:
             for old_prefix, new_prefix in _REFERENCE_PREFIXES:
                 if name.startswith(old_prefix):
-                    new = new_prefix + name[len(old_prefix):]
+                    new = new_prefix + name[len(old_prefix) :]
                     break
         if new is None:
             unknown.append(name)
@@ -120,8 +135,11 @@ def convert_reference_state_dict(state_dict) -> dict:
     """
     converted, unknown = convert_reference_keys(state_dict)
     if unknown:
-        logger.warning("Reference checkpoint keys with no fastreid counterpart (%d, kept "
-                       "unmapped): %s", len(unknown), summarise_keys(unknown))
+        logger.warning(
+            "Reference checkpoint keys with no fastreid counterpart (%d, kept unmapped): %s",
+            len(unknown),
+            summarise_keys(unknown),
+        )
     return converted
 
 
@@ -151,9 +169,13 @@ def _pair(v):
 
 def is_torchvision_stem_pool(pool):
     """True for the public LaST code's (torchvision's) stem pooling, MaxPool2d(3, 2, padding=1)."""
-    return (_pair(pool.kernel_size) == (3, 3) and _pair(pool.stride) == (2, 2)
-            and _pair(pool.padding) == (1, 1) and not pool.ceil_mode
-            and _pair(pool.dilation) == (1, 1))
+    return (
+        _pair(pool.kernel_size) == (3, 3)
+        and _pair(pool.stride) == (2, 2)
+        and _pair(pool.padding) == (1, 1)
+        and not pool.ceil_mode
+        and _pair(pool.dilation) == (1, 1)
+    )
 
 
 def has_torchvision_stem(model):

@@ -5,6 +5,7 @@ Numpy scalars (the public LaST code saves `best_acc` as one) are allowlisted for
 duration of a load: rebuilding a numeric numpy scalar needs `numpy.dtype`, the numeric dtype
 classes and numpy's `scalar` reconstructor, none of which can run arbitrary code.
 """
+
 import logging
 import os
 import pickle
@@ -18,8 +19,13 @@ from ..errors import LastreidError, one_line
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRUST_KEY", "CheckpointError", "UntrustedCheckpointError", "CorruptCheckpointError",
-           "load_checkpoint_file"]
+__all__ = [
+    "TRUST_KEY",
+    "CheckpointError",
+    "UntrustedCheckpointError",
+    "CorruptCheckpointError",
+    "load_checkpoint_file",
+]
 
 TRUST_KEY = "MODEL.TRUST_CHECKPOINTS"
 
@@ -41,8 +47,20 @@ def _numpy_scalar_globals():
         from numpy._core import multiarray
     except ImportError:  # numpy < 2
         from numpy.core import multiarray
-    names = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32",
-             "UInt64", "Float16", "Float32", "Float64")
+    names = (
+        "Bool",
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "Float16",
+        "Float32",
+        "Float64",
+    )
     dtypes = getattr(np, "dtypes", None)
     dtype_classes = [getattr(dtypes, n + "DType") for n in names if hasattr(dtypes, n + "DType")]
     # Files written under numpy 1.x name the reconstructor numpy.core.multiarray.scalar,
@@ -80,8 +98,11 @@ def _weights_only_reason(message):
         return "needs arbitrary pickles (" + ", ".join(dict.fromkeys(found)) + ")"
     tail = message.split("WeightsUnpickler error:", 1)[-1]
     tail = tail.split("Check the documentation of torch.load", 1)[0]
-    return ("cannot be read with weights_only=True (" + _one_line(tail, 120)
-            + "; a corrupt file, or a pickle that needs full unpickling)")
+    return (
+        "cannot be read with weights_only=True ("
+        + _one_line(tail, 120)
+        + "; a corrupt file, or a pickle that needs full unpickling)"
+    )
 
 
 def _looks_like_torch_file(path):
@@ -120,7 +141,8 @@ def load_checkpoint_file(path, trust=False):
     except pickle.UnpicklingError as e:
         message = str(e)
         if not _UNSAFE_GLOBAL.search(message) and (
-                _WEIGHTS_ONLY_FAILED not in message or not _looks_like_torch_file(path)):
+            _WEIGHTS_ONLY_FAILED not in message or not _looks_like_torch_file(path)
+        ):
             raise _corrupt(path, e) from e
         reason = _weights_only_reason(message)
     except (MemoryError, FileNotFoundError, PermissionError, IsADirectoryError):
@@ -133,8 +155,9 @@ def load_checkpoint_file(path, trust=False):
             f"Refusing to load checkpoint {path}: it {reason}. If you trust this file, "
             f"set {TRUST_KEY} True in the config (trust=True) to load it with full pickle"
         ) from None
-    logger.warning("Loading %s with full pickle (weights_only=False, %s True): it %s",
-                   path, TRUST_KEY, reason)
+    logger.warning(
+        "Loading %s with full pickle (weights_only=False, %s True): it %s", path, TRUST_KEY, reason
+    )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (MemoryError, FileNotFoundError, PermissionError, IsADirectoryError):

@@ -6,17 +6,32 @@
   imported on first use, so that the metrics alone do not load fastreid's evaluation
   package (faiss, sklearn: ~70 MB of RSS).
 """
-from .rank import (DistanceBlocks, auto_block_size, blocked_metrics, rank_metrics,
-                   rank_metrics_from_distmat)
+
+from .rank import (
+    DistanceBlocks,
+    auto_block_size,
+    blocked_metrics,
+    rank_metrics,
+    rank_metrics_from_distmat,
+)
 from .rerank import blocked_aqe, rerank_distmat
 
-__all__ = ["BlockedReidEvaluator", "DistanceBlocks", "auto_block_size", "blocked_aqe",
-           "blocked_metrics", "rank_metrics", "rank_metrics_from_distmat", "rerank_distmat"]
+__all__ = [
+    "BlockedReidEvaluator",
+    "DistanceBlocks",
+    "auto_block_size",
+    "blocked_aqe",
+    "blocked_metrics",
+    "rank_metrics",
+    "rank_metrics_from_distmat",
+    "rerank_distmat",
+]
 
 
 def __getattr__(name):
     # Lazy for memory, not for a cycle: the evaluator imports fastreid.evaluation.
     if name == "BlockedReidEvaluator":
         from .evaluator import BlockedReidEvaluator
+
         return BlockedReidEvaluator
     raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

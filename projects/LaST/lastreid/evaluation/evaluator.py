@@ -13,6 +13,7 @@ and result keys), but:
 `evaluate()` normalizes the stored features in place (cosine) instead of copying them; its
 results are cached, and `reset()` must be called before processing a new dataset.
 """
+
 import copy
 import logging
 import time
@@ -56,9 +57,9 @@ class BlockedReidEvaluator(DatasetEvaluator):
         b = outputs.shape[0]
         self._reserve(self._n + b, outputs.shape[1])
         end = self._n + b
-        self._feats[self._n:end].copy_(outputs.detach())  # casts bf16/fp16, moves to CPU
-        self._pids[self._n:end] = _to_numpy(inputs["targets"])
-        self._camids[self._n:end] = _to_numpy(inputs["camids"])
+        self._feats[self._n : end].copy_(outputs.detach())  # casts bf16/fp16, moves to CPU
+        self._pids[self._n : end] = _to_numpy(inputs["targets"])
+        self._camids[self._n : end] = _to_numpy(inputs["camids"])
         self._n = end
 
     def _reserve(self, need, dim):
@@ -68,16 +69,22 @@ class BlockedReidEvaluator(DatasetEvaluator):
         if need <= cap:
             return
         if cap == 0:
-            new_cap = self._num_items if self._num_items and self._num_items >= need else max(need, 256)
+            new_cap = (
+                self._num_items if self._num_items and self._num_items >= need else max(need, 256)
+            )
         else:
             new_cap = max(need, 2 * cap)
-            logger.info("feature buffer grown from %d to %d items%s", cap, new_cap,
-                        " (num_items=%d exceeded)" % self._num_items if self._num_items else "")
+            logger.info(
+                "feature buffer grown from %d to %d items%s",
+                cap,
+                new_cap,
+                " (num_items=%d exceeded)" % self._num_items if self._num_items else "",
+            )
         feats = torch.empty((new_cap, dim), dtype=torch.float32)
         pids, camids = np.empty(new_cap, np.int64), np.empty(new_cap, np.int64)
         if cap:
-            feats[:self._n] = self._feats[:self._n]
-            pids[:self._n], camids[:self._n] = self._pids[:self._n], self._camids[:self._n]
+            feats[: self._n] = self._feats[: self._n]
+            pids[: self._n], camids[: self._n] = self._pids[: self._n], self._camids[: self._n]
         self._feats, self._pids, self._camids = feats, pids, camids
 
     def _collect(self):
@@ -115,21 +122,28 @@ class BlockedReidEvaluator(DatasetEvaluator):
         q_pids, g_pids, q_camids, g_camids = pids[:nq], pids[nq:], camids[:nq], camids[nq:]
         if test.AQE.ENABLED:
             logger.info("Test with AQE setting")
-            qf, gf = blocked_aqe(feats, nq, test.AQE.QE_TIME, test.AQE.QE_K, test.AQE.ALPHA,
-                                 test.EVAL_MEMORY_MB)
+            qf, gf = blocked_aqe(
+                feats, nq, test.AQE.QE_TIME, test.AQE.QE_K, test.AQE.ALPHA, test.EVAL_MEMORY_MB
+            )
             self._feats = feats = None  # the expanded features replace the buffer
         else:
             qf, gf = feats[:nq], feats[nq:]
-        blocks = DistanceBlocks(qf, gf, test.METRIC, test.QUERY_BLOCK_SIZE, test.EVAL_MEMORY_MB,
-                                overwrite=True)
-        logger.info("Evaluating %d queries x %d gallery (%s) in %d blocks of %d queries",
-                    blocks.num_query, blocks.num_gallery, test.METRIC, blocks.num_blocks,
-                    blocks.block_size)
+        blocks = DistanceBlocks(
+            qf, gf, test.METRIC, test.QUERY_BLOCK_SIZE, test.EVAL_MEMORY_MB, overwrite=True
+        )
+        logger.info(
+            "Evaluating %d queries x %d gallery (%s) in %d blocks of %d queries",
+            blocks.num_query,
+            blocks.num_gallery,
+            test.METRIC,
+            blocks.num_blocks,
+            blocks.block_size,
+        )
         if test.RERANK.ENABLED:
             logger.info("Test with rerank setting")
             dist = np.empty((blocks.num_query, blocks.num_gallery), dtype=np.float32)
             for s, block in blocks:
-                dist[s:s + block.shape[0]] = block
+                dist[s : s + block.shape[0]] = block
             # cosine: blocks normalized qf / gf in place, as fastreid feeds the jaccard code
             dist = rerank_distmat(qf, gf, dist, test.RERANK.K1, test.RERANK.K2, test.RERANK.LAMBDA)
             blocks = DistanceBlocks.from_distmat(dist, test.QUERY_BLOCK_SIZE, test.EVAL_MEMORY_MB)
@@ -144,8 +158,11 @@ class BlockedReidEvaluator(DatasetEvaluator):
         results["metric"] = (m_ap + float(cmc[0])) / 2 * 100
         for fpr in roc:
             results["TPR@FPR={:.0e}".format(fpr)] = r["tpr"][fpr]
-        logger.info("Evaluation of %d valid queries done in %.1f s", r["num_valid"],
-                    time.perf_counter() - t0)
+        logger.info(
+            "Evaluation of %d valid queries done in %.1f s",
+            r["num_valid"],
+            time.perf_counter() - t0,
+        )
         results.update(extra)
         self._results = results
         return copy.deepcopy(results)

@@ -29,6 +29,7 @@ distances (TEST.EVAL_MEMORY_MB / `memory_mb`) and two small buffers; queries and
 chunks are normalised into reused buffers, so the caller's arrays are never modified and
 never copied whole (`benchmarks/eval_scale.py` measures it).
 """
+
 import copy
 import logging
 import time
@@ -36,8 +37,14 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["DistanceBlocks", "auto_block_size", "blocked_metrics", "rank_metrics",
-           "rank_metrics_from_distmat", "normalize_rows_"]
+__all__ = [
+    "DistanceBlocks",
+    "auto_block_size",
+    "blocked_metrics",
+    "rank_metrics",
+    "rank_metrics_from_distmat",
+    "normalize_rows_",
+]
 
 logger = logging.getLogger(__name__)
 _LOG_EVERY_S = 10.0
@@ -47,7 +54,7 @@ _SORT_LIMIT = 1024  # below this many candidates sorting them beats one pass per
 def auto_block_size(num_gallery, memory_mb=512, num_query=None):
     """Queries per block so that one float32 block of distances fits in `memory_mb` MB
     (a multiple of 64 when possible, which suits the BLAS kernels)."""
-    rows = int(memory_mb * 2 ** 20) // (4 * max(int(num_gallery), 1))
+    rows = int(memory_mb * 2**20) // (4 * max(int(num_gallery), 1))
     if rows >= 64:
         rows -= rows % 64
     rows = max(rows, 1)
@@ -63,7 +70,7 @@ _GALLERY_CHUNK = 2048  # gallery rows per product call: their float32 (normalise
 def normalize_rows_(x, chunk=8192):
     """In-place `F.normalize(x, dim=1)` (bit-identical to it), chunk by chunk."""
     for s in range(0, x.shape[0], chunk):
-        c = x[s:s + chunk]
+        c = x[s : s + chunk]
         c.div_(c.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12).expand_as(c))
     return x
 
@@ -79,7 +86,7 @@ def _row_reduce(x, reduce, chunk=8192):
     bit-identical to `reduce(x.float())`."""
     out = torch.empty(x.shape[0], dtype=torch.float32)
     for s in range(0, x.shape[0], chunk):
-        out[s:s + chunk] = reduce(x[s:s + chunk].to("cpu", torch.float32))
+        out[s : s + chunk] = reduce(x[s : s + chunk].to("cpu", torch.float32))
     return out
 
 
@@ -99,11 +106,11 @@ def _float32_rows(x, start, end, denominators, buf):
     caller's array is never modified."""
     part = x[start:end]
     if denominators is None:
-        return part if _is_cpu_f32(part) else buf[:end - start].copy_(part)
+        return part if _is_cpu_f32(part) else buf[: end - start].copy_(part)
     den = denominators[start:end, None]
     if _is_cpu_f32(part):
-        return torch.div(part, den, out=buf[:end - start])
-    return buf[:end - start].copy_(part).div_(den)
+        return torch.div(part, den, out=buf[: end - start])
+    return buf[: end - start].copy_(part).div_(den)
 
 
 class DistanceBlocks:
@@ -120,14 +127,17 @@ class DistanceBlocks:
     the same).
     """
 
-    def __init__(self, query, gallery, metric="cosine", block_size=0, memory_mb=512,
-                 overwrite=False):
+    def __init__(
+        self, query, gallery, metric="cosine", block_size=0, memory_mb=512, overwrite=False
+    ):
         if metric not in ("cosine", "euclidean"):
             raise ValueError("metric must be 'cosine' or 'euclidean', got {!r}".format(metric))
         q, g = torch.as_tensor(query), torch.as_tensor(gallery)
         if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
-            raise ValueError("query and gallery features must be (n, dim) with the same dim, "
-                             "got {} and {}".format(tuple(q.shape), tuple(g.shape)))
+            raise ValueError(
+                "query and gallery features must be (n, dim) with the same dim, "
+                "got {} and {}".format(tuple(q.shape), tuple(g.shape))
+            )
         self.metric, self._q, self._g, self._distmat = metric, q, g, None
         self._q_den = self._g_den = self._qq = self._gg = None
         if metric == "cosine":
@@ -178,7 +188,7 @@ class DistanceBlocks:
     def __iter__(self):
         if self._distmat is not None:
             for s in range(0, self.num_query, self.block_size):
-                block = self._distmat[s:s + self.block_size]
+                block = self._distmat[s : s + self.block_size]
                 if isinstance(block, torch.Tensor):
                     block = block.cpu().numpy()
                 yield s, np.asarray(block, dtype=np.float32)
@@ -190,7 +200,7 @@ class DistanceBlocks:
         for s in range(0, self.num_query, self.block_size):
             e = min(s + self.block_size, self.num_query)
             qb = _float32_rows(self._q, s, e, self._q_den, q_buf)
-            out = buf[:e - s]
+            out = buf[: e - s]
             for c in range(0, ng, _GALLERY_CHUNK):
                 c1 = min(c + _GALLERY_CHUNK, ng)
                 gb = _float32_rows(self._g, c, c1, self._g_den, g_buf)
@@ -214,8 +224,14 @@ class _Progress:
         now = time.perf_counter()
         if now - self.last >= _LOG_EVERY_S and done < self.total:
             self.last, el = now, now - self.t0
-            logger.info("%s: block %d/%d, %.0f s elapsed, ETA %.0f s", self.what, done,
-                        self.total, el, el * (self.total - done) / done)
+            logger.info(
+                "%s: block %d/%d, %.0f s elapsed, ETA %.0f s",
+                self.what,
+                done,
+                self.total,
+                el,
+                el * (self.total - done) / done,
+            )
 
 
 def _count_below_and_equal(cand, u):
@@ -255,7 +271,9 @@ def positive_ranks(row, same, pos, mask_buf=None):
     tied = np.flatnonzero((eq - (s_le - s_lt))[inv] > 0)  # other identities at equal distance
     for i in tied:
         j, p = pos[i], pv[i]
-        before[i] += np.count_nonzero(row[:j] == p) - np.count_nonzero((row[same] == p) & (same < j))
+        before[i] += np.count_nonzero(row[:j] == p) - np.count_nonzero(
+            (row[same] == p) & (same < j)
+        )
     return before + np.arange(pos.size), pv, tied.size
 
 
@@ -278,8 +296,9 @@ def _as_int64(a):
     return np.asarray(a, dtype=np.int64).reshape(-1)
 
 
-def blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=(),
-                    stats=None):
+def blocked_metrics(
+    blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=(), stats=None
+):
     """Exact CMC / mAP / mINP (and fastreid's TPR@FPR when `roc_fprs` is given) over the
     distance blocks of a `DistanceBlocks`. Returns a dict with 'cmc' (float32, length
     min(max_rank, num_gallery)), 'mAP', 'mINP', 'num_valid' and, with roc_fprs, 'tpr'
@@ -326,12 +345,14 @@ def blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc
     hits = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)
     out = {
         "cmc": (np.cumsum(hits[:max_rank]) / num_valid).astype(np.float32),
-        "mAP": float(ap[valid].mean()), "mINP": float(inp[valid].mean()),
+        "mAP": float(ap[valid].mean()),
+        "mINP": float(inp[valid].mean()),
         "num_valid": num_valid,
     }
     if isinstance(stats, dict):
-        stats.update(tied_positives=int(tied.sum()), rank_seconds=rank_s,
-                     distance_seconds=total_s - rank_s)
+        stats.update(
+            tied_positives=int(tied.sum()), rank_seconds=rank_s, distance_seconds=total_s - rank_s
+        )
     if roc_fprs:
         pos_all = np.concatenate([p for p in pos_dists if p is not None])
         out["tpr"] = _tpr_at_fpr(blocks, groups, q_pids, pos_all, roc_fprs)
@@ -373,7 +394,7 @@ def _tpr_at_fpr(blocks, groups, q_pids, pos_all, fprs):
             hist.add_(torch.bincount(slot.view(-1), minlength=2 * nu + 2))
 
     _for_each_block(blocks, work, "TPR@FPR")
-    return tpr_from_counts(u, m, hist[:2 * nu + 1].numpy(), fprs)
+    return tpr_from_counts(u, m, hist[: 2 * nu + 1].numpy(), fprs)
 
 
 def tpr_from_counts(u, m, hist, fprs):
@@ -386,9 +407,9 @@ def tpr_from_counts(u, m, hist, fprs):
     """
     nu = u.size
     n_pos, n_neg = int(m.sum()), int(hist.sum())
-    m_d = m[::-1].astype(np.int64)           # descending distances, as sklearn walks them
-    eq_d = hist[1:2 * nu:2][::-1].astype(np.int64)
-    gap_d = hist[0:2 * nu:2][::-1].astype(np.int64)  # negatives between u_d[k+1] and u_d[k]
+    m_d = m[::-1].astype(np.int64)  # descending distances, as sklearn walks them
+    eq_d = hist[1 : 2 * nu : 2][::-1].astype(np.int64)
+    gap_d = hist[0 : 2 * nu : 2][::-1].astype(np.int64)  # negatives between u_d[k+1] and u_d[k]
     above = int(hist[2 * nu])
     fps = np.cumsum(m_d)
     tps = above + np.cumsum(eq_d) + np.concatenate(([0], np.cumsum(gap_d)[:-1]))
@@ -397,13 +418,26 @@ def tpr_from_counts(u, m, hist, fprs):
     nxt = np.minimum(k + 1, nu - 1)
     dropped = has_prev & (k < nu - 1) & (gap_d == 0) & (m_d[nxt] == m_d) & (eq_d[nxt] == eq_d)
     fpr = np.concatenate(([0.0], fps[~dropped] / float(n_pos)))
-    tpr = np.concatenate(([0.0], tps[~dropped] / float(n_neg) if n_neg else np.full((~dropped).sum(), np.nan)))
+    tpr = np.concatenate(
+        ([0.0], tps[~dropped] / float(n_neg) if n_neg else np.full((~dropped).sum(), np.nan))
+    )
     return {f: float(tpr[np.argmin(np.abs(fpr - f))]) for f in fprs}
 
 
-def rank_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids,
-                 metric="cosine", max_rank=50, block_size=0, memory_mb=512, overwrite=False,
-                 stats=None):
+def rank_metrics(
+    query_feats,
+    gallery_feats,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    metric="cosine",
+    max_rank=50,
+    block_size=0,
+    memory_mb=512,
+    overwrite=False,
+    stats=None,
+):
     """Exact (cmc, mAP, mINP) of fastreid's build_dist + evaluate_rank, in query blocks.
 
     block_size: queries per block (0: from `memory_mb`, the budget of one float32 block).
@@ -417,8 +451,17 @@ def rank_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids,
     return r["cmc"], r["mAP"], r["mINP"]
 
 
-def rank_metrics_from_distmat(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
-                              block_size=0, memory_mb=512, stats=None):
+def rank_metrics_from_distmat(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank=50,
+    block_size=0,
+    memory_mb=512,
+    stats=None,
+):
     """Same metrics for a precomputed (num_query, num_gallery) distance matrix."""
     blocks = DistanceBlocks.from_distmat(distmat, block_size, memory_mb)
     r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank, stats=stats)

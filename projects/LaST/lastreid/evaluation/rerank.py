@@ -9,6 +9,7 @@
   fastreid's `build_dist(..., "jaccard")` hard-codes a CUDA search, so on CPU we call
   the jaccard code with its CPU faiss search (search_option=3).
 """
+
 import logging
 
 import numpy as np
@@ -27,17 +28,21 @@ def blocked_aqe(all_feat, num_query, qe_times=1, qe_k=10, alpha=3.0, memory_mb=5
     similar items (itself included) by cosine similarity, in descending order."""
     feat = torch.as_tensor(all_feat, dtype=torch.float32).numpy()
     n = feat.shape[0]
-    rows = max(1, int(memory_mb * 2 ** 20) // (4 * (n + qe_k * feat.shape[1])))
-    logger.info("AQE on %d items in blocks of %d rows (%.1f GB of feature copies)",
-                n, rows, 2 * feat.nbytes / 1e9)
+    rows = max(1, int(memory_mb * 2**20) // (4 * (n + qe_k * feat.shape[1])))
+    logger.info(
+        "AQE on %d items in blocks of %d rows (%.1f GB of feature copies)",
+        n,
+        rows,
+        2 * feat.nbytes / 1e9,
+    )
     norm = F.normalize(torch.from_numpy(feat), p=2, dim=1)
     for _ in range(qe_times):
         new = np.empty_like(feat)
         for s in range(0, n, rows):
-            sims = torch.mm(norm[s:s + rows], norm.t())
+            sims = torch.mm(norm[s : s + rows], norm.t())
             vals, idx = torch.topk(sims, qe_k, dim=1)
             weights = np.power(vals.numpy(), alpha)[:, :, None]
-            new[s:s + rows] = np.mean(feat[idx.numpy()] * weights, axis=1)
+            new[s : s + rows] = np.mean(feat[idx.numpy()] * weights, axis=1)
             del sims
         feat = new
         norm = F.normalize(torch.from_numpy(feat), p=2, dim=1)
@@ -64,9 +69,14 @@ def rerank_distmat(query_feat, gallery_feat, dist, k1=20, k2=6, lambda_value=0.3
     from fastreid.utils.compute_dist import compute_jaccard_distance
 
     nq, ng = query_feat.shape[0], gallery_feat.shape[0]
-    logger.warning("TEST.RERANK is full-matrix: about %.1f GB for %d queries x %d gallery "
-                   "items (N x N jaccard matrices, N = %d)",
-                   rerank_memory_gb(nq, ng), nq, ng, nq + ng)
+    logger.warning(
+        "TEST.RERANK is full-matrix: about %.1f GB for %d queries x %d gallery "
+        "items (N x N jaccard matrices, N = %d)",
+        rerank_memory_gb(nq, ng),
+        nq,
+        ng,
+        nq + ng,
+    )
     feat = torch.cat((query_feat, gallery_feat), dim=0).float()
     # fastreid's build_dist uses the CUDA search (0), which needs faiss-gpu; 3 = CPU faiss.
     option = 0 if torch.cuda.is_available() and _faiss_has_gpu() else 3
@@ -76,4 +86,5 @@ def rerank_distmat(query_feat, gallery_feat, dist, k1=20, k2=6, lambda_value=0.3
 
 def _faiss_has_gpu():
     import faiss  # loaded by compute_jaccard_distance's module already
+
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0

@@ -13,13 +13,13 @@ including `metric`, are unchanged. The trials use the stored query / gallery fea
 (before TEST.AQE / TEST.RERANK, which apply to the full-gallery numbers only) and
 `rank_metrics`, so they are exact and memory-bounded like the full evaluation.
 """
+
 import logging
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-
 from .evaluator import BlockedReidEvaluator
 from .rank import rank_metrics
 
@@ -42,9 +42,20 @@ def single_shot_draws(g_pids, trials, seed=0):
     return [order[starts + rng.integers(0, counts)] for _ in range(int(trials))]
 
 
-def single_shot_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids,
-                        trials=10, seed=0, metric="cosine", block_size=0, memory_mb=512,
-                        ranks=(1, 5, 10)):
+def single_shot_metrics(
+    query_feats,
+    gallery_feats,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    trials=10,
+    seed=0,
+    metric="cosine",
+    block_size=0,
+    memory_mb=512,
+    ranks=(1, 5, 10),
+):
     """Mean single-shot metrics (fractions, not %) over `trials` draws: a dict with
     'Rank-k' for k in `ranks` (capped at the reduced gallery size), 'mAP', 'mINP' and
     'trials'. Features: (n, dim) tensors or arrays; pids / camids: 1-D int arrays."""
@@ -56,9 +67,18 @@ def single_shot_metrics(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_
     sums = {}
     for sel in single_shot_draws(g_pids, trials, seed):
         idx = torch.from_numpy(sel)
-        cmc, m_ap, m_inp = rank_metrics(q, g.index_select(0, idx), q_pids, g_pids[sel], q_camids,
-                                        g_camids[sel], metric=metric, max_rank=max(ranks),
-                                        block_size=block_size, memory_mb=memory_mb)
+        cmc, m_ap, m_inp = rank_metrics(
+            q,
+            g.index_select(0, idx),
+            q_pids,
+            g_pids[sel],
+            q_camids,
+            g_camids[sel],
+            metric=metric,
+            max_rank=max(ranks),
+            block_size=block_size,
+            memory_mb=memory_mb,
+        )
         values = {"Rank-{}".format(k): float(cmc[min(k, len(cmc)) - 1]) for k in ranks}
         values.update({"mAP": float(m_ap), "mINP": float(m_inp)})
         for key, value in values.items():
@@ -74,11 +94,24 @@ class SingleShotReidEvaluator(BlockedReidEvaluator):
     def extra_metrics(self, feats, pids, camids):
         nq, test = self._num_query, self.cfg.TEST
         ss = single_shot_metrics(
-            feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:],
-            trials=test.SINGLE_SHOT.TRIALS, seed=test.SINGLE_SHOT.SEED, metric=test.METRIC,
-            block_size=test.QUERY_BLOCK_SIZE, memory_mb=test.EVAL_MEMORY_MB,
+            feats[:nq],
+            feats[nq:],
+            pids[:nq],
+            pids[nq:],
+            camids[:nq],
+            camids[nq:],
+            trials=test.SINGLE_SHOT.TRIALS,
+            seed=test.SINGLE_SHOT.SEED,
+            metric=test.METRIC,
+            block_size=test.QUERY_BLOCK_SIZE,
+            memory_mb=test.EVAL_MEMORY_MB,
         )
         extra = {SS_PREFIX + key: value * 100 for key, value in ss.items() if key != "trials"}
-        logger.info("Single-shot protocol (%d trials, seed %d): Rank-1 %.2f, mAP %.2f",
-                    ss["trials"], test.SINGLE_SHOT.SEED, extra["SS-Rank-1"], extra["SS-mAP"])
+        logger.info(
+            "Single-shot protocol (%d trials, seed %d): Rank-1 %.2f, mAP %.2f",
+            ss["trials"],
+            test.SINGLE_SHOT.SEED,
+            extra["SS-Rank-1"],
+            extra["SS-mAP"],
+        )
         return extra

@@ -1,13 +1,26 @@
 """The transfer table as text and picture: markdown, CSV and the bar chart, in the shape of
 the paper's table (Rank-1 / mAP in %). Pure: it formats the cells it is given."""
+
 import csv
 import io
 import math
 
 from ..atomic import write_bytes_atomic
 
-__all__ = ["DATASETS", "SETTINGS", "PROTOCOLS", "PROTOCOL_CHOICES", "PUBLISHED", "CHART_SIZE",
-           "cell_summary", "column_title", "columns", "format_markdown", "format_csv", "write_chart"]
+__all__ = [
+    "DATASETS",
+    "SETTINGS",
+    "PROTOCOLS",
+    "PROTOCOL_CHOICES",
+    "PUBLISHED",
+    "CHART_SIZE",
+    "cell_summary",
+    "column_title",
+    "columns",
+    "format_markdown",
+    "format_csv",
+    "write_chart",
+]
 
 DATASETS = ("PRCC", "CelebReID")
 SETTINGS = ("direct", "finetune")
@@ -21,28 +34,51 @@ PROTOCOL_CHOICES = {"clean": ("clean",), "seed": ("seed",), "both": ("clean", "s
 PROTOCOL_NOTES = {
     "clean": "protocol clean: fine-tuned cells report the evaluation after the last epoch",
     "seed": "protocol seed: fine-tuned cells report the epoch with the best (Rank-1 + mAP) / 2 "
-            "on the test split (epoch in brackets), bilinear resize, as the public LaST code",
+    "on the test split (epoch in brackets), bilinear resize, as the public LaST code",
     "both": "protocol both: clean (last epoch); seed (best (Rank-1 + mAP) / 2 epoch on the "
-            "test split, in brackets; bilinear resize)",
+    "test split, in brackets; bilinear resize)",
 }
 
 # The paper's table (Rank-1, mAP in %): BoT ResNet-50 pre-trained on each source.
 PUBLISHED = {
-    "ImageNet": {("PRCC", "direct"): (24.7, 13.5), ("CelebReID", "direct"): (28.7, 3.0),
-                 ("PRCC", "finetune"): (43.1, 41.3), ("CelebReID", "finetune"): (49.2, 8.7)},
-    "Market1501": {("PRCC", "direct"): (29.0, 24.3), ("CelebReID", "direct"): (36.7, 3.7),
-                   ("PRCC", "finetune"): (44.3, 43.1), ("CelebReID", "finetune"): (49.3, 8.7)},
-    "DukeMTMC": {("PRCC", "direct"): (28.3, 24.1), ("CelebReID", "direct"): (40.9, 4.6),
-                 ("PRCC", "finetune"): (43.9, 44.2), ("CelebReID", "finetune"): (49.8, 8.9)},
-    "MSMT17": {("PRCC", "direct"): (26.2, 24.6), ("CelebReID", "direct"): (43.4, 5.0),
-               ("PRCC", "finetune"): (43.7, 44.1), ("CelebReID", "finetune"): (51.0, 9.0)},
-    "LaST": {("PRCC", "direct"): (39.3, 32.6), ("CelebReID", "direct"): (47.0, 7.0),
-             ("PRCC", "finetune"): (54.4, 54.3), ("CelebReID", "finetune"): (56.1, 11.7)},
+    "ImageNet": {
+        ("PRCC", "direct"): (24.7, 13.5),
+        ("CelebReID", "direct"): (28.7, 3.0),
+        ("PRCC", "finetune"): (43.1, 41.3),
+        ("CelebReID", "finetune"): (49.2, 8.7),
+    },
+    "Market1501": {
+        ("PRCC", "direct"): (29.0, 24.3),
+        ("CelebReID", "direct"): (36.7, 3.7),
+        ("PRCC", "finetune"): (44.3, 43.1),
+        ("CelebReID", "finetune"): (49.3, 8.7),
+    },
+    "DukeMTMC": {
+        ("PRCC", "direct"): (28.3, 24.1),
+        ("CelebReID", "direct"): (40.9, 4.6),
+        ("PRCC", "finetune"): (43.9, 44.2),
+        ("CelebReID", "finetune"): (49.8, 8.9),
+    },
+    "MSMT17": {
+        ("PRCC", "direct"): (26.2, 24.6),
+        ("CelebReID", "direct"): (43.4, 5.0),
+        ("PRCC", "finetune"): (43.7, 44.1),
+        ("CelebReID", "finetune"): (51.0, 9.0),
+    },
+    "LaST": {
+        ("PRCC", "direct"): (39.3, 32.6),
+        ("CelebReID", "direct"): (47.0, 7.0),
+        ("PRCC", "finetune"): (54.4, 54.3),
+        ("CelebReID", "finetune"): (56.1, 11.7),
+    },
 }
 
 CHART_DPI = 100
 CHART_SIZE_INCHES = (11.0, 4.5)
-CHART_SIZE = (int(CHART_SIZE_INCHES[0] * CHART_DPI), int(CHART_SIZE_INCHES[1] * CHART_DPI))  # (w, h) px
+CHART_SIZE = (
+    int(CHART_SIZE_INCHES[0] * CHART_DPI),
+    int(CHART_SIZE_INCHES[1] * CHART_DPI),
+)  # (w, h) px
 
 
 def column_title(dataset, setting):
@@ -88,12 +124,17 @@ def format_markdown(rows, cols, grid, protocol="clean"):
     """The paper's table shape: one row per source, "R1 / mAP" per column, "-" if missing;
     seed fine-tuned cells add their epoch, "both" shows "clean; seed". The first line
     says which protocol made it."""
-    lines = ["Rank-1 / mAP (%); " + PROTOCOL_NOTES[protocol], "",
-             "| pre-training | " + " | ".join(column_title(d, s) for d, s in cols) + " |",
-             "|---|" + "---|" * len(cols)]
+    lines = [
+        "Rank-1 / mAP (%); " + PROTOCOL_NOTES[protocol],
+        "",
+        "| pre-training | " + " | ".join(column_title(d, s) for d, s in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name in rows:
-        values = ["; ".join(_text(_lookup(grid, name, d, s, p)) for p in PROTOCOL_CHOICES[protocol])
-                  for d, s in cols]
+        values = [
+            "; ".join(_text(_lookup(grid, name, d, s, p)) for p in PROTOCOL_CHOICES[protocol])
+            for d, s in cols
+        ]
         lines.append("| {} | {} |".format(name, " | ".join(values)))
     return "\n".join(lines) + "\n"
 
@@ -118,8 +159,10 @@ def format_csv(rows, cols, grid, protocol="clean"):
             found = [_lookup(grid, n, d, s, p) for n in rows]
             if any(c is not None and c.metric("SS-Rank-1") is not None for c in found):
                 title = column_title(d, s) + prefix
-                groups += [(title + " SS-R1", (d, s, p), "SS-Rank-1"),
-                           (title + " SS-mAP", (d, s, p), "SS-mAP")]
+                groups += [
+                    (title + " SS-R1", (d, s, p), "SS-Rank-1"),
+                    (title + " SS-mAP", (d, s, p), "SS-mAP"),
+                ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["pre-training"] + [g[0] for g in groups] + ["protocol"])
@@ -166,8 +209,9 @@ def write_chart(rows, cols, grid, path, protocol="clean"):
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(title="pre-training", fontsize=8, loc="upper left")
-    fig.suptitle("Transfer to clothes-changing re-id: direct and fine-tuned (protocol {})"
-                 .format(shown))
+    fig.suptitle(
+        "Transfer to clothes-changing re-id: direct and fine-tuned (protocol {})".format(shown)
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=CHART_DPI)
@@ -181,6 +225,7 @@ def cell_summary(cell):
     if cell.result and cell.result.get("best_epoch"):
         text += " at epoch {} of {}".format(cell.result["best_epoch"], len(cell.result["history"]))
     if cell.metric("SS-Rank-1") is not None:
-        text += "; single-shot Rank-1 {:.1f}, mAP {:.1f}".format(cell.metric("SS-Rank-1"),
-                                                                 cell.metric("SS-mAP"))
+        text += "; single-shot Rank-1 {:.1f}, mAP {:.1f}".format(
+            cell.metric("SS-Rank-1"), cell.metric("SS-mAP")
+        )
     return text

@@ -1,5 +1,6 @@
 """The numbers of one cell's run: the evaluation after its last epoch (results.json, the
 clean protocol) or the seed's best epoch from its per-epoch history (metrics.json)."""
+
 import json
 import os
 import re
@@ -75,9 +76,15 @@ def best_epoch(run_dir, dataset):
         m = evaluations[epoch]
         if best is None or (m["Rank-1"] + m["mAP"]) / 2 >= best[1]:
             best = (epoch, (m["Rank-1"] + m["mAP"]) / 2)
-    return {"best_epoch": best[0], "metrics": evaluations[best[0]], "last": evaluations[max_epoch],
-            "history": [{"epoch": e, "Rank-1": evaluations[e]["Rank-1"],
-                         "mAP": evaluations[e]["mAP"]} for e in sorted(evaluations)]}
+    return {
+        "best_epoch": best[0],
+        "metrics": evaluations[best[0]],
+        "last": evaluations[max_epoch],
+        "history": [
+            {"epoch": e, "Rank-1": evaluations[e]["Rank-1"], "mAP": evaluations[e]["mAP"]}
+            for e in sorted(evaluations)
+        ],
+    }
 
 
 def read_json(path):

@@ -5,33 +5,50 @@ A subprocess per cell: a cell takes minutes (hours at full scale) against second
 start-up, and gets a fresh fastreid state, `--num-gpus`, fast-reid's own `--resume`, and a
 failure (or an out-of-memory kill) confined to itself. README: Generalisation.
 """
+
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..atomic import write_text_atomic
-from .report import (DATASETS, PROTOCOL_CHOICES, SETTING_NAMES, SETTINGS, SHORT_NAMES,
-                     cell_summary, columns, format_csv, format_markdown, write_chart)
+from .process import REPO, TRAIN_NET, log_tail, run_logged, training_status
+from .report import (
+    DATASETS,
+    PROTOCOL_CHOICES,
+    SETTING_NAMES,
+    SETTINGS,
+    SHORT_NAMES,
+    cell_summary,
+    columns,
+    format_csv,
+    format_markdown,
+    write_chart,
+)
 from .results import RESULTS_FILE, best_epoch, finished_training, read_json, read_results
 from .sources import Source, weights_signature, write_random_init
+from .training import train_sources
 
 __all__ = ["Cell", "TransferMatrix", "SEED_OPTS", "SEED_FINETUNE_OPTS"]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))))
-TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 SOURCE_FILE = "source.json"  # which checkpoint version a cell's run started from
 
 # The seed details a config can express, for every seed cell: bilinear resize (train and
 # test), fp32 throughout (no AMP, no bf16), random erasing filled with (0.485, 0.456, 0.406)
 # *after* normalisation, i.e. mean + value * std in the 0..255 input scale.
-SEED_OPTS = ["INPUT.INTERPOLATION", "bilinear", "SOLVER.AMP.ENABLED", "False",
-             "MODEL.CPU_BF16", "off", "INPUT.REA.VALUE", "[151.997, 142.327, 126.824]"]
+SEED_OPTS = [
+    "INPUT.INTERPOLATION",
+    "bilinear",
+    "SOLVER.AMP.ENABLED",
+    "False",
+    "MODEL.CPU_BF16",
+    "off",
+    "INPUT.REA.VALUE",
+    "[151.997, 142.327, 126.824]",
+]
 SEED_FINETUNE_OPTS = ["TEST.EVAL_PERIOD", "1"]  # the test split after every epoch
 
 
@@ -40,15 +57,18 @@ class Cell:
     source: Source
     dataset: str
     setting: str
-    result: Optional[dict] = None   # the stored cell JSON once done
+    result: Optional[dict] = None  # the stored cell JSON once done
     error: str = ""
     protocol: str = "clean"
 
     @property
     def title(self):
         return "{} | {} | {}{}".format(
-            self.source.name, SHORT_NAMES.get(self.dataset, self.dataset),
-            SETTING_NAMES[self.setting], " | seed" if self.protocol == "seed" else "")
+            self.source.name,
+            SHORT_NAMES.get(self.dataset, self.dataset),
+            SETTING_NAMES[self.setting],
+            " | seed" if self.protocol == "seed" else "",
+        )
 
     @property
     def seed_selection(self):
@@ -70,6 +90,7 @@ class TransferMatrix:
     or absolute). opts: `KEY VALUE` overrides for every run. env: environment of the
     subprocesses (e.g. FASTREID_DATASETS). stem: None (from each file's layout) or a bool.
     """
+
     output: str
     sources: List[Source]
     configs: Dict
@@ -102,20 +123,31 @@ class TransferMatrix:
 
     def cell_dir(self, cell):
         seed = "-seed" if cell.protocol == "seed" else ""
-        return os.path.join(self.output, "runs", cell.source.slug,
-                            "{}-{}{}".format(cell.dataset, cell.setting, seed))
+        return os.path.join(
+            self.output,
+            "runs",
+            cell.source.slug,
+            "{}-{}{}".format(cell.dataset, cell.setting, seed),
+        )
 
     def result_path(self, cell):
         seed = "__seed" if cell.protocol == "seed" else ""
-        return os.path.join(self.output, "results", "{}__{}__{}{}.json".format(
-            cell.source.slug, cell.dataset, cell.setting, seed))
+        return os.path.join(
+            self.output,
+            "results",
+            "{}__{}__{}{}.json".format(cell.source.slug, cell.dataset, cell.setting, seed),
+        )
 
     def source_dir(self, source):
         return os.path.join(self.output, "sources", source.slug)
 
     def cells(self):
-        return [Cell(s, d, st, protocol=p) for s in self.sources
-                for d, st in columns(self.datasets, self.settings) for p in self.protocols]
+        return [
+            Cell(s, d, st, protocol=p)
+            for s in self.sources
+            for d, st in columns(self.datasets, self.settings)
+            for p in self.protocols
+        ]
 
     def cell_opts(self, cell):
         """The overrides of a cell's run: ours, then the protocol's (which win)."""
@@ -133,63 +165,41 @@ class TransferMatrix:
         self.train_sources()
         cells = self.cells()
         t0 = time.time()
-        self.log("[transfer] {} sources x {} x {} = {} cells, output {}".format(
-            len(self.sources), "/".join(self.datasets), "/".join(self.settings), len(cells), self.output))
+        self.log(
+            "[transfer] {} sources x {} x {} = {} cells, output {}".format(
+                len(self.sources),
+                "/".join(self.datasets),
+                "/".join(self.settings),
+                len(cells),
+                self.output,
+            )
+        )
         for i, cell in enumerate(cells, 1):
             if cell.source.error:
                 cell.error = cell.source.error
-                self.log("[transfer] {}/{} {}: skipped ({})".format(
-                    i, len(cells), cell.title, cell.error))
+                self.log(
+                    "[transfer] {}/{} {}: skipped ({})".format(
+                        i, len(cells), cell.title, cell.error
+                    )
+                )
                 continue
             self._run_cell(cell, "{}/{}".format(i, len(cells)))
         paths = self.write_table(cells)
         failed = [c for c in cells if c.result is None]
-        self.log("[transfer] {} of {} cells done in {:.0f} s{}; table: {}".format(
-            len(cells) - len(failed), len(cells), time.time() - t0,
-            " ({} failed)".format(len(failed)) if failed else "", ", ".join(paths)))
+        self.log(
+            "[transfer] {} of {} cells done in {:.0f} s{}; table: {}".format(
+                len(cells) - len(failed),
+                len(cells),
+                time.time() - t0,
+                " ({} failed)".format(len(failed)) if failed else "",
+                ", ".join(paths),
+            )
+        )
         return cells
 
     def train_sources(self):
         """Trains (or resumes, or skips when finished) BoT on every trained source."""
-        trained = [s for s in self.sources if s.train]
-        for i, source in enumerate(trained, 1):
-            counter = "source {}/{}".format(i, len(trained))
-            out = self.source_dir(source)
-            final = os.path.join(out, "model_final.pth")
-            if finished_training(out) and not os.path.isfile(source.path):
-                # e.g. a recipe's model_best.pth never written (no evaluation): the final model
-                self.log("[transfer] {} {}: no {}: its row uses {}".format(
-                    counter, source.name, os.path.basename(source.path), final))
-                source.path = final
-            if finished_training(out):
-                self.log("[transfer] {} {}: trained before, skipped ({})".format(
-                    counter, source.name, source.path))
-                continue
-            os.makedirs(out, exist_ok=True)
-            config = source.train if os.path.isabs(source.train) else os.path.join(
-                REPO, source.train)
-            resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
-            pretrain = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
-            gpus = ["--num-gpus", str(self.num_gpus)] if self.num_gpus else []
-            cmd = ([sys.executable, TRAIN_NET, "--config-file", config, "--resume"] + gpus
-                   + pretrain + self.opts + ["OUTPUT_DIR", out])
-            self.log("[transfer] {} {}: {} BoT (log {})".format(
-                counter, source.name, "resuming" if resuming else "training",
-                os.path.join(out, "log.txt")))
-            t0 = time.time()
-            code = self._spawn(cmd, os.path.join(out, "stdout.txt"))
-            if code == 0 and finished_training(out) and not os.path.isfile(source.path):
-                self.log("[transfer] {} {}: no {} was written: its row uses {}".format(
-                    counter, source.name, os.path.basename(source.path), final))
-                source.path = final
-            if code != 0 or not finished_training(out):
-                source.error = "training the source failed (exit code {})".format(code)
-                self.log("[transfer] {} {}: FAILED after {:.0f} s; see {}".format(
-                    counter, source.name, time.time() - t0, os.path.join(out, "stdout.txt")))
-                self._show_tail(os.path.join(out, "stdout.txt"))
-                continue
-            self.log("[transfer] {} {}: trained in {:.0f} s ({})".format(
-                counter, source.name, time.time() - t0, source.path))
+        train_sources(self)
 
     def _read_stored(self, cell):
         path = self.result_path(cell)
@@ -202,8 +212,12 @@ class TransferMatrix:
             self.log("[transfer] {}: unreadable {}, running it again".format(cell.title, path))
             return None
         if stored.get("opts") != self.cell_opts(cell):
-            self.log("[transfer] note: {} was run with other overrides ({}); delete {} to redo it"
-                     .format(cell.title, " ".join(stored.get("opts", [])) or "none", path))
+            self.log(
+                "[transfer] note: {} was run with other overrides ({}); "
+                "delete {} to redo it".format(
+                    cell.title, " ".join(stored.get("opts", [])) or "none", path
+                )
+            )
         return stored
 
     def _run_cell(self, cell, counter):
@@ -216,15 +230,27 @@ class TransferMatrix:
         stored = self._read_stored(cell)
         if stored is not None and stored.get("weights_signature") == signature:
             cell.result = stored
-            self.log("[transfer] {} {}: done before, skipped ({})".format(counter, cell.title, cell_summary(cell)))
+            self.log(
+                "[transfer] {} {}: done before, skipped ({})".format(
+                    counter, cell.title, cell_summary(cell)
+                )
+            )
             return
-        if read_json(os.path.join(out, SOURCE_FILE)).get("weights_signature") not in (None, signature):
-            self.log("[transfer] {} {}: the source checkpoint changed since this cell ran: "
-                     "redoing it".format(counter, cell.title))
+        if read_json(os.path.join(out, SOURCE_FILE)).get("weights_signature") not in (
+            None,
+            signature,
+        ):
+            self.log(
+                "[transfer] {} {}: the source checkpoint changed since this cell ran: "
+                "redoing it".format(counter, cell.title)
+            )
             shutil.rmtree(out)
         os.makedirs(out, exist_ok=True)
-        write_text_atomic(json.dumps({"weights": self.weights(cell.source), "weights_signature": signature})
-                          + "\n", os.path.join(out, SOURCE_FILE))
+        write_text_atomic(
+            json.dumps({"weights": self.weights(cell.source), "weights_signature": signature})
+            + "\n",
+            os.path.join(out, SOURCE_FILE),
+        )
         cmd, how = self.command(cell)
         t0 = time.time()
         results_file = os.path.join(out, RESULTS_FILE)
@@ -232,12 +258,18 @@ class TransferMatrix:
         if cell.seed_selection and finished_training(out):
             selection = best_epoch(out, cell.dataset)  # the history is all it needs
         if selection is None:
-            self.log("[transfer] {} {}: {} (log {})".format(counter, cell.title, how,
-                                                             os.path.join(out, "log.txt")))
+            self.log(
+                "[transfer] {} {}: {} (log {})".format(
+                    counter, cell.title, how, os.path.join(out, "log.txt")
+                )
+            )
             if os.path.exists(results_file):
                 os.remove(results_file)  # only this run's numbers count
-            code = self._spawn(cmd, os.path.join(out, "stdout.txt"),
-                               heartbeat=lambda s: self._heartbeat(counter, cell, out, s))
+            code = self._spawn(
+                cmd,
+                os.path.join(out, "stdout.txt"),
+                heartbeat=lambda s: self._heartbeat(counter, cell, out, s),
+            )
             if code == 0 and cell.seed_selection:
                 selection = best_epoch(out, cell.dataset)
         seconds = time.time() - t0
@@ -246,24 +278,42 @@ class TransferMatrix:
         else:
             metrics = read_results(results_file, cell.dataset) if code == 0 else None
         if metrics is None:
-            cell.error = ("exit code {}".format(code) if code else
-                          "no complete per-epoch history in metrics.json" if cell.seed_selection
-                          else "no {} written".format(RESULTS_FILE))
-            self.log("[transfer] {} {}: FAILED after {:.0f} s ({}); see {}".format(
-                counter, cell.title, seconds, cell.error, os.path.join(out, "stdout.txt")))
+            cell.error = (
+                "exit code {}".format(code)
+                if code
+                else "no complete per-epoch history in metrics.json"
+                if cell.seed_selection
+                else "no {} written".format(RESULTS_FILE)
+            )
+            self.log(
+                "[transfer] {} {}: FAILED after {:.0f} s ({}); see {}".format(
+                    counter, cell.title, seconds, cell.error, os.path.join(out, "stdout.txt")
+                )
+            )
             self._show_tail(os.path.join(out, "stdout.txt"))
             return
         cell.result = {
-            "source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting,
-            "weights": cell.source.path or "random init", "layout": cell.source.layout,
-            "torchvision_stem": self._stem(cell.source), "weights_signature": signature,
-            "metrics": metrics, "protocol": cell.protocol,
-            "seconds": round(seconds, 1), "opts": self.cell_opts(cell), "command": cmd,
+            "source": cell.source.name,
+            "dataset": cell.dataset,
+            "setting": cell.setting,
+            "weights": cell.source.path or "random init",
+            "layout": cell.source.layout,
+            "torchvision_stem": self._stem(cell.source),
+            "weights_signature": signature,
+            "metrics": metrics,
+            "protocol": cell.protocol,
+            "seconds": round(seconds, 1),
+            "opts": self.cell_opts(cell),
+            "command": cmd,
         }
         if selection:  # seed: which epoch, the last epoch's numbers and the whole history
             cell.result.update({k: selection[k] for k in ("best_epoch", "last", "history")})
         write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
-        self.log("[transfer] {} {}: done in {:.0f} s ({})".format(counter, cell.title, seconds, cell_summary(cell)))
+        self.log(
+            "[transfer] {} {}: done in {:.0f} s ({})".format(
+                counter, cell.title, seconds, cell_summary(cell)
+            )
+        )
 
     def _stem(self, source):
         return source.torchvision_stem if self.stem is None else bool(self.stem)
@@ -274,7 +324,9 @@ class TransferMatrix:
             return source.path
         path = os.path.join(self.output, "random_init.pth")
         if not os.path.isfile(path):
-            self.log("[transfer] writing the random-init model to {} (seed {})".format(path, self.seed))
+            self.log(
+                "[transfer] writing the random-init model to {} (seed {})".format(path, self.seed)
+            )
             write_random_init(path, self._config("direct", self.datasets[0]), self.opts, self.seed)
         return path
 
@@ -290,62 +342,56 @@ class TransferMatrix:
         gpus = ["--num-gpus", str(self.num_gpus)] if self.num_gpus else []
         opts = self.cell_opts(cell)
         if cell.setting == "direct":
-            return (base + ["--config-file", self._config("direct", cell.dataset), "--eval-only"] + gpus
-                    + opts + ["MODEL.WEIGHTS", self.weights(cell.source)] + stem + trust + tests
-                    + ["OUTPUT_DIR", out]), "direct transfer"
+            return (
+                base
+                + ["--config-file", self._config("direct", cell.dataset), "--eval-only"]
+                + gpus
+                + opts
+                + ["MODEL.WEIGHTS", self.weights(cell.source)]
+                + stem
+                + trust
+                + tests
+                + ["OUTPUT_DIR", out]
+            ), "direct transfer"
         config = self._config("finetune", cell.dataset)
         if finished_training(out):
-            return (base + ["--config-file", config, "--eval-only"] + gpus + opts
-                    + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")] + stem + tests
-                    + ["OUTPUT_DIR", out]), "evaluating the finished fine-tune"
+            return (
+                base
+                + ["--config-file", config, "--eval-only"]
+                + gpus
+                + opts
+                + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
+                + stem
+                + tests
+                + ["OUTPUT_DIR", out]
+            ), "evaluating the finished fine-tune"
         resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
         how = "resuming the fine-tune" if resuming else "fine-tuning"
-        return (base + ["--config-file", config, "--resume"] + gpus + opts
-                + ["MODEL.WEIGHTS", self.weights(cell.source), "MODEL.LOAD_CLASSIFIER", "False"]
-                + stem + trust + tests + ["OUTPUT_DIR", out]), how
+        return (
+            base
+            + ["--config-file", config, "--resume"]
+            + gpus
+            + opts
+            + ["MODEL.WEIGHTS", self.weights(cell.source), "MODEL.LOAD_CLASSIFIER", "False"]
+            + stem
+            + trust
+            + tests
+            + ["OUTPUT_DIR", out]
+        ), how
 
     def _spawn(self, cmd, log_path, heartbeat=None):
-        """Runs one cell; calls heartbeat(elapsed seconds) every `heartbeat_s` meanwhile."""
-        env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        t0 = time.time()
-        with open(os.devnull if self.verbose else log_path, "w") as f:
-            out = None if self.verbose else f
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
-            try:
-                while True:
-                    try:
-                        return proc.wait(timeout=self.heartbeat_s)
-                    except subprocess.TimeoutExpired:
-                        if heartbeat is not None:
-                            heartbeat(time.time() - t0)
-            finally:
-                if proc.poll() is None:  # interrupted: do not leave the run behind
-                    proc.terminate()
-                    proc.wait()
+        """Runs one train_net process (`process.run_logged`); returns its exit code."""
+        return run_logged(cmd, log_path, self.env, self.verbose, heartbeat, self.heartbeat_s)
 
     def _heartbeat(self, counter, cell, out, seconds):
         """A progress line for a long run: elapsed time and its last training status."""
-        status = ""
-        try:
-            with open(os.path.join(out, "log.txt"), errors="replace") as f:
-                lines = [line for line in f if "epoch/iter:" in line]
-            if lines:  # fastreid's "eta: 0:05:09  epoch/iter: 1/43  total_loss: 5.97 ..."
-                words = lines[-1].split()
-                status = "; " + ", ".join(
-                    "{} {}".format(words[i].rstrip(":"), words[i + 1]) for i in range(len(words) - 1)
-                    if words[i] in ("eta:", "epoch/iter:", "total_loss:"))
-        except OSError:
-            pass
-        self.log("[transfer] {} {}: running for {:.0f} s{}".format(counter, cell.title, seconds, status))
+        status = training_status(out)
+        self.log(
+            "[transfer] {} {}: running for {:.0f} s{}".format(counter, cell.title, seconds, status)
+        )
 
     def _show_tail(self, path, lines=15):
-        try:
-            with open(path, errors="replace") as f:
-                tail = f.read().splitlines()[-lines:]
-        except OSError:
-            return
-        for line in tail:
+        for line in log_tail(path, lines):
             self.log("    " + line)
 
     # output
@@ -357,8 +403,10 @@ class TransferMatrix:
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
         md = format_markdown(rows, cols, grid, self.protocol)
         table_csv = format_csv(rows, cols, grid, self.protocol)
-        paths = [os.path.join(self.output, n) for n in
-                 ("transfer_table.md", "transfer_table.csv", "transfer_chart.png")]
+        paths = [
+            os.path.join(self.output, n)
+            for n in ("transfer_table.md", "transfer_table.csv", "transfer_chart.png")
+        ]
         write_text_atomic(md, paths[0])
         write_text_atomic(table_csv, paths[1])
         write_chart(rows, cols, grid, paths[2], self.protocol)

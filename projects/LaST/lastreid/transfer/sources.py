@@ -1,5 +1,6 @@
 """The rows of the transfer table: pre-training sources from checkpoint files, from BoT
 runs this project trains (`--train`), the ImageNet file itself, or random initialisation."""
+
 import os
 import re
 from dataclasses import dataclass
@@ -13,9 +14,19 @@ from ..errors import InputError, MissingFileError
 from ..modeling import build_model
 from ..startup import build_cfg
 
-__all__ = ["CONFIGS", "IMAGENET", "PAPER_ROWS", "RANDOM_INIT", "SOURCE_RECIPES", "Source",
-           "discover_sources", "slugify", "trained_sources", "weights_signature",
-           "write_random_init"]
+__all__ = [
+    "CONFIGS",
+    "IMAGENET",
+    "PAPER_ROWS",
+    "RANDOM_INIT",
+    "SOURCE_RECIPES",
+    "Source",
+    "discover_sources",
+    "slugify",
+    "trained_sources",
+    "weights_signature",
+    "write_random_init",
+]
 
 RANDOM_INIT = "random init"
 
@@ -32,21 +43,27 @@ SOURCE_RECIPES = {
 CONFIGS = {
     "reference": {
         "direct": "configs/transfer/direct.yml",
-        "finetune": {"PRCC": "configs/PRCC/bagtricks_R50_finetune.yml",
-                     "CelebReID": "configs/CelebReID/bagtricks_R50_finetune.yml"},
+        "finetune": {
+            "PRCC": "configs/PRCC/bagtricks_R50_finetune.yml",
+            "CelebReID": "configs/CelebReID/bagtricks_R50_finetune.yml",
+        },
     },
     "synthetic": {
         "sources": {"LaST": "configs/LaST/bagtricks_R50_synthetic.yml"},
         "direct": "configs/transfer/direct_synthetic.yml",
-        "finetune": {"PRCC": "configs/PRCC/bagtricks_R50_finetune_synthetic.yml",
-                     "CelebReID": "configs/CelebReID/bagtricks_R50_finetune_synthetic.yml"},
+        "finetune": {
+            "PRCC": "configs/PRCC/bagtricks_R50_finetune_synthetic.yml",
+            "CelebReID": "configs/CelebReID/bagtricks_R50_finetune_synthetic.yml",
+        },
     },
 }
+
 
 @dataclass
 class Source:
     """A pre-training source: a checkpoint (path) or random initialisation (path None).
     `train`: the config of the BoT run that makes `path` (a trained source), else None."""
+
     name: str
     path: Optional[str] = None
     layout: str = LAYOUT_FASTREID
@@ -74,8 +91,11 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
     `<output>/sources/<name>/` (written by TransferMatrix.train_sources)."""
     unknown = [n for n in names if n not in SOURCE_RECIPES]
     if unknown:
-        raise InputError("--train: unknown source {}; known: {}".format(
-            ", ".join(map(repr, unknown)), ", ".join(SOURCE_RECIPES)))
+        raise InputError(
+            "--train: unknown source {}; known: {}".format(
+                ", ".join(map(repr, unknown)), ", ".join(SOURCE_RECIPES)
+            )
+        )
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
@@ -99,8 +119,11 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
     if folder:
         if not os.path.isdir(folder):
             raise MissingFileError("--models {}: no such folder".format(folder))
-        found = [(os.path.splitext(n)[0], os.path.join(folder, n))
-                 for n in sorted(os.listdir(folder)) if n.endswith(".pth") and not n.startswith(".")]
+        found = [
+            (os.path.splitext(n)[0], os.path.join(folder, n))
+            for n in sorted(os.listdir(folder))
+            if n.endswith(".pth") and not n.startswith(".")
+        ]
     for name, path in list(found) + list(pairs):
         if not os.path.isfile(path):
             raise MissingFileError("source {!r}: {} does not exist".format(name, path))
@@ -108,19 +131,26 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
     seen = {}
     for s in sources:
         if s.slug in seen:
-            raise InputError("two sources named {!r} and {!r} (file names {!r}): rename one"
-                             .format(seen[s.slug], s.name, s.slug))
+            raise InputError(
+                "two sources named {!r} and {!r} (file names {!r}): rename one".format(
+                    seen[s.slug], s.name, s.slug
+                )
+            )
         seen[s.slug] = s.name
     if not sources:
-        raise InputError("no sources: give --models DIR with *.pth files, --source NAME=PATH, "
-                         "--train NAMES, --imagenet FILE or --random-init")
+        raise InputError(
+            "no sources: give --models DIR with *.pth files, --source NAME=PATH, "
+            "--train NAMES, --imagenet FILE or --random-init"
+        )
     return sources
 
 
 def write_random_init(path, config_file, opts, seed=0):
     """Builds the cells' model (config + overrides) with seeded random weights and saves it
     in fastreid's `{'model': state_dict}` layout."""
-    cfg = build_cfg(config_file, list(opts) + ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"])
+    cfg = build_cfg(
+        config_file, list(opts) + ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
+    )
     torch.manual_seed(seed)
     model = build_model(cfg)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
