@@ -6,7 +6,7 @@ Throughput (seeded random weights, random images, the same batch every step):
   cl          channels-last weights and batches, float32
   cl+bf16     channels-last + bfloat16 autocast (the "auto" path on a CPU with native bf16)
 Training img/s is one full step (forward, losses, backward, Adam) of lastreid's CPU trainer
-(`precision.CpuTrainer` on `Trainer.build_model` / `build_optimizer`); inference img/s is
+(`train_steps.CpuTrainer` on `Trainer.build_model` / `build_optimizer`); inference img/s is
 one forward pass (no flip) of `precision.for_inference`'s model, which evaluation and
 feature extraction use (on cl+bf16 a frozen copy with BatchNorms folded into bf16 convs).
 The paths take turns step by step and img/s uses
@@ -149,7 +149,7 @@ class _Path:
     """One path's model, optimizer and CPU trainer, built from the same seed."""
 
     def __init__(self, mode, args):
-        from lastreid import precision
+        from lastreid import precision, train_steps
         from lastreid.engine import Trainer
 
         import torch
@@ -174,7 +174,7 @@ class _Path:
             while True:  # the model normalizes the images in place: a fresh copy each step
                 yield {"images": self.images.clone(), "targets": targets, "camids": camids}
 
-        self.trainer = precision.CpuTrainer(
+        self.trainer = train_steps.CpuTrainer(
             model, [], optimizer, param_wrapper, self.fast, data_loader_iter=batches()
         )
         self.model = model

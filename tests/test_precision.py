@@ -5,7 +5,7 @@ import copy
 import logging
 import os
 
-from lastreid import precision
+from lastreid import precision, train_steps
 from lastreid.config import add_lastreid_config
 from lastreid.engine import Trainer
 from lastreid.features import FeatureExtractor
@@ -163,7 +163,7 @@ def test_cpu_trainer_step_runs_in_bf16_and_trains(small_cfg):
     cfg = small_cfg()
     trainer = Trainer(cfg)
     inner = trainer._trainer
-    assert type(inner) is precision.CpuTrainer and inner.fast_path.bf16
+    assert type(inner) is train_steps.CpuTrainer and inner.fast_path.bf16
     model = inner.model
     seen, handle = _record_activations(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -191,7 +191,7 @@ def test_cpu_trainer_reuses_the_data_loader_iterator():
 
     model = torch.nn.Linear(2, 2)
     old = SimpleTrainer(model, Loader(), torch.optim.SGD(model.parameters(), lr=0.1), None)
-    new = precision.CpuTrainer.from_trainer(old, precision.FP32)
+    new = train_steps.CpuTrainer.from_trainer(old, precision.FP32)
     assert Loader.iters == 1 and new._data_loader_iter is old._data_loader_iter
     assert (
         new.model is model and new.optimizer is old.optimizer and new.data_loader is old.data_loader

@@ -20,14 +20,14 @@ Worked around where the code that needs it lives:
 - `engine.Trainer.build_optimizer`: fastreid's ContiguousParams buffer never sees a gradient
   under torch 2's `zero_grad(set_to_none=True)`, so nothing trained; plain parameters.
 - `engine` loaders: `DataLoaderX` creates a `torch.cuda.Stream` and `AMPTrainer` asserts
-  CUDA; on the CPU, plain DataLoaders and `precision.CpuTrainer`.
+  CUDA; on the CPU, plain DataLoaders and `train_steps.CpuTrainer`.
 - `engine.MetricsWriter`: fastreid's JSONWriter drops the evaluation after the last epoch.
 - `engine.default_setup`: fastreid's rewrites config.yaml in place; ours replaces it.
 - `resume`: fastreid's checkpoint hook forgets the best metric on resume and takes a metric
   from an earlier evaluation; a resumed, finished run leaves `epoch` unset.
 - `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.
 - `images.ReidImageDataset`: a bad image raised a bare PIL error from a loader worker.
-- `precision.CudaAMPTrainer`: fp16 AMP through `torch.amp` instead of fastreid's deprecated
+- `train_steps.CudaAMPTrainer`: fp16 AMP through `torch.amp` instead of fastreid's deprecated
   `torch.cuda.amp`; `engine.Trainer.build_hooks` checkpoints the AMP GradScaler's state
   (`grad_scaler`), which fastreid never saves, so `--resume` restores it.
 - `startup.build_cfg`: yacs reports an unknown key as a bare AssertionError.
@@ -88,6 +88,7 @@ def _register_cython_evaluators():
 
 
 def _patch_baseline_preprocess():
+    # fastreid is imported only now, after the patches above made it importable.
     from fastreid.modeling.meta_arch.baseline import Baseline
 
     def preprocess_image(self, batched_inputs):
@@ -102,6 +103,7 @@ def _patch_baseline_preprocess():
 
 
 def _patch_cpu_ddp():
+    # As above: fastreid is importable only after the first patches ran.
     import fastreid.engine.defaults as defaults
     from torch.nn.parallel import DistributedDataParallel
 

@@ -48,6 +48,7 @@ from .launch import check_batch_split
 from .modeling import build_model, load_weights
 from .resume import arrange_hooks, continue_run
 from .startup import on_cpu
+from .train_steps import CpuTrainer, CudaAMPTrainer
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -188,9 +189,9 @@ class Trainer(DefaultTrainer):
         super().__init__(cfg)
         fast = precision.resolve(self.cfg, log=False, training=True)
         if on_cpu(self.cfg):  # the CPU step (bf16 autocast, channels-last batches as resolved)
-            self._trainer = precision.CpuTrainer.from_trainer(self._trainer, fast)
+            self._trainer = CpuTrainer.from_trainer(self._trainer, fast)
         elif self.cfg.SOLVER.AMP.ENABLED:  # fp16 AMP through torch.amp, same GradScaler
-            self._trainer = precision.CudaAMPTrainer.from_trainer(self._trainer, fast)
+            self._trainer = CudaAMPTrainer.from_trainer(self._trainer, fast)
 
     @classmethod
     def build_model(cls, cfg):

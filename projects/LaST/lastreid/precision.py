@@ -8,13 +8,11 @@ through `torch.amp`. `resolve` decides the path from the config and says why in 
 import contextlib
 import copy
 import logging
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
-from fastreid.utils.params import ContiguousParams
+from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
@@ -23,9 +21,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FastPath",
-    "CpuTrainer",
-    "CudaAMPTrainer",
     "autocast",
+    "channels_last_images",
+    "to_float32",
     "cpu_bf16_support",
     "fold_batchnorm_",
     "for_inference",
@@ -167,13 +165,14 @@ def channels_last_images(data, fast_path):
     return data
 
 
-def _to_float(out):
+def to_float32(out):
+    """`out` (a tensor, or a dict / list / tuple of them) with floating tensors in float32."""
     if isinstance(out, torch.Tensor):
         return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
     if isinstance(out, dict):
-        return type(out)((k, _to_float(v)) for k, v in out.items())
+        return type(out)((k, to_float32(v)) for k, v in out.items())
     if isinstance(out, (list, tuple)):
-        return type(out)(_to_float(v) for v in out)
+        return type(out)(to_float32(v) for v in out)
     return out
 
 
@@ -193,7 +192,7 @@ class AutocastModel(torch.nn.Module):
     def forward(self, *args, **kwargs):
         with autocast(self.fast_path):
             out = self.model(*args, **kwargs)
-        return _to_float(out)
+        return to_float32(out)
 
 
 def fold_batchnorm_(model):
@@ -204,8 +203,6 @@ def fold_batchnorm_(model):
     A block's `convK` feeds `bnK` directly and `downsample` is Sequential(conv, norm), so
     folding leaves the eval-mode function unchanged up to float rounding; IBN and other
     norms that are not a plain BatchNorm are left alone."""
-    from fastreid.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet
-
     folded = 0
     for module in model.modules():
         pairs = []  # (owner, conv name, norm name)
@@ -250,143 +247,3 @@ def for_inference(model, fast_path):
         if isinstance(module, torch.nn.Conv2d):  # autocast hands them bf16 inputs
             module.to(torch.bfloat16)
     return AutocastModel(prepare_model(frozen, fast_path), fast_path)
-
-
-class _Fp32Losses:
-    """For the duration of a step, `net.losses(outputs, targets)` (fast-reid's meta-archs
-    call it at the end of their training forward) runs with autocast off on float32
-    copies of the outputs; an instance attribute shadows the method, removed on exit."""
-
-    def __init__(self, net, losses):
-        self.net, self.losses = net, losses
-
-    def __enter__(self):
-        net, losses = self.net, self.losses
-
-        def fp32_losses(outputs, *args, **kwargs):
-            with torch.autocast("cpu", enabled=False):
-                return losses(net, _to_float(outputs), *args, **kwargs)
-
-        net.__dict__["losses"] = fp32_losses  # nn.Module.__setattr__ is not needed here
-        return self
-
-    def __exit__(self, *exc):
-        self.net.__dict__.pop("losses", None)
-        return False
-
-
-class CpuTrainer(SimpleTrainer):
-    """fast-reid's SimpleTrainer with the forward pass under bf16 autocast (when on) and the
-    batch in channels-last layout (when on); the losses, backward and the optimizer step
-    run outside autocast, in float32 (see `fp32_losses`).
-
-    Build it from an existing SimpleTrainer with `CpuTrainer.from_trainer(trainer, fast)`:
-    that reuses the trainer's data-loader iterator instead of starting a second one."""
-
-    def __init__(
-        self, model, data_loader, optimizer, param_wrapper, fast_path, data_loader_iter=None
-    ):
-        TrainerBase.__init__(self)
-        model.train()
-        self.model = model
-        self.data_loader = data_loader
-        self._data_loader_iter = iter(data_loader) if data_loader_iter is None else data_loader_iter
-        self.optimizer = optimizer
-        self.param_wrapper = param_wrapper
-        self.fast_path = fast_path
-
-    # The meta-architecture's `losses` run outside autocast on float32 head outputs. Under
-    # bf16 autocast fast-reid's triplet loss builds its distances as |x|^2 + |y|^2 - 2 x.y
-    # with a bf16 matmul, which loses most of the small distances (BoT R50, random
-    # weights: triplet loss 2.40 instead of 1.64); the cross-entropy is unaffected.
-    fp32_losses = True
-
-    def _loss_precision(self):
-        net = getattr(self.model, "module", self.model)  # DDP
-        losses = getattr(type(net), "losses", None)
-        if not (self.fast_path.bf16 and self.fp32_losses and callable(losses)):
-            return contextlib.nullcontext()
-        return _Fp32Losses(net, losses)
-
-    @classmethod
-    def from_trainer(cls, trainer, fast_path):
-        new = cls(
-            trainer.model,
-            trainer.data_loader,
-            trainer.optimizer,
-            trainer.param_wrapper,
-            fast_path,
-            data_loader_iter=trainer._data_loader_iter,
-        )
-        for attr in ("iter", "start_iter", "epoch"):
-            if hasattr(trainer, attr):
-                setattr(new, attr, getattr(trainer, attr))
-        return new
-
-    def run_step(self):
-        assert self.model.training, "[CpuTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        data = channels_last_images(data, self.fast_path)
-        with autocast(self.fast_path), self._loss_precision():
-            loss_dict = self.model(data)
-            losses = sum(loss_dict.values())
-
-        self.optimizer.zero_grad()
-        losses.backward()
-        self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
-        if isinstance(self.param_wrapper, ContiguousParams):
-            self.param_wrapper.assert_buffer_is_valid()
-
-
-class CudaAMPTrainer(AMPTrainer):
-    """fast-reid's AMPTrainer step (fp16 autocast on the forward pass and the losses, a
-    GradScaler on the backward pass and the step) written with `torch.amp.autocast("cuda")`;
-    fast-reid enters the deprecated `torch.cuda.amp.autocast()` on every step. Batches go
-    channels-last when fast_path.channels_last.
-
-    Build it with `CudaAMPTrainer.from_trainer(trainer, fast)` from fast-reid's AMPTrainer:
-    it keeps that trainer's GradScaler (the object the checkpointer saves as `grad_scaler`)
-    and data-loader iterator."""
-
-    @classmethod
-    def from_trainer(cls, trainer, fast_path):
-        new = cls.__new__(cls)
-        TrainerBase.__init__(new)
-        for attr in (
-            "model",
-            "data_loader",
-            "_data_loader_iter",
-            "optimizer",
-            "param_wrapper",
-            "grad_scaler",
-            "iter",
-            "start_iter",
-            "epoch",
-        ):
-            if hasattr(trainer, attr):
-                setattr(new, attr, getattr(trainer, attr))
-        new.fast_path = fast_path
-        return new
-
-    def run_step(self):
-        assert self.model.training, "[CudaAMPTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        data = channels_last_images(data, self.fast_path)
-        with torch.amp.autocast("cuda", dtype=torch.float16):
-            loss_dict = self.model(data)
-            losses = sum(loss_dict.values())
-
-        self.optimizer.zero_grad()
-        self.grad_scaler.scale(losses).backward()
-        self._write_metrics(loss_dict, data_time)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-        if isinstance(self.param_wrapper, ContiguousParams):
-            self.param_wrapper.assert_buffer_is_valid()

@@ -18,6 +18,8 @@ import math
 import os
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from tqdm import tqdm
 
 from .errors import InputError
 from .evaluation import DistanceBlocks, rank_metrics
@@ -98,8 +100,6 @@ def _kept_positives(groups, g_camids, pid, camid):
 def _progress(iterable, total, desc, enabled):
     if not enabled:
         return iterable
-    from tqdm import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit="query", dynamic_ncols=True)
 
 
@@ -194,8 +194,6 @@ def grid_size(topk, n_rows, thumb=(64, 128)):
 
 
 def _thumbnail(path, thumb):
-    from PIL import Image, ImageOps
-
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
@@ -204,15 +202,11 @@ def _thumbnail(path, thumb):
             )
     except (OSError, ValueError):
         tile = Image.new("RGB", thumb, (200, 200, 200))
-        from PIL import ImageDraw
-
         ImageDraw.Draw(tile).text((4, thumb[1] // 2 - 6), "missing", fill=(90, 90, 90))
         return tile
 
 
 def _font():
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=11)
     except TypeError:  # Pillow < 10.1 has no size
@@ -222,8 +216,6 @@ def _font():
 def draw_rank_grid(rows, paths_q, paths_g, q_pids, g_pids, output, topk, thumb=(64, 128), colors=0):
     """Draws the `rank_queries` rows into one PNG at `output`; returns its path. colors > 0
     saves a palette PNG of that many colours (a few times smaller)."""
-    from PIL import Image, ImageDraw
-
     width, height = grid_size(topk, len(rows), thumb)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw, font = ImageDraw.Draw(canvas), _font()
@@ -296,7 +288,7 @@ def write_rank_pages(
 
 def save_cmc_curve(cmc, output, mAP=None, title="CMC", size=(6.0, 4.5), dpi=100):
     """Draws the CMC (ranks 1..len(cmc), in %) into a PNG of size * dpi pixels."""
-    import matplotlib
+    import matplotlib  # here: its start-up is paid only by the tools that draw a curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -7,13 +7,8 @@
   package (faiss, sklearn: ~70 MB of RSS).
 """
 
-from .rank import (
-    DistanceBlocks,
-    auto_block_size,
-    blocked_metrics,
-    rank_metrics,
-    rank_metrics_from_distmat,
-)
+from .blocks import DistanceBlocks, auto_block_size
+from .rank import blocked_metrics, rank_metrics, rank_metrics_from_distmat
 from .rerank import blocked_aqe, rerank_distmat
 
 __all__ = [

@@ -24,7 +24,8 @@ import torch
 from fastreid.evaluation.evaluator import DatasetEvaluator
 from fastreid.utils import comm
 
-from .rank import DistanceBlocks, blocked_metrics
+from .blocks import DistanceBlocks
+from .rank import blocked_metrics
 from .rerank import blocked_aqe, rerank_distmat
 
 logger = logging.getLogger(__name__)

@@ -4,10 +4,13 @@ the paper's table (Rank-1 / mAP in %). Pure: it formats the cells it is given.""
 import csv
 import io
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 from ..atomic import write_bytes_atomic
 
 __all__ = [
+    "Cell",
     "DATASETS",
     "SETTINGS",
     "PROTOCOLS",
@@ -79,6 +82,36 @@ CHART_SIZE = (
     int(CHART_SIZE_INCHES[0] * CHART_DPI),
     int(CHART_SIZE_INCHES[1] * CHART_DPI),
 )  # (w, h) px
+
+
+@dataclass
+class Cell:
+    source: object  # a sources.Source: .name is the row
+    dataset: str
+    setting: str
+    result: Optional[dict] = None  # the stored cell JSON once done
+    error: str = ""
+    protocol: str = "clean"
+
+    @property
+    def title(self):
+        return "{} | {} | {}{}".format(
+            self.source.name,
+            SHORT_NAMES.get(self.dataset, self.dataset),
+            SETTING_NAMES[self.setting],
+            " | seed" if self.protocol == "seed" else "",
+        )
+
+    @property
+    def seed_selection(self):
+        """True for the cells that pick their best epoch on the test split."""
+        return self.protocol == "seed" and self.setting == "finetune"
+
+    def metric(self, key):
+        if not self.result:
+            return None
+        value = self.result.get("metrics", {}).get(key)
+        return float(value) if isinstance(value, (int, float)) else None
 
 
 def column_title(dataset, setting):
@@ -183,7 +216,7 @@ def write_chart(rows, cols, grid, path, protocol="clean"):
     """Grouped bars, one colour per source, for Rank-1 and mAP (CHART_SIZE pixels), of the
     seed numbers under protocol seed, else of the clean ones."""
     shown = "seed" if protocol == "seed" else "clean"
-    import matplotlib
+    import matplotlib  # here: its start-up is paid only when a chart is drawn
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure  # no pyplot: no global figure state

@@ -19,9 +19,8 @@ from .process import REPO, TRAIN_NET, log_tail, run_logged, training_status
 from .report import (
     DATASETS,
     PROTOCOL_CHOICES,
-    SETTING_NAMES,
     SETTINGS,
-    SHORT_NAMES,
+    Cell,
     cell_summary,
     columns,
     format_csv,
@@ -32,7 +31,7 @@ from .results import RESULTS_FILE, best_epoch, finished_training, read_json, rea
 from .sources import Source, weights_signature, write_random_init
 from .training import train_sources
 
-__all__ = ["Cell", "TransferMatrix", "SEED_OPTS", "SEED_FINETUNE_OPTS"]
+__all__ = ["TransferMatrix", "SEED_OPTS", "SEED_FINETUNE_OPTS"]
 
 SOURCE_FILE = "source.json"  # which checkpoint version a cell's run started from
 
@@ -50,36 +49,6 @@ SEED_OPTS = [
     "[151.997, 142.327, 126.824]",
 ]
 SEED_FINETUNE_OPTS = ["TEST.EVAL_PERIOD", "1"]  # the test split after every epoch
-
-
-@dataclass
-class Cell:
-    source: Source
-    dataset: str
-    setting: str
-    result: Optional[dict] = None  # the stored cell JSON once done
-    error: str = ""
-    protocol: str = "clean"
-
-    @property
-    def title(self):
-        return "{} | {} | {}{}".format(
-            self.source.name,
-            SHORT_NAMES.get(self.dataset, self.dataset),
-            SETTING_NAMES[self.setting],
-            " | seed" if self.protocol == "seed" else "",
-        )
-
-    @property
-    def seed_selection(self):
-        """True for the cells that pick their best epoch on the test split."""
-        return self.protocol == "seed" and self.setting == "finetune"
-
-    def metric(self, key):
-        if not self.result:
-            return None
-        value = self.result.get("metrics", {}).get(key)
-        return float(value) if isinstance(value, (int, float)) else None
 
 
 @dataclass
