@@ -115,22 +115,17 @@ def make_cfg(config, mode, depth, extra=()):
     from lastreid.startup import build_cfg
 
     cl, bf = MODES[mode]
+    # fmt: off
     opts = [
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.BACKBONE.PRETRAIN",
-        "False",
-        "MODEL.BACKBONE.DEPTH",
-        depth,
-        "MODEL.BACKBONE.FEAT_DIM",
-        str(_feat_dim(depth)),
-        "MODEL.CHANNELS_LAST",
-        cl,
-        "MODEL.CPU_BF16",
-        bf,
-        "DATALOADER.NUM_WORKERS",
-        "0",
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.PRETRAIN", "False",
+        "MODEL.BACKBONE.DEPTH", depth,
+        "MODEL.BACKBONE.FEAT_DIM", str(_feat_dim(depth)),
+        "MODEL.CHANNELS_LAST", cl,
+        "MODEL.CPU_BF16", bf,
+        "DATALOADER.NUM_WORKERS", "0",
     ]
+    # fmt: on
     return build_cfg(config, opts + list(extra))
 
 
@@ -244,24 +239,18 @@ def quality_model(args, workdir, epochs):
     from lastreid.engine import Trainer
 
     switch = "auto" if args.train_path == "auto" else "off"
+    # fmt: off
     extra = [
-        "OUTPUT_DIR",
-        workdir,
-        "SOLVER.MAX_EPOCH",
-        str(max(epochs, 1)),
-        "SOLVER.CHECKPOINT_PERIOD",
-        "1000",
-        "TEST.EVAL_PERIOD",
-        "1000",
-        "DATASETS.TESTS",
-        '("LaST",)',
-        "TEST.FINAL_TESTS",
-        "()",
-        "MODEL.CHANNELS_LAST",
-        switch,
-        "MODEL.CPU_BF16",
-        switch,
+        "OUTPUT_DIR", workdir,
+        "SOLVER.MAX_EPOCH", str(max(epochs, 1)),
+        "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "TEST.EVAL_PERIOD", "1000",
+        "DATASETS.TESTS", '("LaST",)',
+        "TEST.FINAL_TESTS", "()",
+        "MODEL.CHANNELS_LAST", switch,
+        "MODEL.CPU_BF16", switch,
     ]
+    # fmt: on
     cfg = make_cfg(SYNTHETIC_CONFIG, "fp32", args.quality_depth, extra)
     os.makedirs(workdir, exist_ok=True)
     seed_all(args.seed)

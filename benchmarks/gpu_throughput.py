@@ -165,18 +165,15 @@ def extraction_img_s(cfg):
 
 
 def gpu_figures(args, output):
+    # fmt: off
     base = [
-        "MODEL.DEVICE",
-        "cuda",
-        "SOLVER.AMP.ENABLED",
-        "True",
-        "OUTPUT_DIR",
-        output,
-        "SOLVER.IMS_PER_BATCH",
-        str(args.batch),
-        "DATALOADER.NUM_WORKERS",
-        str(args.num_workers),
+        "MODEL.DEVICE", "cuda",
+        "SOLVER.AMP.ENABLED", "True",
+        "OUTPUT_DIR", output,
+        "SOLVER.IMS_PER_BATCH", str(args.batch),
+        "DATALOADER.NUM_WORKERS", str(args.num_workers),
     ]
+    # fmt: on
     out = {"device": torch.cuda.get_device_name(0)}
     off, on = base + ["MODEL.CHANNELS_LAST", "off"], base + ["MODEL.CHANNELS_LAST", "on"]
     for name, opts, only_gpu in (

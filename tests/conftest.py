@@ -24,40 +24,26 @@ def default_root(tmp_path_factory):
 
 # Overrides that make BoT small enough for a few CPU seconds per epoch: ResNet-18 at 64x32,
 # no ImageNet file, every epoch evaluated and checkpointed.
+# fmt: off
 FAST_CPU_OPTS = [
-    "MODEL.DEVICE",
-    "cpu",
-    "MODEL.BACKBONE.PRETRAIN",
-    "False",
-    "MODEL.BACKBONE.DEPTH",
-    "18x",
-    "MODEL.BACKBONE.FEAT_DIM",
-    "512",
-    "INPUT.SIZE_TRAIN",
-    "[64, 32]",
-    "INPUT.SIZE_TEST",
-    "[64, 32]",
-    "INPUT.PADDING.SIZE",
-    "4",
-    "SOLVER.IMS_PER_BATCH",
-    "32",
-    "SOLVER.WARMUP_ITERS",
-    "10",
-    "SOLVER.STEPS",
-    "[100]",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "1",
-    "TEST.EVAL_PERIOD",
-    "1",
-    "TEST.IMS_PER_BATCH",
-    "64",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "CUDNN_BENCHMARK",
-    "False",
-    "SEED",
-    "0",  # a test's outcome never rests on a lucky draw
+    "MODEL.DEVICE", "cpu",
+    "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", "512",
+    "INPUT.SIZE_TRAIN", "[64, 32]",
+    "INPUT.SIZE_TEST", "[64, 32]",
+    "INPUT.PADDING.SIZE", "4",
+    "SOLVER.IMS_PER_BATCH", "32",
+    "SOLVER.WARMUP_ITERS", "10",
+    "SOLVER.STEPS", "[100]",
+    "SOLVER.CHECKPOINT_PERIOD", "1",
+    "TEST.EVAL_PERIOD", "1",
+    "TEST.IMS_PER_BATCH", "64",
+    "DATALOADER.NUM_WORKERS", "0",
+    "CUDNN_BENCHMARK", "False",
+    "SEED", "0",  # a test's outcome never rests on a lucky draw
 ]
+# fmt: on
 
 
 @pytest.fixture

@@ -50,32 +50,23 @@ class Arbitrary:
 
 def bot_cfg(num_classes=NUM_CLASSES):
     cfg = add_lastreid_config(get_cfg())
+    # fmt: off
     cfg.merge_from_list(
         [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.BACKBONE.PRETRAIN",
-            False,
-            "MODEL.BACKBONE.LAST_STRIDE",
-            1,
-            "MODEL.BACKBONE.NORM",
-            "BN",
-            "MODEL.HEADS.NAME",
-            "EmbeddingHead",
-            "MODEL.HEADS.NECK_FEAT",
-            "before",
-            "MODEL.HEADS.WITH_BNNECK",
-            True,
-            "MODEL.HEADS.POOL_LAYER",
-            "GlobalAvgPool",
-            "MODEL.HEADS.CLS_LAYER",
-            "Linear",
-            "MODEL.HEADS.NUM_CLASSES",
-            num_classes,
-            "MODEL.HEADS.NORM",
-            "BN",
+            "MODEL.DEVICE", "cpu",
+            "MODEL.BACKBONE.PRETRAIN", False,
+            "MODEL.BACKBONE.LAST_STRIDE", 1,
+            "MODEL.BACKBONE.NORM", "BN",
+            "MODEL.HEADS.NAME", "EmbeddingHead",
+            "MODEL.HEADS.NECK_FEAT", "before",
+            "MODEL.HEADS.WITH_BNNECK", True,
+            "MODEL.HEADS.POOL_LAYER", "GlobalAvgPool",
+            "MODEL.HEADS.CLS_LAYER", "Linear",
+            "MODEL.HEADS.NUM_CLASSES", num_classes,
+            "MODEL.HEADS.NORM", "BN",
         ]
     )
+    # fmt: on
     return cfg
 
 
@@ -284,18 +275,16 @@ def training_state(sched, seed=0):
     model = tiny(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     cfg = get_cfg()
+    # fmt: off
     cfg.merge_from_list(
         [
-            "SOLVER.SCHED",
-            sched,
-            "SOLVER.STEPS",
-            [2, 4],
-            "SOLVER.WARMUP_ITERS",
-            5,
-            "SOLVER.MAX_EPOCH",
-            8,
+            "SOLVER.SCHED", sched,
+            "SOLVER.STEPS", [2, 4],
+            "SOLVER.WARMUP_ITERS", 5,
+            "SOLVER.MAX_EPOCH", 8,
         ]
     )
+    # fmt: on
     schedulers = build_lr_scheduler(cfg, optimizer, iters_per_epoch=3)
     assert set(schedulers) == {"lr_sched", "warmup_sched"}
     for _ in range(3):

@@ -35,21 +35,18 @@ def test_flip_test_sees_each_image_normalised_once():
     from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
     from fastreid.modeling import build_model
 
+    # fmt: off
     cfg = build_cfg(
         "",
         [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.BACKBONE.DEPTH",
-            "18x",
-            "MODEL.BACKBONE.FEAT_DIM",
-            "512",
-            "MODEL.HEADS.NUM_CLASSES",
-            "3",
-            "MODEL.HEADS.WITH_BNNECK",
-            "True",
+            "MODEL.DEVICE", "cpu",
+            "MODEL.BACKBONE.DEPTH", "18x",
+            "MODEL.BACKBONE.FEAT_DIM", "512",
+            "MODEL.HEADS.NUM_CLASSES", "3",
+            "MODEL.HEADS.WITH_BNNECK", "True",
         ],
     )
+    # fmt: on
     model = build_model(cfg).eval()
     images = torch.rand(3, 3, 64, 32) * 255
 

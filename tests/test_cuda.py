@@ -46,40 +46,26 @@ LAST_SIZES = dict(
 # BoT R50 at the reference 256x128 (the synthetic 128x64 images are resized up), batch 64
 # = 16 ids x 4, fp16 AMP; every epoch checkpointed; deterministic cuDNN algorithm choice
 # so that the same weights give the same features in two processes.
+# fmt: off
 CUDA_OPTS = [
-    "MODEL.DEVICE",
-    "cuda",
-    "INPUT.SIZE_TRAIN",
-    "[256, 128]",
-    "INPUT.SIZE_TEST",
-    "[256, 128]",
-    "INPUT.PADDING.SIZE",
-    "10",
-    "SOLVER.IMS_PER_BATCH",
-    "64",
-    "SOLVER.AMP.ENABLED",
-    "True",
-    "SOLVER.WARMUP_ITERS",
-    "10",
-    "SOLVER.STEPS",
-    "[100]",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "1",
-    "TEST.EVAL_PERIOD",
-    "3",
-    "TEST.FLIP.ENABLED",
-    "False",
-    "TEST.IMS_PER_BATCH",
-    "128",
-    "DATASETS.TESTS",
-    '("LaST",)',
-    "TEST.FINAL_TESTS",
-    "()",
-    "DATALOADER.NUM_WORKERS",
-    "4",
-    "CUDNN_BENCHMARK",
-    "False",
+    "MODEL.DEVICE", "cuda",
+    "INPUT.SIZE_TRAIN", "[256, 128]",
+    "INPUT.SIZE_TEST", "[256, 128]",
+    "INPUT.PADDING.SIZE", "10",
+    "SOLVER.IMS_PER_BATCH", "64",
+    "SOLVER.AMP.ENABLED", "True",
+    "SOLVER.WARMUP_ITERS", "10",
+    "SOLVER.STEPS", "[100]",
+    "SOLVER.CHECKPOINT_PERIOD", "1",
+    "TEST.EVAL_PERIOD", "3",
+    "TEST.FLIP.ENABLED", "False",
+    "TEST.IMS_PER_BATCH", "128",
+    "DATASETS.TESTS", '("LaST",)',
+    "TEST.FINAL_TESTS", "()",
+    "DATALOADER.NUM_WORKERS", "4",
+    "CUDNN_BENCHMARK", "False",
 ]
+# fmt: on
 
 
 def run_tool(argv, env, log, launcher=()):

@@ -128,22 +128,19 @@ def test_two_process_features_are_the_one_process_features(weights, synthetic_ro
 
 
 def train_args(output, *extra):
+    # fmt: off
     return (
         ["--config-file", CONFIG]
         + list(extra)
         + fast_opts(
-            "SOLVER.IMS_PER_BATCH",
-            str(BATCH),
-            "DATALOADER.NUM_INSTANCE",
-            str(INSTANCES),
-            "SOLVER.WARMUP_ITERS",
-            "2",
-            "SOLVER.MAX_EPOCH",
-            str(EPOCHS),
-            "OUTPUT_DIR",
-            str(output),
+            "SOLVER.IMS_PER_BATCH", str(BATCH),
+            "DATALOADER.NUM_INSTANCE", str(INSTANCES),
+            "SOLVER.WARMUP_ITERS", "2",
+            "SOLVER.MAX_EPOCH", str(EPOCHS),
+            "OUTPUT_DIR", str(output),
         )
     )
+    # fmt: on
 
 
 def read_records(folder, rank):

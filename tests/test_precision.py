@@ -50,22 +50,17 @@ def small_cfg(synthetic_root, fast_cpu_opts, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
 
     def make(channels_last="on", bf16="on", extra=()):
+        # fmt: off
         opts = fast_cpu_opts + [
-            "SOLVER.IMS_PER_BATCH",
-            "8",
-            "SOLVER.MAX_EPOCH",
-            "1",
-            "MODEL.CHANNELS_LAST",
-            channels_last,
-            "MODEL.CPU_BF16",
-            bf16,
-            "MODEL.HEADS.NUM_CLASSES",
-            "6",
-            "TEST.IMS_PER_BATCH",
-            "8",
-            "OUTPUT_DIR",
-            str(tmp_path),
+            "SOLVER.IMS_PER_BATCH", "8",
+            "SOLVER.MAX_EPOCH", "1",
+            "MODEL.CHANNELS_LAST", channels_last,
+            "MODEL.CPU_BF16", bf16,
+            "MODEL.HEADS.NUM_CLASSES", "6",
+            "TEST.IMS_PER_BATCH", "8",
+            "OUTPUT_DIR", str(tmp_path),
         ]
+        # fmt: on
         return build_cfg(CONFIG, opts + list(extra))
 
     return make

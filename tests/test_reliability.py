@@ -22,24 +22,18 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+# fmt: off
 SMALL_MODEL = [
-    "MODEL.DEVICE",
-    "cpu",
-    "MODEL.BACKBONE.PRETRAIN",
-    "False",
-    "MODEL.BACKBONE.DEPTH",
-    "18x",
-    "MODEL.BACKBONE.FEAT_DIM",
-    "512",
-    "INPUT.SIZE_TRAIN",
-    "[32, 16]",
-    "INPUT.SIZE_TEST",
-    "[32, 16]",
-    "MODEL.CPU_BF16",
-    "off",
-    "MODEL.CHANNELS_LAST",
-    "off",
+    "MODEL.DEVICE", "cpu",
+    "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", "512",
+    "INPUT.SIZE_TRAIN", "[32, 16]",
+    "INPUT.SIZE_TEST", "[32, 16]",
+    "MODEL.CPU_BF16", "off",
+    "MODEL.CHANNELS_LAST", "off",
 ]
+# fmt: on
 
 
 def corrupt(path, how="truncate"):

@@ -31,18 +31,15 @@ def kill_run_opts(output):
     # FAST_CPU_OPTS (ResNet-18 at 64x32) in float32 with batches of 128 (32 ids x 4): on the
     # CPU much of a step's cost is the optimizer's, so fewer, larger steps make shorter
     # epochs; bf16 autocast was several times slower than float32 on this machine.
+    # fmt: off
     return FAST_CPU_OPTS + [
-        "SOLVER.IMS_PER_BATCH",
-        str(BATCH),
-        "MODEL.CPU_BF16",
-        "off",
-        "MODEL.CHANNELS_LAST",
-        "off",
-        "SOLVER.MAX_EPOCH",
-        str(EPOCHS),
-        "OUTPUT_DIR",
-        str(output),
+        "SOLVER.IMS_PER_BATCH", str(BATCH),
+        "MODEL.CPU_BF16", "off",
+        "MODEL.CHANNELS_LAST", "off",
+        "SOLVER.MAX_EPOCH", str(EPOCHS),
+        "OUTPUT_DIR", str(output),
     ]
+    # fmt: on
 
 
 STOP_AT = os.path.join(REPO, "tests", "stop_at.py")

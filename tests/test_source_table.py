@@ -176,6 +176,7 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     output = tmp_path / "table"
     # TEST.EVAL_PERIOD 2: the sources evaluate once, after their last epoch; the seed
     # protocol evaluates the fine-tunes after every epoch all the same.
+    # fmt: off
     argv = [
         "--train",
         "LaST",
@@ -191,11 +192,10 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         "--no-print-table",
         *fast_cpu_opts,
         *SMALL_OPTS,
-        "SOLVER.MAX_EPOCH",
-        "2",
-        "TEST.EVAL_PERIOD",
-        "2",
+        "SOLVER.MAX_EPOCH", "2",
+        "TEST.EVAL_PERIOD", "2",
     ]
+    # fmt: on
 
     real_spawn = transfer.TransferMatrix._spawn
     calls = []

@@ -100,20 +100,16 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
 
 def _model_opts(cfg):
     """The architecture/input overrides of a run, for rebuilding its model."""
+    # fmt: off
     return [
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.BACKBONE.DEPTH",
-        cfg.MODEL.BACKBONE.DEPTH,
-        "MODEL.BACKBONE.FEAT_DIM",
-        str(cfg.MODEL.BACKBONE.FEAT_DIM),
-        "INPUT.SIZE_TEST",
-        str(list(cfg.INPUT.SIZE_TEST)),
-        "TEST.IMS_PER_BATCH",
-        "64",
-        "DATALOADER.NUM_WORKERS",
-        "0",
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.DEPTH", cfg.MODEL.BACKBONE.DEPTH,
+        "MODEL.BACKBONE.FEAT_DIM", str(cfg.MODEL.BACKBONE.FEAT_DIM),
+        "INPUT.SIZE_TEST", str(list(cfg.INPUT.SIZE_TEST)),
+        "TEST.IMS_PER_BATCH", "64",
+        "DATALOADER.NUM_WORKERS", "0",
     ]
+    # fmt: on
 
 
 def test_config_encodes_the_reference_recipe():
@@ -168,20 +164,21 @@ def test_train_net_reports_a_config_error_in_one_line(tmp_path):
     import subprocess
     import sys
 
+    # fmt: off
     out = subprocess.run(
         [
             sys.executable,
             os.path.join(REPO, "tools", "train_net.py"),
             "--config-file",
             CONFIG,
-            "MODEL.NO_SUCH_KEY",
-            "1",
+            "MODEL.NO_SUCH_KEY", "1",
         ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=900,
     )
+    # fmt: on
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
         "train_net.py: error: command line: Non-existent key: MODEL.NO_SUCH_KEY"

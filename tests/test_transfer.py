@@ -128,20 +128,18 @@ def test_single_shot_metrics_match_a_direct_computation():
 
 def test_single_shot_evaluator_adds_ss_keys_beside_the_full_gallery(tmp_path):
     qf, gf, q_pids, g_pids, q_camids, g_camids = _hand_made()
+    # fmt: off
     cfg = build_cfg(
         DIRECT,
         [
-            "MODEL.DEVICE",
-            "cpu",
-            "TEST.SINGLE_SHOT.ENABLED",
-            "True",
-            "TEST.SINGLE_SHOT.TRIALS",
-            "6",
-            "TEST.SINGLE_SHOT.SEED",
-            "1",
+            "MODEL.DEVICE", "cpu",
+            "TEST.SINGLE_SHOT.ENABLED", "True",
+            "TEST.SINGLE_SHOT.TRIALS", "6",
+            "TEST.SINGLE_SHOT.SEED", "1",
         ],
         eval_only=False,
     )
+    # fmt: on
     feats = np.concatenate([qf, gf])
     pids, camids = np.concatenate([q_pids, g_pids]), np.concatenate([q_camids, g_camids])
     results = []

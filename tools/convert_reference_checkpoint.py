@@ -48,39 +48,31 @@ def _bot_model(num_classes, config_file=""):
     if config_file:
         cfg.merge_from_file(config_file)
     else:
+        # fmt: off
         cfg.merge_from_list(
             [
-                "MODEL.BACKBONE.DEPTH",
-                "50x",
-                "MODEL.BACKBONE.LAST_STRIDE",
-                1,
-                "MODEL.BACKBONE.NORM",
-                "BN",
-                "MODEL.HEADS.NAME",
-                "EmbeddingHead",
-                "MODEL.HEADS.NECK_FEAT",
-                "before",
-                "MODEL.HEADS.WITH_BNNECK",
-                True,
-                "MODEL.HEADS.POOL_LAYER",
-                "GlobalAvgPool",
-                "MODEL.HEADS.CLS_LAYER",
-                "Linear",
-                "MODEL.HEADS.NORM",
-                "BN",
+                "MODEL.BACKBONE.DEPTH", "50x",
+                "MODEL.BACKBONE.LAST_STRIDE", 1,
+                "MODEL.BACKBONE.NORM", "BN",
+                "MODEL.HEADS.NAME", "EmbeddingHead",
+                "MODEL.HEADS.NECK_FEAT", "before",
+                "MODEL.HEADS.WITH_BNNECK", True,
+                "MODEL.HEADS.POOL_LAYER", "GlobalAvgPool",
+                "MODEL.HEADS.CLS_LAYER", "Linear",
+                "MODEL.HEADS.NORM", "BN",
             ]
         )
+        # fmt: on
     # Only the layout matters here: no ImageNet file, no GPU.
+    # fmt: off
     cfg.merge_from_list(
         [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.BACKBONE.PRETRAIN",
-            False,
-            "MODEL.HEADS.NUM_CLASSES",
-            int(num_classes),
+            "MODEL.DEVICE", "cpu",
+            "MODEL.BACKBONE.PRETRAIN", False,
+            "MODEL.HEADS.NUM_CLASSES", int(num_classes),
         ]
     )
+    # fmt: on
     return build_model(cfg)
 
 

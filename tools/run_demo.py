@@ -51,17 +51,18 @@ def main():
     write_data(datasets, args.seed)
     env = dict(os.environ, FASTREID_DATASETS=datasets)
     bot_dir = os.path.join(runs, "bot_synthetic_last")
+    # fmt: off
     run(
         [
             sys.executable,
             os.path.join(REPO, "tools", "train_net.py"),
             "--config-file",
             os.path.join(REPO, "configs", "LaST", "bagtricks_R50_synthetic.yml"),
-            "OUTPUT_DIR",
-            bot_dir,
+            "OUTPUT_DIR", bot_dir,
         ],
         env,
     )
+    # fmt: on
     bot_seconds = time.time() - start
     transfer_dir = os.path.join(runs, "transfer")
     run(
