@@ -38,7 +38,12 @@ Worked around where the code that needs it lives:
   checks their layout first (one-line errors) and sorts the lists.
 - `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
   launch sets it, and `comm.get_local_rank()` asserts it).
-- `fastreid_internals`: the only other module that uses fastreid's private names.
+- `fastreid_internals`: the only module that calls fastreid's private functions (and reads
+  its registry's table). The private attributes of the fastreid classes we subclass are
+  used in the subclasses: DefaultTrainer's `_trainer`, `_hooks`, `_last_eval_results`
+  (engine, resume), SimpleTrainer's `_data_loader_iter`, `_write_metrics` (train_steps),
+  JSONWriter's `_file_handle`, `_window_size` (engine, resume) and Checkpointer's
+  `_convert_ndarray_to_tensor` (checkpoint).
 """
 
 import collections
