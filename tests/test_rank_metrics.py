@@ -7,7 +7,7 @@ from lastreid.evaluation import (
     rank_metrics,
     rank_metrics_from_distmat,
 )
-from lastreid.evaluation import rank as rank_module
+from lastreid.evaluation import blocks as blocks_module
 
 import numpy as np
 import pytest
@@ -139,7 +139,7 @@ def test_caller_arrays_unchanged_and_distances_as_before(metric, kind, monkeypat
     """The default path reads the caller's features (any float dtype, tensor or array,
     contiguous or not) without modifying them; gallery chunks of 7 rows (patched: the real
     chunk is larger than these galleries) give the previous path's distances."""
-    monkeypatch.setattr(rank_module, "_GALLERY_CHUNK", 7)
+    monkeypatch.setattr(blocks_module, "_GALLERY_CHUNK", 7)
     qf0, gf0, qp, gp, qc, gc = make_case(4, nq=30, ng=101)
     qf, gf = INPUT_KINDS[kind](qf0), INPUT_KINDS[kind](gf0)
     q_before, g_before = torch.as_tensor(qf).clone(), torch.as_tensor(gf).clone()
