@@ -1,6 +1,7 @@
 """The datasets lastreid registers in fastreid's DATASET_REGISTRY, `build_dataset` (any
 registered name; fastreid's Market1501 / DukeMTMC / MSMT17 checked and sorted, see
 fastreid_sources.py) and the layout checks a run makes before it writes anything."""
+
 import os
 
 from fastreid.data.datasets import DATASET_REGISTRY
@@ -14,9 +15,21 @@ from .last import LaST, LaSTClothes, LaSTVal
 from .prcc import PRCC, PRCCSameClothes
 
 __all__ = [
-    "LASTREID_DATASETS", "SOURCE_DATASETS", "DatasetLayoutError", "UnknownDatasetError",
-    "build_dataset", "check_dataset_folders", "check_layout", "dataset_class", "datasets_root",
-    "LaST", "LaSTVal", "LaSTClothes", "PRCC", "PRCCSameClothes", "CelebReID",
+    "LASTREID_DATASETS",
+    "SOURCE_DATASETS",
+    "DatasetLayoutError",
+    "UnknownDatasetError",
+    "build_dataset",
+    "check_dataset_folders",
+    "check_layout",
+    "dataset_class",
+    "datasets_root",
+    "LaST",
+    "LaSTVal",
+    "LaSTClothes",
+    "PRCC",
+    "PRCCSameClothes",
+    "CelebReID",
 ]
 
 LASTREID_DATASETS = tuple(
@@ -60,8 +73,9 @@ def check_layout(name, root=None):
     for folder in cls.required_folders():
         path = os.path.join(root, folder)
         if not os.path.isdir(path):
-            raise DatasetLayoutError(f"{name}: folder not found", path,
-                                     f"{cls.LAYOUT}; FASTREID_DATASETS={root}")
+            raise DatasetLayoutError(
+                f"{name}: folder not found", path, f"{cls.LAYOUT}; FASTREID_DATASETS={root}"
+            )
     return True
 
 

@@ -19,6 +19,7 @@ drop gallery images with the query's pid and camid, can silently drop a true mat
 unique camids avoid that. There are no clothes labels: ``train_clothes``,
 ``query_clothes`` and ``gallery_clothes`` are None.
 """
+
 import os
 
 from fastreid.data.datasets import DATASET_REGISTRY

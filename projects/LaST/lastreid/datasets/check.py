@@ -7,6 +7,7 @@ walks each split folder itself, applies the dataset module's own name parser to 
 image file and collects all problems. `check_dataset` returns a `CheckReport`;
 `tools/check_dataset.py` is the command line.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ class SplitCount:
     @property
     def matches(self):
         return self.expected is None or (self.ids, self.images) == (
-            self.expected["ids"], self.expected["images"])
+            self.expected["ids"],
+            self.expected["images"],
+        )
 
 
 @dataclass
@@ -52,8 +55,8 @@ class CheckReport:
     root: str
     expected_from: str = "documented"  # or "synthetic generator"
     splits: List[SplitCount] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)      # split folders not found / empty
-    bad_names: List[Tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    missing: List[str] = field(default_factory=list)  # split folders not found / empty
+    bad_names: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason)
     bad_images: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason)
     decoded: bool = True
 
@@ -67,7 +70,9 @@ class CheckReport:
 
     def format(self, strict=False):
         lines = [f"{self.dataset} under {self.root} (expected counts: {self.expected_from})"]
-        lines.append(f"  {'split':<14}{'ids':>8}{'images':>10}   {'expected ids':>12}{'images':>10}")
+        lines.append(
+            f"  {'split':<14}{'ids':>8}{'images':>10}   {'expected ids':>12}{'images':>10}"
+        )
         for s in self.splits:
             row = f"  {s.split:<14}{s.ids:>8,}{s.images:>10,}"
             if s.expected is not None:
@@ -86,8 +91,10 @@ class CheckReport:
             lines.append("  (images not decoded: --no-decode)")
         n = self.problems(strict)
         if self.count_mismatches and not strict:
-            lines.append(f"  counts differ from the {self.expected_from} statistics for "
-                         f"{len(self.count_mismatches)} split(s) (a problem with --strict)")
+            lines.append(
+                f"  counts differ from the {self.expected_from} statistics for "
+                f"{len(self.count_mismatches)} split(s) (a problem with --strict)"
+            )
         lines.append(f"  {n} problem(s)" if n else "  no problems")
         return "\n".join(lines)
 
@@ -112,8 +119,9 @@ def _without_path(reason, path):
 
 def _walk(folder, recursive):
     if recursive:
-        return sorted(os.path.join(d, n) for d, _, names in os.walk(folder)
-                      for n in names if is_image_file(n))
+        return sorted(
+            os.path.join(d, n) for d, _, names in os.walk(folder) for n in names if is_image_file(n)
+        )
     return sorted(e.path for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
 
 
@@ -141,8 +149,11 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
     synthetic = _synthetic_counts(root, CHECKABLE[name])
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
-        expected = {split: {"ids": c["ids"], "images": c["images"]}
-                    for split, c in synthetic.items() if split in expected}
+        expected = {
+            split: {"ids": c["ids"], "images": c["images"]}
+            for split, c in synthetic.items()
+            if split in expected
+        }
 
     to_decode = []
     for split in cls.DOCUMENTED:
@@ -179,8 +190,9 @@ def _check_source(name, root, decode, workers, progress):
     synthetic = _synthetic_counts(root, CHECKABLE[name])
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
-        expected = {split: {"ids": c["ids"], "images": c["images"]}
-                    for split, c in synthetic.items()}
+        expected = {
+            split: {"ids": c["ids"], "images": c["images"]} for split, c in synthetic.items()
+        }
     try:
         splits = fastreid_sources.split_entries(name, root)
     except DatasetLayoutError as e:
@@ -190,8 +202,11 @@ def _check_source(name, root, decode, workers, progress):
     for split, (where, entries) in splits.items():
         count = SplitCount(split, where, expected=expected.get(split))
         report.splits.append(count)
-        kept = [(path, pid) for path, pid, problem in entries
-                if problem is None and pid != fastreid_sources.JUNK]
+        kept = [
+            (path, pid)
+            for path, pid, problem in entries
+            if problem is None and pid != fastreid_sources.JUNK
+        ]
         for path, _, problem in entries:
             if problem is not None:
                 report.bad_names.append((path, _without_path(str(problem), path)))
@@ -213,6 +228,7 @@ def _decode_all(paths, workers, progress, name):
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(decode_problem, paths, chunksize=64)
         if progress:
-            results = tqdm(results, total=len(paths), desc=f"decoding {name}", unit="img",
-                           dynamic_ncols=True)
+            results = tqdm(
+                results, total=len(paths), desc=f"decoding {name}", unit="img", dynamic_ncols=True
+            )
         return list(results)

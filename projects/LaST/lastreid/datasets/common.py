@@ -1,5 +1,6 @@
 """Helpers shared by the dataset modules: folder checks, image listing, name parsing
 errors and the "every test image its own camera" camid assignment."""
+
 import os
 
 from ..errors import LastreidError, one_line

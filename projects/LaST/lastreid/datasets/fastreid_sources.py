@@ -21,32 +21,48 @@ Documented statistics (as fastreid reads them): Market1501 train 751 ids / 12,93
 702 / 2,228, gallery 1,110 / 17,661; MSMT17 list_train 1,041 / 30,248 (+ list_val 2,373),
 query 3,060 / 11,659, gallery 3,060 / 82,161.
 """
+
 import os
 import re
 
 from .common import DatasetLayoutError
 
-__all__ = ["SOURCE_DATASETS", "LAYOUTS", "DOCUMENTED", "check_layout", "split_entries",
-           "sort_items"]
+__all__ = [
+    "SOURCE_DATASETS",
+    "LAYOUTS",
+    "DOCUMENTED",
+    "check_layout",
+    "split_entries",
+    "sort_items",
+]
 
 SOURCE_DATASETS = ("Market1501", "DukeMTMC", "MSMT17")
 
 LAYOUTS = {
     "Market1501": "<root>/Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}/"
-                  "NNNN_cCsS_FFFFFF_BB.jpg (camera c1..c6, pid -1 junk, 0 distractor)",
+    "NNNN_cCsS_FFFFFF_BB.jpg (camera c1..c6, pid -1 junk, 0 distractor)",
     "DukeMTMC": "<root>/DukeMTMC-reID/{bounding_box_train,query,bounding_box_test}/"
-                "NNNN_cC_fFFFFFFF.jpg (camera c1..c8)",
+    "NNNN_cC_fFFFFFFF.jpg (camera c1..c8)",
     "MSMT17": "<root>/MSMT17_V1/{train,test}/ (or MSMT17_V2/{mask_train_v2,mask_test_v2}/) "
-              "with list_{train,val,query,gallery}.txt lines '<pid>/<file>.jpg <label>'",
+    "with list_{train,val,query,gallery}.txt lines '<pid>/<file>.jpg <label>'",
 }
 
 DOCUMENTED = {
-    "Market1501": {"train": dict(ids=751, images=12936), "query": dict(ids=750, images=3368),
-                   "gallery": dict(ids=751, images=15913)},
-    "DukeMTMC": {"train": dict(ids=702, images=16522), "query": dict(ids=702, images=2228),
-                 "gallery": dict(ids=1110, images=17661)},
-    "MSMT17": {"train": dict(ids=1041, images=30248),  # list_val: 2,373 images of train ids
-               "query": dict(ids=3060, images=11659), "gallery": dict(ids=3060, images=82161)},
+    "Market1501": {
+        "train": dict(ids=751, images=12936),
+        "query": dict(ids=750, images=3368),
+        "gallery": dict(ids=751, images=15913),
+    },
+    "DukeMTMC": {
+        "train": dict(ids=702, images=16522),
+        "query": dict(ids=702, images=2228),
+        "gallery": dict(ids=1110, images=17661),
+    },
+    "MSMT17": {
+        "train": dict(ids=1041, images=30248),  # list_val: 2,373 images of train ids
+        "query": dict(ids=3060, images=11659),
+        "gallery": dict(ids=3060, images=82161),
+    },
 }
 
 # fastreid's own name pattern (searched in the whole path) and camera ranges.
@@ -55,8 +71,12 @@ _CAMERAS = {"Market1501": 6, "DukeMTMC": 8, "MSMT17": 15}
 _FOLDERS = {"Market1501": "Market-1501-v15.09.15", "DukeMTMC": "DukeMTMC-reID"}
 _SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 _MSMT_VERSIONS = (("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2"))
-_MSMT_LISTS = (("train", "list_train.txt", 0), ("val", "list_val.txt", 0),
-               ("query", "list_query.txt", 1), ("gallery", "list_gallery.txt", 1))
+_MSMT_LISTS = (
+    ("train", "list_train.txt", 0),
+    ("val", "list_val.txt", 0),
+    ("query", "list_query.txt", 1),
+    ("gallery", "list_gallery.txt", 1),
+)
 JUNK = -1  # a Market-1501 pid that fastreid skips
 
 
@@ -72,14 +92,18 @@ def _camera_pid(path, name, folder):
     if _CAMERA_PATTERN.search(folder):  # fastreid searches the whole path, folders first
         raise DatasetLayoutError(
             "the folder path contains '<digits>_c<digit>', which fastreid would read as the "
-            "person id and camera of every image", folder, "a datasets root without such a name")
+            "person id and camera of every image",
+            folder,
+            "a datasets root without such a name",
+        )
     found = _CAMERA_PATTERN.match(os.path.basename(path))
     if not found:
         raise DatasetLayoutError("cannot parse the {} image name".format(name), path, LAYOUTS[name])
     text, camera = found.group(1), int(found.group(2))
     if not re.fullmatch(r"-1|\d+", text) or (text == "-1" and name != "Market1501"):
-        raise DatasetLayoutError("cannot parse the person id {!r} of".format(text), path,
-                                 LAYOUTS[name])
+        raise DatasetLayoutError(
+            "cannot parse the person id {!r} of".format(text), path, LAYOUTS[name]
+        )
     pid = int(text)
     if not 1 <= camera <= _CAMERAS[name] or (name == "Market1501" and pid > 1501):
         raise DatasetLayoutError("person id or camera out of range in", path, LAYOUTS[name])
@@ -106,8 +130,11 @@ def msmt17_folder(root):
     """(version folder, train folder, test folder) of the MSMT17 tree fastreid will read."""
     for version, train, test in _MSMT_VERSIONS:
         if os.path.exists(os.path.join(root, version)):
-            return (os.path.join(root, version), os.path.join(root, version, train),
-                    os.path.join(root, version, test))
+            return (
+                os.path.join(root, version),
+                os.path.join(root, version, train),
+                os.path.join(root, version, test),
+            )
     raise DatasetLayoutError("folder not found", os.path.join(root, "MSMT17_V1"), LAYOUTS["MSMT17"])
 
 
@@ -127,20 +154,30 @@ def _msmt_entries(root):
                 where = "{}:{}".format(list_path, number)
                 fields = line.rstrip("\n").split(" ")
                 if len(fields) != 2 or not fields[1].isdigit():  # fastreid: line.split(' ')
-                    entries.append((where, None, DatasetLayoutError(
-                        "cannot parse the list line {!r} at".format(line.rstrip("\n")), where,
-                        "'<pid>/<file>.jpg <label>' with one space")))
+                    entries.append(
+                        (
+                            where,
+                            None,
+                            DatasetLayoutError(
+                                "cannot parse the list line {!r} at".format(line.rstrip("\n")),
+                                where,
+                                "'<pid>/<file>.jpg <label>' with one space",
+                            ),
+                        )
+                    )
                     continue
                 rel, label = fields[0], int(fields[1])
                 path = os.path.join(folder, rel)
                 problem = None
                 camera = rel.split("_")[2] if len(rel.split("_")) > 2 else ""
                 if not camera.isdigit() or not 1 <= int(camera) <= _CAMERAS["MSMT17"]:
-                    problem = DatasetLayoutError("cannot parse the camera (third '_' field) of",
-                                                 path, LAYOUTS["MSMT17"])
+                    problem = DatasetLayoutError(
+                        "cannot parse the camera (third '_' field) of", path, LAYOUTS["MSMT17"]
+                    )
                 elif not os.path.isfile(path):
-                    problem = DatasetLayoutError("listed in {} but missing".format(list_name),
-                                                 path, LAYOUTS["MSMT17"])
+                    problem = DatasetLayoutError(
+                        "listed in {} but missing".format(list_name), path, LAYOUTS["MSMT17"]
+                    )
                 entries.append((path, None if problem else label, problem))
         splits[split] = (list_path, entries)
     return splits

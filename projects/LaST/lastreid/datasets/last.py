@@ -29,6 +29,7 @@ Every item's clothes key is kept in ``train_clothes``, ``query_clothes`` and
 authors note that val/test clothes are not labelled; there the key is whatever the
 last name field says.)
 """
+
 import os
 
 from fastreid.data.datasets import DATASET_REGISTRY

@@ -23,6 +23,7 @@ Registered datasets (camids A=0, B=1, C=2):
 Clothes keys ``"<pid>_<outfit>"`` (outfit 0 for A/B, 1 for C) are kept in
 ``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits.
 """
+
 import os
 
 from fastreid.data.datasets import DATASET_REGISTRY
@@ -35,8 +36,7 @@ __all__ = ["PRCC", "PRCCSameClothes", "CAMERAS"]
 CAMERAS = {"A": 0, "B": 1, "C": 2}
 OUTFIT_OF_CAMERA = {"A": 0, "B": 0, "C": 1}
 LAYOUT = (
-    "<root>/prcc/rgb/ with train/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg "
-    "and test/{A,B,C}/<pid>/*.jpg"
+    "<root>/prcc/rgb/ with train/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg and test/{A,B,C}/<pid>/*.jpg"
 )
 TRAIN_NAME_FORMAT = "train/<pid>/<A|B|C>_cropped_rgb<NNN>.jpg with an integer <pid> folder"
 
@@ -76,7 +76,9 @@ class _PRCCBase(ImageDataset):
     def required_folders(cls):
         """The folders (relative to the datasets root) this dataset reads."""
         splits = (["train"] if cls.has_train else []) + [
-            f"test/{cls.query_camera}", f"test/{cls.gallery_camera}"]
+            f"test/{cls.query_camera}",
+            f"test/{cls.gallery_camera}",
+        ]
         return [f"prcc/rgb/{split}" for split in splits]
 
     def __init__(self, root="datasets", **kwargs):
@@ -97,7 +99,9 @@ class _PRCCBase(ImageDataset):
         items, clothes = [], []
         for path in list_images(os.path.join(self.dataset_dir, "train"), LAYOUT, recursive=True):
             pid, camera = parse_prcc_train_path(path)
-            items.append((path, f"{self.dataset_name}_{pid}", f"{self.dataset_name}_{CAMERAS[camera]}"))
+            items.append(
+                (path, f"{self.dataset_name}_{pid}", f"{self.dataset_name}_{CAMERAS[camera]}")
+            )
             clothes.append(f"{pid}_{OUTFIT_OF_CAMERA[camera]}")
         return items, clothes
 

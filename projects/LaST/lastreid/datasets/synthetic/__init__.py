@@ -33,6 +33,7 @@ Re-running: a writer first deletes the dataset's own folder (``<root>/last``,
 previous run, so files are never duplicated; it refuses (FileExistsError) to touch a
 non-empty folder without that marker, e.g. a real dataset.
 """
+
 import json
 import os
 
@@ -43,14 +44,30 @@ from .drawing import IMAGE_SIZE
 from .sources import write_dukemtmc, write_market1501, write_msmt17
 
 __all__ = [
-    "PRESETS", "DATASETS", "SOURCE_DATASETS", "ALL_DATASETS", "IMAGE_SIZE",
-    "write_last", "write_prcc", "write_celebreid", "write_market1501", "write_dukemtmc",
-    "write_msmt17", "write_all", "read_counts",
+    "PRESETS",
+    "DATASETS",
+    "SOURCE_DATASETS",
+    "ALL_DATASETS",
+    "IMAGE_SIZE",
+    "write_last",
+    "write_prcc",
+    "write_celebreid",
+    "write_market1501",
+    "write_dukemtmc",
+    "write_msmt17",
+    "write_all",
+    "read_counts",
 ]
 
 
-_WRITERS = {"last": write_last, "prcc": write_prcc, "celebreid": write_celebreid,
-            "market1501": write_market1501, "dukemtmc": write_dukemtmc, "msmt17": write_msmt17}
+_WRITERS = {
+    "last": write_last,
+    "prcc": write_prcc,
+    "celebreid": write_celebreid,
+    "market1501": write_market1501,
+    "dukemtmc": write_dukemtmc,
+    "msmt17": write_msmt17,
+}
 
 
 def write_all(root, preset="default", seed=0, datasets=DATASETS, **sizes):

@@ -1,4 +1,5 @@
 """Synthetic LaST, PRCC and Celeb-reID: clothes-changing trees in their real layouts."""
+
 import os
 
 import numpy as np
@@ -29,10 +30,13 @@ def write_last(root, seed=0, **sizes):
     frame = {}
 
     def save(split, subdir, pid, person, outfits, k):
-        # <pid>_<scene>_<frame>_<track>_<shot>_<outfit>: frames count up per person so names are unique
+        # <pid>_<scene>_<frame>_<track>_<shot>_<outfit>: frames count up per person, so names
+        # are unique
         frame[pid] = frame.get(pid, int(rng.integers(0, 50_000))) + int(rng.integers(1, 40))
-        name = (f"{pid:06d}_{int(rng.integers(0, 1000)):03d}_{frame[pid]:05d}_"
-                f"{int(rng.integers(0, 10_000)):04d}_{int(rng.integers(0, 100)):02d}_{k:03d}.jpg")
+        name = (
+            f"{pid:06d}_{int(rng.integers(0, 1000)):03d}_{frame[pid]:05d}_"
+            f"{int(rng.integers(0, 10_000)):04d}_{int(rng.integers(0, 100)):02d}_{k:03d}.jpg"
+        )
         out.save(split, os.path.join(subdir, name), person, outfits[k], pid, k)
 
     for _ in range(sizes["train_ids"]):
@@ -43,7 +47,14 @@ def write_last(root, seed=0, **sizes):
         for _ in range(n_ids):
             pid, person, outfits = person_with_outfits()
             for _ in range(sizes["query_images"]):
-                save(f"{split}/query", f"{split}/query", pid, person, outfits, int(rng.integers(len(outfits))))
+                save(
+                    f"{split}/query",
+                    f"{split}/query",
+                    pid,
+                    person,
+                    outfits,
+                    int(rng.integers(len(outfits))),
+                )
             for k in _spread(rng, sizes["gallery_images"], len(outfits)):
                 save(f"{split}/gallery", f"{split}/gallery/{pid:06d}", pid, person, outfits, k)
     for _ in range(sizes["distractor_ids"]):
@@ -64,7 +75,11 @@ def write_prcc(root, seed=0, **sizes):
     cameras = {cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05)) for cam in "ABC"}
     n_ids = sizes["train_ids"] + sizes["val_ids"] + sizes["test_ids"]
     pids = iter(int(p) for p in rng.permutation(np.arange(1, n_ids + 1)))
-    for split, n_split in (("train", sizes["train_ids"]), ("val", sizes["val_ids"]), ("test", sizes["test_ids"])):
+    for split, n_split in (
+        ("train", sizes["train_ids"]),
+        ("val", sizes["val_ids"]),
+        ("test", sizes["test_ids"]),
+    ):
         for _ in range(n_split):
             pid, person = next(pids), _new_person(rng)
             outfits = [_new_outfit(rng), _new_outfit(rng)]
@@ -88,8 +103,9 @@ def write_celebreid(root, seed=0, **sizes):
     out = _Writer(root, "celebreid", seed, sizes)
     rng = out.rng
     n_train = sizes["train_ids"]
-    plan = [("train", sizes["train_images"], 0)] * n_train + \
-        [("test", sizes["query_images"] + sizes["gallery_images"], sizes["query_images"])] * sizes["test_ids"]
+    plan = [("train", sizes["train_images"], 0)] * n_train + [
+        ("test", sizes["query_images"] + sizes["gallery_images"], sizes["query_images"])
+    ] * sizes["test_ids"]
     for pid, (split, n_images, n_query) in enumerate(plan, start=1):
         person, outfits = _new_person(rng), []
         for n in range(1, n_images + 1):

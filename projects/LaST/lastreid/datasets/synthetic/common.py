@@ -1,6 +1,7 @@
 """What every synthetic writer shares: the presets, the per-dataset random stream, the
 marker file that makes a re-run replace only what lastreid wrote, and the tally of ids /
 outfits / images per split."""
+
 import json
 import logging
 import os
@@ -18,9 +19,14 @@ MARKER = ".lastreid-synthetic.json"
 DATASETS = ("last", "prcc", "celebreid")  # written by default (the demo's)
 SOURCE_DATASETS = ("market1501", "dukemtmc", "msmt17")  # the other pre-training sources
 ALL_DATASETS = DATASETS + SOURCE_DATASETS
-_FOLDERS = {"last": "last", "prcc": "prcc", "celebreid": "Celeb-reID",
-            "market1501": "Market-1501-v15.09.15", "dukemtmc": "DukeMTMC-reID",
-            "msmt17": "MSMT17_V1"}
+_FOLDERS = {
+    "last": "last",
+    "prcc": "prcc",
+    "celebreid": "Celeb-reID",
+    "market1501": "Market-1501-v15.09.15",
+    "dukemtmc": "DukeMTMC-reID",
+    "msmt17": "MSMT17_V1",
+}
 # One random stream per dataset.
 _STREAMS = {"last": 1, "prcc": 2, "celebreid": 3, "market1501": 4, "dukemtmc": 5, "msmt17": 6}
 
@@ -31,30 +37,84 @@ _CAMERA_COUNTS = {"market1501": 6, "dukemtmc": 8, "msmt17": 15}
 
 PRESETS = {
     "tiny": {
-        "last": dict(train_ids=6, train_images=4, max_outfits=2, val_ids=3, test_ids=4,
-                     query_images=1, gallery_images=3, distractor_ids=1),
+        "last": dict(
+            train_ids=6,
+            train_images=4,
+            max_outfits=2,
+            val_ids=3,
+            test_ids=4,
+            query_images=1,
+            gallery_images=3,
+            distractor_ids=1,
+        ),
         "prcc": dict(train_ids=5, val_ids=2, test_ids=4, images_per_camera=2),
-        "celebreid": dict(train_ids=5, train_images=4, test_ids=4, query_images=1, gallery_images=3),
-        "market1501": dict(train_ids=5, train_images=4, test_ids=4, query_images=1,
-                           gallery_images=3, distractor_images=2, junk_images=2),
-        "dukemtmc": dict(train_ids=5, train_images=4, test_ids=4, query_images=1,
-                         gallery_images=3, distractor_ids=1),
-        "msmt17": dict(train_ids=5, train_images=4, val_images=1, test_ids=4, query_images=1,
-                       gallery_images=3),
+        "celebreid": dict(
+            train_ids=5, train_images=4, test_ids=4, query_images=1, gallery_images=3
+        ),
+        "market1501": dict(
+            train_ids=5,
+            train_images=4,
+            test_ids=4,
+            query_images=1,
+            gallery_images=3,
+            distractor_images=2,
+            junk_images=2,
+        ),
+        "dukemtmc": dict(
+            train_ids=5,
+            train_images=4,
+            test_ids=4,
+            query_images=1,
+            gallery_images=3,
+            distractor_ids=1,
+        ),
+        "msmt17": dict(
+            train_ids=5, train_images=4, val_images=1, test_ids=4, query_images=1, gallery_images=3
+        ),
     },
     "default": {
-        "last": dict(train_ids=72, train_images=10, max_outfits=3, val_ids=20, test_ids=30,
-                     query_images=2, gallery_images=8, distractor_ids=6),
+        "last": dict(
+            train_ids=72,
+            train_images=10,
+            max_outfits=3,
+            val_ids=20,
+            test_ids=30,
+            query_images=2,
+            gallery_images=8,
+            distractor_ids=6,
+        ),
         "prcc": dict(train_ids=60, val_ids=10, test_ids=30, images_per_camera=4),
-        "celebreid": dict(train_ids=60, train_images=10, test_ids=30, query_images=2, gallery_images=8),
-        "market1501": dict(train_ids=60, train_images=10, test_ids=30, query_images=2,
-                           gallery_images=8, distractor_images=10, junk_images=10),
-        "dukemtmc": dict(train_ids=60, train_images=10, test_ids=30, query_images=2,
-                         gallery_images=8, distractor_ids=6),
-        "msmt17": dict(train_ids=60, train_images=10, val_images=1, test_ids=30, query_images=2,
-                       gallery_images=8),
+        "celebreid": dict(
+            train_ids=60, train_images=10, test_ids=30, query_images=2, gallery_images=8
+        ),
+        "market1501": dict(
+            train_ids=60,
+            train_images=10,
+            test_ids=30,
+            query_images=2,
+            gallery_images=8,
+            distractor_images=10,
+            junk_images=10,
+        ),
+        "dukemtmc": dict(
+            train_ids=60,
+            train_images=10,
+            test_ids=30,
+            query_images=2,
+            gallery_images=8,
+            distractor_ids=6,
+        ),
+        "msmt17": dict(
+            train_ids=60,
+            train_images=10,
+            val_images=1,
+            test_ids=30,
+            query_images=2,
+            gallery_images=8,
+        ),
     },
 }
+
 
 class _Writer:
     """Writes one dataset's images and tallies ids / outfits / images per split."""
@@ -68,8 +128,9 @@ class _Writer:
         # Marker first: a run that fails half-way leaves a folder the next run may replace.
         self._write_marker(counts=None)
 
-    def save(self, split, relpath, person, outfit, pid, outfit_key, tint=None, scale=1.0,
-             counted=True):
+    def save(
+        self, split, relpath, person, outfit, pid, outfit_key, tint=None, scale=1.0, counted=True
+    ):
         """Writes one image; `counted=False` leaves it out of the counts (Market's junk)."""
         path = os.path.join(self.folder, relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -110,7 +171,10 @@ def _clear_own_folder(folder):
 def _sizes(dataset, sizes):
     unknown = set(sizes) - set(PRESETS["default"][dataset])
     if unknown:
-        raise TypeError(f"unknown {dataset} size(s) {sorted(unknown)}; known: {sorted(PRESETS['default'][dataset])}")
+        raise TypeError(
+            f"unknown {dataset} size(s) {sorted(unknown)}; "
+            f"known: {sorted(PRESETS['default'][dataset])}"
+        )
     sizes = {**PRESETS["default"][dataset], **sizes}
     for key, value in sizes.items():
         # Every split needs images; only the distractor persons are optional.

@@ -1,6 +1,7 @@
 """Drawing synthetic people: identity cues that never change (skin, hair, head, body, shoes,
 a bag) and outfits that do (upper / lower colours, sleeves, trousers, chest pattern), on a
 varied background with per-image jitter, brightness, colour cast and noise."""
+
 import colorsys
 
 import numpy as np
@@ -63,8 +64,15 @@ def _background(rng, tint):
     canvas = np.broadcast_to(base + ramp, (h, w, 3)).copy()
     for _ in range(rng.integers(0, 3)):  # faint clutter behind the person
         y, x = rng.uniform(0, h), rng.uniform(0, w)
-        _rect(canvas, y, y + rng.uniform(8, 40), x, x + rng.uniform(6, 24),
-              0.5 * canvas[min(int(y), h - 1), min(int(x), w - 1)] + 0.5 * _hsv(rng, (0, 0.6), (0.2, 1)))
+        _rect(
+            canvas,
+            y,
+            y + rng.uniform(8, 40),
+            x,
+            x + rng.uniform(6, 24),
+            0.5 * canvas[min(int(y), h - 1), min(int(x), w - 1)]
+            + 0.5 * _hsv(rng, (0, 0.6), (0.2, 1)),
+        )
     return canvas
 
 

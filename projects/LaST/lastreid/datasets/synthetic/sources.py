@@ -1,5 +1,6 @@
 """Synthetic Market-1501, DukeMTMC-reID and MSMT17 in the released layouts fastreid's own
 classes read: one outfit per person, several cameras, junk and distractor ids."""
+
 import os
 
 from .common import _CAMERA_COUNTS, _sizes, _Writer
@@ -10,8 +11,10 @@ __all__ = ["write_market1501", "write_dukemtmc", "write_msmt17"]
 
 def _cameras(rng, dataset):
     """(background tint, scale) per camera number 1..N."""
-    return {cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
-            for cam in range(1, _CAMERA_COUNTS[dataset] + 1)}
+    return {
+        cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
+        for cam in range(1, _CAMERA_COUNTS[dataset] + 1)
+    }
 
 
 def _test_cameras(rng, cameras, n_query, n_gallery):
@@ -33,8 +36,17 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
     def save(folder, tally, pid, person, outfit, cam, counted=True):
         frames[pid] = frames.get(pid, int(rng.integers(0, 1000))) + int(rng.integers(1, 50))
         tint, scale = cameras[cam]
-        out.save(tally, os.path.join(folder, name_of(pid, cam, frames[pid], rng)), person, outfit,
-                 pid, 0, tint, scale, counted=counted)
+        out.save(
+            tally,
+            os.path.join(folder, name_of(pid, cam, frames[pid], rng)),
+            person,
+            outfit,
+            pid,
+            0,
+            tint,
+            scale,
+            counted=counted,
+        )
 
     for _ in range(sizes["train_ids"]):
         pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
@@ -44,8 +56,9 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
             save("bounding_box_train", "train", pid, person, outfit, cam)
     for _ in range(sizes["test_ids"]):
         pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
-        query_cams, gallery_cams = _test_cameras(rng, cameras, sizes["query_images"],
-                                                 sizes["gallery_images"])
+        query_cams, gallery_cams = _test_cameras(
+            rng, cameras, sizes["query_images"], sizes["gallery_images"]
+        )
         for cam in query_cams:
             save("query", "query", pid, person, outfit, cam)
         for cam in gallery_cams:
@@ -58,8 +71,15 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
     # Market: distractors (pid 0, kept by fastreid) and junk (pid -1, skipped) in the gallery.
     for pid, key, counted in ((0, "distractor_images", True), (-1, "junk_images", False)):
         for _ in range(sizes.get(key, 0)):
-            save("bounding_box_test", "gallery", pid, _new_person(rng), _new_outfit(rng),
-                 int(rng.choice(list(cameras))), counted=counted)
+            save(
+                "bounding_box_test",
+                "gallery",
+                pid,
+                _new_person(rng),
+                _new_outfit(rng),
+                int(rng.choice(list(cameras))),
+                counted=counted,
+            )
     return out.finish()
 
 
@@ -79,8 +99,9 @@ def write_market1501(root, seed=0, **sizes):
     ("train", "query", "gallery"; junk images are not counted, as fastreid skips them).
     Sizes: train_ids, train_images, test_ids, query_images, gallery_images (per person),
     distractor_images (pid 0) and junk_images (pid -1) in the gallery."""
-    return _write_bounding_boxes(root, "market1501", seed, _sizes("market1501", sizes),
-                                 _market_name, 1501)
+    return _write_bounding_boxes(
+        root, "market1501", seed, _sizes("market1501", sizes), _market_name, 1501
+    )
 
 
 def write_dukemtmc(root, seed=0, **sizes):
@@ -88,8 +109,9 @@ def write_dukemtmc(root, seed=0, **sizes):
     ``NNNN_cC_fFFFFFFF.jpg`` names, cameras c1..c8; returns counts per split. Sizes:
     train_ids, train_images, test_ids, query_images, gallery_images, distractor_ids
     (gallery-only persons)."""
-    return _write_bounding_boxes(root, "dukemtmc", seed, _sizes("dukemtmc", sizes),
-                                 _duke_name, 7140)
+    return _write_bounding_boxes(
+        root, "dukemtmc", seed, _sizes("dukemtmc", sizes), _duke_name, 7140
+    )
 
 
 def write_msmt17(root, seed=0, **sizes):
@@ -108,8 +130,10 @@ def write_msmt17(root, seed=0, **sizes):
     def save(split, folder, label, person, outfit, cam):
         index[(folder, label)] = index.get((folder, label), -1) + 1
         time_of_day = ("morning", "noon", "afternoon")[int(rng.integers(3))]
-        rel = (f"{label:04d}/{label:04d}_{index[(folder, label)]:03d}_{cam:02d}_0303{time_of_day}_"
-               f"{int(rng.integers(0, 10_000)):04d}_{int(rng.integers(0, 2))}.jpg")
+        rel = (
+            f"{label:04d}/{label:04d}_{index[(folder, label)]:03d}_{cam:02d}_0303{time_of_day}_"
+            f"{int(rng.integers(0, 10_000)):04d}_{int(rng.integers(0, 2))}.jpg"
+        )
         tint, scale = cameras[cam]
         out.save(split, os.path.join(folder, rel), person, outfit, label, 0, tint, scale)
         lists[split].append(f"{rel} {label}\n")
@@ -123,8 +147,9 @@ def write_msmt17(root, seed=0, **sizes):
             save(split, "train", label, person, outfit, (first + i - 1) % len(cameras) + 1)
     for label in range(sizes["test_ids"]):
         person, outfit = _new_person(rng), _new_outfit(rng)
-        query_cams, gallery_cams = _test_cameras(rng, cameras, sizes["query_images"],
-                                                 sizes["gallery_images"])
+        query_cams, gallery_cams = _test_cameras(
+            rng, cameras, sizes["query_images"], sizes["gallery_images"]
+        )
         for cam in query_cams:
             save("query", "test", label, person, outfit, cam)
         for cam in gallery_cams:
