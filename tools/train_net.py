@@ -32,8 +32,8 @@ from fastreid.utils import comm
 
 
 def main(args):
+    # Built again in each process (fastreid's launch spawns them); start() has checked it.
     cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
-    check_can_start(cfg, eval_only=args.eval_only)  # before anything is written
     default_setup(cfg, args)
     if args.eval_only:
         results = evaluate_weights(cfg)
@@ -50,8 +50,9 @@ def main(args):
 
 
 def start(args):
-    # Every config, dataset or launch problem as one line before any process starts. main()
-    # checks again in each process, and logs the CPU fallback once, properly.
+    # Every config, dataset or launch problem as one line before any process starts or
+    # anything is written (under torchrun every process runs this). main() builds the config
+    # again and logs the CPU fallback once, properly.
     logging.disable(logging.WARNING)
     try:
         cfg = build_cfg(args.config_file, args.opts, eval_only=args.eval_only)
