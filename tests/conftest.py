@@ -1,7 +1,33 @@
+import shutil
+
 import lastreid  # noqa: F401  (patches fastreid before any test imports it)
 from lastreid.datasets import synthetic
 
 import pytest
+
+
+class ModuleTemp:
+    """One test module's folder for the runs its tests share."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def mktemp(self, name):
+        path = self.root / name
+        path.mkdir()
+        return path
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """Folders for a module's shared runs, removed when the module ends unless one of its tests
+    failed. The suite writes about 5 GB of checkpoints; kept to the session's end (pytest's
+    tmp_path_factory) they once filled a CI disk."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    failed_before = request.session.testsfailed
+    yield ModuleTemp(root)
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

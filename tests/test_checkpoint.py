@@ -154,12 +154,12 @@ def states_equal(a, b):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(module_tmp):
     """A randomised reference model and its checkpoint in the public code's format,
     saved from DataParallel-free and DataParallel-style (module.) state dicts."""
     torch.manual_seed(0)
     model = randomise_(ReferenceBoT(NUM_CLASSES), seed=1).eval()
-    folder = tmp_path_factory.mktemp("reference")
+    folder = module_tmp.mktemp("reference")
     path = folder / "checkpoint_best.pth"
     # The public code stores its selection score as a numpy float.
     torch.save({"state_dict": model.state_dict(), "epoch": 80, "best_acc": np.float64(0.41)}, path)

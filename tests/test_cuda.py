@@ -91,12 +91,12 @@ def read_metrics(output):
 
 
 @pytest.fixture(scope="module")
-def cuda_run(tmp_path_factory):
+def cuda_run(module_tmp):
     """Writes the data and trains once for the module."""
-    root = tmp_path_factory.mktemp("cuda_datasets")
+    root = module_tmp.mktemp("cuda_datasets")
     synthetic.write_last(str(root), seed=0, **LAST_SIZES)
     env = dict(os.environ, FASTREID_DATASETS=str(root))
-    output = tmp_path_factory.mktemp("cuda_bot")
+    output = module_tmp.mktemp("cuda_bot")
     opts = CUDA_OPTS + ["SOLVER.MAX_EPOCH", str(EPOCHS), "OUTPUT_DIR", str(output)]
     run_tool(["--config-file", CONFIG] + opts, env, output / "stdout.log")
     return dict(root=root, env=env, output=output)

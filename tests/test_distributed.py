@@ -63,7 +63,7 @@ def torchrun(args, synthetic_root, nproc=2):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(module_tmp):
     """A random ResNet-18 BoT at 64x32 with perturbed BatchNorm statistics (eval mode is
     not the identity), saved as a fastreid checkpoint."""
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def weights(tmp_path_factory):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("dist_weights") / "model.pth"
+    path = module_tmp.mktemp("dist_weights") / "model.pth"
     torch.save({"model": model.state_dict()}, path)
     return str(path)
 
@@ -181,11 +181,11 @@ def evaluated_iterations(output):
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(synthetic_root, tmp_path_factory):
+def killed_and_resumed(synthetic_root, module_tmp):
     """A 2-process training run of EPOCHS epochs through tests/dist_train.py whose rank 1
     sends itself SIGKILL in the middle step of the second epoch, then the same command
     with --resume (each phase records into its own folder)."""
-    base = tmp_path_factory.mktemp("dist_train")
+    base = module_tmp.mktemp("dist_train")
     output, phases = base / "run", [base / "killed", base / "resumed"]
     for folder in phases:
         folder.mkdir()

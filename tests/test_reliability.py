@@ -43,10 +43,10 @@ def corrupt(path, how="truncate"):
 
 
 @pytest.fixture(scope="module")
-def bad_root(default_root, tmp_path_factory):
+def bad_root(default_root, module_tmp):
     """A copy of the default LaST tree with one truncated training image, one training image
     that is not an image at all, and one truncated gallery image."""
-    root = tmp_path_factory.mktemp("bad_datasets")
+    root = module_tmp.mktemp("bad_datasets")
     shutil.copytree(default_root / "last", root / "last")
     train = sorted((root / "last" / "train").rglob("*.jpg"))
     gallery = sorted((root / "last" / "val" / "gallery").rglob("*.jpg"))
@@ -188,10 +188,10 @@ EXTRACT = os.path.join(REPO, "tools", "extract_features.py")
 
 
 @pytest.fixture(scope="module")
-def failed_starts(tmp_path_factory, default_root, bad_root):
+def failed_starts(module_tmp, default_root, bad_root):
     """Starts every failing command at once; returns name -> (exit code, stderr, run folder,
     its snapshot before)."""
-    tmp = tmp_path_factory.mktemp("failed_starts")
+    tmp = module_tmp.mktemp("failed_starts")
     untrusted = tmp / "untrusted.pth"
     model = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
     torch.save({"model": model, "args": argparse.Namespace(lr=0.1)}, untrusted)
@@ -301,7 +301,7 @@ def test_bad_config_fails_before_writing_anything(failed_starts, name, words):
         assert _snapshot(folder) == before  # not even config.yaml or log.txt
 
 
-def test_untrusted_checkpoint_is_refused_for_eval_only(failed_starts, tmp_path_factory):
+def test_untrusted_checkpoint_is_refused_for_eval_only(failed_starts):
     folder, before = _failed(
         failed_starts,
         "untrusted_weights",

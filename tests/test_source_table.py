@@ -28,10 +28,10 @@ SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.STEPS", "[40]"]
 
 
 @pytest.fixture(scope="module")
-def source_root(tmp_path_factory):
+def source_root(module_tmp):
     """Tiny synthetic trees of all six datasets, 8 training images per person (5 training
     iterations of 8 images), 5 test persons."""
-    root = tmp_path_factory.mktemp("datasets_sources")
+    root = module_tmp.mktemp("datasets_sources")
     synthetic.write_all(
         str(root),
         preset="tiny",

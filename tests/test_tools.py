@@ -40,7 +40,7 @@ def png_size(path):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(module_tmp):
     """A randomly initialised ResNet-18 BoT at 64x32 saved as a fastreid checkpoint, with
     its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
     from lastreid.engine import Trainer
@@ -55,16 +55,16 @@ def weights(tmp_path_factory):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("weights") / "model.pth"
+    path = module_tmp.mktemp("weights") / "model.pth"
     torch.save({"model": model.state_dict()}, path)
     return str(path), opts
 
 
 @pytest.fixture(scope="module")
-def val_features(weights, synthetic_root, tmp_path_factory):
+def val_features(weights, synthetic_root, module_tmp):
     """tools/extract_features.py on the tiny LaSTVal (flip on, as in the config)."""
     path, opts = weights
-    out = str(tmp_path_factory.mktemp("features") / "val.npz")
+    out = str(module_tmp.mktemp("features") / "val.npz")
     rc = tool("extract_features").main(
         [
             "--config-file",

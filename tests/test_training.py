@@ -22,12 +22,12 @@ def make_cfg(opts, output_dir, epochs, **kw):
 
 
 @pytest.fixture(scope="module")
-def trained(default_root, tmp_path_factory):
+def trained(default_root, module_tmp):
     """Trains once for the module; returns the run's folder, the config and results."""
     from conftest import FAST_CPU_OPTS
 
     os.environ["FASTREID_DATASETS"] = str(default_root)
-    output = tmp_path_factory.mktemp("bot_run")
+    output = module_tmp.mktemp("bot_run")
     cfg = make_cfg(FAST_CPU_OPTS, output, EPOCHS)
     default_setup(cfg, SimpleNamespace(eval_only=False, config_file=CONFIG))
     trainer = Trainer(cfg)

@@ -32,14 +32,14 @@ SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1", "SOLVER.STEP
 
 
 @pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
+def small_root(module_tmp):
     """Synthetic PRCC (5 train ids x 3 cameras x 3 images; 5 test ids, 15 query / 15
     gallery images) and Celeb-reID (5 train ids x 8 images; 5 query, 15 gallery images):
     5 training iterations of 8 images per epoch (fastreid's metric printer divides by zero
     with fewer) and galleries of at least 10 (Rank-10)."""
     from lastreid.datasets import synthetic
 
-    root = tmp_path_factory.mktemp("datasets_small")
+    root = module_tmp.mktemp("datasets_small")
     synthetic.write_all(
         str(root),
         preset="tiny",
@@ -227,10 +227,10 @@ def write_reference_checkpoint(path, opts, num_classes=72, seed=1):
 
 
 @pytest.fixture(scope="module")
-def last_checkpoint(tmp_path_factory):
+def last_checkpoint(module_tmp):
     from conftest import FAST_CPU_OPTS
 
-    folder = tmp_path_factory.mktemp("pre_feat")
+    folder = module_tmp.mktemp("pre_feat")
     path = folder / "LaST.pth"
     state = write_reference_checkpoint(str(path), FAST_CPU_OPTS)
     return SimpleNamespace(folder=folder, path=path, state=state)
