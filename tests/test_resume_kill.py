@@ -195,9 +195,9 @@ class _Trainer:
     epoch = 0
 
 
-def _checkpoint_hook(folder, period=1, max_epoch=10):
+def _checkpoint_hook(folder, period=1, max_epoch=10, keep_last=0):
     model = torch.nn.Linear(2, 2)
-    hook = ResumableCheckpointer(Checkpointer(model, str(folder)), period, max_epoch)
+    hook = ResumableCheckpointer(Checkpointer(model, str(folder)), period, max_epoch, keep_last)
     return hook
 
 
@@ -240,6 +240,47 @@ def test_kill_between_checkpoint_and_best_copy_is_repaired(tmp_path):
     )
     assert _best(tmp_path) == (1, 60.0)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"
+
+
+def _checkpoint_files(folder):
+    return {p.name for p in folder.glob("model_*.pth")}
+
+
+def test_keep_last_checkpoints_removes_the_older_periodic_ones(tmp_path):
+    (tmp_path / "model_0011.pth").write_bytes(b"from an earlier, longer run")
+    hook = _checkpoint_hook(tmp_path, period=2, max_epoch=10, keep_last=2)
+    for epoch, metric in enumerate([-1, 11.0, -1, 50.0, -1, 14.0]):
+        hook.step(epoch, metric=metric)  # checkpoints at epochs 1, 3, 5; the best at 3
+    kept = {"model_0003.pth", "model_0005.pth", "model_best.pth", "model_0011.pth"}
+    assert _checkpoint_files(tmp_path) == kept
+    assert _best(tmp_path) == (3, 50.0)
+
+    resumed = _checkpoint_hook(tmp_path, period=2, max_epoch=10, keep_last=2)
+    last = str(tmp_path / (tmp_path / "last_checkpoint").read_text())
+    resumed.restore(load_checkpoint_file(last), last)
+    resumed.step(6, metric=15.0)
+    resumed.step(7, metric=16.0)
+    kept = {"model_0005.pth", "model_0007.pth", "model_best.pth", "model_0011.pth"}
+    assert _checkpoint_files(tmp_path) == kept
+    assert _best(tmp_path) == (3, 50.0)  # a copy: it outlives model_0003.pth
+
+
+def test_keep_last_checkpoints_zero_keeps_them_all(tmp_path):
+    hook = _checkpoint_hook(tmp_path, max_epoch=4)
+    for epoch in range(4):
+        hook.step(epoch, metric=float(epoch))
+    names = {"model_0000.pth", "model_0001.pth", "model_0002.pth", "model_final.pth"}
+    assert _checkpoint_files(tmp_path) == names | {"model_best.pth"}
+
+
+def test_keep_last_checkpoints_must_not_be_negative():
+    from lastreid.errors import ConfigError
+    from lastreid.startup import build_cfg
+
+    with pytest.raises(ConfigError, match="SOLVER.KEEP_LAST_CHECKPOINTS must be 0 .* got -1"):
+        build_cfg(
+            CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.KEEP_LAST_CHECKPOINTS", "-1"]
+        )
 
 
 def test_metric_of_an_earlier_evaluation_does_not_count(tmp_path):

@@ -32,6 +32,10 @@ def add_lastreid_config(cfg):
     # Checkpoints are loaded with torch.load(weights_only=True); set this only for files
     # you trust that need arbitrary pickles.
     _C.MODEL.TRUST_CHECKPOINTS = False
+    # How many of the newest periodic checkpoints (model_0009.pth, ...) a run keeps; older
+    # ones are removed after each save. 0 keeps them all, as fast-reid does. model_best.pth,
+    # model_final.pth and the file last_checkpoint names are never removed.
+    _C.SOLVER.KEEP_LAST_CHECKPOINTS = 0
 
     # Runs -------------------------------------------------------------------------------
     # Seed of the Python, NumPy and torch generators (model init, sampler, augmentation);

@@ -264,7 +264,7 @@ class Trainer(DefaultTrainer):
             self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **checkpointables
         )
         # Our checkpoint hook (best metric kept across resumes), metrics written before it.
-        return arrange_hooks(super().build_hooks())
+        return arrange_hooks(super().build_hooks(), self.cfg.SOLVER.KEEP_LAST_CHECKPOINTS)
 
     def resume_or_load(self, resume=True):
         # DefaultTrainer's, plus the resume bookkeeping of lastreid.resume.continue_run.

@@ -11,6 +11,7 @@ checkpoint, which evaluates its final weights again.
 import json
 import logging
 import os
+import re
 
 import torch
 from fastreid.engine import hooks
@@ -25,12 +26,14 @@ __all__ = [
     "ResumableCheckpointer",
     "arrange_hooks",
     "continue_run",
+    "remove_old_checkpoints",
     "repair_metrics_history",
     "checkpoint_info",
 ]
 
 BEST = "model_best.pth"
 METRICS = "metrics.json"
+PERIODIC = re.compile(r"model_(\d{4,})\.pth")  # what ResumableCheckpointer.step names them
 
 
 def checkpoint_info(path):
@@ -56,9 +59,10 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
     (or final) checkpoint it comes from and does not move the `last_checkpoint` pointer.
     """
 
-    def __init__(self, checkpointer, period, max_epoch=None):
+    def __init__(self, checkpointer, period, max_epoch=None, keep_last=0):
         super().__init__(checkpointer, period, max_epoch)
         self.best_epoch = -1
+        self.keep_last = int(keep_last)  # SOLVER.KEEP_LAST_CHECKPOINTS
 
     def after_epoch(self):
         # fastreid takes the latest value of the metric even if it comes from an earlier
@@ -97,6 +101,9 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
                 BEST,
             )
             copy_atomic(saved, os.path.join(self.checkpointer.save_dir, BEST))
+        if self.keep_last > 0 and self.checkpointer.save_to_disk:
+            # After the copy to model_best.pth, so a kill in between still finds its source.
+            remove_old_checkpoints(self.checkpointer.save_dir, epoch, self.keep_last)
 
     def restore(self, checkpoint, checkpoint_path=None):
         """Takes the best metric from the extra data of the checkpoint resumed from (`{}`
@@ -159,9 +166,29 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
         )
 
 
-def arrange_hooks(hook_list):
-    """fastreid's default hooks with `ResumableCheckpointer` in place of its checkpoint hook
-    and the metrics writers moved in front of it (see the module docstring)."""
+def remove_old_checkpoints(folder, epoch, keep_last):
+    """Removes the periodic checkpoints of `folder` up to `epoch` but the `keep_last` newest
+    (by epoch number, not listing order) and the one `last_checkpoint` names. Later epochs
+    (left by an earlier, longer run in the same folder) are not this run's to remove."""
+    pointer, current = os.path.join(folder, "last_checkpoint"), None
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            current = f.read().strip()
+    found = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(folder)
+        if (m := PERIODIC.fullmatch(name)) and int(m.group(1)) <= epoch
+    )
+    for _, name in found[:-keep_last]:
+        if name != current:
+            os.remove(os.path.join(folder, name))
+            logger.info("Removed %s (SOLVER.KEEP_LAST_CHECKPOINTS %d)", name, keep_last)
+
+
+def arrange_hooks(hook_list, keep_last=0):
+    """fastreid's default hooks with `ResumableCheckpointer` (keeping the `keep_last` newest
+    periodic checkpoints, 0: all) in place of its checkpoint hook and the metrics writers
+    moved in front of it (see the module docstring)."""
     writers = [h for h in hook_list if isinstance(h, hooks.PeriodicWriter)]
     arranged, placed = [], False
     for hook in hook_list:
@@ -172,7 +199,9 @@ def arrange_hooks(hook_list):
                 arranged.extend(writers)
                 placed = True
             if not isinstance(hook, ResumableCheckpointer):
-                hook = ResumableCheckpointer(hook.checkpointer, hook.period, hook.max_epoch)
+                hook = ResumableCheckpointer(
+                    hook.checkpointer, hook.period, hook.max_epoch, keep_last
+                )
         arranged.append(hook)
     if not placed:
         arranged.extend(writers)

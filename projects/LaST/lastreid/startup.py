@@ -63,6 +63,11 @@ def check_cfg(cfg, eval_only=False):
                     f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}"
                 )
     interpolation_mode(cfg)  # ConfigError naming INPUT.INTERPOLATION
+    if cfg.SOLVER.KEEP_LAST_CHECKPOINTS < 0:
+        raise ConfigError(
+            "SOLVER.KEEP_LAST_CHECKPOINTS must be 0 (keep every periodic checkpoint) or how "
+            f"many of the newest to keep, got {cfg.SOLVER.KEEP_LAST_CHECKPOINTS}"
+        )
     backbone = cfg.MODEL.BACKBONE
     if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
         where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"
