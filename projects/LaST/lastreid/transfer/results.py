@@ -9,7 +9,14 @@ import yaml
 
 from ..curves import iterations_per_epoch, read_metrics
 
-__all__ = ["RESULTS_FILE", "best_epoch", "finished_training", "read_json", "read_results"]
+__all__ = [
+    "RESULTS_FILE",
+    "best_epoch",
+    "finished_training",
+    "read_json",
+    "read_results",
+    "read_stored",
+]
 
 RESULTS_FILE = "results.json"  # written by tools/train_net.py into OUTPUT_DIR
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|SS-.+)$")
@@ -23,6 +30,23 @@ def finished_training(out):
     except OSError:
         return False
     return last == "model_final.pth" and os.path.isfile(os.path.join(out, last))
+
+
+def read_stored(path, opts, title, log):
+    """A finished cell's stored result (None if absent or unreadable: it runs again). One
+    run with other overrides than `opts` is kept, with a note on how to redo it."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        log(f"[transfer] {title}: unreadable {path}, running it again")
+        return None
+    if stored.get("opts") != opts:
+        ran = " ".join(stored.get("opts", [])) or "none"
+        log(f"[transfer] note: {title} was run with other overrides ({ran}); delete {path} to redo")
+    return stored
 
 
 def read_results(path, dataset):

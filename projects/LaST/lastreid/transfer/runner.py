@@ -27,7 +27,14 @@ from .report import (
     format_markdown,
     write_chart,
 )
-from .results import RESULTS_FILE, best_epoch, finished_training, read_json, read_results
+from .results import (
+    RESULTS_FILE,
+    best_epoch,
+    finished_training,
+    read_json,
+    read_results,
+    read_stored,
+)
 from .sources import Source, weights_signature, write_random_init
 from .training import train_sources
 
@@ -168,25 +175,6 @@ class TransferMatrix:
         """Trains (or resumes, or skips when finished) BoT on every trained source."""
         train_sources(self)
 
-    def _read_stored(self, cell):
-        path = self.result_path(cell)
-        if not os.path.isfile(path):
-            return None
-        try:
-            with open(path) as f:
-                stored = json.load(f)
-        except (OSError, ValueError):
-            self.log("[transfer] {}: unreadable {}, running it again".format(cell.title, path))
-            return None
-        if stored.get("opts") != self.cell_opts(cell):
-            self.log(
-                "[transfer] note: {} was run with other overrides ({}); "
-                "delete {} to redo it".format(
-                    cell.title, " ".join(stored.get("opts", [])) or "none", path
-                )
-            )
-        return stored
-
     def _run_cell(self, cell, counter):
         out = self.cell_dir(cell)
         if not os.path.isfile(self.weights(cell.source)):
@@ -194,7 +182,7 @@ class TransferMatrix:
             self.log("[transfer] {} {}: skipped ({})".format(counter, cell.title, cell.error))
             return
         signature = weights_signature(self.weights(cell.source))
-        stored = self._read_stored(cell)
+        stored = read_stored(self.result_path(cell), self.cell_opts(cell), cell.title, self.log)
         if stored is not None and stored.get("weights_signature") == signature:
             cell.result = stored
             self.log(
@@ -300,51 +288,27 @@ class TransferMatrix:
     def command(self, cell):
         """(argv, description) of the train_net.py run for a cell."""
         out = self.cell_dir(cell)
-        stem = ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
-        trust = ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []
+        if cell.setting == "direct":
+            config, weights = self._config("direct", cell.dataset), self.weights(cell.source)
+            mode, extra, how = "--eval-only", [], "direct transfer"
+        elif finished_training(out):
+            config = self._config("finetune", cell.dataset)
+            weights = os.path.join(out, "model_final.pth")
+            mode, extra, how = "--eval-only", [], "evaluating the finished fine-tune"
+        else:
+            config, weights = self._config("finetune", cell.dataset), self.weights(cell.source)
+            mode, extra = "--resume", ["MODEL.LOAD_CLASSIFIER", "False"]
+            resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
+            how = "resuming the fine-tune" if resuming else "fine-tuning"
         tests = ["DATASETS.TESTS", '("{}",)'.format(cell.dataset)]
         if self.single_shot and cell.dataset == "PRCC":
             tests += ["TEST.SINGLE_SHOT.ENABLED", "True"]
-        base = [sys.executable, TRAIN_NET]
-        gpus = ["--num-gpus", str(self.num_gpus)] if self.num_gpus else []
-        opts = self.cell_opts(cell)
-        if cell.setting == "direct":
-            return (
-                base
-                + ["--config-file", self._config("direct", cell.dataset), "--eval-only"]
-                + gpus
-                + opts
-                + ["MODEL.WEIGHTS", self.weights(cell.source)]
-                + stem
-                + trust
-                + tests
-                + ["OUTPUT_DIR", out]
-            ), "direct transfer"
-        config = self._config("finetune", cell.dataset)
-        if finished_training(out):
-            return (
-                base
-                + ["--config-file", config, "--eval-only"]
-                + gpus
-                + opts
-                + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
-                + stem
-                + tests
-                + ["OUTPUT_DIR", out]
-            ), "evaluating the finished fine-tune"
-        resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
-        how = "resuming the fine-tune" if resuming else "fine-tuning"
-        return (
-            base
-            + ["--config-file", config, "--resume"]
-            + gpus
-            + opts
-            + ["MODEL.WEIGHTS", self.weights(cell.source), "MODEL.LOAD_CLASSIFIER", "False"]
-            + stem
-            + trust
-            + tests
-            + ["OUTPUT_DIR", out]
-        ), how
+        argv = [sys.executable, TRAIN_NET, "--config-file", config, mode]
+        argv += ["--num-gpus", str(self.num_gpus)] if self.num_gpus else []
+        argv += self.cell_opts(cell) + ["MODEL.WEIGHTS", weights] + extra
+        argv += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
+        argv += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []
+        return argv + tests + ["OUTPUT_DIR", out], how
 
     def _spawn(self, cmd, log_path, heartbeat=None):
         """Runs one train_net process (`process.run_logged`); returns its exit code."""
