@@ -294,6 +294,28 @@ def test_batch_split_errors_name_the_keys():
     assert launch.check_batch_split(cfg, 2) == 6
 
 
+@pytest.mark.parametrize("sampler", ("NaiveIdentitySampler", "BalancedIdentitySampler"))
+@pytest.mark.parametrize("world", (1, 2))
+def test_identity_bound_is_what_fastreids_samplers_need(monkeypatch, sampler, world):
+    """At the bound, fastreid's sampler gives a whole global batch (below it, it would
+    spin forever, so that side is only checked to raise)."""
+    from fastreid.data import samplers
+    from fastreid.utils import comm
+
+    cfg = cfg_with("SOLVER.IMS_PER_BATCH", "24", "DATALOADER.SAMPLER_TRAIN", sampler)
+    need = 24 // 4  # identities a step, over all processes
+    items = [(f"{pid}_{i}.jpg", pid, i % 2) for pid in range(need) for i in range(3)]
+    launch.check_identities_per_batch(cfg, need, ("X",), world)
+    monkeypatch.setattr(comm, "get_world_size", lambda: world)
+    monkeypatch.setattr(comm, "get_rank", lambda: 0)
+    stream = iter(getattr(samplers, sampler)(items, 24 // world, 4, seed=0))
+    first = [next(stream) for _ in range(24 // world)]  # rank 0's share of one batch
+    assert len({items[i][1] for i in first}) == need // world
+    largest = {1: 20, 2: 16}[world]  # 5 identities x 4, split evenly over the processes
+    with pytest.raises(ValueError, match=rf"\(X\) has 5: use SOLVER.IMS_PER_BATCH {largest} or"):
+        launch.check_identities_per_batch(cfg, need - 1, ("X",), world)
+
+
 def test_several_cpu_processes_without_torchrun_point_to_torchrun(monkeypatch):
     for name in launch._TORCHRUN_VARS:
         monkeypatch.delenv(name, raising=False)

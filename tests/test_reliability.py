@@ -243,6 +243,8 @@ def failed_starts(module_tmp, default_root, bad_root):
             False,
         ),
         "extract_missing_root": (extract, [], tmp / "no_datasets", False),
+        # 100 identities a step, the default tree has 72: fastreid's sampler would spin forever.
+        "too_few_identities": (train, ["SOLVER.IMS_PER_BATCH", "400"], default_root, True),
     }
     procs = {}
     for name, (command, opts, root, existing) in cases.items():
@@ -341,6 +343,16 @@ def test_corrupt_training_images_stop_the_run_naming_one(failed_starts):
     )
     _untouched(folder, before)
     assert not [n for n in os.listdir(folder) if n.startswith("model_") and n not in before]
+
+
+def test_too_few_identities_for_one_batch_is_one_line(failed_starts):
+    folder, before = _failed(
+        failed_starts,
+        "too_few_identities",
+        "NaiveIdentitySampler takes 100 identities a step (SOLVER.IMS_PER_BATCH 400 / ",
+        "training set (LaST) has 72: use SOLVER.IMS_PER_BATCH 288 or less",
+    )
+    _untouched(folder, before)
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .images import ReidImageDataset, drop_unreadable
-from .launch import check_batch_split
+from .launch import check_batch_split, check_identities_per_batch
 from .modeling import build_model, load_weights
 from .resume import arrange_hooks, continue_run
 from .startup import on_cpu
@@ -216,6 +216,7 @@ class Trainer(DefaultTrainer):
                 world,
             )
         train_set = build_train_set(cfg)
+        check_identities_per_batch(cfg, train_set.num_classes, cfg.DATASETS.NAMES, world)
         # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process);
         # its seed is comm.shared_random_seed(), the main process's, in every process.
         sampler = fastreid_build._train_loader_from_config(cfg, train_set=train_set)["sampler"]

@@ -39,6 +39,7 @@ __all__ = [
     "env_rank",
     "expected_world_size",
     "check_batch_split",
+    "check_identities_per_batch",
     "IDENTITY_SAMPLERS",
 ]
 
@@ -97,6 +98,24 @@ def check_batch_split(cfg, world_size):
             f"processes): use a multiple of {k * world_size}"
         )
     return per_process
+
+
+def check_identities_per_batch(cfg, num_identities, names, world_size=1):
+    """Raises ConfigError (one line) when the training set `names` has fewer identities than
+    one step of fastreid's Naive or Balanced identity sampler takes (SOLVER.IMS_PER_BATCH /
+    NUM_INSTANCE over all processes): those samplers would spin forever without a batch."""
+    if cfg.DATALOADER.SAMPLER_TRAIN not in IDENTITY_SAMPLERS[:2]:
+        return
+    total, k = int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.DATALOADER.NUM_INSTANCE)
+    if num_identities < total // k:
+        # The largest batch that still splits into NUM_INSTANCE-sized groups per process.
+        largest = num_identities // world_size * world_size * k
+        raise ConfigError(
+            f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN} takes {total // k} "
+            f"identities a step (SOLVER.IMS_PER_BATCH {total} / DATALOADER.NUM_INSTANCE {k}) "
+            f"but the training set ({', '.join(names)}) has {num_identities}: "
+            + (f"use SOLVER.IMS_PER_BATCH {largest} or less" if largest else "use more data")
+        )
 
 
 def _set_local_process_group():
