@@ -37,7 +37,10 @@ Worked around where the code that needs it lives:
   file-system order and stop on a missing folder with a bare `assert`; `build_dataset`
   checks their layout first (one-line errors) and sorts the lists.
 - `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
-  launch sets it, and `comm.get_local_rank()` asserts it).
+  launch sets it, and `comm.get_local_rank()` asserts it). `check_batch_split` and
+  `check_identities_per_batch` (called by `engine.Trainer.build_train_loader`): fastreid's
+  identity samplers spin forever when NUM_INSTANCE does not divide a process's batch or
+  the training set has fewer identities than one step takes.
 - `fastreid_internals`: the only module that calls fastreid's private functions (and reads
   its registry's table). The private attributes of the fastreid classes we subclass are
   used in the subclasses: DefaultTrainer's `_trainer`, `_hooks`, `_last_eval_results`
