@@ -1,6 +1,7 @@
 """`import lastreid` makes fastreid 1.4.0 work here; each test is one of compat.py's fixes."""
 
 import collections
+from types import SimpleNamespace
 
 import lastreid  # noqa: F401
 
@@ -67,3 +68,26 @@ def test_flip_test_sees_each_image_normalised_once():
     with torch.no_grad():
         expected = (model(images.clone()) + model(images.flip(dims=[3]))) / 2
     torch.testing.assert_close(keep.outputs[0], expected)
+
+
+def test_progress_line_twice_at_one_iteration_early_in_a_run():
+    """A step's line then the epoch's end at the same iteration, before the iteration timer
+    has any history: fastreid's printer divides by zero, ours skips the second line."""
+    from lastreid.engine import ProgressPrinter
+
+    import pytest
+    from fastreid.utils.events import CommonMetricPrinter, EventStorage
+
+    for printer_class, fails in ((CommonMetricPrinter, True), (ProgressPrinter, False)):
+        printer, lines = printer_class(max_iter=2), []
+        printer.logger = SimpleNamespace(info=lines.append)
+        with EventStorage(0) as storage:
+            storage.epoch = 0  # fastreid's trainer sets it
+            storage.put_scalar("total_loss", 1.0)
+            printer.write()
+            if fails:
+                with pytest.raises(ZeroDivisionError):
+                    printer.write()
+            else:
+                printer.write()
+        assert len(lines) == 1 and "epoch/iter: 0/0" in lines[0]

@@ -100,6 +100,29 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
     assert load_checkpoint_file(str(run / "model_final.pth"))["epoch"] == EPOCHS
 
 
+def test_same_seed_trains_the_same_weights(synthetic_root, tmp_path, monkeypatch):
+    """SEED fixes model init, sampler and augmentation, loader workers included."""
+    import torch
+    from conftest import FAST_CPU_OPTS
+
+    monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
+    weights = {}
+    for name, seed in (("a", 0), ("b", 0), ("other", 1)):
+        # fmt: off
+        opts = FAST_CPU_OPTS + [
+            "SEED", str(seed), "DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16",
+        ]
+        # fmt: on
+        cfg = make_cfg(opts, tmp_path / name, 1)
+        default_setup(cfg, SimpleNamespace(eval_only=False, config_file=CONFIG))
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        weights[name] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["other"][k]) for k in weights["a"])
+
+
 def _model_opts(cfg):
     """The architecture/input overrides of a run, for rebuilding its model."""
     # fmt: off

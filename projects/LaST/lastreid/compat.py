@@ -22,6 +22,8 @@ Worked around where the code that needs it lives:
 - `engine` loaders: `DataLoaderX` creates a `torch.cuda.Stream` and `AMPTrainer` asserts
   CUDA; on the CPU, plain DataLoaders and `train_steps.CpuTrainer`.
 - `engine.MetricsWriter`: fastreid's JSONWriter drops the evaluation after the last epoch.
+- `engine.ProgressPrinter`: fastreid's CommonMetricPrinter divides by zero when it prints
+  twice at one iteration within a run's first steps.
 - `engine.default_setup`: fastreid's rewrites config.yaml in place; ours replaces it.
 - `resume`: fastreid's checkpoint hook forgets the best metric on resume and takes a metric
   from an earlier evaluation; a resumed, finished run leaves `epoch` unset.

@@ -54,6 +54,18 @@ from .transforms import build_transforms
 logger = logging.getLogger(__name__)
 
 
+class ProgressPrinter(CommonMetricPrinter):
+    """fastreid's console progress line, skipping a second one at the same iteration (the
+    end of an epoch right after its last step's line). Before the iteration timer has a
+    history (the first 3 steps) fastreid estimates the ETA by dividing by the steps since
+    its last line, zero then: a run of a few steps (a smoke test) died of it."""
+
+    def write(self):
+        if self._last_write is not None and self._last_write[0] == get_event_storage().iter:
+            return
+        super().write()
+
+
 class MetricsWriter(JSONWriter):
     """fastreid's JSONWriter skips every scalar whose iteration is not newer than the last
     line written, so the evaluation after the last epoch (same iteration as the last
@@ -278,7 +290,7 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         return [
-            CommonMetricPrinter(self.max_iter),
+            ProgressPrinter(self.max_iter),
             MetricsWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
             TensorboardXWriter(self.cfg.OUTPUT_DIR),
         ]
