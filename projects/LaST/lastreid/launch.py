@@ -104,8 +104,8 @@ def check_identities_per_batch(cfg, num_identities, names, world_size=1):
     """Raises ConfigError (one line) when the training set `names` has fewer identities than
     one step of fastreid's Naive or Balanced identity sampler takes (SOLVER.IMS_PER_BATCH /
     NUM_INSTANCE over all processes): those samplers would spin forever without a batch."""
-    if cfg.DATALOADER.SAMPLER_TRAIN not in IDENTITY_SAMPLERS[:2]:
-        return
+    if cfg.DATALOADER.SAMPLER_TRAIN not in ("NaiveIdentitySampler", "BalancedIdentitySampler"):
+        return  # SetReWeightSampler draws per camera set and fails on its own
     total, k = int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.DATALOADER.NUM_INSTANCE)
     if num_identities < total // k:
         # The largest batch that still splits into NUM_INSTANCE-sized groups per process.
