@@ -141,7 +141,8 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
         ("bilinear", InterpolationMode.BILINEAR),
     ):
         extra = [] if value == "bicubic" else ["INPUT.INTERPOLATION", value]  # default: fastreid's
-        cfg = build_cfg(config, fast_cpu_opts + extra)
+        # The small PRCC tree has 5 training identities: 4 a step.
+        cfg = build_cfg(config, fast_cpu_opts + ["SOLVER.IMS_PER_BATCH", "16"] + extra)
         train = Trainer.build_train_loader(cfg).dataset.transform
         test = Trainer.build_test_loader(cfg, "PRCC")[0].dataset.transform
         tool = FeatureExtractor(cfg, progress=False).transform
