@@ -4,6 +4,7 @@ import lastreid  # noqa: F401  (patches fastreid before any test imports it)
 from lastreid.datasets import synthetic
 
 import pytest
+import torch
 
 
 class ModuleTemp:
@@ -70,6 +71,22 @@ FAST_CPU_OPTS = [
     "SEED", "0",  # a test's outcome never rests on a lucky draw
 ]
 # fmt: on
+
+
+def write_random_bot(config, opts, path):
+    """Saves a seeded random BoT of `config` + `opts` as a fastreid checkpoint, with
+    perturbed BatchNorm statistics so that eval mode is not the identity."""
+    from lastreid.engine import Trainer
+    from lastreid.startup import build_cfg
+
+    torch.manual_seed(0)
+    model = Trainer.build_model(build_cfg(config, opts))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ from types import SimpleNamespace
 
 from lastreid import launch
 from lastreid.checkpoint import load_checkpoint_file
-from lastreid.engine import OwnNumpyRandom, Trainer, evaluate_weights
+from lastreid.engine import OwnNumpyRandom, evaluate_weights
 from lastreid.features import load_features, process_share
 from lastreid.startup import build_cfg
 
 import numpy as np
 import pytest
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
@@ -66,15 +65,9 @@ def torchrun(args, synthetic_root, nproc=2):
 def weights(module_tmp):
     """A random ResNet-18 BoT at 64x32 with perturbed BatchNorm statistics (eval mode is
     not the identity), saved as a fastreid checkpoint."""
-    torch.manual_seed(0)
-    model = Trainer.build_model(build_cfg(CONFIG, fast_opts()))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    path = module_tmp.mktemp("dist_weights") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return str(path)
+    from conftest import write_random_bot
+
+    return write_random_bot(CONFIG, fast_opts(), module_tmp.mktemp("dist_weights") / "model.pth")
 
 
 def test_two_process_evaluation_gives_the_one_process_metrics(

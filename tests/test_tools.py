@@ -43,21 +43,10 @@ def png_size(path):
 def weights(module_tmp):
     """A randomly initialised ResNet-18 BoT at 64x32 saved as a fastreid checkpoint, with
     its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
-    from lastreid.engine import Trainer
-    from lastreid.startup import build_cfg
-
-    from conftest import FAST_CPU_OPTS
+    from conftest import FAST_CPU_OPTS, write_random_bot
 
     opts = FAST_CPU_OPTS + FP32
-    torch.manual_seed(0)
-    model = Trainer.build_model(build_cfg(CONFIG, opts))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    path = module_tmp.mktemp("weights") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return str(path), opts
+    return write_random_bot(CONFIG, opts, module_tmp.mktemp("weights") / "model.pth"), opts
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,8 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
             copy_atomic(saved, os.path.join(self.checkpointer.save_dir, BEST))
         if self.keep_last > 0 and self.checkpointer.save_to_disk:
             # After the copy to model_best.pth, so a kill in between still finds its source.
-            remove_old_checkpoints(self.checkpointer.save_dir, epoch, self.keep_last)
+            current = os.path.basename(self.checkpointer.get_checkpoint_file())
+            remove_old_checkpoints(self.checkpointer.save_dir, epoch, self.keep_last, current)
 
     def restore(self, checkpoint, checkpoint_path=None):
         """Takes the best metric from the extra data of the checkpoint resumed from (`{}`
@@ -166,14 +167,11 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
         )
 
 
-def remove_old_checkpoints(folder, epoch, keep_last):
+def remove_old_checkpoints(folder, epoch, keep_last, current=""):
     """Removes the periodic checkpoints of `folder` up to `epoch` but the `keep_last` newest
-    (by epoch number, not listing order) and the one `last_checkpoint` names. Later epochs
-    (left by an earlier, longer run in the same folder) are not this run's to remove."""
-    pointer, current = os.path.join(folder, "last_checkpoint"), None
-    if os.path.isfile(pointer):
-        with open(pointer) as f:
-            current = f.read().strip()
+    (by epoch number, not listing order) and `current` (the one `last_checkpoint` names).
+    Later epochs (left by an earlier, longer run in the same folder) are not this run's to
+    remove."""
     found = sorted(
         (int(m.group(1)), name)
         for name in os.listdir(folder)
