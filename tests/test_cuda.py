@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from lastreid.datasets import synthetic
+from lastreid.run_results import read_run_results
 
 import pytest
 import torch
@@ -80,9 +81,10 @@ def run_tool(argv, env, log, launcher=()):
         pytest.fail("{} exited with {}:\n{}".format(" ".join(cmd[:4]), code, tail))
 
 
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def read_results(output):
+    """The metrics of the one dataset of a run's last evaluation (results.json)."""
+    (metrics,) = read_run_results(output)["evaluation"]["datasets"].values()
+    return metrics
 
 
 def read_metrics(output):
@@ -116,11 +118,11 @@ def test_checkpoints_hold_the_grad_scaler(cuda_run):
         state = torch.load(os.path.join(output, name), map_location="cpu", weights_only=True)
         assert {"model", "optimizer", "grad_scaler"} <= set(state), name
         assert state["grad_scaler"]["scale"] > 0, name
-    results = read_json(os.path.join(output, "results.json"))
+    results = read_results(output)
     assert 0 <= results["mAP"] <= 100 and results["Rank-1"] > 0
 
 
-def test_resume_restores_the_grad_scaler(cuda_run, tmp_path):
+def test_resume_restores_the_grad_scaler(cuda_run, tmp_path, monkeypatch):
     from lastreid.engine import Trainer
     from lastreid.startup import build_cfg
 
@@ -133,7 +135,7 @@ def test_resume_restores_the_grad_scaler(cuda_run, tmp_path):
     # After 66 fp16 steps the growth tracker has moved: a fresh scaler would differ.
     assert (saved["scale"], saved["_growth_tracker"]) != (fresh["scale"], fresh["_growth_tracker"])
 
-    os.environ["FASTREID_DATASETS"] = str(cuda_run["root"])
+    monkeypatch.setenv("FASTREID_DATASETS", str(cuda_run["root"]))
     opts = CUDA_OPTS + ["SOLVER.MAX_EPOCH", str(EPOCHS + 1), "OUTPUT_DIR", str(run)]
     trainer = Trainer(build_cfg(CONFIG, opts + ["DATALOADER.NUM_WORKERS", "0"]))
     trainer.resume_or_load(resume=True)
@@ -154,11 +156,11 @@ def evaluate(cuda_run, out, device_opts):
     weights = os.path.join(cuda_run["output"], "model_final.pth")
     opts = CUDA_OPTS + ["OUTPUT_DIR", str(out), "MODEL.WEIGHTS", weights] + device_opts
     run_tool(["--config-file", CONFIG, "--eval-only"] + opts, cuda_run["env"], out / "stdout.log")
-    return read_json(os.path.join(out, "results.json"))
+    return read_results(out)
 
 
 def test_eval_only_reproduces_the_final_evaluation(cuda_run, tmp_path):
-    trained = read_json(os.path.join(cuda_run["output"], "results.json"))
+    trained = read_results(cuda_run["output"])
     again = evaluate(cuda_run, tmp_path / "eval_cuda", [])
     for key in ("Rank-1", "Rank-5", "mAP", "mINP"):
         assert again[key] == pytest.approx(trained[key], abs=1e-6), key
@@ -212,6 +214,6 @@ def test_torchrun_one_process_nccl(cuda_run, tmp_path):
     with open(backend_log) as f:
         calls = [json.loads(line) for line in f if line.strip()]
     assert calls and all(c["backend"].lower() == "nccl" for c in calls), calls
-    results = read_json(os.path.join(out, "results.json"))
+    results = read_results(out)
     assert 0 <= results["mAP"] <= 100
     assert os.path.isfile(os.path.join(out, "model_final.pth"))

@@ -14,6 +14,7 @@ from lastreid import launch
 from lastreid.checkpoint import load_checkpoint_file
 from lastreid.engine import OwnNumpyRandom, evaluate_weights
 from lastreid.features import load_features, process_share
+from lastreid.run_results import read_run_results
 from lastreid.startup import build_cfg
 
 import numpy as np
@@ -83,12 +84,9 @@ def test_two_process_evaluation_gives_the_one_process_metrics(
         synthetic_root,
     )
     assert run.returncode == 0, run.stdout[-3000:]
-    with open(out / "results.json") as f:
-        two = json.load(f)
+    two = read_run_results(str(out))["evaluation"]["datasets"]
     for name in ("LaST", "LaSTVal"):
-        assert {k: v for k, v in two[name].items() if k != "dataset"} == {
-            k: v for k, v in one[name].items() if k != "dataset"
-        }, name
+        assert two[name] == {k: v for k, v in one[name].items() if k != "dataset"}, name
     assert two["LaST"]["mAP"] > 0
 
 
@@ -214,8 +212,7 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_finishes_it(killed_and_resu
     assert resumed_steps == list(range(ITERS, EPOCHS * ITERS))  # the second epoch, again
     assert load_checkpoint_file(str(run.output / "model_final.pth"))["epoch"] == EPOCHS - 1
     assert evaluated_iterations(run.output) == [ITERS - 1, EPOCHS * ITERS - 1]  # each epoch once
-    with open(run.output / "results.json") as f:
-        assert "mAP" in json.load(f)
+    assert "mAP" in read_run_results(str(run.output))["evaluation"]["datasets"]["LaSTVal"]
 
 
 def test_each_process_trains_on_its_share_of_every_batch(
@@ -245,7 +242,9 @@ def test_only_the_main_process_writes_and_each_file_once(killed_and_resumed):
     counts = collections.Counter(w for phase in run.phases for w in phase[0][1])
     assert counts["model_0000.pth"] == counts["model_final.pth"] == counts["results.json"] == 1
     assert 1 <= counts["model_best.pth"] <= EPOCHS
-    assert counts["config.yaml"] == len(run.phases)  # once a launch, by the main process
+    # Twice a launch, by the main process: at the start, then with the number of classes
+    # filled in (Trainer.auto_scale_hyperparams).
+    assert counts["config.yaml"] == 2 * len(run.phases)
     assert set(counts) == {
         "model_0000.pth",
         "model_final.pth",

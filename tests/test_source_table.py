@@ -224,7 +224,9 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     table = (output / "transfer_table.md").read_text().splitlines()
     assert table[0].startswith("Rank-1 / mAP (%); protocol seed")
     assert table[2] == "| pre-training | PRCC fine-tuned |"
-    assert [line.split(" | ")[0] for line in table[4:]] == ["| Market1501", "| LaST"]
+    names = [line.split(" | ")[0] for line in table[4:]]
+    assert names == ["| Market1501", "| Market1501 (paper)", "| LaST", "| LaST (paper)"]
+    assert table[5] == "| Market1501 (paper) | 44.3 / 43.1 |"  # the paper's PRCC fine-tuned
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert [r["protocol"] for r in rows] == ["seed"] * 2
 
@@ -246,7 +248,7 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         assert stored["metrics"]["Rank-1"] == pytest.approx(evals[best]["Rank-1"])
         assert stored["metrics"]["mAP"] == pytest.approx(evals[best]["mAP"])
         assert stored["last"]["mAP"] == pytest.approx(evals[-1]["mAP"])
-        assert f"(ep {best + 1})" in table[4 + ("Market1501", "LaST").index(source)]
+        assert f"(ep {best + 1})" in table[names.index("| " + source) + 4]
         config = (run / "config.yaml").read_text()
         assert "INTERPOLATION: bilinear" in config and "EVAL_PERIOD: 1\n" in config
     last_cell = json.loads((output / "results" / "LaST__PRCC__finetune__seed.json").read_text())
@@ -329,15 +331,20 @@ def test_both_protocols_in_one_table():
     }
     md = transfer.format_markdown(rows, cols, grid, "both").splitlines()
     assert md[0].startswith("Rank-1 / mAP (%); protocol both")
-    assert md[-1] == "| LaST | 50.0 / 40.0; 55.0 / 44.0 (ep 37) |"
+    assert md[-2:] == [
+        "| LaST | 50.0 / 40.0; 55.0 / 44.0 (ep 37) |",
+        "| LaST (paper) | 54.4 / 54.3 |",
+    ]
     table = list(csv.reader(transfer.format_csv(rows, cols, grid, "both").splitlines()))
     assert table[0] == [
         "pre-training",
         "PRCC fine-tuned R1",
         "PRCC fine-tuned mAP",
+        "PRCC fine-tuned config",
         "PRCC fine-tuned seed R1",
         "PRCC fine-tuned seed mAP",
         "PRCC fine-tuned seed epoch",
+        "PRCC fine-tuned seed config",
         "protocol",
     ]
-    assert table[1] == ["LaST", "50.00", "40.00", "55.00", "44.00", "37", "both"]
+    assert table[1] == ["LaST", "50.00", "40.00", "", "55.00", "44.00", "37", "", "both"]

@@ -317,7 +317,8 @@ def _fake_run(folder, eval_period=2, iters_per_epoch=22, epochs=6, prefixed=Fals
                 "lr": 3.5e-4 * min(1.0, (it + 1) / 44),
                 "time": 0.5,
             }
-            if it == last and (epoch + 1) % eval_period == 0:
+            # fastreid evaluates every eval_period epochs and after the last one
+            if it == last and ((epoch + 1) % eval_period == 0 or epoch == epochs - 1):
                 keys = [f"{d}/" for d in ("LaSTVal", "PRCC")] if prefixed else [""]
                 for k in keys:
                     line.update(
@@ -349,6 +350,35 @@ def test_plot_curves(tmp_path, prefixed, capsys):
     )
     assert png_size(out) == (750, 210)
     assert "wrote" in capsys.readouterr().out
+
+
+def test_iterations_per_epoch_when_only_the_last_epoch_is_evaluated(tmp_path):
+    from lastreid.curves import iterations_per_epoch
+
+    # One evaluation, after epoch 2 of 2 (EVAL_PERIOD 10): 44 iterations are 2 epochs.
+    run = _fake_run(tmp_path / "run", eval_period=10, epochs=2)
+    assert iterations_per_epoch(str(run)) == 22
+
+
+def test_plot_curves_marks_the_final_test_of_results_json(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    run = _fake_run(tmp_path / "run")
+    (run / "config.yaml").unlink()  # the iterations per epoch come from results.json then
+    final = {"checkpoint": "model_best.pth", "epoch": 4, "datasets": {"LaST": {"Rank-1": 55.0}}}
+    results = {"evaluation": {}, "iterations_per_epoch": 22, "final_test": final}
+    (run / "results.json").write_text(json.dumps(results))
+    drawn, plot = [], matplotlib.axes.Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        drawn.append((args, kwargs.get("label", "")))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
+    assert tool("plot_curves").main([str(run)]) == 0
+    stars = [(list(a[0]), list(a[1]), label) for a, label in drawn if "final test" in label]
+    assert stars == [([4.0], [55.0], "LaST Rank-1, model_best.pth (final test)")]
+    assert any(label == "Rank-1" for _, label in drawn)  # the validation curve, over epochs
 
 
 def test_plot_curves_without_config_uses_iterations(tmp_path):

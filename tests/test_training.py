@@ -7,6 +7,8 @@ import os
 from types import SimpleNamespace
 
 from lastreid.engine import Trainer, default_setup, evaluate_weights
+from lastreid.resume import checkpoint_info
+from lastreid.run_results import read_run_results, run_config_sha256, write_run_results
 from lastreid.startup import build_cfg
 
 import pytest
@@ -27,18 +29,20 @@ def trained(default_root, module_tmp):
     """Trains once for the module; returns the run's folder, the config and results."""
     from conftest import FAST_CPU_OPTS
 
-    os.environ["FASTREID_DATASETS"] = str(default_root)
     output = module_tmp.mktemp("bot_run")
-    cfg = make_cfg(FAST_CPU_OPTS + ["SOLVER.KEEP_LAST_CHECKPOINTS", "2"], output, EPOCHS)
-    default_setup(cfg, SimpleNamespace(eval_only=False, config_file=CONFIG))
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    test_cfg = cfg.clone()
-    test_cfg.defrost()
-    test_cfg.DATASETS.TESTS = ("LaST",)
-    before = Trainer.test(test_cfg, trainer.model)
-    trainer.train()
-    return SimpleNamespace(output=output, cfg=cfg, before=before, after=trainer.final_results)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTREID_DATASETS", str(default_root))
+        cfg = make_cfg(FAST_CPU_OPTS + ["SOLVER.KEEP_LAST_CHECKPOINTS", "2"], output, EPOCHS)
+        default_setup(cfg, SimpleNamespace(eval_only=False, config_file=CONFIG))
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        test_cfg = cfg.clone()
+        test_cfg.defrost()
+        test_cfg.DATASETS.TESTS = ("LaST",)
+        before = Trainer.test(test_cfg, trainer.model)
+        record = trainer.results_record(trainer.train())
+    after = record["final_test"]["datasets"]["LaST"]
+    return SimpleNamespace(output=output, cfg=cfg, before=before, after=after, record=record)
 
 
 def read_metrics(output):
@@ -69,7 +73,32 @@ def test_run_writes_checkpoints_and_metrics(trained):
     assert all(0 <= m["mAP"] <= 100 for m in evaluated)
 
 
-def test_eval_only_reproduces_the_final_numbers(trained):
+def test_results_hold_the_last_evaluation_and_the_test_of_the_kept_checkpoint(trained):
+    evaluations = [m for m in read_metrics(trained.output) if "metric" in m]  # LaSTVal
+    best = checkpoint_info(os.path.join(trained.output, "model_best.pth"))
+    # model_best.pth is the epoch of the best LaSTVal metric (the later one on a tie).
+    metrics = [m["metric"] for m in evaluations]
+    assert best["epoch"] == max(i for i, m in enumerate(metrics) if m == max(metrics))
+    final = trained.record["final_test"]
+    assert final["checkpoint"] == "model_best.pth" and final["epoch"] == best["epoch"] + 1
+    assert set(final["datasets"]) == {"LaST"} and final["seconds"] > 0
+    last = trained.record["evaluation"]
+    assert last["epoch"] == EPOCHS and set(last["datasets"]) == {"LaSTVal"}
+    assert last["datasets"]["LaSTVal"]["mAP"] == pytest.approx(evaluations[-1]["mAP"])
+    # metrics.json records the final test too, at the last iteration, apart from LaSTVal's.
+    line = read_metrics(trained.output)[-1]
+    assert line["iteration"] == evaluations[-1]["iteration"]
+    assert line["final_test/epoch"] == final["epoch"]
+    assert {k: line[f"final_test/LaST/{k}"] for k in trained.after} == trained.after
+    path = write_run_results(trained.cfg, **trained.record)
+    saved = read_run_results(trained.output)
+    assert path == os.path.join(trained.output, "results.json")
+    assert saved["final_test"] == final and saved["evaluation"] == last
+    assert saved["config_sha256"] == run_config_sha256(trained.output)  # config.yaml's recipe
+
+
+def test_eval_only_reproduces_the_final_numbers(trained, default_root, monkeypatch):
+    monkeypatch.setenv("FASTREID_DATASETS", str(default_root))
     best = os.path.join(trained.output, "model_best.pth")
     cfg = build_cfg(
         CONFIG,
@@ -81,7 +110,8 @@ def test_eval_only_reproduces_the_final_numbers(trained):
         assert results[key] == pytest.approx(trained.after[key], abs=1e-6)
 
 
-def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
+def test_resume_continues_from_the_last_checkpoint(trained, tmp_path, default_root, monkeypatch):
+    monkeypatch.setenv("FASTREID_DATASETS", str(default_root))
     import shutil
 
     from conftest import FAST_CPU_OPTS

@@ -12,12 +12,14 @@ from types import SimpleNamespace
 from lastreid import transfer
 from lastreid.atomic import save_atomic
 from lastreid.checkpoint import CLASSIFIER_NOT_LOADED, backbone_loaded, has_torchvision_stem
+from lastreid.errors import InputError
 from lastreid.evaluation import BlockedReidEvaluator
 from lastreid.evaluation.single_shot import (
     SingleShotReidEvaluator,
     single_shot_draws,
     single_shot_metrics,
 )
+from lastreid.run_results import read_run_results, run_config_sha256
 from lastreid.startup import build_cfg
 
 import numpy as np
@@ -274,28 +276,39 @@ def _fake_cell(source, dataset, setting, r1, m_ap):
     )
 
 
-def test_table_has_the_published_shape():
-    rows = list(transfer.PUBLISHED)
+def test_table_has_the_papers_shape_with_its_numbers_beneath_ours():
+    rows = ["random init", "ImageNet", "LaST"]
     cols = transfer.columns()
-    grid = {
-        (n, d, s): _fake_cell(n, d, s, *transfer.PUBLISHED[n][(d, s)])
-        for n in rows
-        for d, s in cols
-    }
+    ours = {"random init": (1.0, 2.0), "ImageNet": (10.0, 5.0), "LaST": (40.0, 30.0)}
+    grid = {(n, d, s): _fake_cell(n, d, s, *ours[n]) for n in rows for d, s in cols}
+    for n in rows:
+        grid[(n, "PRCC", "direct")].result["config_sha256"] = "ab" * 32
     md = transfer.format_markdown(rows, cols, grid).splitlines()
     assert (
         md[2]
         == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
     )
-    assert md[4] == "| ImageNet | 24.7 / 13.5 | 28.7 / 3.0 | 43.1 / 41.3 | 49.2 / 8.7 |"
-    assert md[-1] == "| LaST | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |"
+    # Each of our rows, then the paper's row of the same pre-training, where it has one.
+    assert md[4:] == [
+        "| random init | 1.0 / 2.0 | 1.0 / 2.0 | 1.0 / 2.0 | 1.0 / 2.0 |",
+        "| ImageNet | 10.0 / 5.0 | 10.0 / 5.0 | 10.0 / 5.0 | 10.0 / 5.0 |",
+        "| ImageNet (paper) | 24.7 / 13.5 | 28.7 / 3.0 | 43.1 / 41.3 | 49.2 / 8.7 |",
+        "| LaST | 40.0 / 30.0 | 40.0 / 30.0 | 40.0 / 30.0 | 40.0 / 30.0 |",
+        "| LaST (paper) | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |",
+    ]
     del grid[("LaST", "PRCC", "finetune")]
-    assert transfer.format_markdown(rows, cols, grid).splitlines()[-1].count(" - ") == 1
+    assert transfer.format_markdown(rows, cols, grid).splitlines()[-2].count(" - ") == 1
     table = list(csv.reader(transfer.format_csv(rows, cols, grid).splitlines()))
-    assert table[0][:3] == ["pre-training", "PRCC direct R1", "PRCC direct mAP"]
-    assert len(table[0]) == 10
+    assert table[0][:4] == [
+        "pre-training",
+        "PRCC direct R1",
+        "PRCC direct mAP",
+        "PRCC direct config",
+    ]
+    assert len(table[0]) == 1 + 4 * 3 + 1  # R1, mAP, config per column; protocol
     assert table[0][-1] == "protocol" and table[1][-1] == "clean"
-    assert table[5][5] == "" and table[1][1] == "24.70"
+    assert table[3][7] == "" and table[2][1] == "10.00"  # LaST's missing PRCC fine-tuned
+    assert table[1][3] == "ab" * 6 and table[1][6] == ""  # a cell without a hash: empty
 
 
 def test_resume_commands(tmp_path):
@@ -313,9 +326,9 @@ def test_resume_commands(tmp_path):
     with open(os.path.join(out, "last_checkpoint"), "w") as f:
         f.write("model_final.pth")
     open(os.path.join(out, "model_final.pth"), "wb").close()
-    cmd, how = matrix.command(cell)
-    assert how == "evaluating the finished fine-tune" and "--eval-only" in cmd
-    assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == os.path.join(out, "model_final.pth")
+    cmd, how = matrix.command(cell)  # resumed too: train_net evaluates its final weights
+    assert how == "evaluating the finished fine-tune" and "--resume" in cmd
+    assert "--eval-only" not in cmd
 
 
 def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
@@ -359,6 +372,40 @@ def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
     )  # started anew
 
 
+def test_a_cell_of_another_recipe_stops_the_command_or_is_redone(tmp_path, monkeypatch):
+    weights = tmp_path / "LaST.pth"
+    weights.write_bytes(b"v1")
+    src = transfer.Source("LaST", str(weights), transfer.LAYOUT_FASTREID)
+    matrix = transfer.TransferMatrix(
+        str(tmp_path / "out"),
+        [src],
+        transfer.CONFIGS["synthetic"],
+        datasets=("PRCC", "CelebReID"),
+        settings=("finetune",),
+    )
+    monkeypatch.setattr(matrix, "log", lambda line: None)
+    prcc, celeb = matrix.cells()
+    os.makedirs(os.path.join(matrix.output, "results"))
+    signature = transfer.weights_signature(str(weights))
+    for cell, recipe in ((prcc, "0" * 64), (celeb, transfer.recipe_sha256(*matrix.recipe(celeb)))):
+        stored = {"metrics": {"Rank-1": 50.0, "mAP": 40.0}, "config_sha256": recipe}
+        with open(matrix.result_path(cell), "w") as f:
+            json.dump(dict(stored, weights_signature=signature), f)
+    os.makedirs(matrix.cell_dir(prcc))
+    assert [title for title, _ in transfer.stale_runs(matrix)] == [prcc.title]
+    with pytest.raises(InputError, match=r"1 run\(s\) .*LaST \| PRCC \| fine-tuned.*--stale"):
+        transfer.settle_stale(matrix, "stop")
+    assert os.path.isfile(matrix.result_path(prcc))  # stop touches nothing
+    assert transfer.settle_stale(matrix, "reuse") == [prcc.title]
+    assert os.path.isfile(matrix.result_path(prcc))
+    transfer.settle_stale(matrix, "redo")
+    assert not os.path.exists(matrix.result_path(prcc)) and not os.path.exists(
+        matrix.cell_dir(prcc)
+    )
+    assert os.path.isfile(matrix.result_path(celeb))  # its own recipe: kept
+    assert transfer.stale_runs(matrix) == []
+
+
 def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
     small_root, fast_cpu_opts, last_checkpoint, tmp_path
 ):
@@ -389,15 +436,17 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
         table[2]
         == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
     )
-    assert [line.split(" | ")[0] for line in table[4:]] == ["| random init", "| LaST"]
-    assert all(line.count(" / ") == 4 and " - " not in line for line in table[4:])
+    # The reference LaST file's row is followed by the paper's LaST row.
+    names = [line.split(" | ")[0] for line in table[4:]]
+    assert names == ["| random init", "| LaST", "| LaST (paper)"]
+    assert all(line.count(" / ") == 4 and " - " not in line for line in table[4:6])
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert [r["pre-training"] for r in rows] == ["random init", "LaST"]
     assert all(
         0 <= float(v) <= 100
         for r in rows
         for k, v in r.items()
-        if k not in ("pre-training", "protocol")
+        if k not in ("pre-training", "protocol") and not k.endswith(" config")
     )
     assert table[0].startswith("Rank-1 / mAP (%); protocol clean")
     assert {"PRCC direct SS-R1", "PRCC fine-tuned SS-mAP"} <= set(rows[0])
@@ -410,9 +459,30 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
     assert stored["metrics"]["Rank-1"] == pytest.approx(
         float(rows[1]["PRCC fine-tuned R1"]), abs=0.01
     )
+    # The cell's recipe: the merged config its run started with, carried into the CSV.
+    run = output / "runs" / "LaST" / "PRCC-finetune"
+    assert stored["config_sha256"] == run_config_sha256(str(run))
+    assert stored["config_sha256"] == read_run_results(str(run))["config_sha256"]
+    assert rows[1]["PRCC fine-tuned config"] == stored["config_sha256"][:12]
     assert first.stdout.count(": done in ") == 8
 
     second = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert second.stdout.count("done before, skipped") == 8 and ": done in " not in second.stdout
     assert (output / "transfer_table.md").read_text().splitlines() == table
+
+    # Another recipe (one more override) never reuses the cells silently: it stops with one
+    # line naming them and touches nothing; --stale reuse keeps them on purpose.
+    before = {p: p.read_bytes() for p in sorted((output / "results").iterdir())}
+    changed = cmd + ["TEST.IMS_PER_BATCH", "32"]
+    third = subprocess.run(changed, env=env, capture_output=True, text=True)
+    assert third.returncode == 1, third.stdout[-3000:] + third.stderr[-3000:]
+    last = third.stderr.strip().splitlines()[-1]
+    assert last.startswith("transfer_matrix.py: error: 8 run(s) under ") and "--stale" in last
+    assert "LaST | PRCC | fine-tuned" in last and "Traceback" not in third.stderr
+    assert {p: p.read_bytes() for p in sorted((output / "results").iterdir())} == before
+    reuse = changed[:2] + ["--stale", "reuse"] + changed[2:]  # before the trailing overrides
+    fourth = subprocess.run(reuse, env=env, capture_output=True, text=True)
+    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+    assert fourth.stdout.count("kept (--stale reuse)") == 8
+    assert fourth.stdout.count("done before, skipped") == 8

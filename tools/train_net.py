@@ -7,24 +7,23 @@
     python tools/train_net.py --config-file ... --num-gpus 8 SOLVER.IMS_PER_BATCH 256
     torchrun --standalone --nproc-per-node 2 tools/train_net.py --config-file ... MODEL.DEVICE cpu
 
-Any `KEY VALUE` pairs after the flags override the config, as in fast-reid. The numbers
-the run reports (the last evaluation on DATASETS.TESTS) are also written, atomically, to
-OUTPUT_DIR/results.json.
+Any `KEY VALUE` pairs after the flags override the config, as in fast-reid. Every number
+the run reports (its last evaluation on DATASETS.TESTS, the test of the kept checkpoint on
+TEST.FINAL_TESTS) is also written, atomically, to OUTPUT_DIR/results.json
+(lastreid.run_results).
 
 Several processes (`lastreid.launch`): under torchrun (any number of CPU processes over
 gloo, or one per GPU over NCCL), or fastreid's --num-gpus / --num-machines / --dist-url on
 CUDA. SOLVER.IMS_PER_BATCH is the batch of all processes together.
 """
 
-import json
 import logging
-import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from lastreid.atomic import write_text_atomic
 from lastreid.engine import Trainer, default_setup, evaluate_weights
 from lastreid.errors import run_tool
 from lastreid.launch import check_launch, launch
+from lastreid.run_results import evaluation_part, write_run_results
 from lastreid.startup import build_cfg, check_can_start
 
 from fastreid.engine import default_argument_parser
@@ -37,15 +36,14 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         results = evaluate_weights(cfg)
+        record = dict(evaluation=evaluation_part(cfg, results, weights=cfg.MODEL.WEIGHTS))
     else:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
-    if results and comm.is_main_process():
-        write_text_atomic(
-            json.dumps(results, indent=2, default=float) + "\n",
-            os.path.join(cfg.OUTPUT_DIR, "results.json"),
-        )
+        record = trainer.results_record(results)
+    if comm.is_main_process():
+        write_run_results(cfg, **record)
     return results
 
 

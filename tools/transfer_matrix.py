@@ -24,7 +24,9 @@ the test split, bilinear resize); both runs and shows both.
 
 Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>[-seed]/;
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
-trained sources and finished cells and resumes an interrupted run from its last checkpoint. Trailing
+trained sources and finished cells and resumes an interrupted run from its last checkpoint;
+a run made with another recipe (config file or overrides) is never reused silently: the
+command stops and names it (--stale redo / reuse decide). Trailing
 `KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2). Reference
 (public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
 fastreid ones False (--torchvision-stem to force it).
@@ -76,6 +78,13 @@ def parse_args(argv=None):
         "bilinear (the public LaST code's); both: both numbers",
     )
     p.add_argument("--output", default="logs/transfer", help="runs, results/ and the table go here")
+    p.add_argument(
+        "--stale",
+        choices=transfer.STALE_CHOICES,
+        default="stop",
+        help="finished or started runs made with another recipe (config file or overrides) "
+        "than this command's: stop (say which, run nothing), redo them, or reuse their numbers",
+    )
     p.add_argument(
         "--preset",
         choices=sorted(transfer.CONFIGS),
@@ -204,6 +213,7 @@ def main(argv=None):
         single_shot=args.single_shot,
         protocol=args.protocol,
         imagenet=os.path.abspath(args.imagenet) if args.imagenet else None,
+        stale=args.stale,
     )
     cells = matrix.run()
     if not args.no_print_table:

@@ -24,7 +24,9 @@ Worked around where the code that needs it lives:
 - `engine.MetricsWriter`: fastreid's JSONWriter drops the evaluation after the last epoch.
 - `engine.ProgressPrinter`: fastreid's CommonMetricPrinter divides by zero when it prints
   twice at one iteration within a run's first steps.
-- `engine.default_setup`: fastreid's rewrites config.yaml in place; ours replaces it.
+- `engine.default_setup` and `engine.Trainer.auto_scale_hyperparams`: fastreid's rewrite
+  config.yaml in place (at start, and again with the derived MODEL.HEADS.NUM_CLASSES);
+  ours replace it atomically.
 - `resume`: fastreid's checkpoint hook forgets the best metric on resume and takes a metric
   from an earlier evaluation; a resumed, finished run leaves `epoch` unset.
 - `evaluation.rerank`: fastreid's jaccard distance hard-codes a CUDA search.

@@ -3,8 +3,9 @@
 A run's metrics.json has one JSON object per line. Training lines carry total_loss,
 loss_cls, loss_triplet, lr and iteration; evaluation lines carry Rank-1, mAP, metric, ...
 (keyed `<dataset>/Rank-1` etc. when several test sets are evaluated); one line may be both.
-The x axis is epochs when the iterations per epoch can be worked out from the run's
-config.yaml (TEST.EVAL_PERIOD) and the iterations of the evaluations, else iterations.
+The x axis is epochs when the iterations per epoch are known (results.json, or worked out
+from config.yaml and the iterations of the evaluations), else iterations. The test of the
+kept checkpoint (results.json's final_test) is drawn as stars at its epoch.
 """
 
 import json
@@ -16,12 +17,14 @@ import re
 import yaml
 
 from .errors import InputError
+from .run_results import read_run_results
 
 __all__ = ["read_metrics", "iterations_per_epoch", "plot_curves"]
 
 logger = logging.getLogger(__name__)
 
 _EVAL_KEY = re.compile(r"^(?:(?P<dataset>.+)/)?(?P<metric>Rank-1|mAP)$")
+FINAL_TEST = "final_test/"  # metrics.json's keys of the final test (engine.record_final_test)
 
 
 def read_metrics(path):
@@ -46,12 +49,13 @@ def read_metrics(path):
 
 
 def _eval_series(records):
-    """{(dataset or "", "Rank-1" | "mAP"): [(iteration, value), ...]}"""
+    """{(dataset or "", "Rank-1" | "mAP"): [(iteration, value), ...]} of the evaluations
+    during training (the final test of the kept checkpoint is not one of them)."""
     series = {}
     for r in records:
         for key, value in r.items():
             m = _EVAL_KEY.match(key)
-            if m and isinstance(value, (int, float)):
+            if m and isinstance(value, (int, float)) and not key.startswith(FINAL_TEST):
                 series.setdefault((m["dataset"] or "", m["metric"]), []).append(
                     (r["iteration"], value)
                 )
@@ -72,19 +76,23 @@ def _read_config(run_dir):
 def iterations_per_epoch(run_dir, records=None):
     """Iterations per epoch of the run, or None when it cannot be worked out.
 
-    fast-reid evaluates after every TEST.EVAL_PERIOD-th epoch, at the last iteration of
-    that epoch, so the first evaluation's iteration + 1 is EVAL_PERIOD epochs (checked
-    against every other evaluation line)."""
+    A finished run's results.json says; otherwise: fast-reid evaluates after every
+    TEST.EVAL_PERIOD-th epoch and after the last one, at the last iteration of that epoch,
+    so the first evaluation's iteration + 1 is min(EVAL_PERIOD, SOLVER.MAX_EPOCH) epochs
+    (checked against every other evaluation)."""
+    saved = read_run_results(run_dir).get("iterations_per_epoch")
+    if isinstance(saved, int) and saved > 0:
+        return saved
     cfg = _read_config(run_dir)
     try:
-        period = int(cfg["TEST"]["EVAL_PERIOD"])
+        first = min(int(cfg["TEST"]["EVAL_PERIOD"]), int(cfg["SOLVER"]["MAX_EPOCH"]))
     except (TypeError, KeyError, ValueError):
         return None
     records = read_metrics(run_dir) if records is None else records
     evals = sorted({it for points in _eval_series(records).values() for it, _ in points})
-    if period <= 0 or not evals or (evals[0] + 1) % period:
+    if first <= 0 or not evals or (evals[0] + 1) % first:
         return None
-    ipe = (evals[0] + 1) // period
+    ipe = (evals[0] + 1) // first
     if ipe <= 0 or any((it + 1) % ipe for it in evals):
         return None
     return ipe
@@ -143,6 +151,7 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
             marker="o",
             ms=4,
         )
+    _plot_final_test(ax_eval, read_run_results(run_dir), x_of, colours)
     ax_eval.set_title("validation Rank-1 / mAP (%)")
     for ax, has in ((ax_loss, loss_keys), (ax_lr, lrs), (ax_eval, series)):
         ax.set_xlabel("epoch" if ipe else "iteration")
@@ -159,6 +168,20 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
     fig.savefig(output, dpi=dpi)  # no bbox "tight": the size stays size * dpi
     plt.close(fig)
     return output
+
+
+def _plot_final_test(ax, results, x_of, colours):
+    """The test of the kept checkpoint (results.json's final_test) as stars at its epoch."""
+    final, per_epoch = results.get("final_test"), results.get("iterations_per_epoch")
+    if not final or not per_epoch:
+        return
+    x = x_of(final["epoch"] * per_epoch - 1)  # the checkpoint is its epoch's last iteration
+    for dataset, metrics in sorted(final["datasets"].items()):
+        colour = colours.setdefault("test " + dataset, f"C{len(colours)}")
+        for metric, marker in (("Rank-1", "*"), ("mAP", "X")):
+            if metric in metrics:
+                label = f"{dataset} {metric}, {final['checkpoint']} (final test)"
+                ax.plot([x], [metrics[metric]], marker, ms=12, color=colour, label=label)
 
 
 def _best_line(series):

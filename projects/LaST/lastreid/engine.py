@@ -18,6 +18,7 @@ checkpoints, metrics and events; DDP wraps the model on CPU as on CUDA (`lastrei
 import json
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from fastreid.utils.events import (
 from fastreid.utils.logger import setup_logger
 
 from . import precision
-from .atomic import write_text_atomic
+from .atomic import write_atomic, write_text_atomic
 from .checkpoint import Checkpointer
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
@@ -46,7 +47,8 @@ from .evaluation.single_shot import SingleShotReidEvaluator
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_identities_per_batch
 from .modeling import build_model, load_weights
-from .resume import arrange_hooks, continue_run
+from .resume import METRICS, arrange_hooks, checkpoint_info, continue_run
+from .run_results import by_dataset, config_sha256, config_yaml_text, evaluation_part
 from .startup import on_cpu
 from .train_steps import CpuTrainer, CudaAMPTrainer
 from .transforms import build_transforms
@@ -113,7 +115,7 @@ def default_setup(cfg, args):
     log.info("Running with full config:\n%s", cfg)
     if comm.is_main_process() and output_dir:
         path = os.path.join(output_dir, "config.yaml")
-        write_text_atomic(cfg.dump(), path)
+        write_text_atomic(config_yaml_text(cfg), path)
         log.info("Full config saved to %s", os.path.abspath(path))
     seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)
     if not getattr(args, "eval_only", False):
@@ -209,6 +211,24 @@ class Trainer(DefaultTrainer):
     def build_model(cls, cfg):
         return build_model(cfg)
 
+    @staticmethod
+    def auto_scale_hyperparams(cfg, num_classes):
+        """fastreid's: MODEL.HEADS.NUM_CLASSES 0 becomes the training set's count, saved in
+        config.yaml. fastreid rewrites that file in place (a kill then tore it); this
+        replaces it atomically and keeps the recipe's hash atop it (run_results)."""
+        if cfg.MODEL.HEADS.NUM_CLASSES != 0:
+            return cfg
+        scaled = cfg.clone()
+        scaled.defrost()
+        scaled.MODEL.HEADS.NUM_CLASSES = num_classes
+        logger.info("Auto-scaling the num_classes=%d", num_classes)
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            text = config_yaml_text(scaled, recipe_sha256=config_sha256(cfg))
+            write_text_atomic(text, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        if cfg.is_frozen():
+            scaled.freeze()
+        return scaled
+
     @classmethod
     def test(cls, cfg, model):
         # The evaluation path: float32 unless MODEL.CPU_BF16 is on (then bf16 autocast with
@@ -297,29 +317,59 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         results = super().train()
-        if self.cfg.TEST.FINAL_TESTS:
-            self.final_results = self.test_best_checkpoint()
+        self.final_test = self.test_best_checkpoint() if self.cfg.TEST.FINAL_TESTS else None
         return results
 
     def test_best_checkpoint(self):
-        """Loads model_best.pth (else the final weights in memory) and evaluates it on
-        TEST.FINAL_TESTS."""
+        """Loads model_best.pth (else the final weights in memory), evaluates it on
+        TEST.FINAL_TESTS and records the numbers in metrics.json too. Returns the
+        `final_test` part of results.json (lastreid.run_results)."""
         best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
         comm.synchronize()  # the main process may still be writing model_best.pth
         model = self.model.module if hasattr(self.model, "module") else self.model
+        names = tuple(self.cfg.TEST.FINAL_TESTS)
+        record = {"checkpoint": "model_best.pth", "epoch": self.max_epoch}
         if os.path.isfile(best):
-            logger.info(
-                "Testing the best checkpoint %s on %s", best, ", ".join(self.cfg.TEST.FINAL_TESTS)
-            )
+            logger.info("Testing the best checkpoint %s on %s", best, ", ".join(names))
             Checkpointer(model).load(best)  # our own file: weights-only, full model
+            record["epoch"] = int((checkpoint_info(best) or {}).get("epoch", -2)) + 1
         else:
             logger.warning(
                 "No model_best.pth in %s: testing the final weights", self.cfg.OUTPUT_DIR
             )
+            record["checkpoint"] = "model_final.pth"  # the weights in memory
         cfg = self.cfg.clone()
         cfg.defrost()
-        cfg.DATASETS.TESTS = tuple(cfg.TEST.FINAL_TESTS)
-        return self.test(cfg, self.model)
+        cfg.DATASETS.TESTS = names
+        start = time.perf_counter()
+        record["datasets"] = by_dataset(self.test(cfg, self.model), names)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        if comm.is_main_process():
+            record_final_test(os.path.join(self.cfg.OUTPUT_DIR, METRICS), self.max_iter, record)
+        return record
+
+    def results_record(self, results):
+        """The parts of results.json of a finished training run (lastreid.run_results)."""
+        return dict(
+            evaluation=evaluation_part(self.cfg, results, epoch=self.max_epoch),
+            final_test=self.final_test,
+            iterations_per_epoch=self.iters_per_epoch,
+        )
+
+
+def record_final_test(path, max_iter, record):
+    """Puts the final test's numbers in metrics.json as `final_test/<dataset>/<metric>` at
+    the last iteration, replacing those of an earlier final test (a finished run resumed)."""
+    line = {"iteration": max_iter - 1, "final_test/epoch": record["epoch"]}
+    for name, metrics in record["datasets"].items():
+        line.update({f"final_test/{name}/{k}": v for k, v in metrics.items()})
+    kept = b""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+        kept = b"".join(raw + b"\n" for raw in lines if raw.strip() and b'"final_test/' not in raw)
+    text = kept + json.dumps(line, sort_keys=True).encode() + b"\n"
+    write_atomic(path, lambda f: f.write(text))
 
 
 def evaluate_weights(cfg):

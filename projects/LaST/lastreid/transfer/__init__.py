@@ -4,6 +4,7 @@ fine-tuned}, under the clean and the seed protocol (README: Generalisation).
 numbers from `results`, `runner` runs the cells and `report` writes the table."""
 
 from ..checkpoint import LAYOUT_FASTREID, LAYOUT_REFERENCE, LAYOUT_TORCHVISION, checkpoint_layout
+from .recipes import STALE_CHOICES, recipe_sha256, settle_stale, stale_runs
 from .report import (
     CHART_SIZE,
     DATASETS,
@@ -17,7 +18,7 @@ from .report import (
     format_markdown,
     write_chart,
 )
-from .results import RESULTS_FILE, best_epoch, read_results
+from .results import best_epoch
 from .runner import SEED_FINETUNE_OPTS, SEED_OPTS, SOURCE_FILE, Cell, TransferMatrix
 from .sources import (
     CONFIGS,
@@ -46,7 +47,7 @@ __all__ = [
     "PROTOCOL_CHOICES",
     "PUBLISHED",
     "RANDOM_INIT",
-    "RESULTS_FILE",
+    "STALE_CHOICES",
     "SEED_FINETUNE_OPTS",
     "SEED_OPTS",
     "SETTINGS",
@@ -62,7 +63,9 @@ __all__ = [
     "discover_sources",
     "format_csv",
     "format_markdown",
-    "read_results",
+    "recipe_sha256",
+    "settle_stale",
+    "stale_runs",
     "slugify",
     "trained_sources",
     "weights_signature",

@@ -76,6 +76,7 @@ PUBLISHED = {
     },
 }
 
+CONFIG_DIGITS = 12  # of a cell's config_sha256 in the CSV: enough to tell recipes apart
 CHART_DPI = 100
 CHART_SIZE_INCHES = (11.0, 4.5)
 CHART_SIZE = (
@@ -155,8 +156,9 @@ def _text(cell):
 
 def format_markdown(rows, cols, grid, protocol="clean"):
     """The paper's table shape: one row per source, "R1 / mAP" per column, "-" if missing;
-    seed fine-tuned cells add their epoch, "both" shows "clean; seed". The first line
-    says which protocol made it."""
+    seed fine-tuned cells add their epoch, "both" shows "clean; seed". A row named like one
+    of the paper's (PUBLISHED) is followed by the paper's numbers. The first line says
+    which protocol made it."""
     lines = [
         "Rank-1 / mAP (%); " + PROTOCOL_NOTES[protocol],
         "",
@@ -169,14 +171,22 @@ def format_markdown(rows, cols, grid, protocol="clean"):
             for d, s in cols
         ]
         lines.append("| {} | {} |".format(name, " | ".join(values)))
+        if name in PUBLISHED:  # the paper's numbers for the same pre-training, beneath ours
+            paper = [PUBLISHED[name].get((d, s)) for d, s in cols]
+            lines.append(
+                "| {} (paper) | {} |".format(
+                    name, " | ".join("{:.1f} / {:.1f}".format(*v) if v else "" for v in paper)
+                )
+            )
     return "\n".join(lines) + "\n"
 
 
 def format_csv(rows, cols, grid, protocol="clean"):
     """One row per source; per column `<title> R1` and `<title> mAP` (empty if missing),
-    seed fine-tuned cells also `<title> epoch` (under "both" the seed columns are named
-    `<title> seed ...`), single-shot columns for the cells that report them, and a last
-    `protocol` column."""
+    seed fine-tuned cells also `<title> epoch`, then `<title> config` (the first
+    CONFIG_DIGITS of the hash of the merged config the cell ran with); under "both" the
+    seed columns are named `<title> seed ...`; single-shot columns for the cells that
+    report them, and a last `protocol` column."""
     protocols = PROTOCOL_CHOICES[protocol]
     groups = []  # (header, cell lookup, key)
     for p in protocols:
@@ -186,6 +196,7 @@ def format_csv(rows, cols, grid, protocol="clean"):
             groups += [(title + " R1", (d, s, p), "Rank-1"), (title + " mAP", (d, s, p), "mAP")]
             if p == "seed" and s == "finetune":
                 groups.append((title + " epoch", (d, s, p), "best_epoch"))
+            groups.append((title + " config", (d, s, p), "config_sha256"))
     for p in protocols:
         prefix = " seed" if protocol == "both" and p == "seed" else ""
         for d, s in cols:
@@ -205,6 +216,9 @@ def format_csv(rows, cols, grid, protocol="clean"):
             cell = _lookup(grid, name, d, s, p)
             if key == "best_epoch":
                 line.append(str(_epoch(cell) or ""))
+                continue
+            if key == "config_sha256":
+                line.append(((cell.result or {}).get(key) or "")[:CONFIG_DIGITS] if cell else "")
                 continue
             value = cell.metric(key) if cell is not None else None
             line.append("" if value is None else "{:.2f}".format(value))

@@ -1,5 +1,6 @@
-"""The numbers of one cell's run: the evaluation after its last epoch (results.json, the
-clean protocol) or the seed's best epoch from its per-epoch history (metrics.json)."""
+"""What the cells read from their runs besides results.json (lastreid.run_results): whether
+training finished, and the paper's code's best epoch from the per-epoch history
+(metrics.json)."""
 
 import json
 import os
@@ -9,16 +10,8 @@ import yaml
 
 from ..curves import iterations_per_epoch, read_metrics
 
-__all__ = [
-    "RESULTS_FILE",
-    "best_epoch",
-    "finished_training",
-    "read_json",
-    "read_results",
-    "read_stored",
-]
+__all__ = ["best_epoch", "finished_training", "read_json"]
 
-RESULTS_FILE = "results.json"  # written by tools/train_net.py into OUTPUT_DIR
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|SS-.+)$")
 
 
@@ -30,37 +23,6 @@ def finished_training(out):
     except OSError:
         return False
     return last == "model_final.pth" and os.path.isfile(os.path.join(out, last))
-
-
-def read_stored(path, opts, title, log):
-    """A finished cell's stored result (None if absent or unreadable: it runs again). One
-    run with other overrides than `opts` is kept, with a note on how to redo it."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except (OSError, ValueError):
-        log(f"[transfer] {title}: unreadable {path}, running it again")
-        return None
-    if stored.get("opts") != opts:
-        ran = " ".join(stored.get("opts", [])) or "none"
-        log(f"[transfer] note: {title} was run with other overrides ({ran}); delete {path} to redo")
-    return stored
-
-
-def read_results(path, dataset):
-    """The metrics of one dataset from a train_net results.json (flat for one dataset,
-    keyed by dataset name for several); None if absent or unreadable."""
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if isinstance(results.get(dataset), dict):
-        results = results[dataset]
-    metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
-    return metrics if "Rank-1" in metrics and "mAP" in metrics else None
 
 
 def best_epoch(run_dir, dataset):

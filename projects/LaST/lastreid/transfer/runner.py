@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..atomic import write_text_atomic
+from ..run_results import RESULTS_FILE, dataset_metrics, read_run_results, run_config_sha256
 from .process import REPO, TRAIN_NET, log_tail, run_logged, training_status
+from .recipes import settle_stale
 from .report import (
     DATASETS,
     PROTOCOL_CHOICES,
@@ -27,14 +29,7 @@ from .report import (
     format_markdown,
     write_chart,
 )
-from .results import (
-    RESULTS_FILE,
-    best_epoch,
-    finished_training,
-    read_json,
-    read_results,
-    read_stored,
-)
+from .results import best_epoch, finished_training, read_json
 from .sources import Source, weights_signature, write_random_init
 from .training import train_sources
 
@@ -81,6 +76,7 @@ class TransferMatrix:
     heartbeat_s: float = 120.0  # a progress line this often while a cell runs
     protocol: str = "clean"  # clean, seed or both (PROTOCOL_CHOICES)
     imagenet: Optional[str] = None  # MODEL.BACKBONE.PRETRAIN_PATH of the trained sources
+    stale: str = "stop"  # runs made with another recipe: stop, redo or reuse (recipes.py)
 
     @property
     def protocols(self):
@@ -133,9 +129,10 @@ class TransferMatrix:
     # running
 
     def run(self):
-        """Trains the trained sources, runs every unfinished cell, then writes the table.
-        Returns the cells."""
+        """Settles the runs of other recipes (`stale`), trains the trained sources, runs
+        every unfinished cell, then writes the table. Returns the cells."""
         os.makedirs(os.path.join(self.output, "results"), exist_ok=True)
+        settle_stale(self, self.stale)
         self.train_sources()
         cells = self.cells()
         t0 = time.time()
@@ -176,39 +173,24 @@ class TransferMatrix:
         train_sources(self)
 
     def _run_cell(self, cell, counter):
-        out = self.cell_dir(cell)
-        if not os.path.isfile(self.weights(cell.source)):
-            cell.error = "no checkpoint {}".format(self.weights(cell.source))
+        weights = self.weights(cell.source)
+        if not os.path.isfile(weights):
+            cell.error = "no checkpoint {}".format(weights)
             self.log("[transfer] {} {}: skipped ({})".format(counter, cell.title, cell.error))
             return
-        signature = weights_signature(self.weights(cell.source))
-        stored = read_stored(self.result_path(cell), self.cell_opts(cell), cell.title, self.log)
-        if stored is not None and stored.get("weights_signature") == signature:
-            cell.result = stored
+        signature = weights_signature(weights)
+        stored = read_json(self.result_path(cell))
+        if stored.get("metrics") and stored.get("weights_signature") == signature:
+            cell.result = stored  # its recipe was checked by recipes.settle_stale
             self.log(
                 "[transfer] {} {}: done before, skipped ({})".format(
                     counter, cell.title, cell_summary(cell)
                 )
             )
             return
-        if read_json(os.path.join(out, SOURCE_FILE)).get("weights_signature") not in (
-            None,
-            signature,
-        ):
-            self.log(
-                "[transfer] {} {}: the source checkpoint changed since this cell ran: "
-                "redoing it".format(counter, cell.title)
-            )
-            shutil.rmtree(out)
-        os.makedirs(out, exist_ok=True)
-        write_text_atomic(
-            json.dumps({"weights": self.weights(cell.source), "weights_signature": signature})
-            + "\n",
-            os.path.join(out, SOURCE_FILE),
-        )
+        out = self._prepare_run_dir(cell, counter, weights, signature)
         cmd, how = self.command(cell)
         t0 = time.time()
-        results_file = os.path.join(out, RESULTS_FILE)
         selection, code = None, 0
         if cell.seed_selection and finished_training(out):
             selection = best_epoch(out, cell.dataset)  # the history is all it needs
@@ -218,8 +200,6 @@ class TransferMatrix:
                     counter, cell.title, how, os.path.join(out, "log.txt")
                 )
             )
-            if os.path.exists(results_file):
-                os.remove(results_file)  # only this run's numbers count
             code = self._spawn(
                 cmd,
                 os.path.join(out, "stdout.txt"),
@@ -231,7 +211,7 @@ class TransferMatrix:
         if cell.seed_selection:
             metrics = selection["metrics"] if selection else None
         else:
-            metrics = read_results(results_file, cell.dataset) if code == 0 else None
+            metrics = dataset_metrics(read_run_results(out), cell.dataset) if code == 0 else None
         if metrics is None:
             cell.error = (
                 "exit code {}".format(code)
@@ -247,20 +227,7 @@ class TransferMatrix:
             )
             self._show_tail(os.path.join(out, "stdout.txt"))
             return
-        cell.result = {
-            "source": cell.source.name,
-            "dataset": cell.dataset,
-            "setting": cell.setting,
-            "weights": cell.source.path or "random init",
-            "layout": cell.source.layout,
-            "torchvision_stem": self._stem(cell.source),
-            "weights_signature": signature,
-            "metrics": metrics,
-            "protocol": cell.protocol,
-            "seconds": round(seconds, 1),
-            "opts": self.cell_opts(cell),
-            "command": cmd,
-        }
+        cell.result = self._record(cell, signature, metrics, cmd, seconds)
         if selection:  # seed: which epoch, the last epoch's numbers and the whole history
             cell.result.update({k: selection[k] for k in ("best_epoch", "last", "history")})
         write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
@@ -269,6 +236,49 @@ class TransferMatrix:
                 counter, cell.title, seconds, cell_summary(cell)
             )
         )
+
+    def _prepare_run_dir(self, cell, counter, weights, signature):
+        """The cell's run folder, emptied if it ran from another version of the source
+        checkpoint, with that version recorded (source.json) and no numbers of an earlier
+        run (results.json: only this run's count)."""
+        out = self.cell_dir(cell)
+        if read_json(os.path.join(out, SOURCE_FILE)).get("weights_signature") not in (
+            None,
+            signature,
+        ):
+            self.log(
+                "[transfer] {} {}: the source checkpoint changed since this cell ran: "
+                "redoing it".format(counter, cell.title)
+            )
+            shutil.rmtree(out)
+        os.makedirs(out, exist_ok=True)
+        write_text_atomic(
+            json.dumps({"weights": weights, "weights_signature": signature}) + "\n",
+            os.path.join(out, SOURCE_FILE),
+        )
+        if os.path.exists(os.path.join(out, RESULTS_FILE)):
+            os.remove(os.path.join(out, RESULTS_FILE))
+        return out
+
+    def _record(self, cell, signature, metrics, cmd, seconds):
+        """A done cell's stored result (results/<row>__<dataset>__<setting>.json)."""
+        return {
+            "source": cell.source.name,
+            "dataset": cell.dataset,
+            "setting": cell.setting,
+            "weights": cell.source.path or "random init",
+            "layout": cell.source.layout,
+            "torchvision_stem": self._stem(cell.source),
+            "weights_signature": signature,
+            # the merged config of the run (its config.yaml), which recipes.settle_stale
+            # compares with this command's
+            "config_sha256": run_config_sha256(self.cell_dir(cell)),
+            "metrics": metrics,
+            "protocol": cell.protocol,
+            "seconds": round(seconds, 1),
+            "opts": self.cell_opts(cell),
+            "command": cmd,
+        }
 
     def _stem(self, source):
         return source.torchvision_stem if self.stem is None else bool(self.stem)
@@ -285,30 +295,37 @@ class TransferMatrix:
             write_random_init(path, self._config("direct", self.datasets[0]), self.opts, self.seed)
         return path
 
-    def command(self, cell):
-        """(argv, description) of the train_net.py run for a cell."""
-        out = self.cell_dir(cell)
-        if cell.setting == "direct":
-            config, weights = self._config("direct", cell.dataset), self.weights(cell.source)
-            mode, extra, how = "--eval-only", [], "direct transfer"
-        elif finished_training(out):
-            config = self._config("finetune", cell.dataset)
-            weights = os.path.join(out, "model_final.pth")
-            mode, extra, how = "--eval-only", [], "evaluating the finished fine-tune"
-        else:
-            config, weights = self._config("finetune", cell.dataset), self.weights(cell.source)
-            mode, extra = "--resume", ["MODEL.LOAD_CLASSIFIER", "False"]
-            resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
-            how = "resuming the fine-tune" if resuming else "fine-tuning"
-        tests = ["DATASETS.TESTS", '("{}",)'.format(cell.dataset)]
+    def recipe(self, cell):
+        """(config, overrides, eval_only) of the run a cell's numbers come from: the direct
+        evaluation, or the fine-tune (resumed, or re-evaluated once finished, with the same
+        command). Its merged config is the cell's recipe (`recipes.recipe_sha256`)."""
+        direct = cell.setting == "direct"
+        opts = self.cell_opts(cell) + ["MODEL.WEIGHTS", self.weights(cell.source)]
+        opts += [] if direct else ["MODEL.LOAD_CLASSIFIER", "False"]
+        opts += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
+        opts += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []
+        opts += ["DATASETS.TESTS", '("{}",)'.format(cell.dataset)]
         if self.single_shot and cell.dataset == "PRCC":
-            tests += ["TEST.SINGLE_SHOT.ENABLED", "True"]
+            opts += ["TEST.SINGLE_SHOT.ENABLED", "True"]
+        opts += ["OUTPUT_DIR", self.cell_dir(cell)]
+        return self._config(cell.setting, cell.dataset), opts, direct
+
+    def command(self, cell):
+        """(argv, description) of the train_net.py run for a cell. A finished fine-tune is
+        resumed too: train_net then evaluates its final weights again."""
+        config, opts, direct = self.recipe(cell)
+        if direct:
+            mode, how = "--eval-only", "direct transfer"
+        else:
+            out = self.cell_dir(cell)
+            mode, how = "--resume", "fine-tuning"
+            if finished_training(out):
+                how = "evaluating the finished fine-tune"
+            elif os.path.isfile(os.path.join(out, "last_checkpoint")):
+                how = "resuming the fine-tune"
         argv = [sys.executable, TRAIN_NET, "--config-file", config, mode]
         argv += ["--num-gpus", str(self.num_gpus)] if self.num_gpus else []
-        argv += self.cell_opts(cell) + ["MODEL.WEIGHTS", weights] + extra
-        argv += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
-        argv += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []
-        return argv + tests + ["OUTPUT_DIR", out], how
+        return argv + opts, how
 
     def _spawn(self, cmd, log_path, heartbeat=None):
         """Runs one train_net process (`process.run_logged`); returns its exit code."""

@@ -9,7 +9,15 @@ import time
 from .process import REPO, TRAIN_NET
 from .results import finished_training
 
-__all__ = ["train_sources"]
+__all__ = ["source_recipe", "train_sources"]
+
+
+def source_recipe(matrix, source):
+    """(config, overrides) of the BoT run of a trained source: its recipe from the
+    --imagenet file, the command's overrides, into `<output>/sources/<name>/`."""
+    config = source.train if os.path.isabs(source.train) else os.path.join(REPO, source.train)
+    pretrain = ["MODEL.BACKBONE.PRETRAIN_PATH", matrix.imagenet] if matrix.imagenet else []
+    return config, pretrain + list(matrix.opts) + ["OUTPUT_DIR", matrix.source_dir(source)]
 
 
 def train_sources(matrix):
@@ -35,17 +43,10 @@ def train_sources(matrix):
             )
             continue
         os.makedirs(out, exist_ok=True)
-        config = source.train if os.path.isabs(source.train) else os.path.join(REPO, source.train)
+        config, opts = source_recipe(matrix, source)
         resuming = os.path.isfile(os.path.join(out, "last_checkpoint"))
-        pretrain = ["MODEL.BACKBONE.PRETRAIN_PATH", matrix.imagenet] if matrix.imagenet else []
         gpus = ["--num-gpus", str(matrix.num_gpus)] if matrix.num_gpus else []
-        cmd = (
-            [sys.executable, TRAIN_NET, "--config-file", config, "--resume"]
-            + gpus
-            + pretrain
-            + matrix.opts
-            + ["OUTPUT_DIR", out]
-        )
+        cmd = [sys.executable, TRAIN_NET, "--config-file", config, "--resume"] + gpus + opts
         matrix.log(
             "[transfer] {} {}: {} BoT (log {})".format(
                 counter,
