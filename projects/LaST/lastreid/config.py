@@ -37,6 +37,25 @@ def add_lastreid_config(cfg):
     # model_final.pth and the file last_checkpoint names are never removed.
     _C.SOLVER.KEEP_LAST_CHECKPOINTS = 0
 
+    # The paper's other LaST baselines (lastreid.modeling; README: Baselines on LaST) -------
+    # PCB (MODEL.HEADS.NAME PCBHead): horizontal stripes average-pooled from the backbone's
+    # map (6), channels of the one Conv1x1-BN-ReLU reduction they share (256), dropout on
+    # the pooled stripes in training (0.5). The test feature has NUM_STRIPES x FEAT_DIM dims.
+    _C.MODEL.PCB = CN()
+    _C.MODEL.PCB.NUM_STRIPES = 6
+    _C.MODEL.PCB.REDUCTION_DIM = 256
+    _C.MODEL.PCB.DROPOUT = 0.5
+    # HPM (MODEL.HEADS.NAME HPMHead): the pyramid of max-pooled horizontal bins, as stripe
+    # counts per level ((1, 2, 4, 8): 15 bins), each reduced to REDUCTION_DIM (256) channels;
+    # the test feature has sum(BINS) x REDUCTION_DIM dims.
+    _C.MODEL.HPM = CN()
+    _C.MODEL.HPM.BINS = (1, 2, 4, 8)
+    _C.MODEL.HPM.REDUCTION_DIM = 256
+    # The paper's MGN (MODEL.META_ARCHITECTURE PaperMGN): channels of each of its 8
+    # Conv1x1-BN-ReLU reductions (256); the test feature has 8 x REDUCTION_DIM dims.
+    _C.MODEL.PAPER_MGN = CN()
+    _C.MODEL.PAPER_MGN.REDUCTION_DIM = 256
+
     # Runs -------------------------------------------------------------------------------
     # Seed of the Python, NumPy and torch generators (model init, sampler, augmentation);
     # negative: a fresh seed per run, logged, as fast-reid does.
