@@ -8,9 +8,10 @@ Patched here, before fastreid is first imported (nothing in site-packages is mod
 4. The Cython rank / ROC evaluators: fastreid runs `make` in its own package folder on first
    use and calls `sys.exit(1)` when that fails. setup.py compiles the same sources into
    `lastreid._cylib`; they are registered here under fastreid's module names.
-5. `Baseline.preprocess_image` normalised `inputs["images"]` in place, and fastreid's
-   `inference_on_dataset` then flipped that normalised batch: every flip-averaged
-   evaluation normalised the mirrored half twice. It now normalises into a new tensor.
+5. `Baseline.preprocess_image` (and `MGN.preprocess_image`, its copy in fastreid's MGN)
+   normalised `inputs["images"]` in place, and fastreid's `inference_on_dataset` then
+   flipped that normalised batch: every flip-averaged evaluation normalised the mirrored
+   half twice. Both now normalise into a new tensor.
 
 6. `DefaultTrainer.__init__` wraps the model in DistributedDataParallel with
    `device_ids=[comm.get_local_rank()]` whenever the world size is above 1, which DDP
@@ -34,6 +35,11 @@ Worked around where the code that needs it lives:
 - `train_steps.CudaAMPTrainer`: fp16 AMP through `torch.amp` instead of fastreid's deprecated
   `torch.cuda.amp`; `engine.Trainer.build_hooks` checkpoints the AMP GradScaler's state
   (`grad_scaler`), which fastreid never saves, so `--resume` restores it.
+- `train_steps.freeze_by_iteration` / `ResumableLayerFreeze` (installed by
+  `engine.Trainer.build_optimizer` / `build_hooks`): fastreid's frozen-layer warm-up
+  (MODEL.FREEZE_LAYERS, SOLVER.FREEZE_ITERS) counts optimizer steps from the optimizer's
+  creation, so every `--resume` froze the layers again for FREEZE_ITERS steps; it now
+  follows the run's iteration.
 - `startup.build_cfg`: yacs reports an unknown key as a bare AssertionError.
 - `transforms`: fastreid's `build_transforms` hard-codes bicubic resizing; ours sets
   INPUT.INTERPOLATION on its Resize transforms.
@@ -102,6 +108,7 @@ def _register_cython_evaluators():
 def _patch_baseline_preprocess():
     # fastreid is imported only now, after the patches above made it importable.
     from fastreid.modeling.meta_arch.baseline import Baseline
+    from fastreid.modeling.meta_arch.mgn import MGN
 
     def preprocess_image(self, batched_inputs):
         images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
@@ -109,9 +116,10 @@ def _patch_baseline_preprocess():
             raise TypeError(
                 f"batched_inputs must be a dict or a tensor, got {type(batched_inputs)}"
             )
-        return (images - self.pixel_mean) / self.pixel_std
+        return (images.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
 
     Baseline.preprocess_image = preprocess_image
+    MGN.preprocess_image = preprocess_image
 
 
 def _patch_cpu_ddp():

@@ -25,6 +25,7 @@ import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
 from fastreid.engine import DefaultTrainer
+from fastreid.engine.hooks import LayerFreeze
 from fastreid.engine.train_loop import AMPTrainer
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
@@ -50,7 +51,7 @@ from .modeling import build_model, load_weights
 from .resume import METRICS, arrange_hooks, checkpoint_info, continue_run
 from .run_results import by_dataset, config_sha256, config_yaml_text, evaluation_part
 from .startup import on_cpu
-from .train_steps import CpuTrainer, CudaAMPTrainer
+from .train_steps import CpuTrainer, CudaAMPTrainer, ResumableLayerFreeze, freeze_by_iteration
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -282,7 +283,8 @@ class Trainer(DefaultTrainer):
         # torch 2.0 `optimizer.zero_grad()` sets that buffer's .grad to None while the
         # per-parameter grads keep accumulating into views of the old buffer, so the
         # optimizer never sees a gradient and nothing trains. Plain parameters avoid it.
-        return build_optimizer(cfg, model, contiguous=False)
+        optimizer, params = build_optimizer(cfg, model, contiguous=False)
+        return freeze_by_iteration(optimizer), params
 
     def build_hooks(self):
         # DefaultTrainer.__init__ builds fastreid's plain Checkpointer and then calls this;
@@ -296,8 +298,15 @@ class Trainer(DefaultTrainer):
         self.checkpointer = Checkpointer.from_config(
             self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **checkpointables
         )
+        # The frozen-layer warm-up counted in the run's iterations (it survives --resume).
+        hook_list = [
+            ResumableLayerFreeze(h.model, h.freeze_layers, h.freeze_iters)
+            if type(h) is LayerFreeze
+            else h
+            for h in super().build_hooks()
+        ]
         # Our checkpoint hook (best metric kept across resumes), metrics written before it.
-        return arrange_hooks(super().build_hooks(), self.cfg.SOLVER.KEEP_LAST_CHECKPOINTS)
+        return arrange_hooks(hook_list, self.cfg.SOLVER.KEEP_LAST_CHECKPOINTS)
 
     def resume_or_load(self, resume=True):
         # DefaultTrainer's, plus the resume bookkeeping of lastreid.resume.continue_run.

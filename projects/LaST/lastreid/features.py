@@ -11,7 +11,7 @@
     save_features("val.npz", data)                    # what tools/extract_features.py writes
 
 The features are exactly those the evaluation ranks: the model in eval mode (for BoT the
-BNNeck feature), on the test transforms of the config (fast-reid's resize to
+BNNeck feature; for the part models their concatenated parts, `lastreid.modeling`), on the test transforms of the config (fast-reid's resize to
 INPUT.SIZE_TEST, INPUT.INTERPOLATION), under the config's evaluation precision path
 (`lastreid.precision.for_inference`: float32 unless MODEL.CPU_BF16 is on, then a
 BN-folded bf16 copy under autocast) and, when
@@ -41,7 +41,7 @@ from .datasets.common import DatasetLayoutError, is_image_file
 from .datasets.last import parse_last_name
 from .datasets.prcc import CAMERAS, parse_prcc_train_path
 from .errors import MissingFileError
-from .modeling import build_model, load_weights
+from .modeling import build_model, feature_dim, load_weights
 from .startup import build_cfg
 from .transforms import build_transforms
 
@@ -167,11 +167,18 @@ class FeatureExtractor:
 
     @property
     def dim(self):
-        return int(
-            self.cfg.MODEL.BACKBONE.FEAT_DIM
-            if self.cfg.MODEL.HEADS.EMBEDDING_DIM <= 0
-            else self.cfg.MODEL.HEADS.EMBEDDING_DIM
-        )
+        """The test feature's dimension (from the config; for an unknown meta-architecture
+        from one forward pass of a blank image)."""
+        dim = feature_dim(self.cfg)
+        if dim is None:
+            was_training = self.model.training
+            blank = torch.zeros(1, 3, *self.cfg.INPUT.SIZE_TEST, device=self.device)
+            try:
+                with torch.no_grad():
+                    dim = int(self.model.eval()(blank).shape[1])
+            finally:
+                self.model.train(was_training)
+        return dim
 
     def forward(self, images):
         """Float32 CPU features of a batch of transformed images ((B, 3, H, W), 0..255),

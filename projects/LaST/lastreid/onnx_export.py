@@ -3,8 +3,8 @@ dynamic batch axis, and a check with onnxruntime that its features match PyTorch
 
 The exported graph takes `images`: float32 (batch, 3, H, W) RGB in 0..255 at
 INPUT.SIZE_TEST (what fast-reid's test transforms produce: resize, no scaling) and returns
-`features`: float32 (batch, dim). `InferenceModel` gives fast-reid's Baseline (whose
-forward also takes a dict and has a training branch) a plain tensor-in, tensor-out graph.
+`features`: float32 (batch, dim). `InferenceModel` gives a fast-reid model (whose forward
+also takes a dict and has a training branch) a plain tensor-in, tensor-out graph.
 
 Exporters: torch 2.14's `torch.onnx.export` defaults to the torch.export-based ("dynamo")
 exporter, which needs the `onnxscript` package; without it the TorchScript-based exporter
@@ -29,16 +29,16 @@ EXPORTERS = ("dynamo", "torchscript")
 
 class InferenceModel(nn.Module):
     """images (B, 3, H, W) float 0..255 -> eval-mode features, without in-place ops on
-    the input. Shares the weights of `model` (a fast-reid Baseline-like model with
-    pixel_mean, pixel_std, backbone and heads)."""
+    the input. Shares the weights of `model`: any fastreid meta-architecture (Baseline and
+    its subclasses, fastreid's MGN, the paper's models), whose `preprocess_image` normalises
+    into a new tensor (`lastreid.compat`, fix 5)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, images):
-        m = self.model
-        return m.heads(m.backbone((images - m.pixel_mean) / m.pixel_std))
+        return self.model(images)
 
 
 def available_exporters():
@@ -51,7 +51,7 @@ def available_exporters():
 
 
 def export_onnx(model, path, input_size, exporter="auto", opset=17):
-    """Exports `model` (a Baseline; put in eval mode, kept in float32) to `path`; returns
+    """Exports `model` (a fastreid model; put in eval mode, kept in float32) to `path`; returns
     the exporter used ("dynamo" or "torchscript"). input_size: (H, W)."""
     if exporter == "auto":
         exporter = available_exporters()[0]

@@ -27,6 +27,7 @@ __all__ = [
     "cpu_bf16_support",
     "fold_batchnorm_",
     "for_inference",
+    "guard_one_column_convs_",
     "prepare_model",
     "resolve",
 ]
@@ -195,22 +196,64 @@ class AutocastModel(torch.nn.Module):
         return to_float32(out)
 
 
-def fold_batchnorm_(model):
-    """Folds, in place, each BatchNorm of fast-reid's ResNet (stem, blocks, downsample
-    branches) into the convolution that feeds it, using the running statistics, and
-    returns how many were folded. Only for a model that stays in eval mode from then on.
+def _one_column_output(conv, shape):
+    """True when `conv` (strided) maps an input of `shape` to a map one column wide and
+    more than one row high: the shapes torch 2.14's CPU bfloat16 convolution gets wrong."""
+    h, w = shape[-2], shape[-1]
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    (ph, pw), (dh, dw) = conv.padding, conv.dilation
+    out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return max(sh, sw) > 1 and out_w == 1 and out_h > 1
 
-    A block's `convK` feeds `bnK` directly and `downsample` is Sequential(conv, norm), so
-    folding leaves the eval-mode function unchanged up to float rounding; IBN and other
-    norms that are not a plain BatchNorm are left alone."""
-    folded = 0
+
+class OneColumnSafeConv2d(torch.nn.Conv2d):
+    """A Conv2d that runs in float32 where torch 2.14's CPU bfloat16 convolution (oneDNN,
+    both memory layouts) returns wrong values or NaN: a strided convolution whose output is
+    one column wide and several rows high (e.g. a stride-2 ResNet layer4 on 64x32 inputs,
+    the paper's MGN's global branch; measured relative errors 0.7 to 1e37 against float32).
+    Everywhere else it is a Conv2d: same parameters, same state dict."""
+
+    def _conv_forward(self, input, weight, bias):
+        lowered = input.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
+        if lowered and input.device.type == "cpu" and _one_column_output(self, input.shape):
+            bias = None if bias is None else bias.float()
+            with torch.autocast("cpu", enabled=False):
+                return super()._conv_forward(input.float(), weight.float(), bias)
+        return super()._conv_forward(input, weight, bias)
+
+
+def guard_one_column_convs_(model):
+    """Makes every strided Conv2d of `model` a `OneColumnSafeConv2d`, in place (the class
+    changes, nothing else); returns how many. Only bf16 runs on the CPU take the float32
+    branch, and only at the shapes it names."""
+    count = 0
     for module in model.modules():
+        if type(module) is torch.nn.Conv2d and max(module.stride) > 1:
+            module.__class__ = OneColumnSafeConv2d
+            count += 1
+    return count
+
+
+def fold_batchnorm_(model):
+    """Folds, in place, each BatchNorm that directly follows a convolution into it, using
+    the running statistics, and returns how many were folded. Only for a model that stays in
+    eval mode from then on.
+
+    Two places say a BatchNorm directly follows a convolution: fast-reid's ResNet and its
+    blocks (`convK` feeds `bnK`; also a ResNet cut short, as the paper's MGN shares one), and
+    any Sequential holding a Conv2d and then a BatchNorm (downsample branches, deep copies
+    of ResNet stages in branch heads, the Conv1x1-BN-ReLU reductions of the part models,
+    a non-local block's output). Folding leaves the eval-mode function unchanged up to float
+    rounding; IBN and other norms that are not a plain BatchNorm are left alone."""
+    folded = 0
+    for module in list(model.modules()):
         pairs = []  # (owner, conv name, norm name)
         if isinstance(module, (BasicBlock, Bottleneck, ResNet)):
             pairs = [(module, "conv%d" % k, "bn%d" % k) for k in (1, 2, 3)]
-            down = getattr(module, "downsample", None)
-            if isinstance(down, torch.nn.Sequential) and len(down) == 2:
-                pairs.append((down, "0", "1"))
+        elif isinstance(module, torch.nn.Sequential):
+            names = [name for name, _ in module.named_children()]
+            pairs = [(module, a, b) for a, b in zip(names, names[1:])]
         for owner, conv_name, bn_name in pairs:
             conv, bn = getattr(owner, conv_name, None), getattr(owner, bn_name, None)
             if not (isinstance(conv, torch.nn.Conv2d) and _is_plain_batchnorm(bn)):

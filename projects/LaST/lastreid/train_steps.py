@@ -1,17 +1,70 @@
 """The training steps `lastreid.engine.Trainer` installs: `CpuTrainer` (fast-reid's step
-with the forward pass under bf16 autocast and channels-last batches, losses in float32) and
-`CudaAMPTrainer` (fast-reid's fp16 AMP step through `torch.amp`)."""
+with the forward pass under bf16 autocast and channels-last batches, losses in float32),
+`CudaAMPTrainer` (fast-reid's fp16 AMP step through `torch.amp`), and the frozen-layer
+warm-up (MODEL.FREEZE_LAYERS for SOLVER.FREEZE_ITERS steps) counted in the run's iterations,
+so that it survives `--resume` (`freeze_by_iteration`, `ResumableLayerFreeze`)."""
 
 import contextlib
 import time
 
 import torch
+from fastreid.engine.hooks import LayerFreeze
 from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 from fastreid.utils.params import ContiguousParams
 
 from .precision import autocast, channels_last_images, to_float32
 
-__all__ = ["CpuTrainer", "CudaAMPTrainer"]
+__all__ = ["CpuTrainer", "CudaAMPTrainer", "ResumableLayerFreeze", "freeze_by_iteration"]
+
+
+class _FreezeByIteration:
+    """Optimizer mixin: while `freeze_active`, the parameter groups fastreid marked
+    `freeze_status == "freeze"` (MODEL.FREEZE_LAYERS) skip the step, as in fastreid's frozen
+    warm-up, but the switch is set by `ResumableLayerFreeze` from the trainer's iteration."""
+
+    freeze_active = False
+
+    def step(self, closure=None):
+        if not self.freeze_active:
+            return super().step(closure)
+        hidden = [
+            (p, p.grad)
+            for group in self.param_groups
+            if group.get("freeze_status") == "freeze"
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        for p, _ in hidden:
+            p.grad = None  # a parameter without a gradient is left alone by the step
+        try:
+            return super().step(closure)
+        finally:
+            for p, grad in hidden:
+                p.grad = grad
+
+
+def freeze_by_iteration(optimizer):
+    """Replaces, in place, the class fastreid gives an optimizer built with frozen layers
+    (SOLVER.FREEZE_ITERS > 0): its step counts the steps since the optimizer was built, so a
+    run resumed past FREEZE_ITERS froze the layers again for FREEZE_ITERS steps. The new
+    class (`_FreezeByIteration` over the same optimizer) lets `ResumableLayerFreeze` decide
+    from the run's iteration. An optimizer without frozen groups is returned unchanged."""
+    frozen = any(g.get("freeze_status") == "freeze" for g in optimizer.param_groups)
+    if frozen and not isinstance(optimizer, _FreezeByIteration):
+        base = type(optimizer).__bases__[0]  # what fastreid's generated class wraps
+        name = base.__name__ + "FrozenByIteration"
+        optimizer.__class__ = type(name, (_FreezeByIteration, base), {})
+    return optimizer
+
+
+class ResumableLayerFreeze(LayerFreeze):
+    """fastreid's LayerFreeze hook (frozen layers' BatchNorms in eval mode for the first
+    FREEZE_ITERS iterations) that also switches the optimizer's freeze
+    (`freeze_by_iteration`) by the trainer's iteration."""
+
+    def before_step(self):
+        super().before_step()
+        self.trainer.optimizer.freeze_active = self.trainer.iter < self.freeze_iters
 
 
 class _Fp32Losses:

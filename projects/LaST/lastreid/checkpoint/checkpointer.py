@@ -104,7 +104,12 @@ def backbone_loaded(report: Optional[LoadReport]) -> bool:
 
 
 def _is_classifier_key(key):
-    return key == "heads.weight" or key.startswith("heads.cls_layer.")
+    # fastreid's EmbeddingHead (heads.weight, heads.cls_layer.*), the per-branch heads of
+    # fastreid's MGN (b1_head.weight, ...) and the part models' rows (heads.classifiers.*).
+    head, _, rest = key.partition(".")
+    if head == "heads" or head.endswith("_head"):
+        return rest == "weight" or rest.startswith(("cls_layer.", "classifiers."))
+    return False
 
 
 class Checkpointer(fastreid_checkpoint.Checkpointer):
@@ -112,8 +117,9 @@ class Checkpointer(fastreid_checkpoint.Checkpointer):
     layout conversion and a key report (see the module docstring).
 
     Args beyond fastreid's: `trust` (MODEL.TRUST_CHECKPOINTS) allows full-pickle loads;
-    `load_classifier=False` (MODEL.LOAD_CLASSIFIER) never loads `heads.weight` /
-    `heads.cls_layer.*`, for fine-tuning on other classes.
+    `load_classifier=False` (MODEL.LOAD_CLASSIFIER) never loads the classifiers
+    (`heads.weight` / `heads.cls_layer.*`, `heads.classifiers.*` of the part models,
+    `<branch>_head.weight` of fastreid's MGN), for fine-tuning on other classes.
     """
 
     def __init__(
