@@ -12,13 +12,19 @@ the feature arrays included) is its own:
             arrays (never modified: checked by hashing them before and after), then the bare
             product twice in the same process for the time ratio
   fastreid  fastreid build_dist + evaluate_rank (Cython), what ReidEvaluator runs
+  evaluator lastreid.evaluation.BlockedReidEvaluator fed as train_net.py feeds it: batches
+            of 128 features into its buffer preallocated for num_items (the features never
+            exist elsewhere), then evaluate(); its memory is reported above the RSS at the
+            start of evaluate() (buffer filled), with the peak reset there
 
 Memory is whole-process peak RSS in GiB; "after imports" is the RSS of the interpreter with
 torch and lastreid imported (0.67 GiB here with the CUDA build of torch), which every
-method pays before any feature exists.
+method pays before any feature exists. `--dim` sets the feature dimension (2,048 for BoT and
+MGN, 3,840 for HPM, 12,288 for PCB).
 
     python benchmarks/eval_scale.py --preset mid
     python benchmarks/eval_scale.py --preset test --skip-fastreid   # fastreid needs ~17 GB
+    python benchmarks/eval_scale.py --preset test --skip-fastreid --dim 12288   # PCB: 6.7 GB
 """
 
 import argparse
@@ -33,11 +39,11 @@ import time
 PRESETS = {"val": (100, 21279), "mid": (2000, 30000), "test": (10176, 125353)}
 
 
-def make_data(nq, ng, dim, seed, weight, matches=20):
-    """Features (float32 torch), pids, camids. Queries come in pairs per identity; each
-    identity has 10..30 gallery images; the rest of the gallery is distractor identities."""
+def make_labels(nq, ng, seed, matches=20):
+    """pids and camids of the queries and the gallery. Queries come in pairs per identity;
+    each identity has 10..30 gallery images; the rest of the gallery is distractor
+    identities."""
     import numpy as np
-    import torch
 
     rng = np.random.default_rng(seed)
     n_id = -(-nq // 2)
@@ -50,20 +56,33 @@ def make_data(nq, ng, dim, seed, weight, matches=20):
     g_pids = np.concatenate([g_pids, n_id + np.arange(rest) // matches])
     g_pids = g_pids[rng.permutation(ng)]
     q_cams, g_cams = rng.integers(0, 6, nq), rng.integers(0, 6, ng)
-    n_all = int(g_pids.max()) + 1
+    return q_pids, g_pids, q_cams, g_cams
+
+
+def feature_chunks(pid_lists, dim, seed, weight, chunk=8192):
+    """Yields (features, index of the pid list, start row) for the identities of each list in
+    turn, `chunk` rows at a time: random normal plus `weight` times a per-identity centre."""
+    import numpy as np
+    import torch
+
+    n_all = int(max(p.max() for p in pid_lists)) + 1
     gen = torch.Generator().manual_seed(seed)
     centers = torch.randn(n_all, dim, generator=gen)
+    for which, pids in enumerate(pid_lists):
+        for s in range(0, len(pids), chunk):
+            p = torch.from_numpy(np.asarray(pids[s : s + chunk]))
+            yield torch.randn(len(p), dim, generator=gen).add_(centers[p], alpha=weight), which, s
 
-    def feats(pids):
-        out = torch.empty(len(pids), dim)
-        for s in range(0, len(pids), 8192):
-            p = torch.from_numpy(pids[s : s + 8192])
-            out[s : s + 8192] = torch.randn(len(p), dim, generator=gen).add_(
-                centers[p], alpha=weight
-            )
-        return out
 
-    return feats(q_pids), feats(g_pids), q_pids, g_pids, q_cams, g_cams
+def make_data(nq, ng, dim, seed, weight, matches=20):
+    """Features (float32 torch), pids, camids (`make_labels`, `feature_chunks`)."""
+    import torch
+
+    q_pids, g_pids, q_cams, g_cams = make_labels(nq, ng, seed, matches)
+    out = (torch.empty(nq, dim), torch.empty(ng, dim))
+    for feats, which, s in feature_chunks((q_pids, g_pids), dim, seed, weight):
+        out[which][s : s + len(feats)] = feats
+    return out[0], out[1], q_pids, g_pids, q_cams, g_cams
 
 
 def cpu_seconds():
@@ -73,6 +92,17 @@ def cpu_seconds():
 
 def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def reset_peak_rss():
+    """Resets this process's peak RSS to its current RSS (Linux: /proc/self/clear_refs, 5);
+    False where that is not possible (the peak then includes what came before)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def current_rss_gb():
@@ -126,6 +156,45 @@ def api_child(qf, gf, qp, gp, qc, gc, nq, ng):
     return res
 
 
+def evaluator_child(args, nq, ng):
+    """BlockedReidEvaluator on streamed features: its buffer, then its evaluate()."""
+    import torch
+    from fastreid.config import get_cfg
+    from lastreid.config import add_lastreid_config
+    from lastreid.evaluation import BlockedReidEvaluator
+
+    cfg = add_lastreid_config(get_cfg())
+    cfg.TEST.METRIC, cfg.TEST.EVAL_MEMORY_MB = "cosine", args.memory_mb
+    cfg.TEST.QUERY_BLOCK_SIZE = args.block_size
+    labels = make_labels(nq, ng, args.seed)
+    evaluator = BlockedReidEvaluator(cfg, nq, num_items=nq + ng)
+    t0 = time.perf_counter()
+    for feats, which, s in feature_chunks(labels[:2], args.dim, args.seed, args.weight):
+        pids, cams = labels[which][s : s + len(feats)], labels[2 + which][s : s + len(feats)]
+        for b in range(0, len(feats), 128):  # TEST.IMS_PER_BATCH
+            inputs = {"targets": torch.from_numpy(pids[b : b + 128])}
+            inputs["camids"] = torch.from_numpy(cams[b : b + 128])
+            evaluator.process(inputs, feats[b : b + 128])
+        del feats
+    fill_s, loaded = time.perf_counter() - t0, current_rss_gb()
+    reset = reset_peak_rss()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    r = evaluator.evaluate()
+    return dict(
+        fill_s=fill_s,
+        time=time.perf_counter() - t0,
+        cpu=cpu_seconds() - c0,
+        rss_gb=peak_rss_gb(),
+        rss_loaded_gb=loaded,
+        added_gb=peak_rss_gb() - loaded,
+        peak_reset=reset,
+        buffer_rows=evaluator.capacity,
+        cmc=[r["Rank-1"] / 100],
+        mAP=r["mAP"] / 100,
+        mINP=r["mINP"] / 100,
+    )
+
+
 def child(args):
     nq, ng = PRESETS[args.preset] if args.preset else (args.num_query, args.num_gallery)
     import lastreid  # noqa: F401  (before fastreid)
@@ -134,6 +203,11 @@ def child(args):
     import torch
 
     rss_imports = peak_rss_gb()
+    if args.child == "evaluator":
+        res = dict(evaluator_child(args, nq, ng), rss_imports_gb=rss_imports)
+        res["features_gb"], res["threads"] = (nq + ng) * args.dim * 4 / 2**30, torch.get_num_threads()
+        print("RESULT " + json.dumps(res))
+        return
     qf, gf, qp, gp, qc, gc = make_data(nq, ng, args.dim, args.seed, args.weight)
     res = {
         "rss_imports_gb": rss_imports,
@@ -220,18 +294,24 @@ def main():
     ap.add_argument(
         "--weight",
         type=float,
-        default=0.27,
-        help="scale of the per-identity component (noise std is 1); 0.27 gives "
-        "LaST-like difficulty at test scale (R1 ~0.67, mAP ~0.21)",
+        default=None,
+        help="scale of the per-identity component (noise std is 1); default 0.27 x "
+        "(2048 / dim) ** 0.25, which gives LaST-like difficulty at test scale (R1 ~0.67, "
+        "mAP ~0.21 at 2048-d) at any dim (cosine noise falls as 1 / sqrt(dim))",
     )
     ap.add_argument("--block-size", type=int, default=0, help="0: from --memory-mb")
     ap.add_argument("--memory-mb", type=int, default=512)
     ap.add_argument("--skip-fastreid", action="store_true")
     ap.add_argument("--skip-api", action="store_true", help="skip the API-default child")
+    ap.add_argument("--skip-evaluator", action="store_true", help="skip the evaluator child")
     ap.add_argument(
-        "--child", choices=("gemm", "lastreid", "api", "fastreid"), help=argparse.SUPPRESS
+        "--child",
+        choices=("gemm", "lastreid", "api", "fastreid", "evaluator"),
+        help=argparse.SUPPRESS,
     )
     args = ap.parse_args()
+    if args.weight is None:
+        args.weight = 0.27 * (2048 / args.dim) ** 0.25
     if args.num_query or args.num_gallery:
         args.preset = None
     if args.child:
@@ -255,13 +335,18 @@ def main():
         else ["--num-query", str(args.num_query), "--num-gallery", str(args.num_gallery)]
     )
     nq, ng = PRESETS[args.preset] if args.preset else (args.num_query, args.num_gallery)
-    print("{} queries x {} gallery, dim {}, seed {}".format(nq, ng, args.dim, args.seed))
+    print(
+        "{} queries x {} gallery, dim {}, seed {}, identity weight {:.4f}".format(
+            nq, ng, args.dim, args.seed, args.weight
+        )
+    )
     gemm = run_child("gemm", argv)
     ours = run_child("lastreid", argv)
     gemm2 = run_child("gemm", argv)  # the machine may be shared: keep the faster product
     gemm_times = (gemm["time"], gemm2["time"])
     gemm["time"], gemm["cpu"] = min(gemm_times), min(gemm["cpu"], gemm2["cpu"])
     api = None if args.skip_api else run_child("api", argv)
+    evaluator = None if args.skip_evaluator else run_child("evaluator", argv)
     theirs = None if args.skip_fastreid else run_child("fastreid", argv)
 
     print("\nthreads: {}, query block: {}".format(ours["threads"], gemm["block_size"]))
@@ -299,6 +384,16 @@ def main():
                 "(caller's arrays unchanged: {})".format(api["unchanged"]),
             )
         )
+    if evaluator:
+        print(
+            row.format(
+                "BlockedReidEvaluator",
+                evaluator["time"],
+                evaluator["cpu"],
+                evaluator["rss_gb"],
+                "(evaluate(); filling its buffer took {:.1f} s)".format(evaluator["fill_s"]),
+            )
+        )
     if theirs:
         print(
             row.format(
@@ -314,6 +409,9 @@ def main():
     if api:
         ok = report_api(api) and ok
         ok = compare("API defaults vs overwrite=True", api, ours) and ok
+    if evaluator:
+        ok = report_evaluator(evaluator, ng, gemm["block_size"], args.dim) and ok
+        ok = compare("BlockedReidEvaluator vs rank_metrics", evaluator, ours, rank1_only=True) and ok
     if theirs:
         print(
             "fastreid / lastreid: time {:.1f}x, peak RSS {:.1f}x".format(
@@ -359,10 +457,40 @@ def report_api(api):
     return api["unchanged"]
 
 
-def compare(what, a, b):
+def report_evaluator(ev, num_gallery, block_size, dim):
+    """Prints what the evaluator holds: its buffer (the features, once) and what evaluate()
+    adds above it, against one distance block (block_size x gallery) plus the two
+    normalisation buffers of `DistanceBlocks`; True when the addition stays within them
+    (and 64 MiB of slack for the metrics' own arrays)."""
+    gib = 2**30
+    expected = (block_size * num_gallery + (block_size + min(2048, num_gallery)) * dim) * 4 / gib
+    held = ev["rss_loaded_gb"] - ev["rss_imports_gb"]
+    print(
+        "BlockedReidEvaluator: buffer of {} rows; RSS with it filled {:.2f} GiB = after imports "
+        "{:.2f} + {:.2f} (the features: {:.2f}); evaluate() peaked at {:.2f} GiB, +{:.2f} GiB "
+        "above that (one distance block + buffers: {:.2f}){}".format(
+            ev["buffer_rows"],
+            ev["rss_loaded_gb"],
+            ev["rss_imports_gb"],
+            held,
+            ev["features_gb"],
+            ev["rss_gb"],
+            ev["added_gb"],
+            expected,
+            "" if ev["peak_reset"] else " (peak not resettable here: it includes the filling)",
+        )
+    )
+    within = ev["added_gb"] <= expected + 64 / 1024
+    if not within:
+        print("BlockedReidEvaluator added MORE than one distance block and its buffers")
+    return within
+
+
+def compare(what, a, b, rank1_only=False):
     import numpy as np
 
-    d_cmc = float(np.max(np.abs(np.subtract(a["cmc"], b["cmc"]))))
+    cmc_a, cmc_b = (a["cmc"][:1], b["cmc"][:1]) if rank1_only else (a["cmc"], b["cmc"])
+    d_cmc = float(np.max(np.abs(np.subtract(cmc_a, cmc_b))))
     d_map, d_inp = abs(a["mAP"] - b["mAP"]), abs(a["mINP"] - b["mINP"])
     ok = max(d_cmc, d_map, d_inp) <= 1e-6
     print(

@@ -11,6 +11,7 @@ from lastreid.modeling import build_model, feature_dim
 from lastreid.modeling.hpm import HPMHead
 from lastreid.modeling.paper_mgn import MGNBranches
 from lastreid.modeling.part_baseline import PartBaseline
+from lastreid.modeling.parts import pool_stripes
 from lastreid.modeling.pcb import PCBHead
 from lastreid.startup import build_cfg
 
@@ -85,6 +86,15 @@ def assert_terms(got, expected):
     assert sorted(got) == sorted(expected)
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("height, stripes", [(16, 3), (16, 2), (24, 6), (16, 8), (4, 3), (4, 8)])
+def test_stripe_pooling_is_the_paper_codes_adaptive_pooling(height, stripes):
+    """The paper's code pools stripes with AdaptiveAvgPool2d / AdaptiveMaxPool2d((n, 1));
+    ours slices the same bins (ONNX exports slices at any height)."""
+    x = torch.randn(2, 5, height, 3)
+    torch.testing.assert_close(pool_stripes(x, stripes, "avg"), F.adaptive_avg_pool2d(x, (stripes, 1)))
+    assert torch.equal(pool_stripes(x, stripes, "max"), F.adaptive_max_pool2d(x, (stripes, 1)))
 
 
 # PCB ---------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from .checkpoint import Checkpointer
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
+from .features import process_share
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_identities_per_batch
 from .modeling import build_model, load_weights
@@ -274,7 +275,11 @@ class Trainer(DefaultTrainer):
         evaluator_class = (
             SingleShotReidEvaluator if cfg.TEST.SINGLE_SHOT.ENABLED else BlockedReidEvaluator
         )
-        evaluator = evaluator_class(cfg, num_query, output_dir, num_items=len(data_loader.dataset))
+        # The main process's buffer takes every process's share; the others hold their own.
+        items = len(data_loader.dataset)
+        if not comm.is_main_process():
+            items = len(process_share(items))
+        evaluator = evaluator_class(cfg, num_query, output_dir, num_items=items)
         return data_loader, evaluator
 
     @classmethod

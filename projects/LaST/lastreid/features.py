@@ -41,6 +41,7 @@ from .datasets.common import DatasetLayoutError, is_image_file
 from .datasets.last import parse_last_name
 from .datasets.prcc import CAMERAS, parse_prcc_train_path
 from .errors import MissingFileError
+from .gather import gather_rows
 from .modeling import build_model, feature_dim, load_weights
 from .startup import build_cfg
 from .transforms import build_transforms
@@ -206,7 +207,10 @@ class FeatureExtractor:
         loader = DataLoader(
             images, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
         )
-        out = np.empty((len(share), self.dim), dtype=np.float32) if not len(share) else None
+        # The main process's array takes every process's share (its own first); the others
+        # hold their own. Allocated from the first batch, when the dimension is known.
+        rows = len(paths) if comm.is_main_process() else len(share)
+        out = np.empty((rows, self.dim), dtype=np.float32) if not len(share) else None
         was_training = self.model.training
         self.model.eval()
         # One inference model per extraction: a model passed in may train between them.
@@ -215,14 +219,12 @@ class FeatureExtractor:
             for images, index in _progress(loader, len(loader), desc, self.progress):
                 feats = self._forward(images, model).numpy()
                 if out is None:
-                    out = np.empty((len(share), feats.shape[1]), dtype=np.float32)
+                    out = np.empty((rows, feats.shape[1]), dtype=np.float32)
                 out[index.numpy() - share.start] = feats
         finally:
             self.model.train(was_training)
-        if comm.get_world_size() == 1:
-            return out
-        shares = comm.gather(out, dst=0)  # rank order: the shares in order
-        return np.concatenate(shares) if comm.is_main_process() else None
+        # Rank order: the shares in order, gathered into `out` a chunk at a time.
+        return gather_rows(out[: len(share)], out=out if comm.is_main_process() else None)
 
     def extract_dataset(self, name, root=None):
         """Features of the query + gallery of the registered dataset `name` (queries first),

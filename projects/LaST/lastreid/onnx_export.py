@@ -81,6 +81,8 @@ def export_onnx(model, path, input_size, exporter="auto", opset=17):
             with warnings.catch_warnings():
                 # "You are using the legacy TorchScript-based ONNX export": known, chosen.
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # The part models' stripe bounds are constants of INPUT.SIZE_TEST: meant.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.onnx.export(
                     wrapper,
                     (dummy,),

@@ -4,6 +4,8 @@ Drop-in for `fastreid.evaluation.ReidEvaluator` (same `process(inputs, outputs)`
 and result keys), but:
 - features go into ONE preallocated float32 buffer (num_items x dim, allocated on the first
   batch, grown geometrically when num_items is unknown or exceeded), pids/camids likewise;
+  with several processes the main process gathers the others' shares into it a chunk at a
+  time (`lastreid.gather`), so it never holds the features twice;
 - distances and metrics are computed one query block at a time (`lastreid.evaluation.rank`,
   block size TEST.QUERY_BLOCK_SIZE or from TEST.EVAL_MEMORY_MB), exact, ties broken by
   gallery order;
@@ -24,6 +26,7 @@ import torch
 from fastreid.evaluation.evaluator import DatasetEvaluator
 from fastreid.utils import comm
 
+from ..gather import gather_rows
 from .blocks import DistanceBlocks
 from .rank import blocked_metrics
 from .rerank import blocked_aqe, rerank_distmat
@@ -96,13 +99,18 @@ class BlockedReidEvaluator(DatasetEvaluator):
         camids = self._camids[:n] if n else np.empty(0, np.int64)
         if comm.get_world_size() > 1:
             comm.synchronize()
-            parts = comm.gather((feats, pids, camids), dst=0)
-            if not comm.is_main_process():
+            labels = comm.gather((pids, camids), dst=0)
+            main, out = comm.is_main_process(), None
+            if main and n:
+                # Into the main process's own buffer (its share comes first), a chunk at a
+                # time: the features are never held twice.
+                self._reserve(sum(len(p) for p, _ in labels), self._feats.shape[1])
+                out = self._feats
+            feats = gather_rows(feats, out=out)
+            if not main:
                 return None
-            parts = [p for p in parts if p[0].numel()]
-            feats = torch.cat([p[0] for p in parts])
-            pids = np.concatenate([p[1] for p in parts])
-            camids = np.concatenate([p[2] for p in parts])
+            pids = np.concatenate([p for p, _ in labels])
+            camids = np.concatenate([c for _, c in labels])
         if feats.numel() == 0:
             raise RuntimeError("BlockedReidEvaluator.evaluate() without any processed batch")
         return feats, pids, camids

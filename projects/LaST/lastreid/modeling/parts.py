@@ -2,7 +2,7 @@
 pooling, the 1x1 Conv-BN-ReLU reduction of a pooled stripe, a row of identity classifiers,
 and the names their loss terms get (README: Baselines on LaST)."""
 
-import torch.nn.functional as F
+import torch
 from torch import nn
 
 __all__ = [
@@ -11,19 +11,36 @@ __all__ = [
     "make_classifiers",
     "pool_stripes",
     "stripe_names",
+    "stripe_rows",
     "stripes",
     "training_outputs",
 ]
 
-POOLS = {"avg": F.adaptive_avg_pool2d, "max": F.adaptive_max_pool2d}
+def stripe_rows(height, num_stripes):
+    """(first, end) rows of each of `num_stripes` horizontal stripes of a map `height` rows
+    high: PyTorch's adaptive-pooling bins (the paper's code pools with AdaptiveAvgPool2d /
+    AdaptiveMaxPool2d), floor(i * H / n) to ceil((i + 1) * H / n). With H divisible by n
+    (the papers' PCB and HPM maps) they are the H / n rows each; otherwise neighbouring bins
+    share a row (the paper's MGN: 3 stripes of a 16-row map are rows 0-5, 5-10, 10-15)."""
+    n = num_stripes
+    return [((i * height) // n, -(-(i + 1) * height // n)) for i in range(n)]
 
 
 def pool_stripes(features, num_stripes, mode="avg"):
-    """(B, C, num_stripes, 1): `features` (B, C, H, W) pooled over `num_stripes` horizontal
-    stripes (top first). PyTorch's adaptive bins: with H divisible by num_stripes (the
-    papers' 256x128 / 384x128 inputs) the stripes are the H / num_stripes rows each that the
-    paper's code pools; otherwise neighbouring bins share a row."""
-    return POOLS[mode](features, (num_stripes, 1))
+    """(B, C, num_stripes, 1): `features` (B, C, H, W) average- or max-pooled over the
+    `stripe_rows` stripes, top first. Written as slices, not as adaptive pooling, so that
+    the ONNX export takes any map height (its adaptive pooling needs bins that divide it)."""
+    if mode not in ("avg", "max"):
+        raise ValueError(f"stripe pooling is 'avg' or 'max', got {mode!r}")
+    reduce = torch.mean if mode == "avg" else torch.amax
+    # A Python int: the ONNX exporter would trace arithmetic on the size, and ONNX's integer
+    # division truncates where the bins need floor and ceiling.
+    height = int(features.shape[2])
+    parts = [
+        reduce(features[:, :, a:b], dim=(2, 3), keepdim=True)
+        for a, b in stripe_rows(height, num_stripes)
+    ]
+    return parts[0] if num_stripes == 1 else torch.cat(parts, dim=2)
 
 
 def stripes(pooled):
