@@ -45,7 +45,7 @@ from .checkpoint import Checkpointer
 from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
-from .features import process_share
+from .gather import process_share
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_identities_per_batch
 from .modeling import build_model, load_weights

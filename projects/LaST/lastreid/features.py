@@ -41,7 +41,7 @@ from .datasets.common import DatasetLayoutError, is_image_file
 from .datasets.last import parse_last_name
 from .datasets.prcc import CAMERAS, parse_prcc_train_path
 from .errors import MissingFileError
-from .gather import gather_rows
+from .gather import gather_rows, process_share
 from .modeling import build_model, feature_dim, load_weights
 from .startup import build_cfg
 from .transforms import build_transforms
@@ -104,15 +104,6 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index):
         # "RGB": a no-op for the datasets' RGB JPEGs, and safe for grey / RGBA crops.
         return self.transform(read_image(self.paths[index], "RGB")), self.start + index
-
-
-def process_share(n, rank=None, world_size=None):
-    """The contiguous range of n items of one process (as fastreid's InferenceSampler):
-    in rank order the shares cover range(n) in order."""
-    rank = comm.get_rank() if rank is None else rank
-    world_size = comm.get_world_size() if world_size is None else world_size
-    size = (n - 1) // world_size + 1 if n else 0
-    return range(min(size * rank, n), min(size * (rank + 1), n))
 
 
 def _progress(iterable, total, desc, enabled):

@@ -1,5 +1,7 @@
-"""Gathering a feature matrix that several processes computed in contiguous shares (rank
-order) into the main process's own preallocated buffer, a bounded chunk at a time.
+"""The shares of a distributed evaluation: `process_share` (a process's contiguous range of
+the items, in rank order, as fastreid's InferenceSampler cuts them) and `gather_rows`
+(those shares' feature rows into the main process's own preallocated buffer, a bounded
+chunk at a time).
 
 fastreid's `comm.gather` pickles its whole argument on the sender and receives every rank's
 bytes, a copy of them and the unpickled objects on the receiver: gathering the 6.7 GB of
@@ -12,9 +14,18 @@ import numpy as np
 import torch
 from fastreid.utils import comm
 
-__all__ = ["CHUNK_MB", "gather_rows"]
+__all__ = ["CHUNK_MB", "gather_rows", "process_share"]
 
 CHUNK_MB = 32  # per process and round
+
+
+def process_share(n, rank=None, world_size=None):
+    """The contiguous range of n items of one process (as fastreid's InferenceSampler):
+    in rank order the shares cover range(n) in order."""
+    rank = comm.get_rank() if rank is None else rank
+    world_size = comm.get_world_size() if world_size is None else world_size
+    size = (n - 1) // world_size + 1 if n else 0
+    return range(min(size * rank, n), min(size * (rank + 1), n))
 
 
 def gather_rows(local, out=None, chunk_rows=None):
