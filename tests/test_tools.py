@@ -16,7 +16,14 @@ from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
-TOOLS = ("check_dataset", "extract_features", "visualize_ranks", "plot_curves", "export_onnx")
+TOOLS = (
+    "check_dataset",
+    "extract_features",
+    "visualize_ranks",
+    "plot_curves",
+    "export_onnx",
+    "benchmark",
+)
 # Plain float32 on every CPU, so that features compare tightly with a direct forward pass.
 FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
 

@@ -40,6 +40,12 @@ Worked around where the code that needs it lives:
   (MODEL.FREEZE_LAYERS, SOLVER.FREEZE_ITERS) counts optimizer steps from the optimizer's
   creation, so every `--resume` froze the layers again for FREEZE_ITERS steps; it now
   follows the run's iteration.
+- `gather.gather_rows` (the evaluator's and FeatureExtractor's gather): fastreid's
+  `comm.gather` pickles a whole share and unpickles every rank's on the receiver, several
+  copies of a 6.7 GB feature matrix; the shares now arrive in bounded chunks.
+- `precision.OneColumnSafeConv2d` (installed by `modeling.build_model`): not fastreid's but
+  torch 2.14's: its CPU bfloat16 convolution returns garbage or NaN for a strided
+  convolution to a one-column map; those calls run in float32.
 - `startup.build_cfg`: yacs reports an unknown key as a bare AssertionError.
 - `transforms`: fastreid's `build_transforms` hard-codes bicubic resizing; ours sets
   INPUT.INTERPOLATION on its Resize transforms.

@@ -11,10 +11,10 @@
     save_features("val.npz", data)                    # what tools/extract_features.py writes
 
 The features are exactly those the evaluation ranks: the model in eval mode (for BoT the
-BNNeck feature; for the part models their concatenated parts, `lastreid.modeling`), on the test transforms of the config (fast-reid's resize to
-INPUT.SIZE_TEST, INPUT.INTERPOLATION), under the config's evaluation precision path
-(`lastreid.precision.for_inference`: float32 unless MODEL.CPU_BF16 is on, then a
-BN-folded bf16 copy under autocast) and, when
+BNNeck feature; for the part models their concatenated parts, `lastreid.modeling`), on the
+test transforms of the config (fast-reid's resize to INPUT.SIZE_TEST, INPUT.INTERPOLATION),
+under the config's evaluation precision path (`lastreid.precision.for_inference`: float32
+unless MODEL.CPU_BF16 is on, then a BN-folded bf16 copy under autocast) and, when
 TEST.FLIP.ENABLED, averaged with the features of the mirrored images.
 
 In a distributed job (a tool under torchrun, `lastreid.launch.init_from_env`) every process

@@ -72,7 +72,10 @@ class MGNBranches(nn.Module):
         self.p2 = nn.Sequential(copy.deepcopy(rest_of_layer3), copy.deepcopy(part_layer4))
         self.p3 = nn.Sequential(copy.deepcopy(rest_of_layer3), copy.deepcopy(part_layer4))
         self.part_names = list(BRANCH_STRIPES) + [
-            name for branch, n in BRANCH_STRIPES.items() if n > 1 for name in stripe_names(branch, n)
+            name
+            for branch, n in BRANCH_STRIPES.items()
+            if n > 1
+            for name in stripe_names(branch, n)
         ]
         reduction = ReductionBlock(feat_dim, reduction_dim, conv_mode="fan_in", bn_weight_std=0.02)
         self.reductions = nn.ModuleList(copy.deepcopy(reduction) for _ in self.part_names)

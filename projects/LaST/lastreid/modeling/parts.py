@@ -16,11 +16,12 @@ __all__ = [
     "training_outputs",
 ]
 
+
 def stripe_rows(height, num_stripes):
     """(first, end) rows of each of `num_stripes` horizontal stripes of a map `height` rows
     high: PyTorch's adaptive-pooling bins (the paper's code pools with AdaptiveAvgPool2d /
     AdaptiveMaxPool2d), floor(i * H / n) to ceil((i + 1) * H / n). With H divisible by n
-    (the papers' PCB and HPM maps) they are the H / n rows each; otherwise neighbouring bins
+    (the paper's PCB and HPM maps) they are the H / n rows each; otherwise neighbouring bins
     share a row (the paper's MGN: 3 stripes of a 16-row map are rows 0-5, 5-10, 10-15)."""
     n = num_stripes
     return [((i * height) // n, -(-(i + 1) * height // n)) for i in range(n)]
@@ -81,9 +82,7 @@ def make_classifiers(count, in_dim, num_classes, bias=True, std=None):
     """`count` linear identity classifiers in_dim -> num_classes. Weights drawn from
     N(0, std), or Kaiming-normal over fan_out when std is None (MGN's); biases 0. With no
     classes (a model built for evaluation) they are empty and left uninitialised."""
-    classifiers = nn.ModuleList(
-        nn.Linear(in_dim, num_classes, bias=bias) for _ in range(count)
-    )
+    classifiers = nn.ModuleList(nn.Linear(in_dim, num_classes, bias=bias) for _ in range(count))
     if num_classes > 0:
         for fc in classifiers:
             if std is None:
@@ -109,4 +108,3 @@ def training_outputs(names, logits, features):
 def flatten_stripes(pooled):
     """(B, C, n, 1) -> (B, C * n) in the paper's order (channel-major, as its view does)."""
     return pooled.reshape(pooled.shape[0], -1)
-

@@ -1,0 +1,230 @@
+"""tools/benchmark.py on the default synthetic LaST (ResNet-18 at 64x32, 2 epochs): every
+configs/LaST/*_R50.yml of the six default methods trains through tools/train_net.py and ends
+with its LaST test, --eval-only of the kept checkpoint gives the same numbers, and each
+method ends above a random-init model of the same architecture. The command is interrupted
+(a SIGKILL of the second method's training mid-epoch, then a Ctrl-C of the benchmark) and
+run again: the table it writes holds each run's own saved numbers. Plus fast-reid's MGN
+through train_net.py, and the tool's one-line refusal of a run of another recipe."""
+
+import csv
+import importlib.util
+import os
+import select
+import signal
+import subprocess
+import sys
+
+from lastreid.benchmark import DEFAULT_METHODS, config_path, runner
+from lastreid.benchmark.report import METRICS
+from lastreid.engine import Trainer, evaluate_weights
+from lastreid.run_results import read_run_results
+from lastreid.startup import build_cfg
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOP_AT = os.path.join(REPO, "tests", "stop_at.py")
+INTERRUPTED = "mgn"  # the second method
+# fmt: off
+OPTS = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", "512",
+    "INPUT.SIZE_TRAIN", "[64, 32]",
+    "INPUT.SIZE_TEST", "[64, 32]",
+    "INPUT.PADDING.SIZE", "4",
+    "SOLVER.IMS_PER_BATCH", "32",
+    "SOLVER.MAX_EPOCH", "2",
+    "SOLVER.WARMUP_ITERS", "10",
+    "SOLVER.FREEZE_ITERS", "5",  # SBS: its backbone would stay frozen for 1,000 steps
+    "SOLVER.CHECKPOINT_PERIOD", "1",
+    "TEST.EVAL_PERIOD", "1",
+    "TEST.IMS_PER_BATCH", "128",
+    "DATALOADER.NUM_WORKERS", "0",
+    "CUDNN_BENCHMARK", "False",
+    "SEED", "0",
+]
+# fmt: on
+# R18: BoT / AGW / SBS 512, MGN 8 x 256, PCB 6 x 512, HPM 15 x 256
+DIMS = {"bagtricks": 512, "mgn": 2048, "pcb": 3072, "hpm": 3840, "agw": 512, "sbs": 512}
+
+
+def benchmark_tool():
+    spec = importlib.util.spec_from_file_location("tools_benchmark", f"{REPO}/tools/benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def killing_run_logged(target, moment, real):
+    """runner.run_logged, but the training of `target` runs through tests/stop_at.py and is
+    SIGKILLed when it reaches `moment`; then a KeyboardInterrupt, as a Ctrl-C would."""
+
+    def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
+        if runner.TRAIN_NET not in cmd or "--resume" not in cmd or not log_path.startswith(target):
+            return real(cmd, log_path, env, verbose, heartbeat, heartbeat_s)
+        read_end, write_end = os.pipe()
+        env = dict(os.environ, STOP_AT_FD=str(write_end), PYTHONUNBUFFERED="1")
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, STOP_AT, moment] + cmd[1:],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(write_end,),
+            )
+        os.close(write_end)
+        with os.fdopen(read_end) as channel:
+            ready, _, _ = select.select([channel], [], [], 900)  # a hang guard only
+            line = channel.readline().strip() if ready else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert line == f"reached {moment}", open(log_path).read()[-2000:]
+        raise KeyboardInterrupt
+
+    return run_logged
+
+
+@pytest.fixture(scope="module")
+def bench(default_root, module_tmp):
+    """The six default methods, interrupted once in the second's training, then the same
+    command again; returns the output folder and the table's rows."""
+    os.environ["FASTREID_DATASETS"] = str(default_root)
+    out = str(module_tmp.mktemp("benchmark"))
+    argv = ["--output", out, "--heartbeat", "600"] + OPTS
+    tool = benchmark_tool()
+    real = runner.run_logged
+    runner.run_logged = killing_run_logged(os.path.join(out, "runs", INTERRUPTED), "step:30", real)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tool.main(argv)
+    finally:
+        runner.run_logged = real
+    interrupted = {
+        "rows": read_csv(os.path.join(out, "benchmark_table.csv")),
+        "checkpoint": read_run_results(os.path.join(out, "runs", INTERRUPTED)),
+        "files": sorted(os.listdir(os.path.join(out, "runs", INTERRUPTED))),
+    }
+    assert tool.main(argv) == 0
+    return dict(out=out, rows=read_csv(os.path.join(out, "benchmark_table.csv")), first=interrupted)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def run_dir(bench, method):
+    return os.path.join(bench["out"], "runs", method)
+
+
+def test_interrupted_benchmark_resumes_where_it_stopped(bench):
+    first = bench["first"]
+    assert [r["method"] for r in first["rows"]] == ["bagtricks"]  # the finished one only
+    assert first["checkpoint"] == {}  # mgn had not finished: no results.json yet
+    assert "model_0000.pth" in first["files"]  # ... but its first epoch was checkpointed
+    metrics = [line for line in runner_metrics(run_dir(bench, INTERRUPTED)) if "total_loss" in line]
+    iterations = [m["iteration"] for m in metrics]
+    assert iterations == sorted(set(iterations))  # resumed: no step recorded twice
+    evaluations = [m for m in runner_metrics(run_dir(bench, INTERRUPTED)) if "metric" in m]
+    assert len(evaluations) == 2  # one LaSTVal evaluation per epoch, each once
+
+
+def runner_metrics(folder):
+    import json
+
+    with open(os.path.join(folder, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_table_holds_each_runs_own_numbers(bench):
+    rows = bench["rows"]
+    assert [r["method"] for r in rows] == list(DEFAULT_METHODS)
+    for row in rows:
+        saved = read_run_results(run_dir(bench, row["method"]))["final_test"]
+        assert row["epoch"] == str(saved["epoch"]) and 1 <= saved["epoch"] <= 2
+        for key in METRICS:
+            assert float(row[key]) == pytest.approx(saved["datasets"]["LaST"][key], abs=0.005)
+        assert int(row["feature_dim"]) == DIMS[row["method"]]
+        assert row["eval_only_reproduced"] == "True" and not row["error"]
+        assert float(row["eval_seconds"]) > 0 and float(row["eval_peak_rss_gib"]) > 0
+        assert float(row["train_images_per_s"]) > 0
+        # Parameters: the trainable tensors of the kept checkpoint (buffers left out).
+        state = torch.load(
+            os.path.join(run_dir(bench, row["method"]), "model_best.pth"), weights_only=True
+        )["model"]
+        buffers = ("running_mean", "running_var", "num_batches_tracked")
+        expected = sum(v.numel() for k, v in state.items() if not k.endswith(buffers))
+        assert int(row["params"]) == expected
+
+
+def test_eval_only_of_each_kept_checkpoint_gives_the_runs_numbers(bench):
+    for method in DEFAULT_METHODS:
+        saved = read_run_results(run_dir(bench, method))["final_test"]["datasets"]["LaST"]
+        again = read_run_results(os.path.join(run_dir(bench, method), runner.EVAL_DIR))
+        numbers = again["evaluation"]["datasets"]["LaST"]
+        for key in METRICS:
+            assert numbers[key] == pytest.approx(saved[key], abs=1e-6), (method, key)
+
+
+def test_each_method_ends_above_its_random_init(bench):
+    """LaST test mAP of the kept checkpoint against the same architecture with its seeded
+    random initialisation (evaluated here, in float32)."""
+    for method in DEFAULT_METHODS:
+        saved = read_run_results(run_dir(bench, method))["final_test"]["datasets"]["LaST"]
+        cfg = build_cfg(config_path(method), OPTS + ["DATASETS.TESTS", '("LaST",)'])
+        torch.manual_seed(0)
+        random_init = Trainer.test(cfg, Trainer.build_model(cfg))
+        assert saved["mAP"] > random_init["mAP"] + 1, (method, saved, random_init)
+
+
+def test_a_run_of_another_recipe_stops_the_command(bench, tmp_path):
+    """A finished run made with SOLVER.MAX_EPOCH 2, asked for with 3: one line naming it
+    (run_tool prints it), nothing trained."""
+    from lastreid.errors import InputError, one_line
+
+    out = tmp_path / "bench"
+    os.makedirs(out / "runs")
+    os.symlink(run_dir(bench, "hpm"), out / "runs" / "hpm")
+    argv = ["--methods", "hpm", "--output", str(out)] + OPTS + ["SOLVER.MAX_EPOCH", "3"]
+    with pytest.raises(InputError) as stopped:
+        benchmark_tool().main(argv)
+    message = str(stopped.value)
+    assert message == one_line(message)
+    assert str(out / "runs" / "hpm") in message and "another recipe" in message
+    assert "--stale reuse" in message
+    assert not (out / "benchmark_table.md").exists()
+
+
+def test_fastreid_mgn_trains_through_train_net_and_eval_only_agrees(synthetic_root, tmp_path):
+    """fast-reid's own MGN needs ResNet-50 (its part branches are Bottleneck stages) and at
+    least 6 map rows (torch.chunk into 3): the tiny LaST at 96x32, one epoch."""
+    env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")
+    config, out = config_path("mgn_fastreid"), tmp_path / "run"
+    # fmt: off
+    opts = OPTS[:4] + [
+        "INPUT.SIZE_TRAIN", "[96, 32]", "INPUT.SIZE_TEST", "[96, 32]", "SOLVER.MAX_EPOCH", "1",
+        "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "SOLVER.WARMUP_ITERS", "0",
+        "TEST.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
+        "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", str(out),
+    ]
+    # fmt: on
+    run = subprocess.run(
+        [sys.executable, runner.TRAIN_NET, "--config-file", config] + opts,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    final = read_run_results(str(out))["final_test"]
+    assert final["checkpoint"] == "model_best.pth" and final["epoch"] == 1
+    saved = final["datasets"]["LaST"]
+    os.environ["FASTREID_DATASETS"] = str(synthetic_root)
+    weights = ["MODEL.WEIGHTS", str(out / "model_best.pth"), "DATASETS.TESTS", '("LaST",)']
+    cfg = build_cfg(config, opts[:-2] + weights, eval_only=True)
+    again = evaluate_weights(cfg)
+    for key in METRICS:
+        assert again[key] == pytest.approx(saved[key], abs=1e-6)
