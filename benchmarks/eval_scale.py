@@ -158,10 +158,11 @@ def api_child(qf, gf, qp, gp, qc, gc, nq, ng):
 
 def evaluator_child(args, nq, ng):
     """BlockedReidEvaluator on streamed features: its buffer, then its evaluate()."""
-    import torch
-    from fastreid.config import get_cfg
     from lastreid.config import add_lastreid_config
     from lastreid.evaluation import BlockedReidEvaluator
+
+    import torch
+    from fastreid.config import get_cfg
 
     cfg = add_lastreid_config(get_cfg())
     cfg.TEST.METRIC, cfg.TEST.EVAL_MEMORY_MB = "cosine", args.memory_mb
@@ -205,7 +206,10 @@ def child(args):
     rss_imports = peak_rss_gb()
     if args.child == "evaluator":
         res = dict(evaluator_child(args, nq, ng), rss_imports_gb=rss_imports)
-        res["features_gb"], res["threads"] = (nq + ng) * args.dim * 4 / 2**30, torch.get_num_threads()
+        res["features_gb"], res["threads"] = (
+            (nq + ng) * args.dim * 4 / 2**30,
+            torch.get_num_threads(),
+        )
         print("RESULT " + json.dumps(res))
         return
     qf, gf, qp, gp, qc, gc = make_data(nq, ng, args.dim, args.seed, args.weight)
@@ -411,7 +415,9 @@ def main():
         ok = compare("API defaults vs overwrite=True", api, ours) and ok
     if evaluator:
         ok = report_evaluator(evaluator, ng, gemm["block_size"], args.dim) and ok
-        ok = compare("BlockedReidEvaluator vs rank_metrics", evaluator, ours, rank1_only=True) and ok
+        ok = (
+            compare("BlockedReidEvaluator vs rank_metrics", evaluator, ours, rank1_only=True) and ok
+        )
     if theirs:
         print(
             "fastreid / lastreid: time {:.1f}x, peak RSS {:.1f}x".format(

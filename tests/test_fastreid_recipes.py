@@ -1,5 +1,5 @@
-"""fast-reid's AGW / SBS / MGN recipes (configs/fastreid/, configs/LaST/{AGW,SBS,mgn_fastreid}_R50.yml)
-on our CPU path: non-local blocks, GeM / GeMP pooling and CircleSoftmax train under bf16
+"""fast-reid's AGW / SBS / MGN recipes (configs/fastreid/ and their configs/LaST/ files) on
+our CPU path: non-local blocks, GeM / GeMP pooling and CircleSoftmax train under bf16
 autocast and fold for inference; AutoAugment's operations run on this Pillow; the
 frozen-backbone warm-up follows the run's iteration across --resume; fastreid's MGN no
 longer normalises a flip-averaged batch twice."""
@@ -32,7 +32,9 @@ def cfg_of(name, *opts):
     return build_cfg(os.path.join(LAST, name + ".yml"), SMALL + list(opts))
 
 
-@pytest.mark.parametrize("name, pool", [("AGW_R50", GeneralizedMeanPooling), ("SBS_R50", GeneralizedMeanPoolingP)])
+@pytest.mark.parametrize(
+    "name, pool", [("AGW_R50", GeneralizedMeanPooling), ("SBS_R50", GeneralizedMeanPoolingP)]
+)
 def test_agw_and_sbs_components_train_in_bf16_and_fold(name, pool):
     """ResNet-50 (the depth with non-local blocks) at 64x32: one bf16 training step with
     finite losses and gradients, then float32 features that the folded bf16 copy matches."""
@@ -97,7 +99,9 @@ def _backbone_state(trainer):
     return {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
 
 
-def test_frozen_backbone_warm_up_follows_the_run_across_resume(synthetic_root, tmp_path, monkeypatch):
+def test_frozen_backbone_warm_up_follows_the_run_across_resume(
+    synthetic_root, tmp_path, monkeypatch
+):
     """SBS's FREEZE_ITERS on the tiny LaST (3 steps per epoch): frozen for exactly the first
     epoch; a run resumed after it trains the backbone at once (fastreid's own optimizer froze
     it again for FREEZE_ITERS steps after every resume)."""
@@ -125,5 +129,7 @@ def test_frozen_backbone_warm_up_follows_the_run_across_resume(synthetic_root, t
     assert resumed.start_epoch == 1
     resumed.train()
     after = _backbone_state(resumed)
-    changed = [k for k in after if k.endswith("weight") and not torch.equal(after[k], after_first[k])]
+    changed = [
+        k for k in after if k.endswith("weight") and not torch.equal(after[k], after_first[k])
+    ]
     assert changed  # the backbone trained from the first resumed step on

@@ -18,7 +18,6 @@ import pytest
 import torch
 from fastreid.data.data_utils import read_image
 from fastreid.data.transforms import build_transforms
-
 from test_tools import png_size, tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,10 +62,7 @@ def test_feature_tools_work_with_the_model(name, synthetic_root, tmp_path, capsy
     data = load_features(npz)
     cfg = build_inference_cfg(config, weights, opts)
     dataset = build_dataset("LaSTVal", root=str(synthetic_root))
-    assert data["features"].shape == (
-        len(dataset.query) + len(dataset.gallery),
-        feature_dim(cfg),
-    )
+    assert data["features"].shape == (len(dataset.query) + len(dataset.gallery), feature_dim(cfg))
     expected = direct_features(cfg, weights, list(data["paths"]))
     np.testing.assert_allclose(data["features"], expected, rtol=1e-4, atol=1e-5)
 
@@ -96,7 +92,13 @@ def test_torchrun_trains_paper_mgn_on_two_cpu_processes(synthetic_root, tmp_path
     # fmt: on
     env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")
     run = subprocess.run(
-        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
+        cmd,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert (out / "model_best.pth").is_file() and not (out / "log.txt.rank1").stat().st_size == 0

@@ -93,7 +93,9 @@ def test_stripe_pooling_is_the_paper_codes_adaptive_pooling(height, stripes):
     """The paper's code pools stripes with AdaptiveAvgPool2d / AdaptiveMaxPool2d((n, 1));
     ours slices the same bins (ONNX exports slices at any height)."""
     x = torch.randn(2, 5, height, 3)
-    torch.testing.assert_close(pool_stripes(x, stripes, "avg"), F.adaptive_avg_pool2d(x, (stripes, 1)))
+    torch.testing.assert_close(
+        pool_stripes(x, stripes, "avg"), F.adaptive_avg_pool2d(x, (stripes, 1))
+    )
     assert torch.equal(pool_stripes(x, stripes, "max"), F.adaptive_max_pool2d(x, (stripes, 1)))
 
 
@@ -210,7 +212,9 @@ def test_paper_mgn_losses_match_a_direct_computation():
     got = losses_of(head, x)
 
     names = ["p1", "p2", "p3", "p2_0", "p2_1", "p3_0", "p3_1", "p3_2"]
-    feats = [conv1x1_bn_relu(v, r, train=True) for v, r in zip(mgn_vectors(head, x), head.reductions)]
+    feats = [
+        conv1x1_bn_relu(v, r, train=True) for v, r in zip(mgn_vectors(head, x), head.reductions)
+    ]
     expected = {
         f"loss_cls_{name}": smoothed_ce(linear(f, fc), TARGETS) / 8
         for name, f, fc in zip(names, feats, head.classifiers)
