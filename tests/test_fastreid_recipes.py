@@ -104,14 +104,16 @@ def test_frozen_backbone_warm_up_follows_the_run_across_resume(
 ):
     """SBS's FREEZE_ITERS on the tiny LaST (3 steps per epoch): frozen for exactly the first
     epoch; a run resumed after it trains the backbone at once (fastreid's own optimizer froze
-    it again for FREEZE_ITERS steps after every resume)."""
+    it again for FREEZE_ITERS steps after every resume). Its cosine schedule (no delay here)
+    anneals from BASE_LR to ETA_MIN_LR over the one-epoch run."""
     from conftest import FAST_CPU_OPTS
 
     monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
     # fmt: off
     opts = FAST_CPU_OPTS + [
         "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "SOLVER.FREEZE_ITERS", "3",
-        "SOLVER.WARMUP_ITERS", "0", "TEST.EVAL_PERIOD", "100", "OUTPUT_DIR", str(tmp_path),
+        "SOLVER.WARMUP_ITERS", "0", "SOLVER.DELAY_EPOCHS", "0", "TEST.EVAL_PERIOD", "100",
+        "OUTPUT_DIR", str(tmp_path),
     ]
     # fmt: on
     config = os.path.join(LAST, "SBS_R50.yml")
@@ -123,6 +125,9 @@ def test_frozen_backbone_warm_up_follows_the_run_across_resume(
     after_first = _backbone_state(first)
     assert all(torch.equal(before[k], after_first[k]) for k in before)  # frozen throughout
     assert not torch.equal(first.model.heads.weight, heads_before)  # the head trained
+    assert first.cfg.SOLVER.SCHED == "CosineAnnealingLR"
+    eta_min = first.cfg.SOLVER.ETA_MIN_LR
+    assert all(g["lr"] == pytest.approx(eta_min) for g in first.optimizer.param_groups)
 
     resumed = Trainer(build_cfg(config, opts + ["SOLVER.MAX_EPOCH", "2"]))
     resumed.resume_or_load(resume=True)
