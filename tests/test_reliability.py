@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from lastreid.engine import build_test_set, build_train_set
 from lastreid.images import BadImageError, ReidImageDataset
+from lastreid.loaders import build_test_set, build_train_set
 from lastreid.startup import build_cfg
 
 import pytest

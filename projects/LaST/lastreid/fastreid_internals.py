@@ -11,6 +11,10 @@ __all__ = [
     "strip_prefix_if_present",
     "filter_reused_missing_keys",
     "train_sampler",
+    "sampler_seed",
+    "set_sampler_seed",
+    "history_tails",
+    "put_history",
 ]
 
 
@@ -33,6 +37,37 @@ def strip_prefix_if_present(state, prefix):
 def filter_reused_missing_keys(model, keys):
     """`keys` without those of parameters shared with a loaded module (fastreid's rule)."""
     return _checkpoint._filter_reused_missing_keys(model, keys)
+
+
+def sampler_seed(sampler):
+    """The seed of a fastreid training sampler's stream (its `_seed`)."""
+    return int(sampler._seed)
+
+
+def set_sampler_seed(sampler, seed):
+    """Sets the seed a fastreid training sampler starts its stream from (before iterating)."""
+    sampler._seed = int(seed)
+
+
+def history_tails(storage, length):
+    """{name: [(value, iteration), ...]} of the last `length` values of each smoothed scalar
+    of a fastreid EventStorage (what its writers' medians are taken over)."""
+    hints = storage.smoothing_hints()
+    return {
+        name: [list(pair) for pair in buffer.values()[-length:]]
+        for name, buffer in storage.histories().items()
+        if hints.get(name)
+    }
+
+
+def put_history(storage, tails):
+    """Puts `history_tails` back into a fresh EventStorage, without making them the latest
+    values (so its writers do not write them again)."""
+    for name, pairs in tails.items():
+        buffer = storage.histories()[name]
+        for value, iteration in pairs:
+            buffer.update(float(value), iteration)
+        storage.smoothing_hints()[name] = True
 
 
 def train_sampler(cfg, train_set):
