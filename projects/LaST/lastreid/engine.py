@@ -44,7 +44,8 @@ from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .images import ReidImageDataset, drop_unreadable
-from .launch import check_batch_split, check_identities_per_batch
+from .config_checks import check_schedule
+from .launch import check_batch_split, check_training_set
 from .modeling import build_model, load_weights
 from .resume import arrange_hooks, continue_run
 from .startup import on_cpu
@@ -228,7 +229,10 @@ class Trainer(DefaultTrainer):
                 world,
             )
         train_set = build_train_set(cfg)
-        check_identities_per_batch(cfg, train_set.num_classes, cfg.DATASETS.NAMES, world)
+        # One line, before any step, for a set too small for cfg (fastreid would divide by
+        # zero or spin) and for SOLVER.STEPS past this run's scheduled epochs.
+        check_training_set(cfg, len(train_set), train_set.num_classes, cfg.DATASETS.NAMES, world)
+        check_schedule(cfg, len(train_set) // cfg.SOLVER.IMS_PER_BATCH)
         # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process);
         # its seed is comm.shared_random_seed(), the main process's, in every process.
         sampler = fastreid_build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
