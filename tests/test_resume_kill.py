@@ -277,7 +277,7 @@ def test_keep_last_checkpoints_must_not_be_negative():
     from lastreid.errors import ConfigError
     from lastreid.startup import build_cfg
 
-    with pytest.raises(ConfigError, match="SOLVER.KEEP_LAST_CHECKPOINTS must be 0 .* got -1"):
+    with pytest.raises(ConfigError, match=r"^SOLVER.KEEP_LAST_CHECKPOINTS is -1: expected .* >= 0"):
         build_cfg(
             CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.KEEP_LAST_CHECKPOINTS", "-1"]
         )

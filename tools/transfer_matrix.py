@@ -25,7 +25,8 @@ the test split, bilinear resize); both runs and shows both.
 Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>[-seed]/;
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
 trained sources and finished cells and resumes an interrupted run from its last checkpoint. Trailing
-`KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2). Reference
+`KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2 SOLVER.STEPS "[]":
+a step past the shortened run is refused). Reference
 (public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
 fastreid ones False (--torchvision-stem to force it).
 """
