@@ -106,7 +106,7 @@ POSITIVE = number(0, open_low=True)
 NON_NEGATIVE = number(0)
 
 
-def one_of(*values, fold_case=False):
+def one_of(*values, fold_case=False, error=ConfigError):
     """A value from `values` (strings compared without case and surrounding blanks if
     fold_case, as the code that reads them compares them)."""
 
@@ -115,8 +115,13 @@ def one_of(*values, fold_case=False):
             v = v.strip().lower()
         return _verdict(any(v == x and type(v) is type(x) for x in values))
 
-    error = ConfigKeyError if all(isinstance(v, str) for v in values) else ConfigError
     return Check("one of " + ", ".join(map(str, values)), test, error)
+
+
+def known_name(*names):
+    """The name of one of the classes or functions fastreid picks by name (a KeyError kind,
+    like an unknown registry name)."""
+    return one_of(*names, error=ConfigKeyError)
 
 
 def registered(registry, label):
@@ -279,16 +284,16 @@ RULES = (
     Rule("MODEL.BACKBONE.FEAT_DIM", Check(
         "an integer >= 1; for build_resnet_backbone the channels of its DEPTH ("
         + ", ".join(f"{d}: {c}" for d, c in RESNET_FEAT_DIMS.items()) + ")", _feat_dim)),
-    Rule("MODEL.BACKBONE.NORM", one_of(*NORM_NAMES)),
+    Rule("MODEL.BACKBONE.NORM", known_name(*NORM_NAMES)),
     Rule("MODEL.HEADS.NAME", registered(REID_HEADS_REGISTRY, "REID_HEADS_REGISTRY")),
-    Rule("MODEL.HEADS.NORM", one_of(*NORM_NAMES)),
-    Rule("MODEL.HEADS.POOL_LAYER", one_of(*pooling.__all__)),
-    Rule("MODEL.HEADS.CLS_LAYER", one_of(*any_softmax.__all__)),
+    Rule("MODEL.HEADS.NORM", known_name(*NORM_NAMES)),
+    Rule("MODEL.HEADS.POOL_LAYER", known_name(*pooling.__all__)),
+    Rule("MODEL.HEADS.CLS_LAYER", known_name(*any_softmax.__all__)),
     Rule("MODEL.HEADS.NECK_FEAT", one_of(*NECK_FEATS)),
     Rule("MODEL.HEADS.NUM_CLASSES", integer(0), "0: the training set's number of identities"),
     Rule("MODEL.HEADS.EMBEDDING_DIM", integer(0), "0: no reduction, MODEL.BACKBONE.FEAT_DIM"),
     Rule("MODEL.LOSSES.NAME", each(
-        one_of(*LOSS_NAMES), "one or more of " + ", ".join(LOSS_NAMES), 1)),
+        known_name(*LOSS_NAMES), "one or more of " + ", ".join(LOSS_NAMES), 1)),
     Rule("MODEL.LOSSES.CE.EPSILON", Check("a number in [0, 1), or -1", _epsilon),
          "0: no label smoothing; -1: fastreid's adaptive smoothing, MODEL.LOSSES.CE.ALPHA"),
     Rule("MODEL.LOSSES.CE.ALPHA", number(0, 1, open_high=True)),
@@ -319,7 +324,7 @@ RULES = (
     Rule("DATASETS.NAMES", each(_DATASET, "one or more " + _DATASETS, 1), training_only=True),
     Rule("DATASETS.TESTS", each(_DATASET, _DATASETS)),
     Rule("TEST.FINAL_TESTS", each(_DATASET, _DATASETS)),
-    Rule("DATALOADER.SAMPLER_TRAIN", one_of(*TRAIN_SAMPLERS)),
+    Rule("DATALOADER.SAMPLER_TRAIN", known_name(*TRAIN_SAMPLERS)),
     Rule("DATALOADER.NUM_INSTANCE", integer(1)),
     Rule("DATALOADER.NUM_WORKERS", integer(0), "0: loading in the main process"),
     # Solver
@@ -334,7 +339,7 @@ RULES = (
     Rule("SOLVER.HEADS_LR_FACTOR", POSITIVE),
     Rule("SOLVER.IMS_PER_BATCH", integer(1)),
     Rule("SOLVER.MAX_EPOCH", integer(1)),
-    Rule("SOLVER.SCHED", one_of(*LR_SCHEDULERS)),
+    Rule("SOLVER.SCHED", known_name(*LR_SCHEDULERS)),
     Rule("SOLVER.DELAY_EPOCHS", Check("an integer in 0..SOLVER.MAX_EPOCH - 1", _delay),
          "0: none; epochs before the scheduler starts"),
     Rule("SOLVER.STEPS", Check(
