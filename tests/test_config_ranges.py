@@ -179,7 +179,7 @@ TOO_SMALL = {
          "CosineAnnealingLR"],
         ["SOLVER.WARMUP_ITERS is 6: the warm-up leaves CosineAnnealingLR no epoch"]),
 }
-# The other tools that take KEY VALUE overrides: (tool, its arguments, output) per key.
+# The other tools that take KEY VALUE overrides, and the bad values tried on each.
 OTHER_TOOLS = ("extract_features.py", "visualize_ranks.py", "export_onnx.py")
 TOOL_KEYS = [("TEST.IMS_PER_BATCH", "0"), ("INPUT.SIZE_TEST", "[2, 2]"), ("TEST.METRIC", "l1")]
 # fmt: on
@@ -223,7 +223,7 @@ def all_cases(tmp):
     for i, (name, key, value, _, extra) in enumerate(bad_cases()):
         output = tmp / f"bad{i}"
         cases.append(_case(name, _train(extra + [key, value], output), "step:1", output))
-    for name, (opts, moment) in list(EDGES.items()):
+    for name, (opts, moment) in EDGES.items():
         cases.append(_case(name, _train(opts, tmp / name), moment, tmp / name))
     for name, (opts, _) in TOO_SMALL.items():
         cases.append(_case(name, _train(opts, tmp / name), "step:1", tmp / name))
