@@ -327,7 +327,7 @@ def test_keep_last_checkpoints_must_not_be_negative():
     from lastreid.errors import ConfigError
     from lastreid.startup import build_cfg
 
-    with pytest.raises(ConfigError, match="SOLVER.KEEP_LAST_CHECKPOINTS must be 0 .* got -1"):
+    with pytest.raises(ConfigError, match=r"^SOLVER.KEEP_LAST_CHECKPOINTS is -1: expected .* >= 0"):
         build_cfg(
             CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.KEEP_LAST_CHECKPOINTS", "-1"]
         )
@@ -359,4 +359,13 @@ def test_hooks_write_metrics_before_checkpointing():
         hooks.PeriodicWriter([], 20),
     ]
     kinds = [type(h).__name__ for h in arrange_hooks(stock)]
-    assert kinds == ["IterationTimer", "EvalHook", "PeriodicWriter", "ResumableCheckpointer"]
+    assert kinds == [
+        "IterationTimer",
+        "EvalHook",
+        "RandomStatesHook",  # the generator states the checkpoint keeps
+        "PeriodicWriter",
+        "ResumableCheckpointer",
+    ]
+    # Another process has no writers and no checkpoint hook, but gathers the states too.
+    kinds = [type(h).__name__ for h in arrange_hooks(stock[:2])]
+    assert kinds == ["IterationTimer", "EvalHook", "RandomStatesHook"]

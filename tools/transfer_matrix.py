@@ -26,8 +26,9 @@ Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<sett
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
 trained sources and finished cells and resumes an interrupted run from its last checkpoint;
 a run made with another recipe (config file or overrides) is never reused silently: the
-command stops and names it (--stale redo / reuse decide). Trailing
-`KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2). Reference
+command stops and names it (--stale redo / reuse decide). Trailing `KEY VALUE` pairs
+override the config of every run (e.g. SOLVER.MAX_EPOCH 2 SOLVER.STEPS "[]": a step past
+the shortened run is refused). Reference
 (public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
 fastreid ones False (--torchvision-stem to force it).
 """

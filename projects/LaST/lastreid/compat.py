@@ -52,9 +52,16 @@ Worked around where the code that needs it lives:
   checks their layout first (one-line errors) and sorts the lists.
 - `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
   launch sets it, and `comm.get_local_rank()` asserts it). `check_batch_split` and
-  `check_identities_per_batch` (called by `engine.Trainer.build_train_loader`): fastreid's
+  `check_training_set` (called by `engine.Trainer.build_train_loader`): fastreid's
   identity samplers spin forever when NUM_INSTANCE does not divide a process's batch or
-  the training set has fewer identities than one step takes.
+  the training set has fewer identities than one step takes, and its scheduler divides by
+  an epoch of zero steps when the set has fewer images than one batch.
+- `config_checks`: values fastreid takes without a word and fails on later (a traceback
+  after the output folder is written) or reads silently otherwise: `TEST.EVAL_PERIOD 0`
+  (its EvalHook divides by it), an unknown `MODEL.LOSSES.NAME` (no loss), a
+  `SOLVER.STEPS` past the run (no decay), a negative `LOSSES.TRI.MARGIN` (soft margin),
+  image sizes its ResNet stem cannot pool; `check_schedule`: a warm-up that leaves
+  CosineAnnealingLR no epoch (it divides by zero).
 - `fastreid_internals`: the only module that calls fastreid's private functions (and reads
   its registry's table, its samplers' `_seed` and an EventStorage's live history dicts). The
   private attributes of the fastreid classes we subclass are used in the subclasses:

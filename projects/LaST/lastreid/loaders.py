@@ -13,10 +13,11 @@ from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
 from fastreid.utils import comm
 
+from .config_checks import check_schedule
 from .datasets import build_dataset
 from .fastreid_internals import train_sampler
 from .images import ReidImageDataset, drop_unreadable
-from .launch import check_batch_split, check_identities_per_batch
+from .launch import check_batch_split, check_training_set
 from .randomness import TrainBatches
 from .startup import on_cpu
 from .transforms import build_transforms
@@ -111,7 +112,10 @@ def build_train_loader(cfg):
             world,
         )
     train_set = build_train_set(cfg)
-    check_identities_per_batch(cfg, train_set.num_classes, cfg.DATASETS.NAMES, world)
+    # One line, before any step, for a set too small for cfg (fastreid would divide by
+    # zero or spin) and for SOLVER.STEPS past this run's scheduled epochs.
+    check_training_set(cfg, len(train_set), train_set.num_classes, cfg.DATASETS.NAMES, world)
+    check_schedule(cfg, len(train_set) // cfg.SOLVER.IMS_PER_BATCH)
     # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process).
     batches = TrainBatches(
         train_sampler(cfg, train_set), batch_size, offset=comm.get_rank() * batch_size
