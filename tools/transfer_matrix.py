@@ -173,22 +173,18 @@ def main(argv=None):
             raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
     if args.train and not args.imagenet and not _pretrain_off(args.opts):
-        raise SystemExit(
-            "transfer_matrix.py: error: --train needs --imagenet FILE (the "
-            "sources start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among "
-            "the overrides"
+        raise InputError(
+            "--train needs --imagenet FILE (the sources start from ImageNet), or "
+            "MODEL.BACKBONE.PRETRAIN False among the overrides"
         )
-    try:
-        first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
-        sources = transfer.discover_sources(
-            args.models,
-            [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
-            random_init=args.random_init,
-            trust=args.trust,
-            first=first,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit("transfer_matrix.py: error: {}".format(error))
+    first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
+    sources = transfer.discover_sources(
+        args.models,
+        [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
+        random_init=args.random_init,
+        trust=args.trust,
+        first=first,
+    )
     for s in sources:
         print(
             "[transfer] source {!r}: {} ({} layout){}".format(
