@@ -243,6 +243,7 @@ def quality_model(args, workdir, epochs):
     extra = [
         "OUTPUT_DIR", workdir,
         "SOLVER.MAX_EPOCH", str(max(epochs, 1)),
+        "SOLVER.STEPS", "[]",  # the config's step is past a shortened run
         "SOLVER.CHECKPOINT_PERIOD", "1000",
         "TEST.EVAL_PERIOD", "1000",
         "DATASETS.TESTS", '("LaST",)',

@@ -49,8 +49,7 @@ def main(argv):
             os.kill(os.getpid(), signal.SIGKILL)
         step = self._trainer
         if not hasattr(step, "_last_batch"):
-            # BatchSampler -> OwnNumpyRandom -> fastreid's sampler and its seed.
-            record(seed=int(self.data_loader.batch_sampler.sampler.sampler._seed))
+            record(seed=self.data_loader.batch_sampler.stream_seed)  # fastreid sampler's
             batches = step._data_loader_iter
 
             def keep_last():

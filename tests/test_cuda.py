@@ -56,7 +56,7 @@ CUDA_OPTS = [
     "SOLVER.IMS_PER_BATCH", "64",
     "SOLVER.AMP.ENABLED", "True",
     "SOLVER.WARMUP_ITERS", "10",
-    "SOLVER.STEPS", "[100]",
+    "SOLVER.STEPS", "[]",
     "SOLVER.CHECKPOINT_PERIOD", "1",
     "TEST.EVAL_PERIOD", "3",
     "TEST.FLIP.ENABLED", "False",

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 from lastreid import launch
 from lastreid.checkpoint import load_checkpoint_file
-from lastreid.engine import OwnNumpyRandom, evaluate_weights
+from lastreid.engine import evaluate_weights
 from lastreid.features import load_features, process_share
+from lastreid.randomness import TrainBatches
 from lastreid.run_results import read_run_results
 from lastreid.startup import build_cfg
 
@@ -146,9 +147,10 @@ def read_records(folder, rank):
     )
 
 
-def expected_shares(seed, steps, monkeypatch, root):
-    """The image paths fastreid's NaiveIdentitySampler gives each of 2 processes in `steps`
-    steps, built here in one process: the global batches of seed `seed`, split by rank."""
+def expected_shares(seed, first, steps, monkeypatch, root):
+    """The image paths fastreid's NaiveIdentitySampler gives each of 2 processes in steps
+    `first` .. `first + steps - 1`, built here in one process: the global batches of seed
+    `seed`, split by rank."""
     from lastreid.datasets import build_dataset
 
     from fastreid.data.samplers import NaiveIdentitySampler
@@ -162,7 +164,8 @@ def expected_shares(seed, steps, monkeypatch, root):
         sampler = NaiveIdentitySampler(items, BATCH // 2, INSTANCES, seed=seed)
         monkeypatch.undo()
         stream = iter(sampler)
-        shares.append([[items[next(stream)][0] for _ in range(BATCH // 2)] for _ in range(steps)])
+        drawn = [[items[next(stream)][0] for _ in range(BATCH // 2)] for _ in range(first + steps)]
+        shares.append(drawn[first:])
     return shares
 
 
@@ -218,18 +221,22 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_finishes_it(killed_and_resu
 def test_each_process_trains_on_its_share_of_every_batch(
     killed_and_resumed, synthetic_root, monkeypatch
 ):
+    seeds = []
     for phase in killed_and_resumed.phases:
         (steps0, _, seed0), (steps1, _, seed1) = phase
         assert seed0 == seed1 and len(seed0) == 1  # comm.shared_random_seed() everywhere
+        seeds += seed0
         steps1 = steps1[: len(steps0)]  # rank 0 did not finish the step rank 1 was killed in
         assert [s["iteration"] for s in steps0] == [s["iteration"] for s in steps1]
-        expected = expected_shares(seed0[0], len(steps0), monkeypatch, synthetic_root)
+        first = steps0[0]["iteration"]  # the resumed run continues after the batches trained
+        expected = expected_shares(seed0[0], first, len(steps0), monkeypatch, synthetic_root)
         assert [s["paths"] for s in steps0] == expected[0]
         assert [s["paths"] for s in steps1] == expected[1]
         for a, b in zip(steps0, steps1):
             for step in (a, b):  # BATCH / 2 images: 2 identities x INSTANCES images each
                 assert sorted(collections.Counter(step["pids"]).values()) == [INSTANCES] * 2
             assert a["weights"] == b["weights"]  # DDP: the same gradient step everywhere
+    assert seeds[0] == seeds[1]  # the resumed run continues the killed run's sampler stream
     # Epoch 0 trained before the kill, epoch 1 after the resume: each on all its images.
     for epoch, phase in enumerate(killed_and_resumed.phases):
         steps = [s for rank in phase for s in rank[0] if s["iteration"] // ITERS == epoch]
@@ -340,12 +347,14 @@ def test_sampler_stream_ignores_other_numpy_draws():
     items = [(f"{i}.jpg", i % 6, 0) for i in range(24)]
 
     def draws(disturb):
-        stream = iter(OwnNumpyRandom(NaiveIdentitySampler(items, 4, 2, seed=3)))
+        stream = iter(TrainBatches(NaiveIdentitySampler(items, 4, 2, seed=3), 4))
         out = []
-        for _ in range(40):
-            out.append(next(stream))
+        for _ in range(10):
+            out.append([index for index, _ in next(stream)])
             if disturb:
-                np.random.random(int(out[-1]) + 1)  # like a transform drawing per image
+                np.random.random(out[-1][0] + 1)  # like a transform drawing per image
         return out
 
-    assert draws(True) == draws(False)
+    # fastreid's sampler alone, undisturbed: the same batches.
+    plain = iter(NaiveIdentitySampler(items, 4, 2, seed=3))
+    assert draws(True) == draws(False) == [[next(plain) for _ in range(4)] for _ in range(10)]

@@ -153,15 +153,25 @@ def test_buffer_grows_geometrically(num_items):
     assert ev.evaluate() == expected
 
 
-def test_evaluate_is_cached_and_reset_starts_over():
+def test_evaluate_is_cached_and_reset_starts_over(monkeypatch):
+    import lastreid.evaluation.evaluator as evaluator_module
+
+    computed = []
+    metrics = evaluator_module.blocked_metrics
+    monkeypatch.setattr(
+        evaluator_module, "blocked_metrics", lambda *a, **k: computed.append(1) or metrics(*a, **k)
+    )
     cfg = make_cfg()
     data = separated_data(cfg)
     ev = BlockedReidEvaluator(cfg, NQ)
     first = run(ev, data)
-    assert ev.evaluate() == first  # features were normalized in place: cached result
+    assert len(computed) == 1
+    # The features were normalized in place: a second evaluate() returns the cached result
+    # and computes nothing.
+    assert ev.evaluate() == first and len(computed) == 1
     with pytest.raises(RuntimeError):
         ev.process(*next(batches(*data)))
-    assert run(ev, data) == first  # reset() inside run()
+    assert run(ev, data) == first and len(computed) == 2  # reset() inside run(): anew
 
 
 @pytest.mark.parametrize("qe_time,metric_k", [(1, 5), (2, 3)])

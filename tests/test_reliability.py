@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from lastreid.engine import build_test_set, build_train_set
 from lastreid.images import BadImageError, ReidImageDataset
+from lastreid.loaders import build_test_set, build_train_set
 from lastreid.startup import build_cfg
 
 import pytest
@@ -232,7 +232,8 @@ def failed_starts(module_tmp, default_root, bad_root):
         ),
         "corrupt_training_images": (
             train,
-            ["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCH", "2"],
+            ["DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCH", "2"]
+            + ["SOLVER.STEPS", "[]"],  # the recipe's steps are past a 2-epoch run
             everything_bad,
             True,
         ),

@@ -1,9 +1,10 @@
 """A CPU training run killed with SIGKILL at exact moments (a checkpoint's rename, the
 config.yaml write, an evaluation, a training step, the final checkpoint's rename, the final
 test; each reached through tests/stop_at.py, whatever the machine's speed) and resumed with
---resume each time ends like an uninterrupted run: every epoch trained, loadable final and
-best checkpoints, the best metric the maximum of the history, and a metrics history with
-each epoch exactly once. Plus fast unit tests of lastreid.resume."""
+--resume each time ends as the same run uninterrupted, bit for bit (final weights, every
+number of metrics.json), with 0 and with 2 loader workers; also every epoch trained,
+loadable final and best checkpoints, the best metric the maximum of the history. Plus fast
+unit tests of lastreid.resume."""
 
 import json
 import os
@@ -25,7 +26,7 @@ EPOCHS = 3
 BATCH = 128
 
 
-def kill_run_opts(output):
+def kill_run_opts(output, workers=0):
     from conftest import FAST_CPU_OPTS
 
     # FAST_CPU_OPTS (ResNet-18 at 64x32) in float32 with batches of 128 (32 ids x 4): on the
@@ -37,6 +38,7 @@ def kill_run_opts(output):
         "MODEL.CPU_BF16", "off",
         "MODEL.CHANNELS_LAST", "off",
         "SOLVER.MAX_EPOCH", str(EPOCHS),
+        "DATALOADER.NUM_WORKERS", str(workers),
         "OUTPUT_DIR", str(output),
     ]
     # fmt: on
@@ -55,13 +57,13 @@ class Phase:
         self.name, self.moment, self.resume = name, moment, resume
 
 
-def run_phase(phase, output, env):
+def run_phase(phase, output, env, workers=0):
     """Returns "killed at <moment>" once the child reached its moment and was killed there,
     else the child's exit code."""
     args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (
         ["--resume"] if phase.resume else []
     )
-    args += kill_run_opts(output)
+    args += kill_run_opts(output, workers)
     read_end, write_end = os.pipe()
     if phase.moment:
         args = [sys.executable, STOP_AT, phase.moment] + args[1:]
@@ -99,7 +101,8 @@ def read_lines(path):
         return [json.loads(line) for line in f]  # every line must be complete JSON
 
 
-def last_checkpoint_is_loadable(output):
+def last_checkpoint_epoch(output):
+    """The epoch of the checkpoint last_checkpoint names (it must load), None before any."""
     pointer = output / "last_checkpoint"
     if not pointer.exists():
         return None
@@ -107,7 +110,44 @@ def last_checkpoint_is_loadable(output):
     return load_checkpoint_file(str(output / name))["epoch"]
 
 
-def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
+# What metrics.json holds besides numbers of the run itself: how long things took.
+TIMING_KEYS = {"time", "data_time", "eta_seconds"}
+
+
+def model_weights(path):
+    return load_checkpoint_file(str(path))["model"]
+
+
+def metric_numbers(output):
+    """metrics.json's lines without the timings: every loss, learning rate and metric."""
+    return [
+        {k: v for k, v in line.items() if k not in TIMING_KEYS}
+        for line in read_lines(output / "metrics.json")
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(default_root, module_tmp):
+    """The run of test_killed_run_resumes_to_the_same_end, never killed, by loader workers."""
+    env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
+    runs = {}
+    for workers in (0, 2):
+        output = module_tmp.mktemp(f"uninterrupted_{workers}") / "run"
+        assert run_phase(Phase(f"uninterrupted_{workers}", None, False), output, env, workers) == 0
+        runs[workers] = output
+    return runs
+
+
+def test_the_loader_workers_do_not_change_a_run(uninterrupted):
+    """Each training image draws its augmentation from its own seed (lastreid.randomness):
+    the main process or any of 2 workers decoding it makes no difference."""
+    zero, two = (model_weights(uninterrupted[w] / "model_final.pth") for w in (0, 2))
+    assert zero.keys() == two.keys() and all(torch.equal(zero[k], two[k]) for k in zero)
+    assert metric_numbers(uninterrupted[0]) == metric_numbers(uninterrupted[2])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_killed_run_resumes_to_the_same_end(default_root, tmp_path, workers, uninterrupted):
     from lastreid.datasets import build_dataset
 
     output = tmp_path / "run"
@@ -129,7 +169,7 @@ def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
         config_before = (
             (output / "config.yaml").read_bytes() if phase.name == "config_write" else None
         )
-        result = run_phase(phase, output, env)
+        result = run_phase(phase, output, env, workers)
         tail = (tmp_path / f"{phase.name}.out").read_text(errors="replace")[-3000:]
         if phase.moment is None:
             assert result == 0, f"{phase.name} failed:\n{tail}"
@@ -138,12 +178,22 @@ def test_killed_run_resumes_to_the_same_end(default_root, tmp_path):
         if config_before is not None:  # the old config.yaml whole, the new one only in a temp file
             assert (output / "config.yaml").read_bytes() == config_before
             assert [n for n in os.listdir(output) if n.startswith(".config.yaml.tmp.")]
-        last_checkpoint_is_loadable(output)  # the pointer always names a complete file
+        epoch = last_checkpoint_epoch(output)  # the pointer always names a complete file
+        assert epoch is None or 0 <= epoch < EPOCHS, (phase.name, epoch)
         if (output / "model_best.pth").exists():
             best = load_checkpoint_file(str(output / "model_best.pth"))
             best_seen.append(best["metric"])
 
-    # The same end as an uninterrupted run.
+    # The same end as the uninterrupted run, bit for bit: the final weights and every
+    # number in metrics.json (each training line, evaluation and the final test).
+    ended, reference = (
+        model_weights(output / "model_final.pth"),
+        model_weights(uninterrupted[workers] / "model_final.pth"),
+    )
+    assert ended.keys() == reference.keys()
+    assert [k for k in ended if not torch.equal(ended[k], reference[k])] == []
+    assert metric_numbers(output) == metric_numbers(uninterrupted[workers])
+
     assert (output / "last_checkpoint").read_text().strip() == "model_final.pth"
     final = load_checkpoint_file(str(output / "model_final.pth"))
     best = load_checkpoint_file(str(output / "model_best.pth"))
@@ -277,7 +327,7 @@ def test_keep_last_checkpoints_must_not_be_negative():
     from lastreid.errors import ConfigError
     from lastreid.startup import build_cfg
 
-    with pytest.raises(ConfigError, match="SOLVER.KEEP_LAST_CHECKPOINTS must be 0 .* got -1"):
+    with pytest.raises(ConfigError, match=r"^SOLVER.KEEP_LAST_CHECKPOINTS is -1: expected .* >= 0"):
         build_cfg(
             CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.KEEP_LAST_CHECKPOINTS", "-1"]
         )
@@ -309,4 +359,13 @@ def test_hooks_write_metrics_before_checkpointing():
         hooks.PeriodicWriter([], 20),
     ]
     kinds = [type(h).__name__ for h in arrange_hooks(stock)]
-    assert kinds == ["IterationTimer", "EvalHook", "PeriodicWriter", "ResumableCheckpointer"]
+    assert kinds == [
+        "IterationTimer",
+        "EvalHook",
+        "RandomStatesHook",  # the generator states the checkpoint keeps
+        "PeriodicWriter",
+        "ResumableCheckpointer",
+    ]
+    # Another process has no writers and no checkpoint hook, but gathers the states too.
+    kinds = [type(h).__name__ for h in arrange_hooks(stock[:2])]
+    assert kinds == ["IterationTimer", "EvalHook", "RandomStatesHook"]

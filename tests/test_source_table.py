@@ -24,7 +24,7 @@ from torchvision.transforms import InterpolationMode
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ("Market1501", "DukeMTMC", "MSMT17")
 # Batches of 2 identities x 4 images: 5 iterations per epoch on the trees below.
-SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.STEPS", "[40]"]
+SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.STEPS", "[]"]
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +104,19 @@ def test_source_config_trains_and_evaluates(
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     config = os.path.join(REPO, "configs", name, "bagtricks_R50.yml")
     cfg = build_cfg(
-        config, fast_cpu_opts + SMALL_OPTS + ["SOLVER.MAX_EPOCH", "1", "OUTPUT_DIR", str(tmp_path)]
+        config, fast_cpu_opts + SMALL_OPTS + ["SOLVER.MAX_EPOCH", "3", "OUTPUT_DIR", str(tmp_path)]
     )
     assert cfg.DATASETS.NAMES == (name,) and cfg.MODEL.BACKBONE.DEPTH == "18x"
     default_setup(cfg, SimpleNamespace(eval_only=False, config_file=config))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     results = trainer.train()
-    assert 0 <= results["Rank-1"] <= 100 and 0 <= results["mAP"] <= 100
-    assert os.path.isfile(tmp_path / "model_final.pth")
+    assert {"Rank-1", "mAP"} <= set(results) and os.path.isfile(tmp_path / "model_final.pth")
+    # It learns: the training loss falls from epoch to epoch (seeded). Five test persons
+    # rank too well at random for the test metrics to show it in three epochs.
+    with open(tmp_path / "metrics.json") as f:
+        losses = [line["total_loss"] for line in map(json.loads, f) if "total_loss" in line]
+    assert len(losses) == 3 and losses[2] < losses[1] < losses[0], losses
 
 
 def test_source_configs_warm_up_ten_epochs_of_their_train_split():
@@ -155,7 +159,7 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
     plain = build_cfg(config, fast_cpu_opts)
     bicubic = Trainer.build_test_loader(plain, "PRCC")[0].dataset.transform(image)
     assert bilinear.shape == bicubic.shape and not torch.equal(bilinear, bicubic)
-    with pytest.raises(ValueError, match="INPUT.INTERPOLATION must be one of"):
+    with pytest.raises(ValueError, match="^INPUT.INTERPOLATION is 'nearest': expected one of"):
         build_cfg(config, fast_cpu_opts + ["INPUT.INTERPOLATION", "nearest"])
 
 

@@ -5,8 +5,11 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 from lastreid.datasets import build_dataset
+from lastreid.errors import InputError, run_tool
 from lastreid.evaluation import rank_metrics
 
 import numpy as np
@@ -86,6 +89,75 @@ def test_every_tool_has_help(name, capsys):
         tool(name).parse_args(["--help"])
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+# Errors: every tool's exit status -------------------------------------------------------
+
+
+def _users_errors(tmp):
+    """Per tool: arguments with a mistake of the user's, and words its one line must hold."""
+    missing = str(tmp / "absent")
+    (tmp / "foreign" / "last").mkdir(parents=True)
+    (tmp / "foreign" / "last" / "notes.txt").write_text("not the generator's")
+    cfg = ["--config-file", missing + ".yml", "--weights", missing + ".pth"]
+    return {
+        "check_dataset.py": (["--dataset", "LaST", "--root", missing, "--quiet"], "problem(s)"),
+        "convert_reference_checkpoint.py": ([missing + ".pth", missing], "does not exist"),
+        "export_onnx.py": (cfg + ["-o", missing], "does not exist"),
+        "extract_features.py": (cfg + ["--dataset", "LaST", "-o", missing], "does not exist"),
+        "make_synthetic_data.py": (["--root", str(tmp / "foreign")], "not overwriting"),
+        "plot_curves.py": ([missing], "does not exist"),
+        "train_net.py": (["--config-file", missing + ".yml"], "does not exist"),
+        "transfer_matrix.py": (["--models", missing], "no such folder"),
+        "visualize_ranks.py": (["--features", missing + ".npz", "-o", missing], "does not exist"),
+    }
+
+
+def test_every_tool_ends_a_users_error_in_one_line_and_a_usage_error_as_argparse(tmp_path):
+    """Exit 1 and `<tool>: error: ...` for a mistake of the user's (a LastreidError through
+    run_tool), exit 2 and argparse's usage for a bad command line."""
+    errors = _users_errors(tmp_path)
+    scripts = {n for n in os.listdir(os.path.join(REPO, "tools")) if n.endswith(".py")}
+    assert scripts - set(errors) == {"run_demo.py"}  # it takes no input of the user's
+    cases = []
+    for name, (argv, _) in sorted(errors.items()):
+        path = os.path.join(REPO, "tools", name)
+        cases.append({"name": name, "argv": [path] + argv, "moment": None, "output": None})
+        usage = {"name": name + " usage", "argv": [path, "--no-such-flag"], "moment": None}
+        cases.append(dict(usage, output=None))
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    runner = os.path.join(REPO, "tests", "forked_runs.py")
+    results = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, runner, str(tmp_path / "cases.json"), str(results)],
+        cwd=REPO,
+        check=True,
+        timeout=900,  # a guard against a hang only
+    )
+    results = json.loads(results.read_text())
+    for name, (_, words) in errors.items():
+        err = results[name]["stderr"]
+        assert results[name]["status"] == 1 and "Traceback" not in err, (name, err[-2000:])
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"{name}: error: ") and words in last, (name, last)
+        usage = results[name + " usage"]
+        assert usage["status"] == 2 and "usage: " in usage["stderr"], (name, usage["stderr"])
+
+
+def test_run_tool_keeps_the_traceback_of_any_other_error(capsys):
+    def bug():
+        raise ValueError("a bug, not the user's mistake")
+
+    with pytest.raises(ValueError, match="a bug"):
+        run_tool(bug)
+
+    def mistake():
+        raise InputError("two\nlines")
+
+    with pytest.raises(SystemExit) as done:
+        run_tool(mistake)
+    assert done.value.code == 1
+    assert capsys.readouterr().err.strip().endswith("error: two lines")
 
 
 # check_dataset ---------------------------------------------------------------------------
@@ -395,7 +467,8 @@ def test_plot_curves_without_config_uses_iterations(tmp_path):
     (run / "config.yaml").unlink()
     assert iterations_per_epoch(str(run)) is None
     assert tool("plot_curves").main([str(run), "-o", str(tmp_path / "c.png")]) == 0
-    assert tool("plot_curves").main([str(run), "--x", "epoch"]) == 1  # cannot know epochs
+    with pytest.raises(InputError, match="cannot work out the iterations per epoch"):
+        tool("plot_curves").main([str(run), "--x", "epoch"])  # run_tool: one line, exit 1
 
 
 # export_onnx -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIRECT = os.path.join(REPO, "configs", "transfer", "direct.yml")
 PRCC_FINETUNE = os.path.join(REPO, "configs", "PRCC", "bagtricks_R50_finetune.yml")
 # Batches of 2 identities x 4 images: a few iterations per epoch on the small trees below.
-SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1", "SOLVER.STEPS", "[40]"]
+SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1", "SOLVER.STEPS", "[]"]
 
 
 @pytest.fixture(scope="module")
@@ -262,9 +262,10 @@ def test_finetune_from_a_last_checkpoint_on_prcc(
     assert torch.equal(model.backbone.conv1.weight, last_checkpoint.state["module.base.0.weight"])
     assert model.heads.weight.shape[0] == 5  # the synthetic PRCC's training identities
     assert has_torchvision_stem(model)  # the reference config's stem
+    direct = Trainer.test(cfg, model)  # the checkpoint as it is: the direct cell
     results = trainer.train()
     assert trainer.iter == trainer.iters_per_epoch > 0
-    assert 0 <= results["Rank-1"] <= 100 and 0 <= results["mAP"] <= 100
+    assert results["mAP"] > direct["mAP"]  # one seeded epoch of fine-tuning helps
 
 
 # The matrix runner -----------------------------------------------------------------------------

@@ -95,18 +95,13 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    try:
-        raw = ckpt.load_checkpoint_file(args.input, trust=args.trust)
-    except ckpt.CheckpointError as e:
-        report_error(e)
-        return 2
+    raw = ckpt.load_checkpoint_file(args.input, trust=args.trust)  # CheckpointError: 1 line
     state = _state_dict_of(raw)
     if not ckpt.is_reference_state_dict(state):
-        report_error(
+        raise ckpt.CheckpointError(
             f"{args.input} does not use the public LaST code's key names "
             "(no base.0.weight / layer4.*)"
         )
-        return 2
 
     converted, unknown = ckpt.convert_reference_keys(state)
     for key in unknown:

@@ -64,11 +64,7 @@ def main(argv=None):
     model = FeatureExtractor(cfg, progress=False).model.eval()
     size = tuple(cfg.INPUT.SIZE_TEST)
     print(f"exporters available: {', '.join(available_exporters())}")
-    try:
-        used = export_onnx(model, args.output, size, args.exporter, args.opset)
-    except RuntimeError as error:  # e.g. the dynamo exporter without onnxscript
-        report_error(error)
-        return 2
+    used = export_onnx(model, args.output, size, args.exporter, args.opset)  # InputError: 1 line
     print(
         f"wrote {args.output} ({used} exporter, opset {args.opset}, "
         f"input (batch, 3, {size[0]}, {size[1]}))"

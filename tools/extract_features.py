@@ -67,7 +67,7 @@ def main(argv=None):
     if data is None:  # not the main process of a torchrun job
         launch.finish()
         return 0
-    save_features(
+    written = save_features(
         args.output,
         data,
         metric=cfg.TEST.METRIC,
@@ -77,7 +77,7 @@ def main(argv=None):
     )
     feats = data["features"]
     print(
-        f"wrote {args.output}: {feats.shape[0]} features of dim {feats.shape[1]} "
+        f"wrote {written}: {feats.shape[0]} features of dim {feats.shape[1]} "
         f"({data['num_query']} queries), flip {'on' if extractor.flip else 'off'}"
     )
     launch.finish()

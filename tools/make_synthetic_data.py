@@ -13,7 +13,7 @@ import argparse
 import json
 
 from lastreid.datasets import synthetic
-from lastreid.errors import report_error, run_tool
+from lastreid.errors import run_tool
 
 SIZE_FLAGS = sorted(
     {key for preset in synthetic.PRESETS.values() for sizes in preset.values() for key in sizes}
@@ -41,13 +41,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     sizes = {key: getattr(args, key) for key in SIZE_FLAGS if getattr(args, key) is not None}
-    try:
-        counts = synthetic.write_all(
-            args.root, args.preset, args.seed, tuple(args.datasets), **sizes
-        )
-    except (FileExistsError, TypeError) as error:  # a foreign folder in the way, a bad size
-        report_error(error)
-        return 1
+    # A foreign folder in the way, a bad size: one line from run_tool.
+    counts = synthetic.write_all(args.root, args.preset, args.seed, tuple(args.datasets), **sizes)
     for dataset, splits in counts.items():
         print(f"{dataset}: " + json.dumps(splits))
     print(f"wrote under {args.root} (preset {args.preset}, seed {args.seed})")

@@ -10,7 +10,7 @@ Reads <run>/metrics.json and, to put epochs on the x axis, <run>/config.yaml.
 import argparse
 
 from lastreid.curves import plot_curves
-from lastreid.errors import report_error, run_tool
+from lastreid.errors import run_tool
 
 
 def parse_args(argv=None):
@@ -38,13 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        path = plot_curves(
-            args.run_dir, args.output, args.x_axis, (args.width, args.height), args.dpi
-        )
-    except (OSError, ValueError) as error:
-        report_error(error)
-        return 1
+    path = plot_curves(args.run_dir, args.output, args.x_axis, (args.width, args.height), args.dpi)
     print(f"wrote {path}")
     return 0
 

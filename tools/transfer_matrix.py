@@ -26,8 +26,9 @@ Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<sett
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
 trained sources and finished cells and resumes an interrupted run from its last checkpoint;
 a run made with another recipe (config file or overrides) is never reused silently: the
-command stops and names it (--stale redo / reuse decide). Trailing
-`KEY VALUE` pairs override the config of every run (e.g. SOLVER.MAX_EPOCH 2). Reference
+command stops and names it (--stale redo / reuse decide). Trailing `KEY VALUE` pairs
+override the config of every run (e.g. SOLVER.MAX_EPOCH 2 SOLVER.STEPS "[]": a step past
+the shortened run is refused). Reference
 (public LaST code) and torchvision checkpoints get MODEL.BACKBONE.TORCHVISION_STEM True,
 fastreid ones False (--torchvision-stem to force it).
 """
@@ -172,22 +173,18 @@ def main(argv=None):
             raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
     if args.train and not args.imagenet and not _pretrain_off(args.opts):
-        raise SystemExit(
-            "transfer_matrix.py: error: --train needs --imagenet FILE (the "
-            "sources start from ImageNet), or MODEL.BACKBONE.PRETRAIN False among "
-            "the overrides"
+        raise InputError(
+            "--train needs --imagenet FILE (the sources start from ImageNet), or "
+            "MODEL.BACKBONE.PRETRAIN False among the overrides"
         )
-    try:
-        first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
-        sources = transfer.discover_sources(
-            args.models,
-            [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
-            random_init=args.random_init,
-            trust=args.trust,
-            first=first,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit("transfer_matrix.py: error: {}".format(error))
+    first = transfer.trained_sources(args.output, args.train, args.imagenet, args.preset)
+    sources = transfer.discover_sources(
+        args.models,
+        [(n, os.path.abspath(p)) for n, p in _pairs(args.source, "--source")],
+        random_init=args.random_init,
+        trust=args.trust,
+        first=first,
+    )
     for s in sources:
         print(
             "[transfer] source {!r}: {} ({} layout){}".format(

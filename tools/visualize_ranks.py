@@ -18,7 +18,7 @@ import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import launch
-from lastreid.errors import report_error, run_tool
+from lastreid.errors import InputError, run_tool
 from lastreid.features import load_features
 from lastreid.visualize import ORDERS, cmc_and_map, rank_queries, save_cmc_curve, write_rank_pages
 
@@ -103,8 +103,7 @@ def main(argv=None):
     nq = args.num_query if args.num_query is not None else int(data.get("num_query", 0))
     feats, pids, camids, paths = data["features"], data["pids"], data["camids"], data["paths"]
     if not 0 < nq < len(feats):
-        report_error(f"num_query is {nq} for {len(feats)} features; give --num-query")
-        return 2
+        raise InputError(f"num_query is {nq} for {len(feats)} features; give --num-query")
     metric = args.metric or str(data.get("metric", "cosine"))
     split = (feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:])
     cmc, m_ap, _ = cmc_and_map(*split, metric=metric, max_rank=args.max_rank)

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "write_atomic",
+    "write_file_atomic",
     "save_atomic",
     "write_text_atomic",
     "write_bytes_atomic",
@@ -39,16 +40,28 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def _temporary(path):
+    """(folder, temporary path next to `path`, an open descriptor of it): the TEMP_FILE name.
+    0o666 and O_EXCL: the final file gets the usual umask permissions, and a name clash with
+    another writer fails instead of mixing two writes."""
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
+    return folder, tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+
+def _discard(tmp):
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
 def write_atomic(path, write):
     """Calls `write(fileobj)` on a fresh temporary file next to `path`, then renames it
     onto `path`. On any failure the temporary file is removed and `path` is untouched."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")  # TEMP_FILE
-    # 0o666 and O_EXCL: the final file gets the usual umask permissions, and a name clash
-    # with another writer fails instead of mixing two writes.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    folder, tmp, fd = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -56,10 +69,24 @@ def write_atomic(path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _discard(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def write_file_atomic(path, produce):
+    """`write_atomic` for writers that take a file name (an exporter): `produce(tmp)` writes
+    the whole file at a temporary path next to `path`, which is then renamed onto it."""
+    path = os.fspath(path)
+    folder, tmp, fd = _temporary(path)
+    os.close(fd)
+    try:
+        produce(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
         raise
     _fsync_dir(folder)
 

@@ -20,8 +20,18 @@ Patched here, before fastreid is first imported (nothing in site-packages is mod
 Worked around where the code that needs it lives:
 - `engine.Trainer.build_optimizer`: fastreid's ContiguousParams buffer never sees a gradient
   under torch 2's `zero_grad(set_to_none=True)`, so nothing trained; plain parameters.
-- `engine` loaders: `DataLoaderX` creates a `torch.cuda.Stream` and `AMPTrainer` asserts
-  CUDA; on the CPU, plain DataLoaders and `train_steps.CpuTrainer`.
+- `loaders`: `DataLoaderX` creates a `torch.cuda.Stream` and `AMPTrainer` asserts CUDA; on
+  the CPU, plain DataLoaders (and `train_steps.CpuTrainer`). fastreid's SimpleTrainer
+  starts the training loader's iterator when it is built, before a resumed run knows its
+  first batch: `loaders.DeferredLoader` starts it at the first step.
+- `randomness.TrainBatches`: fastreid's training samplers draw from NumPy's global
+  generator (seeded once), which anything else in the process moves; they run on their own
+  copy of it, and a resumed run skips the batches trained on. fastreid seeds every process
+  alike and lets each loader worker's augmentation depend on which batches it got:
+  `randomness` seeds SEED + rank and each training image from its place in the stream.
+- `resume.ResumableCheckpointer` / `RandomStatesHook`: fastreid's checkpoints hold no
+  generator states, sampler position or scalar history (the writers' medians), so a
+  resumed run drew other batches and augmentations than the run it continued.
 - `engine.MetricsWriter`: fastreid's JSONWriter drops the evaluation after the last epoch.
 - `engine.ProgressPrinter`: fastreid's CommonMetricPrinter divides by zero when it prints
   twice at one iteration within a run's first steps.
@@ -54,14 +64,23 @@ Worked around where the code that needs it lives:
   checks their layout first (one-line errors) and sorts the lists.
 - `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
   launch sets it, and `comm.get_local_rank()` asserts it). `check_batch_split` and
-  `check_identities_per_batch` (called by `engine.Trainer.build_train_loader`): fastreid's
+  `check_training_set` (called by `engine.Trainer.build_train_loader`): fastreid's
   identity samplers spin forever when NUM_INSTANCE does not divide a process's batch or
-  the training set has fewer identities than one step takes.
+  the training set has fewer identities than one step takes, and its scheduler divides by
+  an epoch of zero steps when the set has fewer images than one batch.
+- `config_checks`: values fastreid takes without a word and fails on later (a traceback
+  after the output folder is written) or reads silently otherwise: `TEST.EVAL_PERIOD 0`
+  (its EvalHook divides by it), an unknown `MODEL.LOSSES.NAME` (no loss), a
+  `SOLVER.STEPS` past the run (no decay), a negative `LOSSES.TRI.MARGIN` (soft margin),
+  image sizes its ResNet stem cannot pool; `check_schedule`: a warm-up that leaves
+  CosineAnnealingLR no epoch (it divides by zero).
 - `fastreid_internals`: the only module that calls fastreid's private functions (and reads
-  its registry's table). The private attributes of the fastreid classes we subclass are
-  used in the subclasses: DefaultTrainer's `_trainer`, `_hooks`, `_last_eval_results`
-  (engine, resume), SimpleTrainer's `_data_loader_iter`, `_write_metrics` (train_steps),
-  JSONWriter's `_file_handle`, `_window_size` (engine, resume) and Checkpointer's
+  its registry's table, its samplers' `_seed` and an EventStorage's live history dicts). The
+  private attributes of the fastreid classes we subclass are used in the subclasses:
+  DefaultTrainer's `_trainer`, `_hooks`, `_last_eval_results` (engine, resume),
+  SimpleTrainer's `_data_loader_iter`, `_write_metrics` (train_steps), JSONWriter's
+  `_file_handle`, `_window_size` (engine, resume), CommonMetricPrinter's `_last_write`
+  (engine.ProgressPrinter), PeriodicWriter's `_writers` (resume) and Checkpointer's
   `_convert_ndarray_to_tensor` (checkpoint).
 """
 

@@ -11,13 +11,13 @@ def add_lastreid_config(cfg):
     # Evaluation -------------------------------------------------------------------------
     # Queries per block of the exact blocked evaluator (0: chosen from TEST.EVAL_MEMORY_MB).
     _C.TEST.QUERY_BLOCK_SIZE = 0
-    # Memory budget, in MB, for one block of query x gallery distances.
+    # Memory budget, in MB (at least 1), for one block of query x gallery distances.
     _C.TEST.EVAL_MEMORY_MB = 512
     # Datasets evaluated once after training with the best checkpoint (by the "metric"
     # of the first of DATASETS.TESTS); e.g. train on LaSTVal selection, report LaST test.
     _C.TEST.FINAL_TESTS = ()
     # PRCC single-shot protocol: one random gallery image per identity, averaged over
-    # TRIALS seeded draws, reported beside the full-gallery numbers.
+    # TRIALS (at least 1) draws seeded by SEED (0 or more), beside the full-gallery numbers.
     _C.TEST.SINGLE_SHOT = CN({"ENABLED": False})
     _C.TEST.SINGLE_SHOT.TRIALS = 10
     _C.TEST.SINGLE_SHOT.SEED = 0
@@ -78,9 +78,10 @@ def add_lastreid_config(cfg):
     _C.MODEL.CPU_BF16 = "auto"
 
     # Distributed (torchrun) ---------------------------------------------------------------
-    # Minutes any collective (gradient all-reduce, barrier, feature gather) may wait for
-    # the other processes before this one fails: a process that died never answers. Long
-    # enough for the main process's evaluation while the others wait at the next barrier.
+    # Minutes (more than 0) any collective (gradient all-reduce, barrier, feature gather)
+    # may wait for the other processes before this one fails: a process that died never
+    # answers. Long enough for the main process's evaluation while the others wait at the
+    # next barrier.
     _C.DISTRIBUTED = CN()
     _C.DISTRIBUTED.TIMEOUT_MINUTES = 30.0
     return cfg

@@ -16,7 +16,8 @@ import re
 
 import yaml
 
-from .errors import InputError
+from .atomic import write_atomic
+from .errors import InputError, MissingFileError
 from .run_results import read_run_results
 
 __all__ = ["read_metrics", "iterations_per_epoch", "plot_curves"]
@@ -32,6 +33,8 @@ def read_metrics(path):
     a partly written last line."""
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.json")
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{path} does not exist (a run folder holds its metrics.json)")
     records = []
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -165,7 +168,8 @@ def plot_curves(run_dir, output=None, x_axis="auto", size=(15.0, 4.2), dpi=100):
     fig.tight_layout()
     output = output or os.path.join(run_dir, "curves.png")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=dpi)  # no bbox "tight": the size stays size * dpi
+    # No bbox "tight": the size stays size * dpi.
+    write_atomic(output, lambda f: fig.savefig(f, format="png", dpi=dpi))
     plt.close(fig)
     return output
 

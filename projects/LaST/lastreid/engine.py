@@ -4,7 +4,8 @@ On CUDA everything stays fast-reid's own (DataLoaderX prefetching onto the GPU, 
 DDP through `fastreid.engine.launch`). fastreid has no CPU path: DataLoaderX creates a
 `torch.cuda.Stream` in its constructor and AMPTrainer asserts CUDA, so on CPU the loaders
 are plain `torch.utils.data.DataLoader`s over the same datasets, samplers and collate
-function, and training runs without AMP.
+function (`lastreid.loaders`), and training runs without AMP. A resumed run continues the
+random streams of the run it resumes (`lastreid.randomness`, `lastreid.resume`).
 
 With several processes (`lastreid.launch`: torchrun, or fastreid's launch on CUDA) each
 process trains on SOLVER.IMS_PER_BATCH / world size images of every step (its contiguous
@@ -20,10 +21,7 @@ import logging
 import os
 import time
 
-import numpy as np
 import torch
-from fastreid.data import build as fastreid_build
-from fastreid.data import samplers
 from fastreid.engine import DefaultTrainer
 from fastreid.engine.hooks import LayerFreeze
 from fastreid.engine.train_loop import AMPTrainer
@@ -39,21 +37,18 @@ from fastreid.utils.events import (
 )
 from fastreid.utils.logger import setup_logger
 
-from . import precision
+from . import loaders, precision
 from .atomic import write_atomic, write_text_atomic
 from .checkpoint import Checkpointer
-from .datasets import build_dataset
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .gather import process_share
-from .images import ReidImageDataset, drop_unreadable
-from .launch import check_batch_split, check_identities_per_batch
 from .modeling import build_model, load_weights
+from .randomness import process_seed
 from .resume import METRICS, arrange_hooks, checkpoint_info, continue_run
 from .run_results import by_dataset, config_sha256, config_yaml_text, evaluation_part
 from .startup import on_cpu
 from .train_steps import CpuTrainer, CudaAMPTrainer, ResumableLayerFreeze, freeze_by_iteration
-from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -119,81 +114,9 @@ def default_setup(cfg, args):
         path = os.path.join(output_dir, "config.yaml")
         write_text_atomic(config_yaml_text(cfg), path)
         log.info("Full config saved to %s", os.path.abspath(path))
-    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)
+    seed_all_rng(process_seed(cfg.SEED, rank))  # SEED + rank: see lastreid.randomness
     if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
-
-
-def _loader(cfg, dataset, batch_sampler, num_workers):
-    """fastreid's own DataLoaderX on CUDA; a plain DataLoader with the same pieces on CPU."""
-    kwargs = dict(
-        dataset=dataset,
-        batch_sampler=batch_sampler,
-        num_workers=num_workers,
-        collate_fn=fastreid_build.fast_batch_collator,
-    )
-    if on_cpu(cfg):
-        return torch.utils.data.DataLoader(**kwargs)
-    return fastreid_build.DataLoaderX(comm.get_local_rank(), pin_memory=True, **kwargs)
-
-
-class OwnNumpyRandom(torch.utils.data.Sampler):
-    """Runs a fastreid sampler on its own copy of NumPy's global random state.
-
-    fastreid's training samplers seed NumPy's global generator once and then draw from it,
-    and every process must draw the same global batches to take disjoint shares of them.
-    With DATALOADER.NUM_WORKERS 0 the transforms run in the same process between two draws,
-    and some (AutoAugment, AugMix) draw from the same global generator a number of times
-    that depends on the image, so the processes' streams would drift apart."""
-
-    def __init__(self, sampler):
-        self.sampler = sampler
-
-    def __iter__(self):
-        outer = np.random.get_state()
-        own = outer
-        stream = iter(self.sampler)
-        while True:
-            np.random.set_state(own)
-            try:
-                index = next(stream)
-            except StopIteration:
-                return
-            finally:
-                own = np.random.get_state()
-                np.random.set_state(outer)
-            yield index
-            outer = np.random.get_state()
-
-
-def build_train_set(cfg, names=None):
-    items = []
-    for name in names or cfg.DATASETS.NAMES:
-        data = build_dataset(name, combineall=cfg.DATASETS.COMBINEALL)
-        if comm.is_main_process():
-            data.show_train()
-        items.extend(data.train)
-    # A bad image raises BadImageError naming it, or is replaced when SKIP_BAD_IMAGES.
-    return ReidImageDataset(
-        items,
-        build_transforms(cfg, is_train=True),
-        relabel=True,
-        skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
-    )
-
-
-def build_test_set(cfg, dataset_name):
-    """Returns (dataset of query + gallery items, number of queries)."""
-    data = build_dataset(dataset_name)
-    if comm.is_main_process():
-        data.show_test()
-    query, gallery = data.query, data.gallery
-    if cfg.DATALOADER.SKIP_BAD_IMAGES:  # never skipped mid-evaluation: checked up front
-        query, gallery = drop_unreadable(dataset_name, query, gallery, cfg.DATALOADER.NUM_WORKERS)
-    test_set = ReidImageDataset(
-        query + gallery, build_transforms(cfg, is_train=False), relabel=False
-    )
-    return test_set, len(query)
 
 
 class Trainer(DefaultTrainer):
@@ -240,34 +163,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         logger.info("Prepare training set")
-        world = comm.get_world_size()
-        batch_size = check_batch_split(cfg, world)
-        if world > 1:
-            logger.info(
-                "Per-process batch: %d images (SOLVER.IMS_PER_BATCH %d over %d processes)",
-                batch_size,
-                cfg.SOLVER.IMS_PER_BATCH,
-                world,
-            )
-        train_set = build_train_set(cfg)
-        check_identities_per_batch(cfg, train_set.num_classes, cfg.DATASETS.NAMES, world)
-        # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process);
-        # its seed is comm.shared_random_seed(), the main process's, in every process.
-        sampler = fastreid_build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
-        batch_sampler = torch.utils.data.BatchSampler(
-            OwnNumpyRandom(sampler), batch_size, drop_last=True
-        )
-        return _loader(cfg, train_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS)
+        return loaders.build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        test_set, num_query = build_test_set(cfg, dataset_name)
-        batch_size = max(1, cfg.TEST.IMS_PER_BATCH // comm.get_world_size())
-        # Contiguous shares in rank order: the evaluator's gather restores dataset order.
-        batch_sampler = torch.utils.data.BatchSampler(
-            samplers.InferenceSampler(len(test_set)), batch_size, drop_last=False
-        )
-        return _loader(cfg, test_set, batch_sampler, cfg.DATALOADER.NUM_WORKERS), num_query
+        return loaders.build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigKeyError",
     "InputError",
     "MissingFileError",
+    "ExistingFileError",
     "one_line",
     "report_error",
     "run_tool",
@@ -41,6 +42,10 @@ class InputError(LastreidError, ValueError):
 
 class MissingFileError(LastreidError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+class ExistingFileError(LastreidError, FileExistsError):
+    """A file or folder in the way that a tool will not overwrite."""
 
 
 def one_line(text, limit=None):

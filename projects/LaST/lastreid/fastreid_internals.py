@@ -1,22 +1,67 @@
 """The one place that reaches into fastreid 1.4.0's private names, so that a fastreid
-upgrade has one module to check. Each function says what it stands for."""
+upgrade has one module to check. Each function says what it stands for.
+
+It also holds the names fastreid matches in its code rather than in a registry (the config
+checks, `lastreid.config_checks`, accept exactly these; tests/test_config_ranges.py builds
+each one with fastreid, so an upgrade that changes them fails there).
+"""
 
 from fastreid.data import build as _build
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import checkpoint as _checkpoint
 
 __all__ = [
+    "registered_names",
     "registered_dataset_names",
+    "NORM_NAMES",
+    "LR_SCHEDULERS",
+    "WARMUP_METHODS",
+    "TRAIN_SAMPLERS",
+    "RESNET_FEAT_DIMS",
+    "BASELINE_LOSSES",
+    "NECK_FEATS",
     "group_keys",
     "strip_prefix_if_present",
     "filter_reused_missing_keys",
     "train_sampler",
+    "sampler_seed",
+    "set_sampler_seed",
+    "history_tails",
+    "put_history",
 ]
 
 
+# MODEL.BACKBONE.NORM / MODEL.HEADS.NORM: the table of fastreid.layers.get_norm.
+NORM_NAMES = ("BN", "syncBN", "GhostBN", "FrozenBN", "GN")
+# SOLVER.SCHED: the schedulers fastreid.solver.build.build_lr_scheduler has arguments for.
+LR_SCHEDULERS = ("MultiStepLR", "CosineAnnealingLR")
+# SOLVER.WARMUP_METHOD: fastreid.solver.lr_scheduler.WarmupLR's methods.
+WARMUP_METHODS = ("constant", "linear", "exp")
+# DATALOADER.SAMPLER_TRAIN: the names fastreid.data.build._train_loader_from_config builds.
+TRAIN_SAMPLERS = (
+    "TrainingSampler",
+    "NaiveIdentitySampler",
+    "BalancedIdentitySampler",
+    "SetReWeightSampler",
+    "ImbalancedDatasetSampler",
+)
+# MODEL.BACKBONE.DEPTH -> channels out (MODEL.BACKBONE.FEAT_DIM) of build_resnet_backbone.
+RESNET_FEAT_DIMS = {"18x": 512, "34x": 512, "50x": 2048, "101x": 2048}
+# MODEL.LOSSES.NAME: the losses fastreid's Baseline computes (MGN: the first two); any
+# other name is silently no loss at all.
+BASELINE_LOSSES = ("CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface")
+# MODEL.HEADS.NECK_FEAT: the two features EmbeddingHead can give the triplet loss.
+NECK_FEATS = ("before", "after")
+
+
+def registered_names(registry):
+    """The names in a fastreid Registry, sorted (its Registry has no public listing)."""
+    return sorted(registry._obj_map)
+
+
 def registered_dataset_names():
-    """Names in fastreid's DATASET_REGISTRY (its Registry has no public listing)."""
-    return sorted(DATASET_REGISTRY._obj_map)
+    """Names in fastreid's DATASET_REGISTRY."""
+    return registered_names(DATASET_REGISTRY)
 
 
 def group_keys(keys):
@@ -33,6 +78,37 @@ def strip_prefix_if_present(state, prefix):
 def filter_reused_missing_keys(model, keys):
     """`keys` without those of parameters shared with a loaded module (fastreid's rule)."""
     return _checkpoint._filter_reused_missing_keys(model, keys)
+
+
+def sampler_seed(sampler):
+    """The seed of a fastreid training sampler's stream (its `_seed`)."""
+    return int(sampler._seed)
+
+
+def set_sampler_seed(sampler, seed):
+    """Sets the seed a fastreid training sampler starts its stream from (before iterating)."""
+    sampler._seed = int(seed)
+
+
+def history_tails(storage, length):
+    """{name: [(value, iteration), ...]} of the last `length` values of each smoothed scalar
+    of a fastreid EventStorage (what its writers' medians are taken over)."""
+    hints = storage.smoothing_hints()
+    return {
+        name: [list(pair) for pair in buffer.values()[-length:]]
+        for name, buffer in storage.histories().items()
+        if hints.get(name)
+    }
+
+
+def put_history(storage, tails):
+    """Puts `history_tails` back into a fresh EventStorage, without making them the latest
+    values (so its writers do not write them again)."""
+    for name, pairs in tails.items():
+        buffer = storage.histories()[name]
+        for value, iteration in pairs:
+            buffer.update(float(value), iteration)
+        storage.smoothing_hints()[name] = True
 
 
 def train_sampler(cfg, train_set):

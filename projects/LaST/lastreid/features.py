@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import precision
+from .atomic import write_atomic
 from .datasets import build_dataset
 from .datasets.celebreid import parse_celebreid_name
 from .datasets.common import DatasetLayoutError, is_image_file
@@ -298,15 +299,20 @@ def parse_crop_name(path):
 
 def save_features(path, data, **extra):
     """Writes a features dict (`extract_dataset` / `extract_files`) and `extra` metadata
-    (strings / numbers) to one compressed-free .npz; creates the folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    (strings / numbers) to one uncompressed .npz, atomically; creates the folder. A path
+    without the .npz suffix gets it, as NumPy gives it. Returns the path written."""
+    path = os.fspath(path)
+    path = path if path.endswith(".npz") else path + ".npz"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     arrays = {k: np.asarray(v) for k, v in {**data, **extra}.items() if v is not None}
-    np.savez(path, **arrays)
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+    return path
 
 
 def load_features(path):
     """The dict `save_features` wrote (num_query as an int, strings as str)."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"features file {path} does not exist")
     with np.load(path, allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
     for key, value in data.items():

@@ -14,6 +14,7 @@ from fastreid.data.common import CommDataset
 from fastreid.data.data_utils import read_image
 
 from .errors import LastreidError, one_line
+from .randomness import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class ReidImageDataset(CommDataset):
     """`CommDataset` whose images are read with `load_image` (see the module docstring).
 
     `skip_bad_images=True` (training sets only) replaces an unreadable item by another one;
-    `bad_images` maps each file skipped by this process to its reason."""
+    `bad_images` maps each file skipped by this process to its reason. An index may come
+    with the seed of its augmentation, `(index, seed)` (randomness.TrainBatches)."""
 
     def __init__(self, img_items, transform=None, relabel=True, skip_bad_images=False):
         super().__init__(img_items, transform, relabel)
@@ -87,6 +89,10 @@ class ReidImageDataset(CommDataset):
         self._by_pid = None
 
     def __getitem__(self, index):
+        if isinstance(index, tuple):  # (index, augmentation seed): randomness.TrainBatches
+            index, seed = index
+            with seeded(seed):
+                return self[index]
         if not self.skip_bad_images:
             return self._item(index)
         if self.img_items[index][0] in self.bad_images:  # known bad: no second warning

@@ -13,7 +13,8 @@ unchanged (it spawns one NCCL process per GPU and asserts CUDA); on the CPU more
 process stops with one line pointing to torchrun.
 
 `check_batch_split(cfg, world_size)` is the per-process batch rule every run is checked
-against (before launching and again when the train loader is built).
+against (before launching and again when the train loader is built);
+`check_training_set` the sizes of the training set once it is read, before the first step.
 """
 
 import datetime
@@ -40,12 +41,17 @@ __all__ = [
     "expected_world_size",
     "check_batch_split",
     "check_identities_per_batch",
+    "check_training_set",
+    "largest_batch",
     "IDENTITY_SAMPLERS",
 ]
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # fastreid's samplers that put NUM_INSTANCE images of each identity in a process's batch.
 IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
+# Those that need SOLVER.IMS_PER_BATCH / NUM_INSTANCE identities for a step (SetReWeightSampler
+# draws per camera set and fails on its own).
+IDENTITIES_PER_STEP_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler")
 TORCHRUN_HINT = (
     "python -m torch.distributed.run --standalone --nproc-per-node N tools/train_net.py ..."
 )
@@ -100,21 +106,65 @@ def check_batch_split(cfg, world_size):
     return per_process
 
 
+def largest_batch(cfg, num_identities, world_size=1, num_images=None):
+    """The largest SOLVER.IMS_PER_BATCH that `world_size` processes can train on a set of
+    `num_identities` (and `num_images`, if given) with: a multiple of the processes (for
+    the identity samplers, of NUM_INSTANCE per process), no more than the images (fastreid's
+    epoch is len(train) // IMS_PER_BATCH steps) and, for the Naive and Balanced identity
+    samplers, no more identities a step than the set has. 0 when there is none."""
+    sampler, k = cfg.DATALOADER.SAMPLER_TRAIN, int(cfg.DATALOADER.NUM_INSTANCE)
+    unit = world_size * (k if sampler in IDENTITY_SAMPLERS else 1)
+    largest = None if num_images is None else num_images // unit * unit
+    if sampler in IDENTITIES_PER_STEP_SAMPLERS:
+        by_identities = num_identities // world_size * world_size * k
+        largest = by_identities if largest is None else min(largest, by_identities)
+    return largest
+
+
+def _use_instead(largest):
+    return f"use SOLVER.IMS_PER_BATCH {largest} or less" if largest else "use more data"
+
+
 def check_identities_per_batch(cfg, num_identities, names, world_size=1):
     """Raises ConfigError (one line) when the training set `names` has fewer identities than
     one step of fastreid's Naive or Balanced identity sampler takes (SOLVER.IMS_PER_BATCH /
     NUM_INSTANCE over all processes): those samplers would spin forever without a batch."""
-    if cfg.DATALOADER.SAMPLER_TRAIN not in ("NaiveIdentitySampler", "BalancedIdentitySampler"):
-        return  # SetReWeightSampler draws per camera set and fails on its own
+    if cfg.DATALOADER.SAMPLER_TRAIN not in IDENTITIES_PER_STEP_SAMPLERS:
+        return
     total, k = int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.DATALOADER.NUM_INSTANCE)
     if num_identities < total // k:
-        # The largest batch that still splits into NUM_INSTANCE-sized groups per process.
-        largest = num_identities // world_size * world_size * k
         raise ConfigError(
             f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN} takes {total // k} "
             f"identities a step (SOLVER.IMS_PER_BATCH {total} / DATALOADER.NUM_INSTANCE {k}) "
             f"but the training set ({', '.join(names)}) has {num_identities}: "
-            + (f"use SOLVER.IMS_PER_BATCH {largest} or less" if largest else "use more data")
+            + _use_instead(largest_batch(cfg, num_identities, world_size))
+        )
+
+
+def check_training_set(cfg, num_images, num_identities, names, world_size=1):
+    """Raises ConfigError (one line naming the keys and, for the batch, the largest that
+    works) when the training set `names` is too small for `cfg`: fewer images than one
+    batch (fastreid's epoch would have no step and its scheduler divides by the steps),
+    fewer identities than one step of an identity sampler takes (it would spin forever),
+    or than MODEL.HEADS.NUM_CLASSES leaves classes for (a label would be out of range)."""
+    total, where = int(cfg.SOLVER.IMS_PER_BATCH), f"the training set ({', '.join(names)})"
+    if num_images < total:
+        largest = largest_batch(cfg, num_identities, world_size, num_images)
+        multiple = ""
+        if largest and cfg.DATALOADER.SAMPLER_TRAIN in IDENTITY_SAMPLERS:
+            multiple = f", a multiple of DATALOADER.NUM_INSTANCE {cfg.DATALOADER.NUM_INSTANCE}"
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {total} is more than the {num_images} images of {where}: "
+            f"an epoch ({num_images} // {total} steps) would have no step; "
+            + _use_instead(largest)
+            + multiple
+        )
+    check_identities_per_batch(cfg, num_identities, names, world_size)
+    classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
+    if 0 < classes < num_identities:
+        raise ConfigError(
+            f"MODEL.HEADS.NUM_CLASSES {classes} is fewer than the {num_identities} identities "
+            f"of {where}: use 0 (taken from the training set) or {num_identities} or more"
         )
 
 

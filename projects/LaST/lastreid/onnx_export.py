@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import write_file_atomic
+from .errors import InputError
+
 __all__ = ["InferenceModel", "available_exporters", "export_onnx", "check_onnx"]
 
 logger = logging.getLogger(__name__)
@@ -56,41 +59,45 @@ def export_onnx(model, path, input_size, exporter="auto", opset=17):
     if exporter == "auto":
         exporter = available_exporters()[0]
     if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
+        raise InputError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     if exporter == "dynamo" and "dynamo" not in available_exporters():
-        raise RuntimeError(
+        raise InputError(
             "the dynamo exporter needs the onnxscript package, which is not "
             "installed; use exporter='torchscript'"
         )
     wrapper = InferenceModel(model.float().to(memory_format=torch.contiguous_format)).eval()
     dummy = torch.rand(2, 3, *input_size) * 255
     common = dict(input_names=["images"], output_names=["features"], opset_version=opset)
-    with torch.no_grad():
+
+    def export(tmp):
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1)
             torch.onnx.export(
                 wrapper,
                 (dummy,),
-                path,
+                tmp,
                 dynamo=True,
                 dynamic_shapes={"images": {0: batch}},
                 external_data=False,
                 **common,
             )
-        else:
-            with warnings.catch_warnings():
-                # "You are using the legacy TorchScript-based ONNX export": known, chosen.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                # The part models' stripe bounds are constants of INPUT.SIZE_TEST: meant.
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                torch.onnx.export(
-                    wrapper,
-                    (dummy,),
-                    path,
-                    dynamo=False,
-                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                    **common,
-                )
+            return
+        with warnings.catch_warnings():
+            # "You are using the legacy TorchScript-based ONNX export": known, chosen.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # The part models' stripe bounds are constants of INPUT.SIZE_TEST: meant.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper,
+                (dummy,),
+                tmp,
+                dynamo=False,
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                **common,
+            )
+
+    with torch.no_grad():
+        write_file_atomic(path, export)  # a kill leaves the old file or the whole new one
     logger.info("exported %s with the %s exporter", path, exporter)
     return exporter
 

@@ -19,19 +19,24 @@ from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 
 from .atomic import copy_atomic, remove_stale_temp_files, write_atomic
+from .fastreid_internals import history_tails, put_history
+from .randomness import TrainBatches, capture_states, restore_states
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RandomStatesHook",
     "ResumableCheckpointer",
     "arrange_hooks",
     "continue_run",
+    "continue_streams",
     "remove_old_checkpoints",
     "repair_metrics_history",
     "checkpoint_info",
 ]
 
 BEST = "model_best.pth"
+HISTORY = 20  # values of each smoothed scalar a checkpoint keeps: the writers' median window
 METRICS = "metrics.json"
 PERIODIC = re.compile(r"model_(\d{4,})\.pth")  # what ResumableCheckpointer.step names them
 
@@ -62,6 +67,7 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
     def __init__(self, checkpointer, period, max_epoch=None, keep_last=0):
         super().__init__(checkpointer, period, max_epoch)
         self.best_epoch = -1
+        self._history = {}  # a resumed run's metric_history (restore)
         self.keep_last = int(keep_last)  # SOLVER.KEEP_LAST_CHECKPOINTS
 
     def after_epoch(self):
@@ -70,7 +76,25 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
         storage = get_event_storage()
         latest = storage.latest().get(self.metric_name)
         metric = float(latest[0]) if latest is not None and latest[1] == storage.iter else -1.0
-        self.step(self.trainer.epoch, metric=metric)
+        self.step(self.trainer.epoch, metric=metric, **self._streams(storage))
+
+    def _streams(self, storage):
+        """What a resumed run needs to draw what this one would have drawn next: every
+        process's generator states (RandomStatesHook), the training sampler's seed and the
+        last values of each smoothed scalar (the writers' medians span epochs)."""
+        streams = {"metric_history": history_tails(storage, HISTORY)}
+        states = getattr(self.trainer, "random_states", None)
+        if states:
+            streams["random_states"] = states
+        batches = getattr(getattr(self.trainer, "data_loader", None), "batch_sampler", None)
+        if isinstance(batches, TrainBatches):
+            streams["sampler_seed"] = batches.stream_seed
+        return streams
+
+    def before_train(self):
+        super().before_train()  # fastreid's: the metric's name, from DATASETS.TESTS
+        # A resumed run's writers take their medians over the values before the kill too.
+        put_history(get_event_storage(), self._history)
 
     def step(self, epoch, **kwargs):
         epoch = int(epoch)
@@ -107,9 +131,11 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
             remove_old_checkpoints(self.checkpointer.save_dir, epoch, self.keep_last, current)
 
     def restore(self, checkpoint, checkpoint_path=None):
-        """Takes the best metric from the extra data of the checkpoint resumed from (`{}`
-        when starting afresh) and makes `model_best.pth` agree with it."""
+        """Takes the best metric and the scalars' history from the extra data of the
+        checkpoint resumed from (`{}` when starting afresh) and makes `model_best.pth` agree
+        with it."""
         self.best_metric, self.best_epoch = -1, -1
+        self._history = checkpoint.get("metric_history") or {}
         if "epoch" not in checkpoint:
             return
         folder = self.checkpointer.save_dir
@@ -183,10 +209,19 @@ def remove_old_checkpoints(folder, epoch, keep_last, current=""):
             logger.info("Removed %s (SOLVER.KEEP_LAST_CHECKPOINTS %d)", name, keep_last)
 
 
+class RandomStatesHook(hooks.HookBase):
+    """Gathers every process's generator states at the end of each epoch into
+    `trainer.random_states`, for the checkpoint that follows (in every process: it is a
+    collective, and only the main process has the checkpoint hook)."""
+
+    def after_epoch(self):
+        self.trainer.random_states = comm.all_gather(capture_states())
+
+
 def arrange_hooks(hook_list, keep_last=0):
     """fastreid's default hooks with `ResumableCheckpointer` (keeping the `keep_last` newest
     periodic checkpoints, 0: all) in place of its checkpoint hook and the metrics writers
-    moved in front of it (see the module docstring)."""
+    moved in front of it (see the module docstring), `RandomStatesHook` before both."""
     writers = [h for h in hook_list if isinstance(h, hooks.PeriodicWriter)]
     arranged, placed = [], False
     for hook in hook_list:
@@ -194,7 +229,7 @@ def arrange_hooks(hook_list, keep_last=0):
             continue
         if isinstance(hook, hooks.PeriodicCheckpointer):
             if not placed:
-                arranged.extend(writers)
+                arranged.extend([RandomStatesHook()] + writers)
                 placed = True
             if not isinstance(hook, ResumableCheckpointer):
                 hook = ResumableCheckpointer(
@@ -202,7 +237,7 @@ def arrange_hooks(hook_list, keep_last=0):
                 )
         arranged.append(hook)
     if not placed:
-        arranged.extend(writers)
+        arranged.extend([RandomStatesHook()] + writers)
     return arranged
 
 
@@ -271,6 +306,8 @@ def continue_run(trainer, checkpoint, resumed):
         metrics = os.path.join(out, METRICS)
         if repair_metrics_history(metrics, trainer.start_epoch * trainer.iters_per_epoch):
             _reopen_writers(trainer._hooks, metrics)
+    if resumed and trainer.start_epoch < trainer.max_epoch:
+        continue_streams(trainer, checkpoint)
     if trainer.start_epoch >= trainer.max_epoch:
         # Nothing left to train (killed after the final checkpoint). fastreid's loop would
         # leave `epoch` unset and find no evaluation results: evaluate the final weights.
@@ -281,3 +318,29 @@ def continue_run(trainer, checkpoint, resumed):
         )
         trainer.epoch = trainer.max_epoch - 1
         trainer._last_eval_results = trainer.test(trainer.cfg, trainer.model)
+
+
+def continue_streams(trainer, checkpoint):
+    """Makes a resumed run draw what the uninterrupted run would have: the training sampler
+    continues its stream after the batches trained on, and this process's generators
+    continue from their states at the checkpoint (lastreid.randomness)."""
+    batches = trainer.data_loader.batch_sampler
+    batches.start = trainer.start_epoch * trainer.iters_per_epoch
+    if "sampler_seed" in checkpoint:
+        batches.stream_seed = checkpoint["sampler_seed"]
+    states = checkpoint.get("random_states") or []
+    rank, world = comm.get_rank(), comm.get_world_size()
+    if len(states) == world:
+        restore_states(states[rank])
+        logger.info(
+            "Continuing the random streams of the checkpoint: sampler after %d batches",
+            batches.start,
+        )
+    else:
+        logger.warning(
+            "The checkpoint holds the random states of %d process(es), this run has %d: "
+            "continuing with fresh ones (the run is no longer bit for bit the uninterrupted "
+            "one)",
+            len(states),
+            world,
+        )

@@ -1,5 +1,6 @@
-"""What every tool does before any work: the checked, frozen config (`build_cfg`), the device
-it resolves to, and the check that a run can start without writing anything first."""
+"""What every tool does before any work: the checked, frozen config (`build_cfg`: yacs' types,
+then every value against `lastreid.config_checks.RULES`, then the files it names), the
+device it resolves to, and the check that a run can start without writing anything first."""
 
 import logging
 import os
@@ -8,10 +9,9 @@ import torch
 from fastreid.config import get_cfg
 
 from .config import add_lastreid_config
+from .config_checks import check_values
 from .datasets import check_dataset_folders
 from .errors import ConfigError, ConfigKeyError, MissingFileError
-from .fastreid_internals import registered_dataset_names
-from .transforms import interpolation_mode
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def build_cfg(config_file="", opts=(), eval_only=False):
     _merge(cfg.merge_from_list, list(opts or []), "command line")
     if eval_only:
         cfg.MODEL.BACKBONE.PRETRAIN = False  # the weights come from MODEL.WEIGHTS
-    resolve_device(cfg)
     check_cfg(cfg, eval_only=eval_only)
+    resolve_device(cfg)
     cfg.freeze()
     return cfg
 
@@ -50,24 +50,10 @@ def _merge(merge, source, where):
 
 
 def check_cfg(cfg, eval_only=False):
-    known = registered_dataset_names()
-    datasets = [] if eval_only else list(cfg.DATASETS.NAMES)
-    for key, names in (
-        ("DATASETS.NAMES", datasets),
-        ("DATASETS.TESTS", cfg.DATASETS.TESTS),
-        ("TEST.FINAL_TESTS", cfg.TEST.FINAL_TESTS),
-    ):
-        for name in names:
-            if name not in known:
-                raise ConfigKeyError(
-                    f"{key}: unknown dataset {name!r}; known: {', '.join(sorted(known))}"
-                )
-    interpolation_mode(cfg)  # ConfigError naming INPUT.INTERPOLATION
-    if cfg.SOLVER.KEEP_LAST_CHECKPOINTS < 0:
-        raise ConfigError(
-            "SOLVER.KEEP_LAST_CHECKPOINTS must be 0 (keep every periodic checkpoint) or how "
-            f"many of the newest to keep, got {cfg.SOLVER.KEEP_LAST_CHECKPOINTS}"
-        )
+    """Raises a one-line LastreidError for the first value `RULES` does not allow (the
+    training set's names are not needed for eval_only), then for a file the config names
+    that is missing."""
+    check_values(cfg, eval_only=eval_only)
     backbone = cfg.MODEL.BACKBONE
     if backbone.PRETRAIN and not os.path.isfile(backbone.PRETRAIN_PATH):
         where = repr(backbone.PRETRAIN_PATH) if backbone.PRETRAIN_PATH else "not set"

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
+from .atomic import write_atomic
 from .errors import InputError
 from .evaluation import DistanceBlocks, rank_metrics
 from .evaluation.rank import positive_ranks
@@ -249,7 +250,7 @@ def draw_rank_grid(rows, paths_q, paths_g, q_pids, g_pids, output, topk, thumb=(
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if colors:
         canvas = canvas.quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT)
-    canvas.save(output, optimize=True)
+    write_atomic(output, lambda f: canvas.save(f, format="PNG", optimize=True))
     return output
 
 
@@ -314,6 +315,6 @@ def save_cmc_curve(cmc, output, mAP=None, title="CMC", size=(6.0, 4.5), dpi=100)
     ax.set_title(title + (f"  (mAP {mAP * 100:.1f})" if mAP is not None else ""))
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=dpi)
+    write_atomic(output, lambda f: fig.savefig(f, format="png", dpi=dpi))
     plt.close(fig)
     return output

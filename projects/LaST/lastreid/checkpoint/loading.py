@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import torch
 
-from ..errors import LastreidError, one_line
+from ..errors import LastreidError, MissingFileError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,8 @@ def load_checkpoint_file(path, trust=False):
     the file.
     """
     path = os.fspath(path)
+    if not os.path.exists(path):  # a FileNotFoundError, as torch.load's, of ours: one line
+        raise MissingFileError(f"checkpoint {path} does not exist")
     try:
         with _numpy_scalars_allowed():
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -8,7 +8,9 @@ import copy
 import numpy as np
 import torch
 
-__all__ = ["DistanceBlocks", "auto_block_size", "normalize_rows_"]
+__all__ = ["DistanceBlocks", "METRICS", "auto_block_size", "normalize_rows_"]
+
+METRICS = ("cosine", "euclidean")  # TEST.METRIC: the distances DistanceBlocks computes
 
 
 def auto_block_size(num_gallery, memory_mb=512, num_query=None):
@@ -90,8 +92,8 @@ class DistanceBlocks:
     def __init__(
         self, query, gallery, metric="cosine", block_size=0, memory_mb=512, overwrite=False
     ):
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError("metric must be 'cosine' or 'euclidean', got {!r}".format(metric))
+        if metric not in METRICS:
+            raise ValueError("metric must be one of {}, got {!r}".format(METRICS, metric))
         q, g = torch.as_tensor(query), torch.as_tensor(gallery)
         if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
             raise ValueError(

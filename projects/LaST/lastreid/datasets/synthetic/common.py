@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from ...errors import InputError
+from ...errors import ExistingFileError, InputError
 from .drawing import _render
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class _Writer:
 def _clear_own_folder(folder):
     if os.path.isdir(folder) and os.listdir(folder):
         if not os.path.isfile(os.path.join(folder, MARKER)):
-            raise FileExistsError(
+            raise ExistingFileError(
                 f"{folder} exists and was not written by lastreid's synthetic generator; "
                 "not overwriting it"
             )
