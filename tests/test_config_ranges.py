@@ -56,6 +56,12 @@ BAD = {
     "MODEL.HEADS.EMBEDDING_DIM": (["-1"], "an integer >= 0"),
     "MODEL.LOSSES.NAME": (['("TripletLos",)', "()"], "CrossEntropyLoss, TripletLoss"),
     "MODEL.LOSSES.CE.EPSILON": (["1.0", "-0.5"], "[0, 1), or -1"),
+    "MODEL.PCB.NUM_STRIPES": (["0"], "an integer >= 1"),
+    "MODEL.PCB.REDUCTION_DIM": (["0"], "an integer >= 1"),
+    "MODEL.PCB.DROPOUT": (["1.0", "-0.1"], "a number in [0, 1)"),
+    "MODEL.HPM.BINS": (["()", "(1, 0)"], "one or more integers >= 1"),
+    "MODEL.HPM.REDUCTION_DIM": (["-2"], "an integer >= 1"),
+    "MODEL.PAPER_MGN.REDUCTION_DIM": (["0"], "an integer >= 1"),
     "MODEL.LOSSES.CE.ALPHA": (["1.0", "-0.1"], "[0, 1)"),
     "MODEL.LOSSES.CE.SCALE": (["0.0", "-1.0"], "a number > 0"),
     "MODEL.LOSSES.TRI.MARGIN": (["-0.3"], "a number >= 0"),
@@ -153,6 +159,10 @@ EDGES = {
     "sgd_momentum_0": (["SOLVER.OPT", "SGD", "SOLVER.MOMENTUM", "0.0"], "step:2"),
     "periods_past_the_run": (
         ["TEST.EVAL_PERIOD", "1000", "SOLVER.CHECKPOINT_PERIOD", "1000"], None),
+    "pcb_more_stripes_than_rows_hpm_one_bin": (
+        ["MODEL.META_ARCHITECTURE", "PartBaseline", "MODEL.HEADS.NAME", "PCBHead",
+         "MODEL.PCB.NUM_STRIPES", "40", "MODEL.PCB.DROPOUT", "0.0", "MODEL.HPM.BINS", "(1,)"],
+        "step:2"),
     "test_batch_1_block_1_memory_1": (
         ["TEST.IMS_PER_BATCH", "1", "TEST.QUERY_BLOCK_SIZE", "1", "TEST.EVAL_MEMORY_MB", "1"],
         None),
