@@ -141,7 +141,8 @@ class JointComparison:
         if os.path.exists(os.path.join(out, RESULTS_FILE)):  # only this run's numbers count
             os.remove(os.path.join(out, RESULTS_FILE))
         how = "resuming" if os.path.isfile(os.path.join(out, "last_checkpoint")) else "training"
-        self.log("{} {} {}: {} (log {})".format(TAG, counter, run.title, how, out + "/log.txt"))
+        log = os.path.join(out, "log.txt")
+        self.log("{} {} {}: {} (log {})".format(TAG, counter, run.title, how, log))
         t0 = time.time()
         code = self._spawn(
             training_command(*self.recipe(run), self.num_gpus),
@@ -157,7 +158,12 @@ class JointComparison:
             run.error = "exit code {}".format(code) if code else "no numbers written"
             self.log(
                 "{} {} {}: FAILED after {:.0f} s ({}); see {}".format(
-                    TAG, counter, run.title, time.time() - t0, run.error, out + "/stdout.txt"
+                    TAG,
+                    counter,
+                    run.title,
+                    time.time() - t0,
+                    run.error,
+                    os.path.join(out, "stdout.txt"),
                 )
             )
             return
@@ -271,7 +277,8 @@ def format_joint_csv(runs, protocol="clean"):
             _first_result(by_protocol, k) or "" for k in ("classes", "iterations_per_epoch")
         ]
         for p in protocols:
-            result = (by_protocol.get(p) or JointRun(name, "")).result or {}
+            run = by_protocol.get(p)
+            result = (run.result if run is not None else None) or {}
             metrics = result.get("metrics") or {}
             for _, key in keys:
                 if key in ("Rank-1", "mAP"):
