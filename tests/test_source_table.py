@@ -215,14 +215,14 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     with pytest.raises(KeyboardInterrupt):
         transfer_matrix.main(argv)
     first = capsys.readouterr().out
-    assert first.count("BoT (log") == 2 and first.count(": done in ") == 1, first
+    assert first.count(": training (log") == 2 and first.count(": done in ") == 1, first
     assert os.path.isfile(output / "sources" / "LaST" / "model_best.pth")
     assert os.path.isfile(output / "sources" / "Market1501" / "model_final.pth")
 
     monkeypatch.setattr(transfer.TransferMatrix, "_spawn", real_spawn)
     assert transfer_matrix.main(argv) == 0
     second = capsys.readouterr().out
-    assert second.count("trained before, skipped") == 2 and "BoT (log" not in second, second
+    assert second.count("trained before, skipped") == 2 and ": training (log" not in second, second
     assert second.count("done before, skipped") == 1 and second.count(": done in ") == 1, second
 
     table = (output / "transfer_table.md").read_text().splitlines()

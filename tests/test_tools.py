@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 
-from lastreid.datasets import build_dataset
+from lastreid.datasets import build_dataset, synthetic
+from lastreid.datasets.check import CHECKABLE
 from lastreid.errors import InputError, run_tool
 from lastreid.evaluation import rank_metrics
 
@@ -179,6 +180,29 @@ def test_check_dataset_passes_a_good_tree(synthetic_root, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("no problems") == 4 and "DIFFERS" not in out
+
+
+@pytest.fixture(scope="module")
+def every_tree(module_tmp):
+    """The tiny synthetic trees of all six datasets the checker knows."""
+    root = module_tmp.mktemp("every_tree")
+    synthetic.write_all(str(root), preset="tiny", seed=0, datasets=synthetic.ALL_DATASETS)
+    return root
+
+
+@pytest.mark.parametrize("name", list(CHECKABLE))
+def test_check_dataset_runs_on_every_name_it_offers(every_tree, name, capsys):
+    choices = tool("check_dataset").parse_args(["--dataset", name]).dataset
+    assert choices == [name]  # offered by --dataset
+    argv = ["--dataset", name, "--root", str(every_tree), "--quiet", "--strict", "--no-decode"]
+    rc = tool("check_dataset").main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0 and "no problems" in out and "DIFFERS" not in out, out
+    if name == "LaSTClothes":  # its classes, counted here from the file names
+        train = (every_tree / "last" / "train").rglob("*.jpg")
+        pairs = {(p.stem.split("_")[0], p.stem.split("_")[5]) for p in train}
+        n = len(pairs)
+        assert f"  {n} training classes (person x outfit), expected {n}  ok" in out
 
 
 def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):

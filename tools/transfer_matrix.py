@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Run the whole generalisation matrix: pre-trained models x {PRCC, Celeb-reID} x
-{direct transfer, fine-tuned}, and write the table (markdown, CSV) and a bar chart.
+"""Run the generalisation matrix (pre-trained models x targets x settings), write the table.
+
+Targets: PRCC and Celeb-reID (the default), Market1501 and DukeMTMC (--datasets); settings:
+direct transfer and fine-tuned. The table is written as markdown and CSV, with a bar chart.
 
     # every pre_feat/*.pth (name = file stem), the paper's recipes at 256x128
     python tools/transfer_matrix.py --models pre_feat --output logs/transfer
@@ -14,13 +16,22 @@
     python tools/transfer_matrix.py --preset synthetic --random-init \\
         --source synthetic-LaST=demo/runs/bot_synthetic_last/model_best.pth \\
         --output demo/runs/transfer
+    # the short-term targets too, and LaST's clothes classes as a row
+    python tools/transfer_matrix.py --train LaST LaSTClothes Market1501 \\
+        --imagenet pretrained/resnet50-0676ba61.pth \\
+        --datasets PRCC CelebReID Market1501 DukeMTMC --output logs/transfer
 
---train first trains BoT on each named source (configs/<name>/bagtricks_R50.yml from the
---imagenet file) under OUTPUT/sources/<name>/; the row's model is the one the recipe keeps
-(model_best.pth by LaST val for LaST, model_final.pth for the others). --imagenet alone adds
-the "ImageNet" row (the file itself). --protocol clean (default) reports each fine-tune's
-last epoch; seed measures as the public LaST code did (the best (Rank-1 + mAP) / 2 epoch on
-the test split, bilinear resize); both runs and shows both.
+--train first trains each named source from the --imagenet file under
+OUTPUT/sources/<name>/ (BoT, configs/<name>/bagtricks_R50.yml; LaSTClothes: the base recipe
+on LaST's person x outfit classes, configs/LaST/clothes_R50.yml); the row's model is the one
+the recipe keeps (model_best.pth by LaST val for LaST and LaSTClothes, model_final.pth for
+the others). --imagenet alone adds the "ImageNet" row (the file itself). --protocol clean
+(default) reports each fine-tune's last epoch; seed measures as the public LaST code did
+(the best (Rank-1 + mAP) / 2 epoch on the test split, bilinear resize; the LaSTClothes row
+selected on Market1501 test, a run of its own); both runs and shows both. A row is never
+transferred to a dataset its model was trained on (--train: its name; a file: DATASETS.NAMES
+of the config.yaml beside it, else a file named after the dataset): those cells read
+"source".
 
 Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>[-seed]/;
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
@@ -62,7 +73,7 @@ def parse_args(argv=None):
         default=[],
         metavar="NAME",
         choices=list(transfer.SOURCE_RECIPES),
-        help="train BoT on these sources first, one row each: "
+        help="train these sources first (BoT; LaSTClothes: the base recipe), one row each: "
         + ", ".join(transfer.SOURCE_RECIPES),
     )
     p.add_argument(
@@ -104,7 +115,11 @@ def parse_args(argv=None):
         help="fine-tune config of a dataset (overrides --preset; repeatable)",
     )
     p.add_argument(
-        "--datasets", nargs="+", default=list(transfer.DATASETS), choices=transfer.DATASETS
+        "--datasets",
+        nargs="+",
+        default=list(transfer.DEFAULT_DATASETS),
+        choices=transfer.DATASETS,
+        help="target datasets (default: %(default)s)",
     )
     p.add_argument(
         "--settings", nargs="+", default=list(transfer.SETTINGS), choices=transfer.SETTINGS
@@ -150,11 +165,6 @@ def _pairs(items, what):
     return out
 
 
-def _pretrain_off(opts):
-    pairs = dict(zip(opts[::2], opts[1::2]))
-    return str(pairs.get("MODEL.BACKBONE.PRETRAIN", "")).lower() in ("false", "0", "off", "no")
-
-
 def main(argv=None):
     args = parse_args(argv)
     if launch.under_torchrun():  # N copies would run every cell N times into one table
@@ -172,7 +182,7 @@ def main(argv=None):
         if dataset not in transfer.DATASETS:
             raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
-    if args.train and not args.imagenet and not _pretrain_off(args.opts):
+    if args.train and not args.imagenet and not transfer.pretrain_off(args.opts):
         raise InputError(
             "--train needs --imagenet FILE (the sources start from ImageNet), or "
             "MODEL.BACKBONE.PRETRAIN False among the overrides"
@@ -187,11 +197,12 @@ def main(argv=None):
     )
     for s in sources:
         print(
-            "[transfer] source {!r}: {} ({} layout){}".format(
+            "[transfer] source {!r}: {} ({} layout){}{}".format(
                 s.name,
                 s.path or "random weights",
                 s.layout if s.path else "fastreid",
                 ", trained here" if s.train else "",
+                ", trained on " + ", ".join(s.trained_on) if s.trained_on else "",
             ),
             flush=True,
         )
@@ -216,7 +227,7 @@ def main(argv=None):
     if not args.no_print_table:
         with open(os.path.join(matrix.output, "transfer_table.md")) as f:
             print("\n" + f.read(), flush=True)
-    return 1 if any(c.result is None for c in cells) else 0
+    return 1 if any(c.result is None and not c.is_source for c in cells) else 0
 
 
 if __name__ == "__main__":

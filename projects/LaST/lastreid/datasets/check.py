@@ -39,14 +39,16 @@ class SplitCount:
     folder: str
     ids: int = 0
     images: int = 0
-    expected: Optional[Dict[str, int]] = None  # {"ids", "images"} or None
+    expected: Optional[Dict[str, int]] = None  # {"ids", "images"[, "classes"]} or None
+    # Training classes where they are not the person ids (LaSTClothes: person x outfit).
+    classes: Optional[int] = None
 
     @property
     def matches(self):
-        return self.expected is None or (self.ids, self.images) == (
-            self.expected["ids"],
-            self.expected["images"],
-        )
+        if self.expected is None:
+            return True
+        found = {"ids": self.ids, "images": self.images, "classes": self.classes}
+        return all(found[key] == value for key, value in self.expected.items())
 
 
 @dataclass
@@ -79,6 +81,12 @@ class CheckReport:
                 row += f"   {s.expected['ids']:>12,}{s.expected['images']:>10,}"
                 row += "  ok" if s.matches else "  DIFFERS"
             lines.append(row)
+            if s.classes is not None:
+                known = (s.expected or {}).get("classes")
+                verdict = "" if known is None else f", expected {known:,}"
+                if known is not None:
+                    verdict += "  ok" if known == s.classes else "  DIFFERS"
+                lines.append(f"    {s.classes:,} training classes (person x outfit){verdict}")
         for folder in self.missing:
             lines.append(f"  missing split: {folder}")
         if self.bad_names:
@@ -125,6 +133,20 @@ def _walk(folder, recursive):
     return sorted(e.path for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
 
 
+def _class_reader(cls, split):
+    """path -> training class of a split whose classes are not its person ids, else None
+    (the dataset class's `class_reader`, where it has one: LaSTClothes)."""
+    reader = getattr(cls, "class_reader", None)
+    return reader(split) if reader is not None else None
+
+
+def _synthetic_expected(counts, with_classes):
+    """The expected counts of a split from the generator's tally; its (person, outfit)
+    pairs are the training classes of a dataset that trains on clothes."""
+    expected = {"ids": counts["ids"], "images": counts["images"]}
+    return dict(expected, classes=counts["outfits"]) if with_classes else expected
+
+
 def _synthetic_counts(root, key):
     try:
         return read_counts(root).get(key)
@@ -150,7 +172,7 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
         expected = {
-            split: {"ids": c["ids"], "images": c["images"]}
+            split: _synthetic_expected(c, _class_reader(cls, split) is not None)
             for split, c in synthetic.items()
             if split in expected
         }
@@ -166,13 +188,16 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
             why = "no images in" if os.path.isdir(folder) else "folder not found:"
             report.missing.append(f"{why} {folder}")
             continue
-        pids = set()
+        pids, classes, class_of = set(), set(), _class_reader(cls, split)
         for path in paths:
             try:
                 pids.add(parse_pid(path))
+                if class_of is not None:
+                    classes.add(class_of(path))
             except DatasetLayoutError as e:
                 report.bad_names.append((path, _without_path(str(e), path)))
         count.ids, count.images = len(pids), len(paths)
+        count.classes = len(classes) if class_of is not None else None
         to_decode += paths
 
     if decode and to_decode:

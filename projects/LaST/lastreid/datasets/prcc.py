@@ -137,3 +137,5 @@ class PRCCSameClothes(_PRCCBase):
     dataset_name = "PRCCSameClothes"
     has_train = False
     query_camera = "B"
+    # The folders it reads: gallery test/A, query test/B.
+    DOCUMENTED = {split: PRCC.DOCUMENTED[split] for split in ("test/A", "test/B")}

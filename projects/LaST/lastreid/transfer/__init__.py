@@ -1,17 +1,22 @@
-"""The generalisation experiments: pre-trained models x {PRCC, Celeb-reID} x {direct,
-fine-tuned}, under the clean and the seed protocol (README: Generalisation).
-`tools/transfer_matrix.py` is the command line. The rows come from `sources`, each cell's
-numbers from `results`, `runner` runs the cells and `report` writes the table."""
+"""The generalisation experiments: pre-trained models x {PRCC, Celeb-reID, Market-1501,
+DukeMTMC-reID} x {direct, fine-tuned}, under the clean and the seed protocol, and the
+joint-training comparison on Market-1501 (README: Generalisation). `tools/transfer_matrix.py`
+and `tools/joint_table.py` are the command lines. The rows come from `sources`, each cell's
+numbers from `results`, `runner` runs the cells, `report` writes the table, `joint` runs
+and reports the joint trainings."""
 
 from ..checkpoint import LAYOUT_FASTREID, LAYOUT_REFERENCE, LAYOUT_TORCHVISION, checkpoint_layout
-from .recipes import STALE_CHOICES, recipe_sha256, settle_stale, stale_runs
+from .joint import JOINT_RUNS, JointComparison, JointRun
+from .recipes import STALE_CHOICES, recipe_sha256, settle, settle_stale, stale_runs
 from .report import (
     CHART_SIZE,
     DATASETS,
+    DEFAULT_DATASETS,
     PROTOCOL_CHOICES,
     PROTOCOLS,
     PUBLISHED,
     SETTINGS,
+    SOURCE_CELL,
     column_title,
     columns,
     format_csv,
@@ -24,36 +29,47 @@ from .sources import (
     CONFIGS,
     IMAGENET,
     PAPER_ROWS,
+    PAPER_SELECTION,
     RANDOM_INIT,
+    ROW_ORDER,
     SOURCE_RECIPES,
     Source,
     discover_sources,
     slugify,
     trained_sources,
+    training_datasets,
     weights_signature,
     write_random_init,
 )
+from .training import pretrain_off
 
 __all__ = [
     "CHART_SIZE",
     "CONFIGS",
     "DATASETS",
+    "DEFAULT_DATASETS",
     "IMAGENET",
+    "JOINT_RUNS",
     "LAYOUT_FASTREID",
     "LAYOUT_REFERENCE",
     "LAYOUT_TORCHVISION",
     "PAPER_ROWS",
+    "PAPER_SELECTION",
     "PROTOCOLS",
     "PROTOCOL_CHOICES",
     "PUBLISHED",
     "RANDOM_INIT",
+    "ROW_ORDER",
     "STALE_CHOICES",
     "SEED_FINETUNE_OPTS",
     "SEED_OPTS",
     "SETTINGS",
+    "SOURCE_CELL",
     "SOURCE_FILE",
     "SOURCE_RECIPES",
     "Cell",
+    "JointComparison",
+    "JointRun",
     "Source",
     "TransferMatrix",
     "best_epoch",
@@ -63,11 +79,14 @@ __all__ = [
     "discover_sources",
     "format_csv",
     "format_markdown",
+    "pretrain_off",
     "recipe_sha256",
+    "settle",
     "settle_stale",
     "stale_runs",
     "slugify",
     "trained_sources",
+    "training_datasets",
     "weights_signature",
     "write_chart",
     "write_random_init",

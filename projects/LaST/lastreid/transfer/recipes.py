@@ -13,7 +13,7 @@ from .results import read_json
 from .sources import weights_signature
 from .training import source_recipe
 
-__all__ = ["STALE_CHOICES", "recipe_sha256", "stale_runs", "settle_stale"]
+__all__ = ["STALE_CHOICES", "recipe_sha256", "settle", "settle_stale", "stale_runs"]
 
 STALE_CHOICES = ("stop", "redo", "reuse")
 
@@ -36,12 +36,12 @@ def stale_runs(matrix):
     """[(title, paths to remove to redo it)] of the trained sources and cells whose stored
     numbers or run folder come from another recipe than `matrix`'s."""
     stale = []
-    for source in (s for s in matrix.sources if s.train):
+    for source in matrix.trained_runs():
         out = matrix.source_dir(source)
         if _differs(run_config_sha256(out), recipe_sha256(*source_recipe(matrix, source))):
-            stale.append(("source " + source.name, [out]))
-    for cell in matrix.cells():
-        weights = matrix.weights(cell.source)
+            stale.append(("source " + source.name + source.run_suffix, [out]))
+    for cell in (c for c in matrix.cells() if not c.is_source):
+        weights = matrix.weights(matrix.model_source(cell))
         if not os.path.isfile(weights):
             continue  # nothing of it can be reused: its source is still to be made
         expected = recipe_sha256(*matrix.recipe(cell))
@@ -57,7 +57,13 @@ def stale_runs(matrix):
 
 def settle_stale(matrix, policy="stop"):
     """Applies `policy` (STALE_CHOICES) to `stale_runs(matrix)`; returns their titles."""
-    stale = stale_runs(matrix)
+    return settle(stale_runs(matrix), matrix.output, policy, matrix.log)
+
+
+def settle(stale, where, policy="stop", log=print, tag="[transfer]"):
+    """Applies `policy` to `stale`, [(title, paths to remove to redo it)] of the runs under
+    `where`: stop (one line naming them), redo (remove the paths) or reuse (keep them, with
+    a note). Returns their titles."""
     titles = [title for title, _ in stale]
     if not stale:
         return titles
@@ -65,18 +71,16 @@ def settle_stale(matrix, policy="stop"):
         raise InputError(
             "{} run(s) under {} were made with another recipe (config file or overrides) than "
             "this command's: {}; run again with --stale redo to redo them, or --stale reuse "
-            "to keep their numbers".format(len(stale), matrix.output, "; ".join(titles))
+            "to keep their numbers".format(len(stale), where, "; ".join(titles))
         )
     for title, paths in stale:
         if policy == "redo":
-            matrix.log("[transfer] {}: made with another recipe: redoing it".format(title))
+            log("{} {}: made with another recipe: redoing it".format(tag, title))
             for path in paths:
                 if os.path.isdir(path):
                     shutil.rmtree(path)
                 elif os.path.exists(path):
                     os.remove(path)
         else:
-            matrix.log(
-                "[transfer] note: {}: made with another recipe, kept (--stale reuse)".format(title)
-            )
+            log("{} note: {}: made with another recipe, kept (--stale reuse)".format(tag, title))
     return titles

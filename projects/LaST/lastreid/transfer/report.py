@@ -1,5 +1,6 @@
 """The transfer table as text and picture: markdown, CSV and the bar chart, in the shape of
-the paper's table (Rank-1 / mAP in %). Pure: it formats the cells it is given."""
+the paper's table (Rank-1 / mAP in %). Pure: it formats the cells it is given. A cell on a
+dataset its row was trained on is shown as "source" (it is not run)."""
 
 import csv
 import io
@@ -12,6 +13,8 @@ from ..atomic import write_bytes_atomic
 __all__ = [
     "Cell",
     "DATASETS",
+    "DEFAULT_DATASETS",
+    "SOURCE_CELL",
     "SETTINGS",
     "PROTOCOLS",
     "PROTOCOL_CHOICES",
@@ -25,9 +28,12 @@ __all__ = [
     "write_chart",
 ]
 
-DATASETS = ("PRCC", "CelebReID")
+# The targets in column order: clothes-changing (PRCC, Celeb-reID), then short-term.
+DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC")
+DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
 SETTINGS = ("direct", "finetune")
-SHORT_NAMES = {"PRCC": "PRCC", "CelebReID": "Celeb"}
+SHORT_NAMES = {"PRCC": "PRCC", "CelebReID": "Celeb", "Market1501": "Market", "DukeMTMC": "Duke"}
+SOURCE_CELL = "source"  # the text of a cell on its row's own training data
 SETTING_NAMES = {"direct": "direct", "finetune": "fine-tuned"}
 
 # How a cell is measured. clean: the evaluation after the last epoch. seed: as the public
@@ -104,6 +110,11 @@ class Cell:
         )
 
     @property
+    def is_source(self):
+        """True on a dataset the row's model was trained on: shown as "source", not run."""
+        return self.dataset in getattr(self.source, "trained_on", ())
+
+    @property
     def seed_selection(self):
         """True for the cells that pick their best epoch on the test split."""
         return self.protocol == "seed" and self.setting == "finetune"
@@ -119,7 +130,7 @@ def column_title(dataset, setting):
     return "{} {}".format(SHORT_NAMES.get(dataset, dataset), SETTING_NAMES[setting])
 
 
-def columns(datasets=DATASETS, settings=SETTINGS):
+def columns(datasets=DEFAULT_DATASETS, settings=SETTINGS):
     """(dataset, setting) pairs in the paper's column order: settings outer, datasets inner."""
     return [(d, s) for s in settings for d in datasets]
 
@@ -147,6 +158,8 @@ def _epoch(cell):
 
 
 def _text(cell):
+    if cell is not None and cell.is_source:
+        return SOURCE_CELL
     pair = _pair(cell)
     if not pair:
         return "-"
@@ -157,8 +170,8 @@ def _text(cell):
 def format_markdown(rows, cols, grid, protocol="clean"):
     """The paper's table shape: one row per source, "R1 / mAP" per column, "-" if missing;
     seed fine-tuned cells add their epoch, "both" shows "clean; seed". A row named like one
-    of the paper's (PUBLISHED) is followed by the paper's numbers. The first line says
-    which protocol made it."""
+    of the paper's (PUBLISHED) is followed by the paper's numbers where it has some for
+    these columns. The first line says which protocol made it."""
     lines = [
         "Rank-1 / mAP (%); " + PROTOCOL_NOTES[protocol],
         "",
@@ -171,8 +184,8 @@ def format_markdown(rows, cols, grid, protocol="clean"):
             for d, s in cols
         ]
         lines.append("| {} | {} |".format(name, " | ".join(values)))
-        if name in PUBLISHED:  # the paper's numbers for the same pre-training, beneath ours
-            paper = [PUBLISHED[name].get((d, s)) for d, s in cols]
+        paper = [PUBLISHED.get(name, {}).get((d, s)) for d, s in cols]
+        if any(paper):  # the paper's numbers for the same pre-training, beneath ours
             lines.append(
                 "| {} (paper) | {} |".format(
                     name, " | ".join("{:.1f} / {:.1f}".format(*v) if v else "" for v in paper)
@@ -182,8 +195,9 @@ def format_markdown(rows, cols, grid, protocol="clean"):
 
 
 def format_csv(rows, cols, grid, protocol="clean"):
-    """One row per source; per column `<title> R1` and `<title> mAP` (empty if missing),
-    seed fine-tuned cells also `<title> epoch`, then `<title> config` (the first
+    """One row per source; per column `<title> R1` and `<title> mAP` (empty if missing,
+    "source" on the row's own training data), seed fine-tuned cells also `<title> epoch`,
+    then `<title> config` (the first
     CONFIG_DIGITS of the hash of the merged config the cell ran with); under "both" the
     seed columns are named `<title> seed ...`; single-shot columns for the cells that
     report them, and a last `protocol` column."""
@@ -214,6 +228,9 @@ def format_csv(rows, cols, grid, protocol="clean"):
         line = [name]
         for _, (d, s, p), key in groups:
             cell = _lookup(grid, name, d, s, p)
+            if cell is not None and cell.is_source:
+                line.append(SOURCE_CELL if key in ("Rank-1", "mAP") else "")
+                continue
             if key == "best_epoch":
                 line.append(str(_epoch(cell) or ""))
                 continue
@@ -257,7 +274,7 @@ def write_chart(rows, cols, grid, path, protocol="clean"):
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(title="pre-training", fontsize=8, loc="upper left")
     fig.suptitle(
-        "Transfer to clothes-changing re-id: direct and fine-tuned (protocol {})".format(shown)
+        "Transfer of pre-trained models: direct and fine-tuned (protocol {})".format(shown)
     )
     fig.tight_layout()
     buf = io.BytesIO()

@@ -1,5 +1,6 @@
-"""`TransferMatrix`: runs every cell of sources x {PRCC, Celeb-reID} x {direct, fine-tuned}
-(x protocols) as a `tools/train_net.py` subprocess, resumably, and writes the table.
+"""`TransferMatrix`: runs every cell of sources x targets (PRCC, Celeb-reID, Market-1501,
+DukeMTMC-reID) x {direct, fine-tuned} (x protocols) as a `tools/train_net.py` subprocess,
+resumably, and writes the table. A cell on a dataset its row was trained on is not run.
 
 A subprocess per cell: a cell takes minutes (hours at full scale) against seconds of
 start-up, and gets a fresh fastreid state, `--num-gpus`, fast-reid's own `--resume`, and a
@@ -19,7 +20,7 @@ from ..run_results import RESULTS_FILE, dataset_metrics, read_run_results, run_c
 from .process import REPO, TRAIN_NET, log_tail, run_logged, training_status
 from .recipes import settle_stale
 from .report import (
-    DATASETS,
+    DEFAULT_DATASETS,
     PROTOCOL_CHOICES,
     SETTINGS,
     Cell,
@@ -63,7 +64,7 @@ class TransferMatrix:
     output: str
     sources: List[Source]
     configs: Dict
-    datasets: tuple = DATASETS
+    datasets: tuple = DEFAULT_DATASETS
     settings: tuple = SETTINGS
     opts: List[str] = field(default_factory=list)
     env: Optional[Dict[str, str]] = None
@@ -109,7 +110,25 @@ class TransferMatrix:
         )
 
     def source_dir(self, source):
-        return os.path.join(self.output, "sources", source.slug)
+        return os.path.join(self.output, "sources", source.slug + source.run_suffix)
+
+    def model_source(self, cell):
+        """The Source whose model a cell starts from: the row's, or under the seed protocol
+        the row's other selection where the paper's code has one (`Source.paper`)."""
+        paper = cell.source.paper if cell.protocol == "seed" else None
+        return paper or cell.source
+
+    def trained_runs(self):
+        """The Sources this command trains: each trained row's run, and its paper-selection
+        run where the seed protocol needs it (the row's own run only where a protocol
+        uses it)."""
+        runs = []
+        for source in (s for s in self.sources if s.train):
+            if source.paper is None or "clean" in self.protocols:
+                runs.append(source)
+            if source.paper is not None and "seed" in self.protocols:
+                runs.append(source.paper)
+        return runs
 
     def cells(self):
         return [
@@ -137,17 +156,25 @@ class TransferMatrix:
         cells = self.cells()
         t0 = time.time()
         self.log(
-            "[transfer] {} sources x {} x {} = {} cells, output {}".format(
+            "[transfer] {} sources x {} x {} = {} cells ({} on a row's own training data, "
+            "not run), output {}".format(
                 len(self.sources),
                 "/".join(self.datasets),
                 "/".join(self.settings),
                 len(cells),
+                sum(c.is_source for c in cells),
                 self.output,
             )
         )
         for i, cell in enumerate(cells, 1):
-            if cell.source.error:
-                cell.error = cell.source.error
+            if cell.is_source:
+                self.log(
+                    "[transfer] {}/{} {}: the row's model was trained on {}: shown as "
+                    "source, not run".format(i, len(cells), cell.title, cell.dataset)
+                )
+                continue
+            if self.model_source(cell).error:
+                cell.error = self.model_source(cell).error
                 self.log(
                     "[transfer] {}/{} {}: skipped ({})".format(
                         i, len(cells), cell.title, cell.error
@@ -156,7 +183,7 @@ class TransferMatrix:
                 continue
             self._run_cell(cell, "{}/{}".format(i, len(cells)))
         paths = self.write_table(cells)
-        failed = [c for c in cells if c.result is None]
+        failed = [c for c in cells if c.result is None and not c.is_source]
         self.log(
             "[transfer] {} of {} cells done in {:.0f} s{}; table: {}".format(
                 len(cells) - len(failed),
@@ -173,7 +200,7 @@ class TransferMatrix:
         train_sources(self)
 
     def _run_cell(self, cell, counter):
-        weights = self.weights(cell.source)
+        weights = self.weights(self.model_source(cell))
         if not os.path.isfile(weights):
             cell.error = "no checkpoint {}".format(weights)
             self.log("[transfer] {} {}: skipped ({})".format(counter, cell.title, cell.error))
@@ -266,7 +293,7 @@ class TransferMatrix:
             "source": cell.source.name,
             "dataset": cell.dataset,
             "setting": cell.setting,
-            "weights": cell.source.path or "random init",
+            "weights": self.model_source(cell).path or "random init",
             "layout": cell.source.layout,
             "torchvision_stem": self._stem(cell.source),
             "weights_signature": signature,
@@ -300,7 +327,7 @@ class TransferMatrix:
         evaluation, or the fine-tune (resumed, or re-evaluated once finished, with the same
         command). Its merged config is the cell's recipe (`recipes.recipe_sha256`)."""
         direct = cell.setting == "direct"
-        opts = self.cell_opts(cell) + ["MODEL.WEIGHTS", self.weights(cell.source)]
+        opts = self.cell_opts(cell) + ["MODEL.WEIGHTS", self.weights(self.model_source(cell))]
         opts += [] if direct else ["MODEL.LOAD_CLASSIFIER", "False"]
         opts += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
         opts += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []

@@ -1,59 +1,84 @@
-"""The rows of the transfer table: pre-training sources from checkpoint files, from BoT
-runs this project trains (`--train`), the ImageNet file itself, or random initialisation."""
+"""The rows of the transfer table: pre-training sources from checkpoint files, from runs
+this project trains (`--train`: BoT, or the base recipe on LaST's clothes classes), the
+ImageNet file itself, or random initialisation. Each row knows the datasets its model was
+trained on: its cells on them are shown as "source" and not run."""
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+import yaml
 
 from ..atomic import save_atomic
 from ..checkpoint import LAYOUT_FASTREID, LAYOUT_REFERENCE, LAYOUT_TORCHVISION, checkpoint_layout
 from ..errors import InputError, MissingFileError
 from ..modeling import build_model
 from ..startup import build_cfg
+from .report import DATASETS
 
 __all__ = [
     "CONFIGS",
     "IMAGENET",
     "PAPER_ROWS",
+    "PAPER_SELECTION",
     "RANDOM_INIT",
+    "ROW_ORDER",
     "SOURCE_RECIPES",
     "Source",
     "discover_sources",
     "slugify",
     "trained_sources",
+    "training_datasets",
     "weights_signature",
     "write_random_init",
 ]
 
 RANDOM_INIT = "random init"
 
-# Pre-training sources BoT can be trained on here: config, and the file the recipe keeps.
+# Pre-training sources trained here (BoT; LaSTClothes: the base recipe): config, and the file
+# the recipe keeps. Each is trained on the dataset it is named after.
 IMAGENET = "ImageNet"
 PAPER_ROWS = (IMAGENET, "Market1501", "DukeMTMC", "MSMT17", "LaST")
+ROW_ORDER = PAPER_ROWS + ("LaSTClothes",)
 SOURCE_RECIPES = {
     "Market1501": ("configs/Market1501/bagtricks_R50.yml", "model_final.pth"),
     "DukeMTMC": ("configs/DukeMTMC/bagtricks_R50.yml", "model_final.pth"),
     "MSMT17": ("configs/MSMT17/bagtricks_R50.yml", "model_final.pth"),
     "LaST": ("configs/LaST/bagtricks_R50.yml", "model_best.pth"),  # best on LaST val
+    "LaSTClothes": ("configs/LaST/clothes_R50.yml", "model_best.pth"),  # best on LaST val
 }
+# Trained sources whose model the paper's code selects elsewhere: under the seed protocol
+# their row is a run of its own with these overrides (last_cloth_train_base_imagenet.py
+# keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
+# the newest periodic checkpoint is kept, model_best.pth being a copy).
+# fmt: off
+PAPER_SELECTION = {
+    "LaSTClothes": [
+        "DATASETS.TESTS", '("Market1501",)',
+        "TEST.FINAL_TESTS", "()",
+        "TEST.EVAL_PERIOD", "1",
+        "SOLVER.CHECKPOINT_PERIOD", "1",
+        "SOLVER.KEEP_LAST_CHECKPOINTS", "1",
+    ],
+}
+# fmt: on
+PAPER_RUN_SUFFIX = "-seed"  # sources/<name>-seed/: the run of PAPER_SELECTION
 
 CONFIGS = {
     "reference": {
         "direct": "configs/transfer/direct.yml",
         "finetune": {
-            "PRCC": "configs/PRCC/bagtricks_R50_finetune.yml",
-            "CelebReID": "configs/CelebReID/bagtricks_R50_finetune.yml",
+            name: "configs/{}/bagtricks_R50_finetune.yml".format(name) for name in DATASETS
         },
     },
     "synthetic": {
         "sources": {"LaST": "configs/LaST/bagtricks_R50_synthetic.yml"},
         "direct": "configs/transfer/direct_synthetic.yml",
         "finetune": {
-            "PRCC": "configs/PRCC/bagtricks_R50_finetune_synthetic.yml",
-            "CelebReID": "configs/CelebReID/bagtricks_R50_finetune_synthetic.yml",
+            name: "configs/{}/bagtricks_R50_finetune_synthetic.yml".format(name)
+            for name in DATASETS
         },
     },
 }
@@ -69,6 +94,12 @@ class Source:
     layout: str = LAYOUT_FASTREID
     train: Optional[str] = None
     error: str = ""
+    trained_on: tuple = ()  # datasets the model was trained on (those cells: "source")
+    # A trained source's model under the seed protocol when the paper's code selects it
+    # elsewhere (PAPER_SELECTION): a Source of its own run, else None (the same model).
+    paper: Optional["Source"] = None
+    train_opts: list = field(default_factory=list)  # its run's own overrides
+    run_suffix: str = ""  # its run's folder: sources/<slug><run_suffix>
 
     @property
     def torchvision_stem(self):
@@ -86,9 +117,11 @@ def slugify(name):
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The sources of `--train` in the paper's row order: "ImageNet" (the file itself, when
-    given), then BoT trained on each of `names`, its model the file the recipe keeps under
-    `<output>/sources/<name>/` (written by TransferMatrix.train_sources)."""
+    """The sources of `--train` in the paper's row order (LaSTClothes last): "ImageNet" (the
+    file itself, when given), then each of `names` trained with its recipe, its model the
+    file the recipe keeps under `<output>/sources/<name>/` (written by
+    TransferMatrix.train_sources); the paper's other selection, where it has one, under
+    `<output>/sources/<name>-seed/` (`Source.paper`)."""
     unknown = [n for n in names if n not in SOURCE_RECIPES]
     if unknown:
         raise InputError(
@@ -101,12 +134,22 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
         if not os.path.isfile(imagenet):
             raise MissingFileError("--imagenet {}: no such file".format(imagenet))
         sources.append(Source(IMAGENET, os.path.abspath(imagenet), LAYOUT_TORCHVISION))
-    for name in PAPER_ROWS:
+    for name in ROW_ORDER:
         if name in names:
             config, kept = SOURCE_RECIPES[name]
             config = CONFIGS.get(preset, {}).get("sources", {}).get(name, config)
-            path = os.path.join(os.path.abspath(output), "sources", slugify(name), kept)
-            sources.append(Source(name, path, LAYOUT_FASTREID, train=config))
+            folder = os.path.join(os.path.abspath(output), "sources", slugify(name))
+            source = Source(name, os.path.join(folder, kept), train=config, trained_on=(name,))
+            if name in PAPER_SELECTION:
+                source.paper = Source(
+                    name,
+                    os.path.join(folder + PAPER_RUN_SUFFIX, "model_best.pth"),
+                    train=config,
+                    trained_on=(name,),
+                    train_opts=list(PAPER_SELECTION[name]),
+                    run_suffix=PAPER_RUN_SUFFIX,
+                )
+            sources.append(source)
     return sources
 
 
@@ -127,7 +170,9 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
     for name, path in list(found) + list(pairs):
         if not os.path.isfile(path):
             raise MissingFileError("source {!r}: {} does not exist".format(name, path))
-        sources.append(Source(name, os.path.abspath(path), checkpoint_layout(path, trust=trust)))
+        layout = checkpoint_layout(path, trust=trust)
+        trained_on = training_datasets(path, name)
+        sources.append(Source(name, os.path.abspath(path), layout, trained_on=trained_on))
     seen = {}
     for s in sources:
         if s.slug in seen:
@@ -143,6 +188,20 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
             "--train NAMES, --imagenet FILE or --random-init"
         )
     return sources
+
+
+def training_datasets(path, name, known=DATASETS):
+    """The datasets a checkpoint file's model was trained on: DATASETS.NAMES of the run's
+    config.yaml beside it (this project's runs keep their checkpoints there), else the
+    dataset of `known` the row's name spells, in any case ("Market1501.pth"), else ()."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")) as f:
+            names = yaml.safe_load(f)["DATASETS"]["NAMES"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        names = None
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return tuple(d for d in known if d.lower() == name.lower())
 
 
 def write_random_init(path, config_file, opts, seed=0):

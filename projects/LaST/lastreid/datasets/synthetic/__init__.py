@@ -14,6 +14,10 @@ clutter, position and scale jitter, leg gap, brightness and colour cast, pixel n
 and JPEG quality.
 
 - LaST: persons have 1..max_outfits outfits; the last name field is the outfit index.
+  A training person's images are spread evenly over its outfits, so each (person,
+  outfit) class of LaSTClothes has train_images // outfits images or one more (the
+  default preset: 138 classes of 3 to 10; fastreid's identity sampler draws a class with
+  fewer than DATALOADER.NUM_INSTANCE images with replacement).
   Val and test persons are disjoint from train; test query and gallery images of a
   person are spread over all of its outfits, and the test gallery has a few
   gallery-only distractor persons.
