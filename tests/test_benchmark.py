@@ -228,3 +228,35 @@ def test_fastreid_mgn_trains_through_train_net_and_eval_only_agrees(synthetic_ro
     again = evaluate_weights(cfg)
     for key in METRICS:
         assert again[key] == pytest.approx(saved[key], abs=1e-6)
+
+
+def test_a_part_model_run_is_a_transfer_row(bench, tmp_path, capsys):
+    """The benchmark's PCB run as a row of the transfer table (--source): its direct and
+    fine-tuned PRCC cells build PCB from the run's config.yaml, the direct cell loads every
+    key of the checkpoint, and the fine-tune drops only the classifiers."""
+    from lastreid import transfer
+    from lastreid.checkpoint import CLASSIFIER_NOT_LOADED
+    from lastreid.modeling import feature_dim
+
+    spec = importlib.util.spec_from_file_location("tm", f"{REPO}/tools/transfer_matrix.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    output = tmp_path / "table"
+    source = os.path.join(run_dir(bench, "pcb"), "model_best.pth")
+    argv = ["--source", f"pcb={source}", "--datasets", "PRCC", "--output", str(output)]
+    argv += ["--no-print-table"] + OPTS + ["SOLVER.MAX_EPOCH", "1"]
+    assert tool.main(argv) == 0
+    assert capsys.readouterr().out.count(": done in ") == 2
+    for setting in transfer.SETTINGS:
+        run = output / "runs" / "pcb" / f"PRCC-{setting}"
+        cfg = build_cfg(str(run / "config.yaml"), [])
+        assert (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.HEADS.NAME) == ("PartBaseline", "PCBHead")
+        assert feature_dim(cfg) == DIMS["pcb"]
+        report = [line for line in (run / "log.txt").read_text().splitlines() if "Loaded " in line]
+        loaded, total = report[0].split("Loaded ")[1].split(" ")[0].split("/")
+        if setting == "direct":
+            assert loaded == total and "missing" not in report[0], report[0]
+        else:
+            assert CLASSIFIER_NOT_LOADED in report[0] and "heads.classifiers" in report[0]
+    rows = read_csv(output / "transfer_table.csv")
+    assert rows[0]["PRCC direct R1"] and rows[0]["PRCC fine-tuned R1"]

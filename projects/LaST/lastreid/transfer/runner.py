@@ -31,7 +31,7 @@ from .report import (
     write_chart,
 )
 from .results import best_epoch, finished_training, read_json
-from .sources import Source, weights_signature, write_random_init
+from .sources import Source, model_overrides, weights_signature, write_random_init
 from .training import train_sources
 
 __all__ = ["TransferMatrix", "SEED_OPTS", "SEED_FINETUNE_OPTS"]
@@ -327,7 +327,10 @@ class TransferMatrix:
         evaluation, or the fine-tune (resumed, or re-evaluated once finished, with the same
         command). Its merged config is the cell's recipe (`recipes.recipe_sha256`)."""
         direct = cell.setting == "direct"
-        opts = self.cell_opts(cell) + ["MODEL.WEIGHTS", self.weights(self.model_source(cell))]
+        source = self.model_source(cell)
+        # The checkpoint's own model (an MGN, PCB or HPM row), whatever the overrides say.
+        model = model_overrides(source.path) if source.path else []
+        opts = self.cell_opts(cell) + model + ["MODEL.WEIGHTS", self.weights(source)]
         opts += [] if direct else ["MODEL.LOAD_CLASSIFIER", "False"]
         opts += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
         opts += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []

@@ -24,10 +24,13 @@ __all__ = [
     "PAPER_ROWS",
     "PAPER_SELECTION",
     "RANDOM_INIT",
+    "MODEL_KEYS",
     "ROW_ORDER",
     "SOURCE_RECIPES",
     "Source",
     "discover_sources",
+    "model_overrides",
+    "run_config",
     "slugify",
     "trained_sources",
     "training_datasets",
@@ -49,6 +52,31 @@ SOURCE_RECIPES = {
     "LaST": ("configs/LaST/bagtricks_R50.yml", "model_best.pth"),  # best on LaST val
     "LaSTClothes": ("configs/LaST/clothes_R50.yml", "model_best.pth"),  # best on LaST val
 }
+# The keys that say what a checkpoint's model is (groups: every key under them), taken
+# from its run's config.yaml for the cells of its row (`model_overrides`). The stem is not
+# among them: the row's checkpoint layout decides it (TransferMatrix._stem).
+MODEL_KEYS = (
+    "MODEL.META_ARCHITECTURE",
+    "MODEL.BACKBONE.NAME",
+    "MODEL.BACKBONE.DEPTH",
+    "MODEL.BACKBONE.LAST_STRIDE",
+    "MODEL.BACKBONE.FEAT_DIM",
+    "MODEL.BACKBONE.NORM",
+    "MODEL.BACKBONE.WITH_IBN",
+    "MODEL.BACKBONE.WITH_SE",
+    "MODEL.BACKBONE.WITH_NL",
+    "MODEL.HEADS.NAME",
+    "MODEL.HEADS.NORM",
+    "MODEL.HEADS.POOL_LAYER",
+    "MODEL.HEADS.NECK_FEAT",
+    "MODEL.HEADS.EMBEDDING_DIM",
+    "MODEL.HEADS.WITH_BNNECK",
+    "MODEL.PCB",
+    "MODEL.HPM",
+    "MODEL.PAPER_MGN",
+    "INPUT.SIZE_TRAIN",
+    "INPUT.SIZE_TEST",
+)
 # Trained sources whose model the paper's code selects elsewhere: under the seed protocol
 # their row is a run of its own with these overrides (last_cloth_train_base_imagenet.py
 # keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
@@ -190,18 +218,52 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
     return sources
 
 
-def training_datasets(path, name, known=DATASETS):
-    """The datasets a checkpoint file's model was trained on: DATASETS.NAMES of the run's
-    config.yaml beside it (this project's runs keep their checkpoints there), else the
-    dataset of `known` the row's name spells, in any case ("Market1501.pth"), else ()."""
+def run_config(path):
+    """The merged config (a dict) of the run whose output folder holds the checkpoint file
+    `path`: its config.yaml, which every train_net.py run writes there; None without one."""
     try:
         with open(os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")) as f:
-            names = yaml.safe_load(f)["DATASETS"]["NAMES"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        names = None
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _value(config, key):
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def training_datasets(path, name, known=DATASETS):
+    """The datasets a checkpoint file's model was trained on: DATASETS.NAMES of its run's
+    config.yaml (`run_config`), else the dataset of `known` the row's name spells, in any
+    case ("Market1501.pth"), else ()."""
+    names = _value(run_config(path), "DATASETS.NAMES")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return tuple(names)
     return tuple(d for d in known if d.lower() == name.lower())
+
+
+def model_overrides(path):
+    """KEY VALUE overrides that build the model a checkpoint file holds, from its run's
+    config.yaml: the MODEL_KEYS it has (a PCB, HPM or MGN row's cells build that model at
+    its input size); [] without one (the cells' own model: BoT)."""
+    config = run_config(path)
+    opts = []
+    for key in MODEL_KEYS:
+        value = _value(config, key)
+        if isinstance(value, dict):  # a group: each of its keys
+            opts += [x for k in sorted(value) for x in _override(f"{key}.{k}", value[k])]
+        elif value is not None:
+            opts += _override(key, value)
+    return opts
+
+
+def _override(key, value):
+    return [key, value if isinstance(value, str) else repr(value)]
 
 
 def write_random_init(path, config_file, opts, seed=0):
