@@ -37,6 +37,8 @@ OPTS = [
     "INPUT.PADDING.SIZE", "4",
     "SOLVER.IMS_PER_BATCH", "32",
     "SOLVER.MAX_EPOCH", "2",
+    "SOLVER.STEPS", "[]",  # no decay in 2 epochs (the recipes step at 30 and later)
+    "SOLVER.DELAY_EPOCHS", "1",  # SBS: its cosine starts after 30 epochs, here the last one
     "SOLVER.WARMUP_ITERS", "10",
     "SOLVER.FREEZE_ITERS", "5",  # SBS: its backbone would stay frozen for 1,000 steps
     "SOLVER.CHECKPOINT_PERIOD", "1",
@@ -208,7 +210,7 @@ def test_fastreid_mgn_trains_through_train_net_and_eval_only_agrees(synthetic_ro
         "INPUT.SIZE_TRAIN", "[96, 32]", "INPUT.SIZE_TEST", "[96, 32]", "SOLVER.MAX_EPOCH", "1",
         "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "SOLVER.WARMUP_ITERS", "0",
         "TEST.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
-        "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", str(out),
+        "SOLVER.DELAY_EPOCHS", "0", "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", str(out),
     ]
     # fmt: on
     run = subprocess.run(
