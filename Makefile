@@ -29,7 +29,7 @@ test: setup
 demo: setup
 	$(PY) tools/run_demo.py
 
-# The offline GPU check (README "GPU check"). gpu-wheels runs where there is internet and
+# The offline GPU check (docs/performance.md, GPU check). gpu-wheels runs where there is internet and
 # fills WHEELS with what the GPU machine lacks (about 19 MB); gpu-check runs on the GPU
 # machine, with GPU_PYTHON (its Python 3.12 with torch), and writes gpu-check/figures.txt.
 WHEELS ?= wheels

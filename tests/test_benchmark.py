@@ -210,7 +210,8 @@ def test_fastreid_mgn_trains_through_train_net_and_eval_only_agrees(synthetic_ro
         "INPUT.SIZE_TRAIN", "[96, 32]", "INPUT.SIZE_TEST", "[96, 32]", "SOLVER.MAX_EPOCH", "1",
         "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "SOLVER.WARMUP_ITERS", "0",
         "TEST.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
-        "SOLVER.DELAY_EPOCHS", "0", "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", str(out),
+        "SOLVER.DELAY_EPOCHS", "0", "TEST.EVAL_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "1",
+        "OUTPUT_DIR", str(out),
     ]
     # fmt: on
     run = subprocess.run(

@@ -7,7 +7,7 @@ restores that state; --eval-only reproduces the run's final evaluation; the same
 checkpoint evaluated on the CPU in float32 agrees within 0.1 point; and a 1-process NCCL
 job under torchrun (which needs the torchrun support of tools/train_net.py, issue 13).
 
-Run with `make gpu-check` (README "GPU check") or `python -m pytest -m cuda tests`.
+Run with `make gpu-check` (docs/performance.md, GPU check) or `python -m pytest -m cuda tests`.
 """
 
 import json

@@ -263,7 +263,7 @@ def test_clothes_row_is_selected_on_market_test_under_the_seed_protocol(tmp_path
     clean, paper = ({k: v for k, v in zip(c[::1], c[1:])} for c in spawned)
     assert clean["--config-file"] == paper["--config-file"] == CLOTHES
     assert clean["OUTPUT_DIR"].endswith(os.path.join("sources", "LaSTClothes"))
-    assert paper["OUTPUT_DIR"].endswith(os.path.join("sources", "LaSTClothes-seed"))
+    assert paper["OUTPUT_DIR"].endswith(os.path.join("sources", "LaSTClothes-paper"))
     assert "DATASETS.TESTS" not in clean and paper["DATASETS.TESTS"] == '("Market1501",)'
     assert paper["TEST.EVAL_PERIOD"] == paper["SOLVER.CHECKPOINT_PERIOD"] == "1"
     weights = {
@@ -275,8 +275,8 @@ def test_clothes_row_is_selected_on_market_test_under_the_seed_protocol(tmp_path
         assert weights[(dataset, "clean")] == os.path.join(
             matrix.source_dir(matrix.sources[0]), "model_best.pth"
         )
-        assert weights[(dataset, "seed")] == matrix.sources[0].paper.path
-    for protocol, expected in (("clean", ["LaSTClothes"]), ("seed", ["LaSTClothes-seed"])):
+        assert weights[(dataset, "paper")] == matrix.sources[0].paper.path
+    for protocol, expected in (("clean", ["LaSTClothes"]), ("paper", ["LaSTClothes-paper"])):
         matrix = _matrix(tmp_path, protocol)
         assert [
             matrix.source_dir(s).rpartition(os.sep)[2] for s in matrix.trained_runs()
@@ -331,7 +331,7 @@ def _fake_training(metrics_by_epoch, classes):
 
 def test_joint_table_trains_each_run_once_and_reads_its_numbers(tmp_path, monkeypatch, capsys):
     joint = tool("joint_table")
-    history = [(10.0, 5.0), (30.0, 20.0), (20.0, 15.0)]  # the seed protocol picks epoch 2
+    history = [(10.0, 5.0), (30.0, 20.0), (20.0, 15.0)]  # the paper protocol picks epoch 2
     spawned = []
 
     def spawn(self, cmd, log_path, heartbeat=None):

@@ -1,6 +1,6 @@
-"""The seed's whole transfer table: fastreid's Market1501 / DukeMTMC / MSMT17 as pre-training
+"""The paper's whole transfer table: fastreid's Market1501 / DukeMTMC / MSMT17 as pre-training
 sources (layout checks, sorted lists, their BoT configs), INPUT.INTERPOLATION, and
-tools/transfer_matrix.py --train / --protocol seed on tiny synthetic trees."""
+tools/transfer_matrix.py --train / --protocol paper on tiny synthetic trees."""
 
 import csv
 import json
@@ -169,9 +169,9 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
 def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     source_root, fast_cpu_opts, tmp_path, monkeypatch, capsys
 ):
-    """--train LaST Market1501 --protocol seed, fine-tuned on PRCC: two trained rows;
+    """--train LaST Market1501 --protocol paper, fine-tuned on PRCC: two trained rows;
     interrupted (deterministically, before its 4th run) and resumed by the same command;
-    the seed cells' best epochs checked against their histories. Kept to four runs for the
+    the paper cells' best epochs checked against their histories. Kept to four runs for the
     test budget: the direct cells and the ImageNet row are checked by their commands in
     test_imagenet_row_is_the_file_itself (the clean direct cells run in test_transfer.py)."""
     monkeypatch.syspath_prepend(os.path.join(REPO, "tools"))
@@ -191,7 +191,7 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         "--settings",
         "finetune",
         "--protocol",
-        "seed",
+        "paper",
         "--output",
         str(output),
         "--no-print-table",
@@ -226,19 +226,19 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     assert second.count("done before, skipped") == 1 and second.count(": done in ") == 1, second
 
     table = (output / "transfer_table.md").read_text().splitlines()
-    assert table[0].startswith("Rank-1 / mAP (%); protocol seed")
+    assert table[0].startswith("Rank-1 / mAP (%); protocol paper")
     assert table[2] == "| pre-training | PRCC fine-tuned |"
     names = [line.split(" | ")[0] for line in table[4:]]
     assert names == ["| Market1501", "| Market1501 (paper)", "| LaST", "| LaST (paper)"]
     assert table[5] == "| Market1501 (paper) | 44.3 / 43.1 |"  # the paper's PRCC fine-tuned
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
-    assert [r["protocol"] for r in rows] == ["seed"] * 2
+    assert [r["protocol"] for r in rows] == ["paper"] * 2
 
     for row, source in zip(rows, ("Market1501", "LaST")):
         stored = json.loads(
-            (output / "results" / f"{source}__PRCC__finetune__seed.json").read_text()
+            (output / "results" / f"{source}__PRCC__finetune__paper.json").read_text()
         )
-        run = output / "runs" / source / "PRCC-finetune-seed"
+        run = output / "runs" / source / "PRCC-finetune-paper"
         # The cell's own per-epoch history, read independently of transfer.best_epoch.
         evals = [
             json.loads(line)
@@ -255,7 +255,7 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         assert f"(ep {best + 1})" in table[names.index("| " + source) + 4]
         config = (run / "config.yaml").read_text()
         assert "INTERPOLATION: bilinear" in config and "EVAL_PERIOD: 1\n" in config
-    last_cell = json.loads((output / "results" / "LaST__PRCC__finetune__seed.json").read_text())
+    last_cell = json.loads((output / "results" / "LaST__PRCC__finetune__paper.json").read_text())
     assert last_cell["weights"] == str(output / "sources" / "LaST" / "model_best.pth")
 
 
@@ -287,22 +287,22 @@ def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):
     assert all(s.error for s in sources[1:]) and not sources[0].error
     cells = [c for c in matrix.cells() if c.source.name == "ImageNet"]
     assert len(cells) == 8  # 2 datasets x 2 settings x 2 protocols
-    seed_finetune = [c for c in cells if c.setting == "finetune" and c.protocol == "seed"]
-    cmd, _ = matrix.command(seed_finetune[0])
+    paper_finetune = [c for c in cells if c.setting == "finetune" and c.protocol == "paper"]
+    cmd, _ = matrix.command(paper_finetune[0])
     assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(imagenet)
     assert cmd[cmd.index("MODEL.BACKBONE.TORCHVISION_STEM") + 1] == "True"
     assert cmd[cmd.index("INPUT.INTERPOLATION") + 1] == "bilinear"
     assert cmd[cmd.index("TEST.EVAL_PERIOD") + 1] == "1"
     direct = [c for c in cells if c.setting == "direct"]
-    assert {c.protocol for c in direct} == {"clean", "seed"}
+    assert {c.protocol for c in direct} == {"clean", "paper"}
     for cell in direct:
         cmd, _ = matrix.command(cell)
         assert "--eval-only" in cmd and cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(imagenet)
-        assert ("INPUT.INTERPOLATION" in cmd) == (cell.protocol == "seed")
+        assert ("INPUT.INTERPOLATION" in cmd) == (cell.protocol == "paper")
         assert ("TEST.EVAL_PERIOD" in cmd) is False  # evaluated once either way
 
 
-def test_seed_selection_needs_every_epoch(tmp_path):
+def test_paper_selection_needs_every_epoch(tmp_path):
     """best_epoch on a hand-written history: ties go to the later epoch; a gap is refused."""
     (tmp_path / "config.yaml").write_text("SOLVER:\n  MAX_EPOCH: 3\nTEST:\n  EVAL_PERIOD: 1\n")
     lines = [
@@ -331,7 +331,7 @@ def test_both_protocols_in_one_table():
 
     grid = {
         ("LaST", "PRCC", "finetune", "clean"): cell("clean", 50.0, 40.0),
-        ("LaST", "PRCC", "finetune", "seed"): cell("seed", 55.0, 44.0, epoch=37),
+        ("LaST", "PRCC", "finetune", "paper"): cell("paper", 55.0, 44.0, epoch=37),
     }
     md = transfer.format_markdown(rows, cols, grid, "both").splitlines()
     assert md[0].startswith("Rank-1 / mAP (%); protocol both")
@@ -345,8 +345,8 @@ def test_both_protocols_in_one_table():
         "PRCC fine-tuned R1",
         "PRCC fine-tuned mAP",
         "PRCC fine-tuned config",
-        "PRCC fine-tuned seed R1",
-        "PRCC fine-tuned seed mAP",
+        "PRCC fine-tuned paper R1",
+        "PRCC fine-tuned paper mAP",
         "PRCC fine-tuned seed epoch",
         "PRCC fine-tuned seed config",
         "protocol",

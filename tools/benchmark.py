@@ -22,6 +22,7 @@ from lastreid import launch
 from lastreid.benchmark import DEFAULT_METHODS, METHODS, Benchmark, format_markdown
 from lastreid.errors import InputError, run_tool
 from lastreid.transfer import STALE_CHOICES
+from lastreid.transfer.process import add_run_options, parse_run_args
 
 
 def parse_args(argv=None):
@@ -45,17 +46,9 @@ def parse_args(argv=None):
         help="runs made with another recipe (config file or overrides) than this command's: "
         "stop (say which, run nothing), redo them, or reuse a finished one's numbers",
     )
-    p.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
     p.add_argument("--heartbeat", type=float, default=120.0, help="seconds between progress lines")
-    p.add_argument(
-        "--verbose", action="store_true", help="show the runs' output instead of logging it"
-    )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
-    args = p.parse_args(argv)
-    if args.opts[:1] == ["--"]:
-        args.opts = args.opts[1:]
-    if len(args.opts) % 2:
-        p.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    add_run_options(p)
+    args = parse_run_args(p, argv)
     if len(set(args.methods)) != len(args.methods):
         p.error("--methods names a method twice")
     return args

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The offline GPU check (README "GPU check"): on a machine with CUDA and a preinstalled
+# The offline GPU check (docs/performance.md, GPU check): on a machine with CUDA and a preinstalled
 # PyTorch but no internet, installs fastreid (no deps), yacs, termcolor and faiss-cpu from a
 # folder of wheels into a target folder used over the machine's own packages, compiles the
 # Cython evaluator, runs the `cuda` tests and benchmarks/gpu_throughput.py, and writes every

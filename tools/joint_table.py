@@ -8,7 +8,7 @@
 
 Each run is tools/train_net.py with the base recipe from ImageNet (configs/Market1501/
 base_R50.yml, joint_LaSTClothes_R50.yml, joint_MSMT17_R50.yml) under
-OUTPUT/runs/<training set>[-seed]/, tested on Market1501 only; the table (OUTPUT/
+OUTPUT/runs/<training set>[-paper]/, tested on Market1501 only; the table (OUTPUT/
 joint_table.md and .csv) is read from each run's results.json (--protocol clean: the
 evaluation after the last epoch) or its per-epoch history in metrics.json (seed: the best
 (Rank-1 + mAP) / 2 epoch on the test split, as the paper's code). Running the same command
@@ -24,6 +24,7 @@ import os
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import launch, transfer
 from lastreid.errors import InputError, MissingFileError, run_tool
+from lastreid.transfer.process import add_run_options, parse_run_args
 
 
 def parse_args(argv=None):
@@ -40,7 +41,7 @@ def parse_args(argv=None):
         "--protocol",
         choices=sorted(transfer.PROTOCOL_CHOICES),
         default="clean",
-        help="clean: last epoch; seed: best (R1 + mAP) / 2 epoch on the test split, "
+        help="clean: last epoch; paper: best (R1 + mAP) / 2 epoch on the test split, "
         "bilinear (the public LaST code's); both: both numbers",
     )
     p.add_argument(
@@ -50,19 +51,11 @@ def parse_args(argv=None):
         help="started or finished runs made with another recipe than this command's: stop "
         "(say which, run nothing), redo them, or reuse their numbers",
     )
-    p.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
-    p.add_argument(
-        "--verbose", action="store_true", help="show the runs' output instead of logging it"
-    )
     p.add_argument(
         "--no-print-table", action="store_true", help="do not print the table at the end"
     )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
-    args = p.parse_args(argv)
-    if args.opts[:1] == ["--"]:
-        args.opts = args.opts[1:]
-    if len(args.opts) % 2:
-        p.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    add_run_options(p)
+    args = parse_run_args(p, argv)
     return args
 
 

@@ -81,7 +81,7 @@ def main():
         env,
     )
     transfer_seconds = time.time() - start - bot_seconds
-    # The README's pictures (section Tools) for this run: training curves, ranked lists on LaST val.
+    # The manual's pictures (docs/tools.md) for this run: training curves, ranked lists on LaST val.
     run([sys.executable, os.path.join(REPO, "tools", "plot_curves.py"), bot_dir], env)
     run(
         [

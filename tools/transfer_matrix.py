@@ -9,7 +9,7 @@ direct transfer and fine-tuned. The table is written as markdown and CSV, with a
     # plus a randomly initialised model and a checkpoint from elsewhere
     python tools/transfer_matrix.py --models pre_feat --random-init \\
         --source mine=logs/LaST/bagtricks_R50/model_best.pth
-    # the seed's whole table: BoT trained here on four sources, plus the ImageNet row
+    # the paper's whole table: BoT trained here on four sources, plus the ImageNet row
     python tools/transfer_matrix.py --train LaST Market1501 DukeMTMC MSMT17 \\
         --imagenet pretrained/resnet50-0676ba61.pth --output logs/transfer --protocol both
     # the demo's small version on the synthetic data (configs/*/..._synthetic.yml)
@@ -33,7 +33,7 @@ transferred to a dataset its model was trained on (--train: its name; a file: DA
 of the config.yaml beside it, else a file named after the dataset): those cells read
 "source".
 
-Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>[-seed]/;
+Each cell is a tools/train_net.py run under OUTPUT/runs/<source>/<dataset>-<setting>[-paper]/;
 its numbers are kept in OUTPUT/results/*.json. Running the same command again skips the
 trained sources and finished cells and resumes an interrupted run from its last checkpoint;
 a run made with another recipe (config file or overrides) is never reused silently: the
@@ -50,6 +50,7 @@ import os
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import launch, transfer
 from lastreid.errors import InputError, run_tool
+from lastreid.transfer.process import add_run_options, parse_run_args
 
 
 def parse_args(argv=None):
@@ -86,7 +87,7 @@ def parse_args(argv=None):
         "--protocol",
         choices=sorted(transfer.PROTOCOL_CHOICES),
         default="clean",
-        help="clean: last epoch; seed: best (R1 + mAP) / 2 epoch on the test split, "
+        help="clean: last epoch; paper: best (R1 + mAP) / 2 epoch on the test split, "
         "bilinear (the public LaST code's); both: both numbers",
     )
     p.add_argument("--output", default="logs/transfer", help="runs, results/ and the table go here")
@@ -138,20 +139,12 @@ def parse_args(argv=None):
     p.add_argument(
         "--trust", action="store_true", help="MODEL.TRUST_CHECKPOINTS True for the sources"
     )
-    p.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights")
-    p.add_argument(
-        "--verbose", action="store_true", help="show the runs' output instead of logging it"
-    )
     p.add_argument(
         "--no-print-table", action="store_true", help="do not print the table at the end"
     )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
-    args = p.parse_args(argv)
-    if args.opts[:1] == ["--"]:
-        args.opts = args.opts[1:]
-    if len(args.opts) % 2:
-        p.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    add_run_options(p)
+    args = parse_run_args(p, argv)
     return args
 
 

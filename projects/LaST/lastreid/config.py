@@ -1,4 +1,4 @@
-"""The config keys lastreid adds on top of fastreid's defaults (README: Configuration keys).
+"""The config keys lastreid adds on top of fastreid's defaults (docs/config_keys.md).
 A leaf: `lastreid.startup.build_cfg` merges and checks them."""
 
 from fastreid.config import CfgNode as CN
@@ -37,7 +37,7 @@ def add_lastreid_config(cfg):
     # model_final.pth and the file last_checkpoint names are never removed.
     _C.SOLVER.KEEP_LAST_CHECKPOINTS = 0
 
-    # The paper's other LaST baselines (lastreid.modeling; README: Baselines on LaST) -------
+    # The paper's other LaST baselines (lastreid.modeling; docs/baselines.md) -------
     # PCB (MODEL.HEADS.NAME PCBHead): horizontal stripes average-pooled from the backbone's
     # map (6), channels of the one Conv1x1-BN-ReLU reduction they share (256), dropout on
     # the pooled stripes in training (0.5). The test feature has NUM_STRIPES x FEAT_DIM dims.

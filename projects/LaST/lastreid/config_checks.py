@@ -1,7 +1,7 @@
-"""The allowed values of the config keys, in one table: `RULES` (README: Checked config values).
+"""The allowed values of the config keys, in one table: `RULES` (docs/config_keys.md).
 
 One row per key, `Rule(key, check, note)`: `check` says what is allowed (the sentence that
-both the error message and the README's list use), `note` what a special value means
+both the error message and the manual's list use), `note` what a special value means
 ("0: keep them all"). `check_values(cfg)` runs the table on a merged config;
 `startup.build_cfg` calls it before any process starts or anything is written, so a bad
 value is one line, e.g. `SOLVER.MAX_EPOCH is -3: expected an integer >= 1`. A new key is
@@ -291,6 +291,8 @@ RULES = (
     Rule("MODEL.HEADS.POOL_LAYER", known_name(*pooling.__all__)),
     Rule("MODEL.HEADS.CLS_LAYER", known_name(*any_softmax.__all__)),
     Rule("MODEL.HEADS.NECK_FEAT", one_of(*NECK_FEATS)),
+    Rule("MODEL.HEADS.SCALE", POSITIVE, "the classifier's logits are multiplied by it"),
+    Rule("MODEL.HEADS.MARGIN", NON_NEGATIVE, "of CosSoftmax, ArcSoftmax, CircleSoftmax; 0: none"),
     Rule("MODEL.HEADS.NUM_CLASSES", integer(0), "0: the training set's number of identities"),
     Rule("MODEL.HEADS.EMBEDDING_DIM", integer(0), "0: no reduction, MODEL.BACKBONE.FEAT_DIM"),
     Rule("MODEL.LOSSES.NAME", each(
@@ -426,7 +428,7 @@ def check_schedule(cfg, iters_per_epoch):
 
 
 def markdown_table():
-    """The README's list of checked keys (README: Checked values), from RULES."""
+    """The list of checked keys in docs/config_keys.md, from RULES."""
     lines = ["| key | allowed |", "|---|---|"]
     lines += [f"| `{rule.key}` | {rule.allowed} |" for rule in RULES]
     return "\n".join(lines)

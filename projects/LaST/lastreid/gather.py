@@ -7,8 +7,7 @@ fastreid's `comm.gather` pickles its whole argument on the sender and receives e
 bytes, a copy of them and the unpickled objects on the receiver: gathering the 6.7 GB of
 PCB's LaST test features at once would hold several copies of them. `gather_rows` sends
 at most CHUNK_MB per process per round and writes each piece into place, so the main
-process holds the features once plus a few chunks (README: Exact evaluation in bounded
-memory)."""
+process holds the features once plus a few chunks (docs/evaluation.md)."""
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """Reading re-id images so that a bad file is named: `ReidImageDataset` (fastreid's
 `CommDataset`) raises one `BadImageError` naming the file, also across DataLoader workers, or
 with `DATALOADER.SKIP_BAD_IMAGES` replaces a bad training image by one of the same person
-(test images are screened up front by `drop_unreadable`). README: Resuming and failures.
+(test images are screened up front by `drop_unreadable`). docs/training.md: Errors.
 """
 
 import logging

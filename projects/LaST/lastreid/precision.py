@@ -1,4 +1,4 @@
-"""The precision path of a run (README: CPU fast path): channels-last weights and batches,
+"""The precision path of a run (docs/performance.md): channels-last weights and batches,
 bfloat16 autocast for CPU training, float32 evaluation unless MODEL.CPU_BF16 is "on" (then a
 frozen, BatchNorm-folded bf16 copy, `for_inference`), and fast-reid's fp16 AMP on CUDA
 through `torch.amp`. `resolve` decides the path from the config and says why in one line;

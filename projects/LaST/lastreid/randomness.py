@@ -1,5 +1,5 @@
 """Random streams that survive a kill: a resumed run draws exactly what the uninterrupted run
-would have drawn (README: Resuming and failures).
+would have drawn (docs/training.md: Resuming).
 
 - Each process seeds Python, NumPy and torch with SEED + rank (`process_seed`), as detectron2
   does; fastreid's identity sampler keeps one stream shared by all processes.

@@ -1,4 +1,4 @@
-"""Resuming a killed run without losing or repeating work (README: Resuming and failures).
+"""Resuming a killed run without losing or repeating work (docs/training.md: Resuming).
 
 `ResumableCheckpointer` keeps the best metric across resumes, so `model_best.pth` is only
 replaced by a better one, and repairs a kill between a checkpoint and its copy to

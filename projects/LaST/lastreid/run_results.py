@@ -1,6 +1,6 @@
 """A run's saved numbers, `OUTPUT_DIR/results.json`, and the recipe hash that says which
-config made them (README: Results). Every table (transfer, benchmark) and plot reads a run's
-numbers from here, never from its log.
+config made them (docs/training.md: What a run writes). Every table (transfer, benchmark)
+and plot reads a run's numbers from here, never from its log.
 
     {"config_sha256": "<merged config>",
      "iterations_per_epoch": 22,

@@ -1,4 +1,4 @@
-"""The LaST baselines compared (README: Baselines on LaST): `tools/benchmark.py` is the
+"""The LaST baselines compared (docs/baselines.md): `tools/benchmark.py` is the
 command line. `runner` trains each method and measures its --eval-only run, `report` writes
 the table, `measure.py` is the measuring wrapper of those runs."""
 

@@ -1,6 +1,6 @@
 """Checkpoints: weights-only loading (`loading`), the public LaST code's and torchvision's
-layouts (`layouts`), and the atomic, reporting `Checkpointer` (`checkpointer`). The README
-section "Resuming and failures" describes the guarantees."""
+layouts (`layouts`), and the atomic, reporting `Checkpointer` (`checkpointer`). docs/training.md
+(Resuming) describes the guarantees."""
 
 from .checkpointer import (
     CLASSIFIER_NOT_LOADED,

@@ -1,7 +1,7 @@
 """Query x gallery distances one block of queries at a time, never the full matrix: cosine
 or euclidean with the same torch operations as `fastreid.utils.compute_dist`, in float32.
 Queries and gallery chunks are normalised into reused buffers, so the caller's features are
-never modified or copied whole (README: Exact evaluation in bounded memory)."""
+never modified or copied whole (docs/evaluation.md)."""
 
 import copy
 

@@ -2,7 +2,7 @@
 extractor, `--eval-only` and the transfer runner get a model from.
 
 Importing this package registers the paper's other LaST baselines in fastreid's registries
-(README: Baselines on LaST): the meta-architectures `PartBaseline` and `PaperMGN`
+(docs/baselines.md): the meta-architectures `PartBaseline` and `PaperMGN`
 (`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`);
 `parts` holds what they share."""
 

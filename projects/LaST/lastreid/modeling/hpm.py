@@ -37,9 +37,6 @@ class HPMHead(nn.Module):
 
     @configurable
     def __init__(self, *, feat_dim, num_classes, bins=(1, 2, 4, 8), reduction_dim=256):
-        """
-        NOTE: this interface is experimental.
-        """
         super().__init__()
         self.bins = tuple(int(n) for n in bins)
         self.part_names = _bin_names(self.bins)

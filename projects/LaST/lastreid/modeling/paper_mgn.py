@@ -1,7 +1,7 @@
 """The paper's MGN (Wang et al., "Multiple Granularities Network", ACM MM 2018) as its code
 trains it on LaST (`modeling/mgn.py`, `last_train_mgn.py` of github shuxjweb/last):
 `PaperMGN`, a `PartBaseline` whose head is the three branches. fastreid's own registered
-`MGN` is another model (README: Baselines on LaST).
+`MGN` is another model (docs/baselines.md).
 
 The ResNet is shared up to the first block of layer3. Three branches each own a copy of
 the rest of layer3 and of layer4: p1 with layer4 as built (stride MODEL.BACKBONE.LAST_STRIDE,

@@ -1,6 +1,6 @@
 """The pieces the part-based models (the paper's MGN, PCB and HPM) share: horizontal stripe
 pooling, the 1x1 Conv-BN-ReLU reduction of a pooled stripe, a row of identity classifiers,
-and the names their loss terms get (README: Baselines on LaST)."""
+and the names their loss terms get (docs/baselines.md)."""
 
 import torch
 from torch import nn

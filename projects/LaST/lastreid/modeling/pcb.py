@@ -33,9 +33,6 @@ class PCBHead(nn.Module):
 
     @configurable
     def __init__(self, *, feat_dim, num_classes, num_stripes=6, reduction_dim=256, dropout=0.5):
-        """
-        NOTE: this interface is experimental.
-        """
         super().__init__()
         self.num_stripes = int(num_stripes)
         self.dropout = nn.Dropout(p=dropout)

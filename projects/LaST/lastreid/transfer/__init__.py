@@ -1,6 +1,6 @@
 """The generalisation experiments: pre-trained models x {PRCC, Celeb-reID, Market-1501,
-DukeMTMC-reID} x {direct, fine-tuned}, under the clean and the seed protocol, and the
-joint-training comparison on Market-1501 (README: Generalisation). `tools/transfer_matrix.py`
+DukeMTMC-reID} x {direct, fine-tuned}, under the clean and the paper protocol, and the
+joint-training comparison on Market-1501 (docs/generalisation.md). `tools/transfer_matrix.py`
 and `tools/joint_table.py` are the command lines. The rows come from `sources`, each cell's
 numbers from `results`, `runner` runs the cells, `report` writes the table, `joint` runs
 and reports the joint trainings."""
@@ -24,7 +24,7 @@ from .report import (
     write_chart,
 )
 from .results import best_epoch
-from .runner import SEED_FINETUNE_OPTS, SEED_OPTS, SOURCE_FILE, Cell, TransferMatrix
+from .runner import PAPER_FINETUNE_OPTS, PAPER_OPTS, SOURCE_FILE, Cell, TransferMatrix
 from .sources import (
     CONFIGS,
     IMAGENET,
@@ -61,8 +61,8 @@ __all__ = [
     "RANDOM_INIT",
     "ROW_ORDER",
     "STALE_CHOICES",
-    "SEED_FINETUNE_OPTS",
-    "SEED_OPTS",
+    "PAPER_FINETUNE_OPTS",
+    "PAPER_OPTS",
     "SETTINGS",
     "SOURCE_CELL",
     "SOURCE_FILE",

@@ -21,7 +21,7 @@ from .process import REPO, run_logged, training_status
 from .recipes import recipe_sha256, settle
 from .report import CONFIG_DIGITS, PROTOCOL_CHOICES
 from .results import best_epoch, finished_training
-from .runner import SEED_FINETUNE_OPTS, SEED_OPTS
+from .runner import PAPER_FINETUNE_OPTS, PAPER_OPTS
 from .sources import slugify
 from .training import training_command
 
@@ -36,7 +36,7 @@ JOINT_RUNS = (
 )
 NOTES = {
     "clean": "protocol clean: the evaluation after the last epoch",
-    "seed": "protocol seed: the epoch with the best (Rank-1 + mAP) / 2 on the test split "
+    "paper": "protocol paper: the epoch with the best (Rank-1 + mAP) / 2 on the test split "
     "(in brackets), bilinear resize, as the public LaST code",
     "both": "protocol both: clean (last epoch); seed (best (Rank-1 + mAP) / 2 epoch on the "
     "test split, in brackets; bilinear resize)",
@@ -58,7 +58,7 @@ class JointRun:
 
     @property
     def title(self):
-        return self.name + (" | seed" if self.protocol == "seed" else "")
+        return self.name + (" | paper" if self.protocol == "paper" else "")
 
 
 @dataclass
@@ -88,7 +88,7 @@ class JointComparison:
         ]
 
     def run_dir(self, run):
-        suffix = "-seed" if run.protocol == "seed" else ""
+        suffix = "-paper" if run.protocol == "paper" else ""
         return os.path.join(self.output, "runs", slugify(run.name) + suffix)
 
     def recipe(self, run):
@@ -96,7 +96,7 @@ class JointComparison:
         config = run.config if os.path.isabs(run.config) else os.path.join(REPO, run.config)
         opts = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
         opts += list(self.opts)
-        opts += SEED_OPTS + SEED_FINETUNE_OPTS if run.protocol == "seed" else []
+        opts += PAPER_OPTS + PAPER_FINETUNE_OPTS if run.protocol == "paper" else []
         return config, opts + ["OUTPUT_DIR", self.run_dir(run)]
 
     def stale_runs(self):
@@ -175,10 +175,10 @@ class JointComparison:
 
     def numbers(self, run):
         """A finished run's numbers on TARGET, or None: the evaluation after its last epoch
-        (results.json), or under the seed protocol the best epoch of its history."""
+        (results.json), or under the paper protocol the best epoch of its history."""
         out = self.run_dir(run)
         results = read_run_results(out)
-        if run.protocol == "seed":
+        if run.protocol == "paper":
             selection = best_epoch(out, TARGET)
             if selection is None:
                 return None
@@ -191,7 +191,7 @@ class JointComparison:
         return {
             "metrics": metrics,
             "epoch": epoch,
-            "best_epoch": epoch if run.protocol == "seed" else None,
+            "best_epoch": epoch if run.protocol == "paper" else None,
             "classes": _trained_classes(out),
             "iterations_per_epoch": results.get("iterations_per_epoch"),
             "config_sha256": run_config_sha256(out),
@@ -238,7 +238,7 @@ def _text(run):
 
 def format_joint_markdown(runs, protocol="clean"):
     """One line per training set: its classes, iterations per epoch and Market-1501 Rank-1 /
-    mAP ("clean; seed" under protocol both)."""
+    mAP ("clean; paper" under protocol both)."""
     lines = [
         "{} test, Rank-1 / mAP (%); {}".format(TARGET, NOTES[protocol]),
         "",
@@ -263,9 +263,9 @@ def format_joint_markdown(runs, protocol="clean"):
 def format_joint_csv(runs, protocol="clean"):
     """`training set`, `classes`, `iterations per epoch`, then per protocol `R1`, `mAP`,
     `epoch` and `config` (the first CONFIG_DIGITS of the run's recipe hash; under "both"
-    the seed columns are prefixed `seed `), and `protocol`."""
+    the paper columns are prefixed `paper `), and `protocol`."""
     protocols = PROTOCOL_CHOICES[protocol]
-    prefixes = {p: "seed " if protocol == "both" and p == "seed" else "" for p in protocols}
+    prefixes = {p: "paper " if protocol == "both" and p == "paper" else "" for p in protocols}
     keys = (("R1", "Rank-1"), ("mAP", "mAP"), ("epoch", "epoch"), ("config", "config_sha256"))
     header = ["training set", "classes", "iterations per epoch"]
     header += [prefixes[p] + title for p in protocols for title, _ in keys] + ["protocol"]

@@ -1,16 +1,46 @@
-"""Running one train_net subprocess for the transfer runner: its output to a file, a
-progress line now and then from its log, and the tail of that log when it fails."""
+"""Running one train_net subprocess for the table tools (transfer, joint, benchmark): its
+output to a file, a progress line now and then from its log, and the tail of that log when
+it fails; and the command-line options those tools share."""
 
+import argparse
 import os
 import subprocess
 import time
 
-__all__ = ["REPO", "TRAIN_NET", "run_logged", "training_status", "log_tail"]
+__all__ = [
+    "REPO",
+    "TRAIN_NET",
+    "add_run_options",
+    "log_tail",
+    "parse_run_args",
+    "run_logged",
+    "training_status",
+]
 
 REPO = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 )
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")  # every cell and source run
+
+
+def add_run_options(parser):
+    """The options every table tool passes on to its train_net.py runs: --num-gpus,
+    --verbose and the trailing KEY VALUE overrides (last: they take the rest)."""
+    parser.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the runs' output instead of logging it"
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+
+
+def parse_run_args(parser, argv):
+    """parser.parse_args(argv), the overrides after an optional "--" and in KEY VALUE pairs."""
+    args = parser.parse_args(argv)
+    if args.opts[:1] == ["--"]:
+        args.opts = args.opts[1:]
+    if len(args.opts) % 2:
+        parser.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    return args
 
 
 def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):

@@ -38,11 +38,11 @@ SETTING_NAMES = {"direct": "direct", "finetune": "fine-tuned"}
 
 # How a cell is measured. clean: the evaluation after the last epoch. seed: as the public
 # LaST code (engine/trainer.py) did: every epoch on the test split, best (R1 + mAP) / 2.
-PROTOCOLS = ("clean", "seed")
-PROTOCOL_CHOICES = {"clean": ("clean",), "seed": ("seed",), "both": ("clean", "seed")}
+PROTOCOLS = ("clean", "paper")
+PROTOCOL_CHOICES = {"clean": ("clean",), "paper": ("paper",), "both": ("clean", "paper")}
 PROTOCOL_NOTES = {
     "clean": "protocol clean: fine-tuned cells report the evaluation after the last epoch",
-    "seed": "protocol seed: fine-tuned cells report the epoch with the best (Rank-1 + mAP) / 2 "
+    "paper": "protocol paper: fine-tuned cells report the epoch with the best (Rank-1 + mAP) / 2 "
     "on the test split (epoch in brackets), bilinear resize, as the public LaST code",
     "both": "protocol both: clean (last epoch); seed (best (Rank-1 + mAP) / 2 epoch on the "
     "test split, in brackets; bilinear resize)",
@@ -106,7 +106,7 @@ class Cell:
             self.source.name,
             SHORT_NAMES.get(self.dataset, self.dataset),
             SETTING_NAMES[self.setting],
-            " | seed" if self.protocol == "seed" else "",
+            " | paper" if self.protocol == "paper" else "",
         )
 
     @property
@@ -115,9 +115,9 @@ class Cell:
         return self.dataset in getattr(self.source, "trained_on", ())
 
     @property
-    def seed_selection(self):
+    def paper_selection(self):
         """True for the cells that pick their best epoch on the test split."""
-        return self.protocol == "seed" and self.setting == "finetune"
+        return self.protocol == "paper" and self.setting == "finetune"
 
     def metric(self, key):
         if not self.result:
@@ -169,7 +169,7 @@ def _text(cell):
 
 def format_markdown(rows, cols, grid, protocol="clean"):
     """The paper's table shape: one row per source, "R1 / mAP" per column, "-" if missing;
-    seed fine-tuned cells add their epoch, "both" shows "clean; seed". A row named like one
+    paper fine-tuned cells add their epoch, "both" shows "clean; paper". A row named like one
     of the paper's (PUBLISHED) is followed by the paper's numbers where it has some for
     these columns. The first line says which protocol made it."""
     lines = [
@@ -196,7 +196,7 @@ def format_markdown(rows, cols, grid, protocol="clean"):
 
 def format_csv(rows, cols, grid, protocol="clean"):
     """One row per source; per column `<title> R1` and `<title> mAP` (empty if missing,
-    "source" on the row's own training data), seed fine-tuned cells also `<title> epoch`,
+    "source" on the row's own training data), paper fine-tuned cells also `<title> epoch`,
     then `<title> config` (the first
     CONFIG_DIGITS of the hash of the merged config the cell ran with); under "both" the
     seed columns are named `<title> seed ...`; single-shot columns for the cells that
@@ -204,15 +204,15 @@ def format_csv(rows, cols, grid, protocol="clean"):
     protocols = PROTOCOL_CHOICES[protocol]
     groups = []  # (header, cell lookup, key)
     for p in protocols:
-        prefix = " seed" if protocol == "both" and p == "seed" else ""
+        prefix = " paper" if protocol == "both" and p == "paper" else ""
         for d, s in cols:
             title = column_title(d, s) + prefix
             groups += [(title + " R1", (d, s, p), "Rank-1"), (title + " mAP", (d, s, p), "mAP")]
-            if p == "seed" and s == "finetune":
+            if p == "paper" and s == "finetune":
                 groups.append((title + " epoch", (d, s, p), "best_epoch"))
             groups.append((title + " config", (d, s, p), "config_sha256"))
     for p in protocols:
-        prefix = " seed" if protocol == "both" and p == "seed" else ""
+        prefix = " paper" if protocol == "both" and p == "paper" else ""
         for d, s in cols:
             found = [_lookup(grid, n, d, s, p) for n in rows]
             if any(c is not None and c.metric("SS-Rank-1") is not None for c in found):
@@ -245,8 +245,8 @@ def format_csv(rows, cols, grid, protocol="clean"):
 
 def write_chart(rows, cols, grid, path, protocol="clean"):
     """Grouped bars, one colour per source, for Rank-1 and mAP (CHART_SIZE pixels), of the
-    seed numbers under protocol seed, else of the clean ones."""
-    shown = "seed" if protocol == "seed" else "clean"
+    paper numbers under protocol paper, else of the clean ones."""
+    shown = "paper" if protocol == "paper" else "clean"
     import matplotlib  # here: its start-up is paid only when a chart is drawn
 
     matplotlib.use("Agg")

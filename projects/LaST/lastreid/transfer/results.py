@@ -26,8 +26,8 @@ def finished_training(out):
 
 
 def best_epoch(run_dir, dataset):
-    """The seed's selection from a run's per-epoch evaluations (metrics.json): the epoch
-    with the best (Rank-1 + mAP) / 2, the later one on a tie (the seed keeps on `>=`).
+    """The paper's selection from a run's per-epoch evaluations (metrics.json): the epoch
+    with the best (Rank-1 + mAP) / 2, the later one on a tie (the paper's code keeps on `>=`).
 
     Returns {"best_epoch" (1-based), "metrics" (that epoch's), "last" (the last epoch's),
     "history": [{"epoch", "Rank-1", "mAP"}, ...]}, or None unless every epoch

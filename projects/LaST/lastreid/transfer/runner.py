@@ -4,7 +4,7 @@ resumably, and writes the table. A cell on a dataset its row was trained on is n
 
 A subprocess per cell: a cell takes minutes (hours at full scale) against seconds of
 start-up, and gets a fresh fastreid state, `--num-gpus`, fast-reid's own `--resume`, and a
-failure (or an out-of-memory kill) confined to itself. README: Generalisation.
+failure (or an out-of-memory kill) confined to itself. docs/generalisation.md.
 """
 
 import json
@@ -34,22 +34,22 @@ from .results import best_epoch, finished_training, read_json
 from .sources import Source, model_overrides, weights_signature, write_random_init
 from .training import train_sources
 
-__all__ = ["TransferMatrix", "SEED_OPTS", "SEED_FINETUNE_OPTS"]
+__all__ = ["TransferMatrix", "PAPER_OPTS", "PAPER_FINETUNE_OPTS"]
 
 SOURCE_FILE = "source.json"  # which checkpoint version a cell's run started from
 
-# The seed details a config can express, for every seed cell: bilinear resize (train and
+# The paper's details a config can express, for every paper cell: bilinear resize (train and
 # test), fp32 throughout (no AMP, no bf16), random erasing filled with (0.485, 0.456, 0.406)
 # *after* normalisation, i.e. mean + value * std in the 0..255 input scale.
 # fmt: off
-SEED_OPTS = [
+PAPER_OPTS = [
     "INPUT.INTERPOLATION", "bilinear",
     "SOLVER.AMP.ENABLED", "False",
     "MODEL.CPU_BF16", "off",
     "INPUT.REA.VALUE", "[151.997, 142.327, 126.824]",
 ]
 # fmt: on
-SEED_FINETUNE_OPTS = ["TEST.EVAL_PERIOD", "1"]  # the test split after every epoch
+PAPER_FINETUNE_OPTS = ["TEST.EVAL_PERIOD", "1"]  # the test split after every epoch
 
 
 @dataclass
@@ -93,40 +93,40 @@ class TransferMatrix:
         return path if os.path.isabs(path) else os.path.join(REPO, path)
 
     def cell_dir(self, cell):
-        seed = "-seed" if cell.protocol == "seed" else ""
+        suffix = "-paper" if cell.protocol == "paper" else ""
         return os.path.join(
             self.output,
             "runs",
             cell.source.slug,
-            "{}-{}{}".format(cell.dataset, cell.setting, seed),
+            "{}-{}{}".format(cell.dataset, cell.setting, suffix),
         )
 
     def result_path(self, cell):
-        seed = "__seed" if cell.protocol == "seed" else ""
+        suffix = "__paper" if cell.protocol == "paper" else ""
         return os.path.join(
             self.output,
             "results",
-            "{}__{}__{}{}.json".format(cell.source.slug, cell.dataset, cell.setting, seed),
+            "{}__{}__{}{}.json".format(cell.source.slug, cell.dataset, cell.setting, suffix),
         )
 
     def source_dir(self, source):
         return os.path.join(self.output, "sources", source.slug + source.run_suffix)
 
     def model_source(self, cell):
-        """The Source whose model a cell starts from: the row's, or under the seed protocol
+        """The Source whose model a cell starts from: the row's, or under the paper protocol
         the row's other selection where the paper's code has one (`Source.paper`)."""
-        paper = cell.source.paper if cell.protocol == "seed" else None
+        paper = cell.source.paper if cell.protocol == "paper" else None
         return paper or cell.source
 
     def trained_runs(self):
         """The Sources this command trains: each trained row's run, and its paper-selection
-        run where the seed protocol needs it (the row's own run only where a protocol
+        run where the paper protocol needs it (the row's own run only where a protocol
         uses it)."""
         runs = []
         for source in (s for s in self.sources if s.train):
             if source.paper is None or "clean" in self.protocols:
                 runs.append(source)
-            if source.paper is not None and "seed" in self.protocols:
+            if source.paper is not None and "paper" in self.protocols:
                 runs.append(source.paper)
         return runs
 
@@ -140,10 +140,10 @@ class TransferMatrix:
 
     def cell_opts(self, cell):
         """The overrides of a cell's run: ours, then the protocol's (which win)."""
-        if cell.protocol != "seed":
+        if cell.protocol != "paper":
             return list(self.opts)
-        per_epoch = SEED_FINETUNE_OPTS if cell.setting == "finetune" else []
-        return list(self.opts) + SEED_OPTS + per_epoch
+        per_epoch = PAPER_FINETUNE_OPTS if cell.setting == "finetune" else []
+        return list(self.opts) + PAPER_OPTS + per_epoch
 
     # running
 
@@ -219,7 +219,7 @@ class TransferMatrix:
         cmd, how = self.command(cell)
         t0 = time.time()
         selection, code = None, 0
-        if cell.seed_selection and finished_training(out):
+        if cell.paper_selection and finished_training(out):
             selection = best_epoch(out, cell.dataset)  # the history is all it needs
         if selection is None:
             self.log(
@@ -232,10 +232,10 @@ class TransferMatrix:
                 os.path.join(out, "stdout.txt"),
                 heartbeat=lambda s: self._heartbeat(counter, cell, out, s),
             )
-            if code == 0 and cell.seed_selection:
+            if code == 0 and cell.paper_selection:
                 selection = best_epoch(out, cell.dataset)
         seconds = time.time() - t0
-        if cell.seed_selection:
+        if cell.paper_selection:
             metrics = selection["metrics"] if selection else None
         else:
             metrics = dataset_metrics(read_run_results(out), cell.dataset) if code == 0 else None
@@ -244,7 +244,7 @@ class TransferMatrix:
                 "exit code {}".format(code)
                 if code
                 else "no complete per-epoch history in metrics.json"
-                if cell.seed_selection
+                if cell.paper_selection
                 else "no {} written".format(RESULTS_FILE)
             )
             self.log(

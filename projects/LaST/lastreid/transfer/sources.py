@@ -77,7 +77,7 @@ MODEL_KEYS = (
     "INPUT.SIZE_TRAIN",
     "INPUT.SIZE_TEST",
 )
-# Trained sources whose model the paper's code selects elsewhere: under the seed protocol
+# Trained sources whose model the paper's code selects elsewhere: under the paper protocol
 # their row is a run of its own with these overrides (last_cloth_train_base_imagenet.py
 # keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
 # the newest periodic checkpoint is kept, model_best.pth being a copy).
@@ -92,7 +92,7 @@ PAPER_SELECTION = {
     ],
 }
 # fmt: on
-PAPER_RUN_SUFFIX = "-seed"  # sources/<name>-seed/: the run of PAPER_SELECTION
+PAPER_RUN_SUFFIX = "-paper"  # sources/<name>-paper/: the run of PAPER_SELECTION
 
 CONFIGS = {
     "reference": {
@@ -123,7 +123,7 @@ class Source:
     train: Optional[str] = None
     error: str = ""
     trained_on: tuple = ()  # datasets the model was trained on (those cells: "source")
-    # A trained source's model under the seed protocol when the paper's code selects it
+    # A trained source's model under the paper protocol when the paper's code selects it
     # elsewhere (PAPER_SELECTION): a Source of its own run, else None (the same model).
     paper: Optional["Source"] = None
     train_opts: list = field(default_factory=list)  # its run's own overrides
@@ -149,7 +149,7 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
     file itself, when given), then each of `names` trained with its recipe, its model the
     file the recipe keeps under `<output>/sources/<name>/` (written by
     TransferMatrix.train_sources); the paper's other selection, where it has one, under
-    `<output>/sources/<name>-seed/` (`Source.paper`)."""
+    `<output>/sources/<name>-paper/` (`Source.paper`)."""
     unknown = [n for n in names if n not in SOURCE_RECIPES]
     if unknown:
         raise InputError(

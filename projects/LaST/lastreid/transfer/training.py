@@ -1,5 +1,5 @@
 """Training the rows of `--train`: a resumable run of each source's recipe under
-`<output>/sources/<name>/` (and `<name>-seed/` for the paper's other selection, where it
+`<output>/sources/<name>/` (and `<name>-paper/` for the paper's other selection, where it
 has one), skipped once finished; a source that fails leaves its cells out."""
 
 import os
