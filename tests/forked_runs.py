@@ -8,7 +8,7 @@ child that runs the tool's own `__main__` (runpy, with sys.argv set) as `python 
 args...` would, its stdout and stderr going to files. A case is {"name", "argv": [tool.py,
 args...], "moment": a moment of tests/stop_at.py or null, "output": a folder or null}: the
 child stops there when it gets to the moment (and is then killed). RESULTS.json gets, per
-name, {"status": the exit status or "reached <moment>", "stderr": its stderr, "seconds", "output":
+name, {"status": the exit status or "reached <moment>", "stderr", "stdout", "seconds", "output":
 the files written under "output", a folder or file (null if it does not exist)}; it is
 removed afterwards (checkpoints are large). One child at a time: a result never depends on another.
 """
@@ -85,8 +85,10 @@ def run_case(case, log_prefix):
     status = line or os.waitstatus_to_exitcode(wait_status)
     with open(log_prefix + ".err", errors="replace") as f:
         stderr = f.read()
+    with open(log_prefix + ".out", errors="replace") as f:
+        stdout = f.read()
     output = case.get("output")
-    result = {"status": status, "stderr": stderr, "output": _files(output)}
+    result = {"status": status, "stderr": stderr, "stdout": stdout, "output": _files(output)}
     result["seconds"] = round(time.perf_counter() - start, 2)  # for the record, never asserted
     if output and os.path.isdir(output):
         shutil.rmtree(output)

@@ -6,7 +6,7 @@ training sets too small for a batch (one line before any step, naming the keys a
 largest batch that works), the other tools that take KEY VALUE overrides. Each case is a
 process of its own, forked from one that imported torch and fastreid once
 (tests/forked_runs.py). Then the sets and boundaries the checks use, each against fastreid's
-or torch's own behaviour, and the README's list of checked keys against the table.
+or torch's own behaviour, and docs/config_keys.md's list of checked keys against the table.
 """
 
 import ast
@@ -52,6 +52,8 @@ BAD = {
     "MODEL.HEADS.POOL_LAYER": (["AvgPool"], "GlobalAvgPool"),
     "MODEL.HEADS.CLS_LAYER": (["Softmax"], "Linear, ArcSoftmax"),
     "MODEL.HEADS.NECK_FEAT": (["middle"], "before, after"),
+    "MODEL.HEADS.SCALE": (["0", "-64"], "a number > 0"),
+    "MODEL.HEADS.MARGIN": (["-0.35"], "a number >= 0"),
     "MODEL.HEADS.NUM_CLASSES": (["-5"], "an integer >= 0"),
     "MODEL.HEADS.EMBEDDING_DIM": (["-1"], "an integer >= 0"),
     "MODEL.LOSSES.NAME": (['("TripletLos",)', "()"], "CrossEntropyLoss, TripletLoss"),
@@ -553,16 +555,17 @@ def test_largest_batch_is_the_largest_that_works(sampler):
                     launch.check_training_set(cfg, images, ids, ("X",), world)
 
 
-# The README's list ------------------------------------------------------------------------
+# The manual's list ------------------------------------------------------------------------
 
 
-def test_readme_lists_exactly_the_checked_keys():
-    with open(os.path.join(REPO, "README.md")) as f:
+def test_the_manual_lists_exactly_the_checked_keys():
+    with open(os.path.join(REPO, "docs", "config_keys.md")) as f:
         text = f.read()
     section = text.split("\n## Checked config values\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([A-Z0-9_.]+)` \| (.*) \|$", section, flags=re.M)
     expected = [(rule.key, rule.allowed) for rule in RULES]
-    assert rows == expected, "README table from RULES:\n" + config_checks.markdown_table()
+    table = config_checks.markdown_table()
+    assert rows == expected, "docs/config_keys.md table from RULES:\n" + table
 
 
 def test_a_message_names_the_key_the_value_and_what_is_allowed():
