@@ -1,3 +1,5 @@
+import importlib.util
+import os
 import shutil
 
 import lastreid  # noqa: F401  (patches fastreid before any test imports it)
@@ -5,6 +7,18 @@ from lastreid.datasets import synthetic
 
 import pytest
 import torch
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+
+def load_tool(name):
+    """tools/<name>.py as a module, to call its main(argv) in the test's process (the tools
+    are scripts, not a package)."""
+    path = os.path.join(TOOLS, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class ModuleTemp:
@@ -38,6 +52,23 @@ def synthetic_root(tmp_path_factory):
     what the generator wrote."""
     root = tmp_path_factory.mktemp("datasets")
     synthetic.write_all(str(root), preset="tiny", seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def all_datasets_root(tmp_path_factory):
+    """Tiny synthetic trees of all six datasets, 8 training images per person (5 training
+    iterations of 8 images on Market / Duke / PRCC), 5 test persons; written once."""
+    root = tmp_path_factory.mktemp("datasets_all")
+    synthetic.write_all(
+        str(root),
+        preset="tiny",
+        seed=0,
+        datasets=synthetic.ALL_DATASETS,
+        test_ids=5,
+        images_per_camera=3,
+        train_images=8,
+    )
     return root
 
 

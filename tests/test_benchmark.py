@@ -7,7 +7,6 @@ run again: the table it writes holds each run's own saved numbers. Plus fast-rei
 through train_net.py, and the tool's one-line refusal of a run of another recipe."""
 
 import csv
-import importlib.util
 import os
 import select
 import signal
@@ -22,6 +21,7 @@ from lastreid.startup import build_cfg
 
 import pytest
 import torch
+from conftest import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_AT = os.path.join(REPO, "tests", "stop_at.py")
@@ -51,13 +51,6 @@ OPTS = [
 # fmt: on
 # R18: BoT / AGW / SBS 512, MGN 8 x 256, PCB 6 x 512, HPM 15 x 256
 DIMS = {"bagtricks": 512, "mgn": 2048, "pcb": 3072, "hpm": 3840, "agw": 512, "sbs": 512}
-
-
-def benchmark_tool():
-    spec = importlib.util.spec_from_file_location("tools_benchmark", f"{REPO}/tools/benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def killing_run_logged(target, moment, real):
@@ -96,7 +89,7 @@ def bench(default_root, module_tmp):
     os.environ["FASTREID_DATASETS"] = str(default_root)
     out = str(module_tmp.mktemp("benchmark"))
     argv = ["--output", out, "--heartbeat", "600"] + OPTS
-    tool = benchmark_tool()
+    tool = load_tool("benchmark")
     real = runner.run_logged
     runner.run_logged = killing_run_logged(os.path.join(out, "runs", INTERRUPTED), "step:30", real)
     try:
@@ -192,7 +185,7 @@ def test_a_run_of_another_recipe_stops_the_command(bench, tmp_path):
     os.symlink(run_dir(bench, "hpm"), out / "runs" / "hpm")
     argv = ["--methods", "hpm", "--output", str(out)] + OPTS + ["SOLVER.MAX_EPOCH", "3"]
     with pytest.raises(InputError) as stopped:
-        benchmark_tool().main(argv)
+        load_tool("benchmark").main(argv)
     message = str(stopped.value)
     assert message == one_line(message)
     assert str(out / "runs" / "hpm") in message and "another recipe" in message
@@ -241,13 +234,11 @@ def test_a_part_model_run_is_a_transfer_row(bench, tmp_path, capsys):
     from lastreid.checkpoint import CLASSIFIER_NOT_LOADED
     from lastreid.modeling import feature_dim
 
-    spec = importlib.util.spec_from_file_location("tm", f"{REPO}/tools/transfer_matrix.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("transfer_matrix")
     output = tmp_path / "table"
     source = os.path.join(run_dir(bench, "pcb"), "model_best.pth")
     argv = ["--source", f"pcb={source}", "--datasets", "PRCC", "--output", str(output)]
-    argv += ["--no-print-table"] + OPTS + ["SOLVER.MAX_EPOCH", "1"]
+    argv += ["--no-print-table"] + OPTS + ["SOLVER.MAX_EPOCH", "1", "SOLVER.DELAY_EPOCHS", "0"]
     assert tool.main(argv) == 0
     assert capsys.readouterr().out.count(": done in ") == 2
     for setting in transfer.SETTINGS:
@@ -255,7 +246,8 @@ def test_a_part_model_run_is_a_transfer_row(bench, tmp_path, capsys):
         cfg = build_cfg(str(run / "config.yaml"), [])
         assert (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.HEADS.NAME) == ("PartBaseline", "PCBHead")
         assert feature_dim(cfg) == DIMS["pcb"]
-        report = [line for line in (run / "log.txt").read_text().splitlines() if "Loaded " in line]
+        log = (run / "log.txt").read_text().splitlines()
+        report = [line for line in log if " model keys from " in line]
         loaded, total = report[0].split("Loaded ")[1].split(" ")[0].split("/")
         if setting == "direct":
             assert loaded == total and "missing" not in report[0], report[0]

@@ -4,7 +4,6 @@ joint training on Market-1501 (configs/Market1501/joint_*.yml, tools/joint_table
 tiny synthetic trees."""
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from lastreid.startup import build_cfg
 import pytest
 import torch
 import yaml
+from conftest import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -38,30 +38,9 @@ JOINT = {
 SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCH", "1", "SOLVER.STEPS", "[]"]
 
 
-def tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f"tools_{name}", os.path.join(REPO, "tools", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def trees(module_tmp):
-    """Tiny synthetic trees of all six datasets: 8 training images per person (5 training
-    iterations of 8 images on Market / Duke / PRCC), 5 test persons."""
-    root = module_tmp.mktemp("datasets_all")
-    synthetic.write_all(
-        str(root),
-        preset="tiny",
-        seed=0,
-        datasets=synthetic.ALL_DATASETS,
-        test_ids=5,
-        images_per_camera=3,
-        train_images=8,
-    )
-    return root
+def trees(all_datasets_root):
+    return all_datasets_root
 
 
 def _train_names(root, folder):
@@ -84,7 +63,7 @@ def _train_run(config, opts, out):
     """tools/train_net.py's main in this process (results.json included)."""
     args = Namespace(config_file=config, opts=opts + ["OUTPUT_DIR", str(out)], eval_only=False)
     args.resume = False
-    tool("train_net").main(args)
+    load_tool("train_net").main(args)
     return out
 
 
@@ -192,7 +171,7 @@ def test_matrix_on_short_term_targets_skips_the_rows_own_dataset(
     argv = ["--random-init", "--source", "joint={}".format(joint_run / "model_final.pth")]
     argv += ["--datasets", "Market1501", "DukeMTMC", "PRCC", "--output", str(output)]
     argv += ["--no-print-table", *fast_cpu_opts, *SMALL_OPTS]
-    assert tool("transfer_matrix").main(argv) == 0
+    assert load_tool("transfer_matrix").main(argv) == 0
     out = capsys.readouterr().out
     assert out.count(": done in ") == 10 and out.count("shown as source, not run") == 2, out
     table = (output / "transfer_table.md").read_text().splitlines()
@@ -330,7 +309,7 @@ def _fake_training(metrics_by_epoch, classes):
 
 
 def test_joint_table_trains_each_run_once_and_reads_its_numbers(tmp_path, monkeypatch, capsys):
-    joint = tool("joint_table")
+    joint = load_tool("joint_table")
     history = [(10.0, 5.0), (30.0, 20.0), (20.0, 15.0)]  # the paper protocol picks epoch 2
     spawned = []
 

@@ -28,20 +28,8 @@ SMALL_OPTS = ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.STEPS", "[]"]
 
 
 @pytest.fixture(scope="module")
-def source_root(module_tmp):
-    """Tiny synthetic trees of all six datasets, 8 training images per person (5 training
-    iterations of 8 images), 5 test persons."""
-    root = module_tmp.mktemp("datasets_sources")
-    synthetic.write_all(
-        str(root),
-        preset="tiny",
-        seed=0,
-        datasets=synthetic.ALL_DATASETS,
-        test_ids=5,
-        images_per_camera=3,
-        train_images=8,
-    )
-    return root
+def source_root(all_datasets_root):
+    return all_datasets_root
 
 
 # Datasets ---------------------------------------------------------------------------------

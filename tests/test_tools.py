@@ -1,7 +1,6 @@
 """The command-line tools (tools/*.py) on CPU, each run in-process through its main():
 dataset check, feature export, ranked-list pictures + CMC curve, training curves, ONNX."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from lastreid.evaluation import rank_metrics
 import numpy as np
 import pytest
 import torch
+from conftest import load_tool
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,15 +30,6 @@ TOOLS = (
 )
 # Plain float32 on every CPU, so that features compare tightly with a direct forward pass.
 FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f"tools_{name}", os.path.join(REPO, "tools", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def png_size(path):
@@ -65,7 +56,7 @@ def val_features(weights, synthetic_root, module_tmp):
     """tools/extract_features.py on the tiny LaSTVal (flip on, as in the config)."""
     path, opts = weights
     out = str(module_tmp.mktemp("features") / "val.npz")
-    rc = tool("extract_features").main(
+    rc = load_tool("extract_features").main(
         [
             "--config-file",
             CONFIG,
@@ -87,7 +78,7 @@ def val_features(weights, synthetic_root, module_tmp):
 @pytest.mark.parametrize("name", TOOLS)
 def test_every_tool_has_help(name, capsys):
     with pytest.raises(SystemExit) as done:
-        tool(name).parse_args(["--help"])
+        load_tool(name).parse_args(["--help"])
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
 
@@ -165,7 +156,7 @@ def test_run_tool_keeps_the_traceback_of_any_other_error(capsys):
 
 
 def test_check_dataset_passes_a_good_tree(synthetic_root, capsys):
-    rc = tool("check_dataset").main(
+    rc = load_tool("check_dataset").main(
         [
             "--dataset",
             "LaST",
@@ -192,10 +183,10 @@ def every_tree(module_tmp):
 
 @pytest.mark.parametrize("name", list(CHECKABLE))
 def test_check_dataset_runs_on_every_name_it_offers(every_tree, name, capsys):
-    choices = tool("check_dataset").parse_args(["--dataset", name]).dataset
+    choices = load_tool("check_dataset").parse_args(["--dataset", name]).dataset
     assert choices == [name]  # offered by --dataset
     argv = ["--dataset", name, "--root", str(every_tree), "--quiet", "--strict", "--no-decode"]
-    rc = tool("check_dataset").main(argv)
+    rc = load_tool("check_dataset").main(argv)
     out = capsys.readouterr().out
     assert rc == 0 and "no problems" in out and "DIFFERS" not in out, out
     if name == "LaSTClothes":  # its classes, counted here from the file names
@@ -220,7 +211,7 @@ def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
         root / "last" / ".lastreid-synthetic.json"
     ).unlink()  # now compared with LaST's documented numbers
 
-    rc = tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--quiet"])
+    rc = load_tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 1
     for path in (bad_name, truncated, garbage):
@@ -228,9 +219,8 @@ def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
     assert "1 file name(s) that do not parse" in out and "2 image(s) that cannot be decoded" in out
     assert "71,248" in out and "DIFFERS" in out  # the documented train images, as data
     # Walking without decoding still finds the name.
-    assert (
-        tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--no-decode"]) == 1
-    )
+    checker = load_tool("check_dataset")
+    assert checker.main(["--dataset", "LaST", "--root", str(root), "--no-decode"]) == 1
     out = capsys.readouterr().out
     assert str(bad_name) in out and str(garbage) not in out
 
@@ -291,7 +281,7 @@ def test_extract_features_of_a_folder_parses_names(weights, synthetic_root, tmp_
     first.rename(crops / "someone.jpg")
     out = tmp_path / "crops.npz"
     assert (
-        tool("extract_features").main(
+        load_tool("extract_features").main(
             [
                 "--config-file",
                 CONFIG,
@@ -323,7 +313,7 @@ def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
     from lastreid.visualize import grid_size, rank_queries
 
     out = tmp_path / "vis"
-    rc = tool("visualize_ranks").main(
+    rc = load_tool("visualize_ranks").main(
         [
             "--features",
             val_features,
@@ -374,7 +364,7 @@ def test_visualize_ranks_from_a_model(weights, synthetic_root, tmp_path):
 
     path, opts = weights
     out = tmp_path / "vis"
-    rc = tool("visualize_ranks").main(
+    rc = load_tool("visualize_ranks").main(
         [
             "--config-file",
             CONFIG,
@@ -445,12 +435,11 @@ def test_plot_curves(tmp_path, prefixed, capsys):
 
     run = _fake_run(tmp_path / "run", prefixed=prefixed)
     assert iterations_per_epoch(str(run)) == 22
-    assert tool("plot_curves").main([str(run)]) == 0
+    assert load_tool("plot_curves").main([str(run)]) == 0
     assert png_size(run / "curves.png") == (1500, 420)
     out = tmp_path / "sub" / "c.png"
-    assert (
-        tool("plot_curves").main([str(run), "-o", str(out), "--x", "iteration", "--dpi", "50"]) == 0
-    )
+    plotter = load_tool("plot_curves")
+    assert plotter.main([str(run), "-o", str(out), "--x", "iteration", "--dpi", "50"]) == 0
     assert png_size(out) == (750, 210)
     assert "wrote" in capsys.readouterr().out
 
@@ -478,7 +467,7 @@ def test_plot_curves_marks_the_final_test_of_results_json(tmp_path, monkeypatch)
         return plot(self, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
-    assert tool("plot_curves").main([str(run)]) == 0
+    assert load_tool("plot_curves").main([str(run)]) == 0
     stars = [(list(a[0]), list(a[1]), label) for a, label in drawn if "final test" in label]
     assert stars == [([4.0], [55.0], "LaST Rank-1, model_best.pth (final test)")]
     assert any(label == "Rank-1" for _, label in drawn)  # the validation curve, over epochs
@@ -490,9 +479,9 @@ def test_plot_curves_without_config_uses_iterations(tmp_path):
     run = _fake_run(tmp_path / "run")
     (run / "config.yaml").unlink()
     assert iterations_per_epoch(str(run)) is None
-    assert tool("plot_curves").main([str(run), "-o", str(tmp_path / "c.png")]) == 0
+    assert load_tool("plot_curves").main([str(run), "-o", str(tmp_path / "c.png")]) == 0
     with pytest.raises(InputError, match="cannot work out the iterations per epoch"):
-        tool("plot_curves").main([str(run), "--x", "epoch"])  # run_tool: one line, exit 1
+        load_tool("plot_curves").main([str(run), "--x", "epoch"])  # run_tool: one line, exit 1
 
 
 # export_onnx -----------------------------------------------------------------------------
@@ -507,7 +496,7 @@ def test_export_onnx_matches_pytorch(weights, tmp_path, capsys):
 
     path, opts = weights
     out = tmp_path / "model.onnx"
-    rc = tool("export_onnx").main(
+    rc = load_tool("export_onnx").main(
         ["--config-file", CONFIG, "--weights", path, "-o", str(out), "--batch-sizes", "1,5"] + opts
     )
     text = capsys.readouterr().out
