@@ -226,7 +226,7 @@ def test_fastreid_mgn_trains_through_train_net_and_eval_only_agrees(synthetic_ro
         assert again[key] == pytest.approx(saved[key], abs=1e-6)
 
 
-def test_a_part_model_run_is_a_transfer_row(bench, tmp_path, capsys):
+def test_a_part_model_run_is_a_transfer_row(bench, default_root, tmp_path, monkeypatch, capsys):
     """The benchmark's PCB run as a row of the transfer table (--source): its direct and
     fine-tuned PRCC cells build PCB from the run's config.yaml, the direct cell loads every
     key of the checkpoint, and the fine-tune drops only the classifiers."""
@@ -234,6 +234,7 @@ def test_a_part_model_run_is_a_transfer_row(bench, tmp_path, capsys):
     from lastreid.checkpoint import CLASSIFIER_NOT_LOADED
     from lastreid.modeling import feature_dim
 
+    monkeypatch.setenv("FASTREID_DATASETS", str(default_root))  # the benchmark's data
     tool = load_tool("transfer_matrix")
     output = tmp_path / "table"
     source = os.path.join(run_dir(bench, "pcb"), "model_best.pth")

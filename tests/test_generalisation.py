@@ -233,7 +233,7 @@ def _matrix(tmp_path, protocol, names=("LaSTClothes",), datasets=("Market1501", 
     return matrix
 
 
-def test_clothes_row_is_selected_on_market_test_under_the_seed_protocol(tmp_path, monkeypatch):
+def test_clothes_row_is_selected_on_market_test_under_the_paper_protocol(tmp_path, monkeypatch):
     spawned = []
     matrix = _matrix(tmp_path, "both")
     monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
@@ -332,7 +332,7 @@ def test_joint_table_trains_each_run_once_and_reads_its_numbers(tmp_path, monkey
         f"| {name} | 7 | 3 | 20.0 / 15.0; 30.0 / 20.0 (ep 2) |" for name, _ in transfer.JOINT_RUNS
     ]
     rows = list(csv.DictReader((tmp_path / "joint_table.csv").read_text().splitlines()))
-    assert [r["seed epoch"] for r in rows] == ["2"] * 3 and rows[0]["epoch"] == "3"
+    assert [r["paper epoch"] for r in rows] == ["2"] * 3 and rows[0]["epoch"] == "3"
     capsys.readouterr()
     assert joint.main(argv) == 0 and len(spawned) == 6  # finished: nothing trained again
     assert capsys.readouterr().out.count("trained before, skipped") == 6

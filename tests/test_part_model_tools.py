@@ -16,9 +16,10 @@ from lastreid.modeling import build_model, feature_dim, load_weights
 import numpy as np
 import pytest
 import torch
+from conftest import load_tool
 from fastreid.data.data_utils import read_image
 from fastreid.data.transforms import build_transforms
-from test_tools import png_size, tool
+from test_tools import png_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAST = os.path.join(REPO, "configs", "LaST")
@@ -55,7 +56,7 @@ def test_feature_tools_work_with_the_model(name, synthetic_root, tmp_path, capsy
     npz = str(tmp_path / "val.npz")
     # fmt: off
     args = ["--config-file", config, "--weights", weights]
-    assert tool("extract_features").main(
+    assert load_tool("extract_features").main(
         args + ["--dataset", "LaSTVal", "--root", str(synthetic_root), "-o", npz] + opts
     ) == 0
     # fmt: on
@@ -67,12 +68,13 @@ def test_feature_tools_work_with_the_model(name, synthetic_root, tmp_path, capsy
     np.testing.assert_allclose(data["features"], expected, rtol=1e-4, atol=1e-5)
 
     vis = tmp_path / "vis"
-    rc = tool("visualize_ranks").main(["--features", npz, "-o", str(vis), "--topk", "4", "--quiet"])
+    ranks = load_tool("visualize_ranks")
+    rc = ranks.main(["--features", npz, "-o", str(vis), "--topk", "4", "--quiet"])
     assert rc == 0 and png_size(vis / "cmc.png") == (600, 450) and (vis / "ranks_000.png").is_file()
 
     onnx = tmp_path / "model.onnx"
     capsys.readouterr()
-    rc = tool("export_onnx").main(args + ["-o", str(onnx), "--batch-sizes", "1,3"] + opts)
+    rc = load_tool("export_onnx").main(args + ["-o", str(onnx), "--batch-sizes", "1,3"] + opts)
     assert rc == 0 and "onnxruntime matches PyTorch" in capsys.readouterr().out
 
 

@@ -217,8 +217,8 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     assert table[0].startswith("Rank-1 / mAP (%); protocol paper")
     assert table[2] == "| pre-training | PRCC fine-tuned |"
     names = [line.split(" | ")[0] for line in table[4:]]
-    assert names == ["| Market1501", "| Market1501 (paper)", "| LaST", "| LaST (paper)"]
-    assert table[5] == "| Market1501 (paper) | 44.3 / 43.1 |"  # the paper's PRCC fine-tuned
+    assert names == ["| Market1501", "| Market1501 (published)", "| LaST", "| LaST (published)"]
+    assert table[5] == "| Market1501 (published) | 44.3 / 43.1 |"  # the paper's PRCC fine-tuned
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert [r["protocol"] for r in rows] == ["paper"] * 2
 
@@ -325,7 +325,7 @@ def test_both_protocols_in_one_table():
     assert md[0].startswith("Rank-1 / mAP (%); protocol both")
     assert md[-2:] == [
         "| LaST | 50.0 / 40.0; 55.0 / 44.0 (ep 37) |",
-        "| LaST (paper) | 54.4 / 54.3 |",
+        "| LaST (published) | 54.4 / 54.3 |",
     ]
     table = list(csv.reader(transfer.format_csv(rows, cols, grid, "both").splitlines()))
     assert table[0] == [
@@ -335,8 +335,8 @@ def test_both_protocols_in_one_table():
         "PRCC fine-tuned config",
         "PRCC fine-tuned paper R1",
         "PRCC fine-tuned paper mAP",
-        "PRCC fine-tuned seed epoch",
-        "PRCC fine-tuned seed config",
+        "PRCC fine-tuned paper epoch",
+        "PRCC fine-tuned paper config",
         "protocol",
     ]
     assert table[1] == ["LaST", "50.00", "40.00", "", "55.00", "44.00", "37", "", "both"]

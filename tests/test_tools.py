@@ -93,10 +93,12 @@ def _users_errors(tmp):
     (tmp / "foreign" / "last" / "notes.txt").write_text("not the generator's")
     cfg = ["--config-file", missing + ".yml", "--weights", missing + ".pth"]
     return {
+        "benchmark.py": (["--output", missing, "SOLVER.MAX_EPOCH", "-3"], "MAX_EPOCH is -3"),
         "check_dataset.py": (["--dataset", "LaST", "--root", missing, "--quiet"], "problem(s)"),
         "convert_reference_checkpoint.py": ([missing + ".pth", missing], "does not exist"),
         "export_onnx.py": (cfg + ["-o", missing], "does not exist"),
         "extract_features.py": (cfg + ["--dataset", "LaST", "-o", missing], "does not exist"),
+        "joint_table.py": (["--imagenet", missing + ".pth"], "no such file"),
         "make_synthetic_data.py": (["--root", str(tmp / "foreign")], "not overwriting"),
         "plot_curves.py": ([missing], "does not exist"),
         "train_net.py": (["--config-file", missing + ".yml"], "does not exist"),

@@ -293,9 +293,9 @@ def test_table_has_the_papers_shape_with_its_numbers_beneath_ours():
     assert md[4:] == [
         "| random init | 1.0 / 2.0 | 1.0 / 2.0 | 1.0 / 2.0 | 1.0 / 2.0 |",
         "| ImageNet | 10.0 / 5.0 | 10.0 / 5.0 | 10.0 / 5.0 | 10.0 / 5.0 |",
-        "| ImageNet (paper) | 24.7 / 13.5 | 28.7 / 3.0 | 43.1 / 41.3 | 49.2 / 8.7 |",
+        "| ImageNet (published) | 24.7 / 13.5 | 28.7 / 3.0 | 43.1 / 41.3 | 49.2 / 8.7 |",
         "| LaST | 40.0 / 30.0 | 40.0 / 30.0 | 40.0 / 30.0 | 40.0 / 30.0 |",
-        "| LaST (paper) | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |",
+        "| LaST (published) | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |",
     ]
     del grid[("LaST", "PRCC", "finetune")]
     assert transfer.format_markdown(rows, cols, grid).splitlines()[-2].count(" - ") == 1
@@ -439,7 +439,7 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
     )
     # The reference LaST file's row is followed by the paper's LaST row.
     names = [line.split(" | ")[0] for line in table[4:]]
-    assert names == ["| random init", "| LaST", "| LaST (paper)"]
+    assert names == ["| random init", "| LaST", "| LaST (published)"]
     assert all(line.count(" / ") == 4 and " - " not in line for line in table[4:6])
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert [r["pre-training"] for r in rows] == ["random init", "LaST"]

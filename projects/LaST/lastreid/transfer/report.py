@@ -187,7 +187,7 @@ def format_markdown(rows, cols, grid, protocol="clean"):
         paper = [PUBLISHED.get(name, {}).get((d, s)) for d, s in cols]
         if any(paper):  # the paper's numbers for the same pre-training, beneath ours
             lines.append(
-                "| {} (paper) | {} |".format(
+                "| {} (published) | {} |".format(
                     name, " | ".join("{:.1f} / {:.1f}".format(*v) if v else "" for v in paper)
                 )
             )
