@@ -324,8 +324,8 @@ def test_joint_table_trains_each_run_once_and_reads_its_numbers(tmp_path, monkey
     assert len(spawned) == 6  # 3 trainings x 2 protocols
     configs = [c[c.index("--config-file") + 1] for c in spawned[::2]]
     assert [os.path.relpath(c, REPO) for c in configs] == [c for _, c in transfer.JOINT_RUNS]
-    seed = [c for c in spawned if "INPUT.INTERPOLATION" in c]
-    assert len(seed) == 3 and all(c[c.index("TEST.EVAL_PERIOD") + 1] == "1" for c in seed)
+    paper = [c for c in spawned if "INPUT.INTERPOLATION" in c]
+    assert len(paper) == 3 and all(c[c.index("TEST.EVAL_PERIOD") + 1] == "1" for c in paper)
     table = (tmp_path / "joint_table.md").read_text().splitlines()
     assert table[2] == "| training set | classes | iterations / epoch | Market1501 |"
     assert table[4:] == [
@@ -336,6 +336,6 @@ def test_joint_table_trains_each_run_once_and_reads_its_numbers(tmp_path, monkey
     capsys.readouterr()
     assert joint.main(argv) == 0 and len(spawned) == 6  # finished: nothing trained again
     assert capsys.readouterr().out.count("trained before, skipped") == 6
-    with pytest.raises(InputError, match=r"6 run\(s\) .*Market1501 \+ MSMT17 \| seed.*--stale"):
+    with pytest.raises(InputError, match=r"6 run\(s\) .*Market1501 \+ MSMT17 \| paper.*--stale"):
         joint.main(argv + ["TEST.IMS_PER_BATCH", "32"])
     assert len(spawned) == 6

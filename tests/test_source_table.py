@@ -167,7 +167,7 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
 
     monkeypatch.setenv("FASTREID_DATASETS", str(source_root))
     output = tmp_path / "table"
-    # TEST.EVAL_PERIOD 2: the sources evaluate once, after their last epoch; the seed
+    # TEST.EVAL_PERIOD 2: the sources evaluate once, after their last epoch; the paper
     # protocol evaluates the fine-tunes after every epoch all the same.
     # fmt: off
     argv = [
