@@ -18,10 +18,9 @@ benchmark_chart.png, built from what the runs saved (results.json, metrics.json)
 import argparse
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
-from lastreid import launch
+from lastreid import launch, transfer
 from lastreid.benchmark import DEFAULT_METHODS, METHODS, Benchmark, format_markdown
 from lastreid.errors import InputError, run_tool
-from lastreid.transfer import STALE_CHOICES
 from lastreid.transfer.process import add_run_options, parse_run_args
 
 
@@ -39,13 +38,7 @@ def parse_args(argv=None):
         help="in this order (default: %(default)s)",
     )
     p.add_argument("--output", default="logs/benchmark", help="runs/ and the table go here")
-    p.add_argument(
-        "--stale",
-        choices=STALE_CHOICES,
-        default="stop",
-        help="runs made with another recipe (config file or overrides) than this command's: "
-        "stop (say which, run nothing), redo them, or reuse a finished one's numbers",
-    )
+    transfer.add_stale_option(p)
     p.add_argument("--heartbeat", type=float, default=120.0, help="seconds between progress lines")
     add_run_options(p)
     args = parse_run_args(p, argv)

@@ -37,20 +37,8 @@ def parse_args(argv=None):
         "--imagenet", metavar="FILE", help="torchvision ImageNet ResNet-50 file: every run's start"
     )
     p.add_argument("--output", default="logs/joint", help="runs/ and the table go here")
-    p.add_argument(
-        "--protocol",
-        choices=sorted(transfer.PROTOCOL_CHOICES),
-        default="clean",
-        help="clean: last epoch; paper: best (R1 + mAP) / 2 epoch on the test split, "
-        "bilinear (the public LaST code's); both: both numbers",
-    )
-    p.add_argument(
-        "--stale",
-        choices=transfer.STALE_CHOICES,
-        default="stop",
-        help="started or finished runs made with another recipe than this command's: stop "
-        "(say which, run nothing), redo them, or reuse their numbers",
-    )
+    transfer.add_protocol_option(p)
+    transfer.add_stale_option(p)
     p.add_argument(
         "--no-print-table", action="store_true", help="do not print the table at the end"
     )

@@ -83,21 +83,9 @@ def parse_args(argv=None):
         help="torchvision ImageNet ResNet-50 file: the ImageNet row, and the "
         "initialisation of the --train sources",
     )
-    p.add_argument(
-        "--protocol",
-        choices=sorted(transfer.PROTOCOL_CHOICES),
-        default="clean",
-        help="clean: last epoch; paper: best (R1 + mAP) / 2 epoch on the test split, "
-        "bilinear (the public LaST code's); both: both numbers",
-    )
+    transfer.add_protocol_option(p)
     p.add_argument("--output", default="logs/transfer", help="runs, results/ and the table go here")
-    p.add_argument(
-        "--stale",
-        choices=transfer.STALE_CHOICES,
-        default="stop",
-        help="finished or started runs made with another recipe (config file or overrides) "
-        "than this command's: stop (say which, run nothing), redo them, or reuse their numbers",
-    )
+    transfer.add_stale_option(p)
     p.add_argument(
         "--preset",
         choices=sorted(transfer.CONFIGS),

@@ -7,7 +7,14 @@ and reports the joint trainings."""
 
 from ..checkpoint import LAYOUT_FASTREID, LAYOUT_REFERENCE, LAYOUT_TORCHVISION, checkpoint_layout
 from .joint import JOINT_RUNS, JointComparison, JointRun
-from .recipes import STALE_CHOICES, recipe_sha256, settle, settle_stale, stale_runs
+from .recipes import (
+    STALE_CHOICES,
+    add_stale_option,
+    recipe_sha256,
+    settle,
+    settle_stale,
+    stale_runs,
+)
 from .report import (
     CHART_SIZE,
     DATASETS,
@@ -17,6 +24,7 @@ from .report import (
     PUBLISHED,
     SETTINGS,
     SOURCE_CELL,
+    add_protocol_option,
     column_title,
     columns,
     format_csv,
@@ -57,6 +65,8 @@ __all__ = [
     "PAPER_SELECTION",
     "PROTOCOLS",
     "PROTOCOL_CHOICES",
+    "add_protocol_option",
+    "add_stale_option",
     "PUBLISHED",
     "RANDOM_INIT",
     "ROW_ORDER",

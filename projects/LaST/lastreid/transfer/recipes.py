@@ -13,9 +13,27 @@ from .results import read_json
 from .sources import weights_signature
 from .training import source_recipe
 
-__all__ = ["STALE_CHOICES", "recipe_sha256", "settle", "settle_stale", "stale_runs"]
+__all__ = [
+    "STALE_CHOICES",
+    "add_stale_option",
+    "recipe_sha256",
+    "settle",
+    "settle_stale",
+    "stale_runs",
+]
 
 STALE_CHOICES = ("stop", "redo", "reuse")
+
+
+def add_stale_option(parser):
+    """--stale of the table tools: what to do with runs of another recipe (settle_stale)."""
+    parser.add_argument(
+        "--stale",
+        choices=STALE_CHOICES,
+        default="stop",
+        help="finished or started runs made with another recipe (config file or overrides) "
+        "than this command's: stop (say which, run nothing), redo them, or reuse their numbers",
+    )
 
 
 def recipe_sha256(config, opts, eval_only=False):

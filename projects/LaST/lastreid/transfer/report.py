@@ -11,6 +11,7 @@ from typing import Optional
 from ..atomic import write_bytes_atomic
 
 __all__ = [
+    "add_protocol_option",
     "Cell",
     "DATASETS",
     "DEFAULT_DATASETS",
@@ -40,6 +41,19 @@ SETTING_NAMES = {"direct": "direct", "finetune": "fine-tuned"}
 # LaST code (engine/trainer.py) did: every epoch on the test split, best (R1 + mAP) / 2.
 PROTOCOLS = ("clean", "paper")
 PROTOCOL_CHOICES = {"clean": ("clean",), "paper": ("paper",), "both": ("clean", "paper")}
+
+
+def add_protocol_option(parser):
+    """--protocol of the tools that fine-tune on a test split (transfer and joint tables)."""
+    parser.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOL_CHOICES),
+        default="clean",
+        help="clean: last epoch; paper: best (R1 + mAP) / 2 epoch on the test split, "
+        "bilinear (the public LaST code's); both: both numbers",
+    )
+
+
 PROTOCOL_NOTES = {
     "clean": "protocol clean: fine-tuned cells report the evaluation after the last epoch",
     "paper": "protocol paper: fine-tuned cells report the epoch with the best (Rank-1 + mAP) / 2 "
