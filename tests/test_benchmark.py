@@ -21,32 +21,18 @@ from lastreid.startup import build_cfg
 
 import pytest
 import torch
-from conftest import load_tool
+from conftest import FAST_CPU_OPTS, load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_AT = os.path.join(REPO, "tests", "stop_at.py")
 INTERRUPTED = "mgn"  # the second method
+# FAST_CPU_OPTS for two epochs of every recipe (conftest.py).
 # fmt: off
-OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.BACKBONE.DEPTH", "18x",
-    "MODEL.BACKBONE.FEAT_DIM", "512",
-    "INPUT.SIZE_TRAIN", "[64, 32]",
-    "INPUT.SIZE_TEST", "[64, 32]",
-    "INPUT.PADDING.SIZE", "4",
-    "SOLVER.IMS_PER_BATCH", "32",
-    "SOLVER.MAX_EPOCH", "2",
-    "SOLVER.STEPS", "[]",  # no decay in 2 epochs (the recipes step at 30 and later)
+OPTS = FAST_CPU_OPTS + [
+    "SOLVER.MAX_EPOCH", "2",  # no decay in 2 epochs: FAST_CPU_OPTS' SOLVER.STEPS []
     "SOLVER.DELAY_EPOCHS", "1",  # SBS: its cosine starts after 30 epochs, here the last one
-    "SOLVER.WARMUP_ITERS", "10",
     "SOLVER.FREEZE_ITERS", "5",  # SBS: its backbone would stay frozen for 1,000 steps
-    "SOLVER.CHECKPOINT_PERIOD", "1",
-    "TEST.EVAL_PERIOD", "1",
     "TEST.IMS_PER_BATCH", "128",
-    "DATALOADER.NUM_WORKERS", "0",
-    "CUDNN_BENCHMARK", "False",
-    "SEED", "0",
 ]
 # fmt: on
 # R18: BoT / AGW / SBS 512, MGN 8 x 256, PCB 6 x 512, HPM 15 x 256
