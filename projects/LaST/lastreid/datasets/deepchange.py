@@ -88,7 +88,9 @@ def bbox_list_entries(base, split):
             where = f"{listed}:{number}"
             name, sep, tracklet = line.rpartition(",")
             if not sep or not tracklet.strip().isdigit() or not is_image_file(name):
-                problem = DatasetLayoutError(f"cannot parse the line {line!r} at", where, LIST_FORMAT)
+                problem = DatasetLayoutError(
+                    f"cannot parse the line {line!r} at", where, LIST_FORMAT
+                )
                 entries.append((where, None, problem))
                 continue
             path = os.path.join(folder, name)

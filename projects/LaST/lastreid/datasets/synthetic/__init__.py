@@ -38,9 +38,9 @@ and JPEG quality.
   true matches; DeepChange with its ``<split>-bbox.txt`` lists and tracklet ids.
 
 Re-running: a writer first deletes the dataset's own folder (``<root>/last``,
-``<root>/prcc``, ``<root>/Celeb-reID``, ``<root>/LTCC_ReID``, ...) when it carries the marker file written by a
-previous run, so files are never duplicated; it refuses (FileExistsError) to touch a
-non-empty folder without that marker, e.g. a real dataset.
+``<root>/prcc``, ``<root>/Celeb-reID``, ``<root>/LTCC_ReID``, ...) when it carries the
+marker file written by a previous run, so files are never duplicated; it refuses
+(FileExistsError) to touch a non-empty folder without that marker, e.g. a real dataset.
 """
 
 import json
