@@ -364,3 +364,20 @@ def test_make_synthetic_data_writes_them(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("deepchange: ")
     with pytest.raises(ValueError, match="max_outfits"):
         synthetic.write_ltcc(str(tmp_path), max_outfits=1)
+
+
+def test_same_seed_same_files(tmp_path):
+    def files(root):
+        found = {}
+        for parent, _, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(parent, name), "rb") as f:
+                    found[os.path.relpath(os.path.join(parent, name), root)] = f.read()
+        return found
+
+    sizes = dict(train_ids=2, val_ids=1, test_ids=2)
+    for seed, folder in ((3, "a"), (3, "b"), (4, "c")):
+        synthetic.write_deepchange(str(tmp_path / folder), seed=seed, **sizes)
+    first = files(tmp_path / "a")
+    assert "DeepChangeDataset/test-set-gallery-bbox.txt" in first
+    assert first == files(tmp_path / "b") and first != files(tmp_path / "c")

@@ -27,7 +27,8 @@ Registered datasets:
       70,923 training images, an earlier count than the released 71,248.
 
 Every item's clothes key is kept in ``train_clothes``, ``query_clothes`` and
-``gallery_clothes``, lists parallel to ``train``, ``query`` and ``gallery``. (The LaST
+``gallery_clothes``, lists parallel to ``train``, ``query`` and ``gallery``
+(``HAS_CLOTHES = True``). (The LaST
 authors note that val/test clothes are not labelled; there the key is whatever the
 last name field says.)
 """

@@ -21,7 +21,8 @@ Registered datasets (camids A=0, B=1, C=2):
     - ``PRCCSameClothes``: test only; query ``test/B``, gallery ``test/A``.
 
 Clothes keys ``"<pid>_<outfit>"`` (outfit 0 for A/B, 1 for C) are kept in
-``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits.
+``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits
+(``HAS_CLOTHES = True``).
 """
 
 import os
