@@ -17,8 +17,9 @@ As its authors evaluate, the tracklet id takes the camid's place in query and ga
 so a true match from the query's camera but another tracklet counts; training items keep
 the camera (``DeepChange_<camera>``).
 
-Documented statistics: 1,121 ids, 17 cameras, 178,407 boxes, split as the paper's table
-gives (the five folders add up to those totals):
+Documented statistics: 1,121 ids, 17 cameras, 178,407 boxes (the authors' README). The
+split sizes below are the paper's split table as recalled here, not re-checked against
+the paper; they add up exactly to those totals, and each folder's ids are its split's:
     - train: 450 ids / 75,083 images
     - val: 150 ids; query 4,976, gallery 17,865 images
     - test: 521 ids; query 17,527, gallery 62,956 images
