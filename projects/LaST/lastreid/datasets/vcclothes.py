@@ -13,7 +13,9 @@ the clothes key is ``<pid>-<clothes>`` (``0001-01``), the camera is 1..4
 same clothes (cameras 2 and 3 only) and clothes-changing (cameras 3 and 4 only), each
 camera filter applied to both the query and the gallery.
 
-Documented statistics: 512 ids (256 train / 256 test), 4 cameras, 19,060 images:
+Documented statistics: 512 ids (256 train / 256 test), 4 cameras, 19,060 images; the
+per-folder image counts are recalled from published dataset summaries, not re-checked
+here (they add up to 19,060):
     - train: 256 ids / 9,449 images
     - query: 256 ids / 1,020 images; gallery: 256 ids / 8,591 images
 
