@@ -57,8 +57,9 @@ def synthetic_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def all_datasets_root(tmp_path_factory):
-    """Tiny synthetic trees of all six datasets, 8 training images per person (5 training
-    iterations of 8 images on Market / Duke / PRCC), 5 test persons; written once."""
+    """Tiny synthetic trees of every dataset (ALL_DATASETS), 8 training images per person
+    (5 training iterations of 8 images on Market / Duke / PRCC), 5 test persons; written
+    once."""
     root = tmp_path_factory.mktemp("datasets_all")
     synthetic.write_all(
         str(root),

@@ -177,7 +177,7 @@ def test_check_dataset_passes_a_good_tree(synthetic_root, capsys):
 
 @pytest.fixture(scope="module")
 def every_tree(module_tmp):
-    """The tiny synthetic trees of all six datasets the checker knows."""
+    """The tiny synthetic trees of every dataset the checker knows."""
     root = module_tmp.mktemp("every_tree")
     synthetic.write_all(str(root), preset="tiny", seed=0, datasets=synthetic.ALL_DATASETS)
     return root

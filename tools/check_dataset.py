@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Check a dataset tree: ids / images per split next to the documented statistics, every
-file name that does not parse and every image that does not decode.
+"""Check a dataset tree: ids / images (and clothes, where labelled) per split next to the
+documented statistics, every file name that does not parse and every image that does not
+decode.
 
     python tools/check_dataset.py --dataset LaST LaSTVal --root /data/datasets
     python tools/check_dataset.py --dataset PRCC CelebReID --no-decode
     python tools/check_dataset.py --dataset Market1501 DukeMTMC MSMT17
+    python tools/check_dataset.py --dataset LTCC DeepChange DeepChangeVal VCClothes
 
 Exits 1 if any split folder is missing or empty, any name does not parse or any image does
 not decode (with --strict also when counts differ from the expected ones), else 0. For a

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Writes synthetic LaST / PRCC / Celeb-reID (and, on request, Market-1501 / DukeMTMC-reID /
-MSMT17) trees (see lastreid/datasets/synthetic/).
+MSMT17 / LTCC / DeepChange / VC-Clothes) trees (see lastreid/datasets/synthetic/).
 
     python tools/make_synthetic_data.py --root datasets --preset default
     python tools/make_synthetic_data.py --root /tmp/d --datasets last --train-ids 20
+    python tools/make_synthetic_data.py --root /tmp/d --datasets ltcc deepchange vcclothes
 
 A dataset folder written by an earlier run is replaced; any other existing, non-empty
 dataset folder is left alone and the command fails.

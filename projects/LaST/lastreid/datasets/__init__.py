@@ -1,4 +1,6 @@
-"""The datasets lastreid registers in fastreid's DATASET_REGISTRY, `build_dataset` (any
+"""The datasets lastreid registers in fastreid's DATASET_REGISTRY (those with clothes labels
+have `HAS_CLOTHES = True` and `train_clothes` / `query_clothes` / `gallery_clothes` lists
+parallel to their splits), `build_dataset` (any
 registered name; fastreid's Market1501 / DukeMTMC / MSMT17 checked and sorted, see
 fastreid_sources.py) and the layout checks a run makes before it writes anything."""
 
@@ -10,9 +12,12 @@ from ..errors import ConfigKeyError
 from . import fastreid_sources
 from .celebreid import CelebReID
 from .common import DatasetLayoutError
+from .deepchange import DeepChange, DeepChangeVal
 from .fastreid_sources import SOURCE_DATASETS
 from .last import LaST, LaSTClothes, LaSTVal
+from .ltcc import LTCC
 from .prcc import PRCC, PRCCSameClothes
+from .vcclothes import VCClothes, VCClothesClothesChanging, VCClothesSameClothes
 
 __all__ = [
     "LASTREID_DATASETS",
@@ -30,10 +35,30 @@ __all__ = [
     "PRCC",
     "PRCCSameClothes",
     "CelebReID",
+    "LTCC",
+    "DeepChange",
+    "DeepChangeVal",
+    "VCClothes",
+    "VCClothesSameClothes",
+    "VCClothesClothesChanging",
 ]
 
 LASTREID_DATASETS = tuple(
-    cls.__name__ for cls in (LaST, LaSTVal, LaSTClothes, PRCC, PRCCSameClothes, CelebReID)
+    cls.__name__
+    for cls in (
+        LaST,
+        LaSTVal,
+        LaSTClothes,
+        PRCC,
+        PRCCSameClothes,
+        CelebReID,
+        LTCC,
+        DeepChange,
+        DeepChangeVal,
+        VCClothes,
+        VCClothesSameClothes,
+        VCClothesClothesChanging,
+    )
 )
 
 

@@ -47,6 +47,7 @@ class CelebReID(ImageDataset):
 
     dataset_dir = "Celeb-reID"
     dataset_name = "CelebReID"
+    HAS_CLOTHES = False
     train_clothes = query_clothes = gallery_clothes = None  # not labelled
     # The documented statistics (module docstring) per folder under Celeb-reID/, as data.
     DOCUMENTED = {

@@ -1,6 +1,8 @@
-"""Checks a dataset tree file by file: counts per split next to the documented statistics,
-every file name the dataset's parser rejects, and every image that does not decode. Knows
-our LaST / PRCC / Celeb-reID and fastreid's Market1501 / DukeMTMC / MSMT17.
+"""Checks a dataset tree file by file: counts per split next to the documented statistics
+(and, for datasets with clothes labels, the number of (person, outfit) clothes keys), every
+file name or list line the dataset's parser rejects, and every image that does not decode.
+Knows every dataset lastreid registers (LaST, PRCC, Celeb-reID, LTCC, DeepChange,
+VC-Clothes and their protocol variants) and fastreid's Market1501 / DukeMTMC / MSMT17.
 
 Unlike building the dataset (which stops at the first `DatasetLayoutError`), the check
 walks each split folder itself, applies the dataset module's own name parser to every
@@ -42,12 +44,14 @@ class SplitCount:
     expected: Optional[Dict[str, int]] = None  # {"ids", "images"[, "classes"]} or None
     # Training classes where they are not the person ids (LaSTClothes: person x outfit).
     classes: Optional[int] = None
+    # Clothes keys (person x outfit) of a dataset with clothes labels (HAS_CLOTHES).
+    clothes: Optional[int] = None
 
     @property
     def matches(self):
         if self.expected is None:
             return True
-        found = {"ids": self.ids, "images": self.images, "classes": self.classes}
+        found = dict(ids=self.ids, images=self.images, classes=self.classes, clothes=self.clothes)
         return all(found[key] == value for key, value in self.expected.items())
 
 
@@ -72,11 +76,12 @@ class CheckReport:
 
     def format(self, strict=False):
         lines = [f"{self.dataset} under {self.root} (expected counts: {self.expected_from})"]
+        width = max([14] + [len(s.split) + 2 for s in self.splits])  # DeepChange's long names
         lines.append(
-            f"  {'split':<14}{'ids':>8}{'images':>10}   {'expected ids':>12}{'images':>10}"
+            f"  {'split':<{width}}{'ids':>8}{'images':>10}   {'expected ids':>12}{'images':>10}"
         )
         for s in self.splits:
-            row = f"  {s.split:<14}{s.ids:>8,}{s.images:>10,}"
+            row = f"  {s.split:<{width}}{s.ids:>8,}{s.images:>10,}"
             if s.expected is not None:
                 row += f"   {s.expected['ids']:>12,}{s.expected['images']:>10,}"
                 row += "  ok" if s.matches else "  DIFFERS"
@@ -87,6 +92,12 @@ class CheckReport:
                 if known is not None:
                     verdict += "  ok" if known == s.classes else "  DIFFERS"
                 lines.append(f"    {s.classes:,} training classes (person x outfit){verdict}")
+            if s.clothes is not None:
+                known = (s.expected or {}).get("clothes")
+                verdict = "" if known is None else f", expected {known:,}"
+                if known is not None:
+                    verdict += "  ok" if known == s.clothes else "  DIFFERS"
+                lines.append(f"    {s.clothes:,} clothes (person x outfit){verdict}")
         for folder in self.missing:
             lines.append(f"  missing split: {folder}")
         if self.bad_names:
@@ -140,11 +151,37 @@ def _class_reader(cls, split):
     return reader(split) if reader is not None else None
 
 
-def _synthetic_expected(counts, with_classes):
+def _clothes_reader(cls, split):
+    """path -> clothes key of a split of a dataset with clothes labels, else None; None too
+    where the split's training classes already are its clothes (LaSTClothes' train)."""
+    if not getattr(cls, "HAS_CLOTHES", False) or _class_reader(cls, split) is not None:
+        return None
+    return cls.clothes_reader(split)
+
+
+def _synthetic_expected(counts, with_classes, with_clothes):
     """The expected counts of a split from the generator's tally; its (person, outfit)
-    pairs are the training classes of a dataset that trains on clothes."""
+    pairs are the training classes of a dataset that trains on clothes, and the clothes
+    keys of a dataset with clothes labels."""
     expected = {"ids": counts["ids"], "images": counts["images"]}
-    return dict(expected, classes=counts["outfits"]) if with_classes else expected
+    if with_classes:
+        expected["classes"] = counts["outfits"]
+    if with_clothes:
+        expected["clothes"] = counts["outfits"]
+    return expected
+
+
+def _split_paths(cls, base, split, recursive):
+    """(image paths of a split, [(path or list line, reason)]): the folder walked, or the
+    split's own list where the dataset reads one (`split_listing`: DeepChange)."""
+    folder = os.path.join(base, split)
+    lister = getattr(cls, "split_listing", None)
+    if lister is not None:
+        try:
+            return lister(base, split)
+        except DatasetLayoutError as e:  # no folder or no list: reported as missing
+            return [], [(e.path, None)]
+    return (_walk(folder, recursive) if os.path.isdir(folder) else []), []
 
 
 def _synthetic_counts(root, key):
@@ -172,7 +209,11 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
     if synthetic is not None:
         report.expected_from = "synthetic generator (marker file)"
         expected = {
-            split: _synthetic_expected(c, _class_reader(cls, split) is not None)
+            split: _synthetic_expected(
+                c,
+                _class_reader(cls, split) is not None,
+                _clothes_reader(cls, split) is not None,
+            )
             for split, c in synthetic.items()
             if split in expected
         }
@@ -183,21 +224,32 @@ def check_dataset(name, root=None, decode=True, workers=None, progress=True):
         count = SplitCount(split, folder, expected=expected.get(split))
         report.splits.append(count)
         recursive, parse_pid = cls.split_reader(split)
-        paths = _walk(folder, recursive) if os.path.isdir(folder) else []
+        paths, problems = _split_paths(cls, base, split, recursive)
+        missing = [where for where, reason in problems if reason is None]
+        report.bad_names += [
+            (where, _without_path(reason, where)) for where, reason in problems if reason
+        ]
         if not paths:
-            why = "no images in" if os.path.isdir(folder) else "folder not found:"
-            report.missing.append(f"{why} {folder}")
+            if missing:
+                report.missing.append(f"not found: {missing[0]}")
+            else:
+                why = "no images in" if os.path.isdir(folder) else "folder not found:"
+                report.missing.append(f"{why} {folder}")
             continue
-        pids, classes, class_of = set(), set(), _class_reader(cls, split)
+        class_of, clothes_of = _class_reader(cls, split), _clothes_reader(cls, split)
+        pids, classes, clothes = set(), set(), set()
         for path in paths:
             try:
                 pids.add(parse_pid(path))
                 if class_of is not None:
                     classes.add(class_of(path))
+                if clothes_of is not None:
+                    clothes.add(clothes_of(path))
             except DatasetLayoutError as e:
                 report.bad_names.append((path, _without_path(str(e), path)))
         count.ids, count.images = len(pids), len(paths)
         count.classes = len(classes) if class_of is not None else None
+        count.clothes = len(clothes) if clothes_of is not None else None
         to_decode += paths
 
     if decode and to_decode:

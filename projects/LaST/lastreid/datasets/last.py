@@ -27,7 +27,8 @@ Registered datasets:
       70,923 training images, an earlier count than the released 71,248.
 
 Every item's clothes key is kept in ``train_clothes``, ``query_clothes`` and
-``gallery_clothes``, lists parallel to ``train``, ``query`` and ``gallery``. (The LaST
+``gallery_clothes``, lists parallel to ``train``, ``query`` and ``gallery``
+(``HAS_CLOTHES = True``). (The LaST
 authors note that val/test clothes are not labelled; there the key is whatever the
 last name field says.)
 """
@@ -67,6 +68,7 @@ class _LaSTBase(ImageDataset):
     has_train = True  # False: a test-only dataset
     eval_split = "test"
     train_on_clothes = False  # True: one class per (person, outfit)
+    HAS_CLOTHES = True
     LAYOUT = LAYOUT
 
     SYNTHETIC_KEY = "last"  # lastreid.datasets.synthetic's name for this tree
@@ -75,6 +77,11 @@ class _LaSTBase(ImageDataset):
     def split_reader(cls, split):
         """(recursive, path -> person id) of a split folder of DOCUMENTED, for the checker."""
         return not split.endswith("/query"), lambda path: parse_last_name(path)[0]
+
+    @classmethod
+    def clothes_reader(cls, split):
+        """path -> clothes key of an image of `split`, for the checker's clothes count."""
+        return lambda path: parse_last_name(path)[1]
 
     @classmethod
     def required_folders(cls):

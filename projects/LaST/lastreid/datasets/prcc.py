@@ -21,7 +21,8 @@ Registered datasets (camids A=0, B=1, C=2):
     - ``PRCCSameClothes``: test only; query ``test/B``, gallery ``test/A``.
 
 Clothes keys ``"<pid>_<outfit>"`` (outfit 0 for A/B, 1 for C) are kept in
-``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits.
+``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits
+(``HAS_CLOTHES = True``).
 """
 
 import os
@@ -54,12 +55,17 @@ def parse_prcc_train_path(path):
     return pid, prefix
 
 
+def _clothes_key(pid, camera):
+    return f"{pid}_{OUTFIT_OF_CAMERA[camera]}"
+
+
 class _PRCCBase(ImageDataset):
     dataset_dir = "prcc/rgb"
     dataset_name = "PRCC"
     has_train = True
     query_camera = "C"
     gallery_camera = "A"
+    HAS_CLOTHES = True
     LAYOUT = LAYOUT
 
     SYNTHETIC_KEY = "prcc"  # lastreid.datasets.synthetic's name for this tree
@@ -71,6 +77,15 @@ class _PRCCBase(ImageDataset):
         if split == "train":
             return True, lambda path: parse_prcc_train_path(path)[0]
         return True, lambda path: _pid_from_folder(path, LAYOUT)
+
+    @classmethod
+    def clothes_reader(cls, split):
+        """path -> clothes key of an image of `split`, for the checker's clothes count: the
+        outfit follows the camera (the name's prefix in train/, the folder in test/)."""
+        if split == "train":
+            return lambda path: _clothes_key(*parse_prcc_train_path(path))
+        camera = split.rpartition("/")[2]
+        return lambda path: _clothes_key(_pid_from_folder(path, LAYOUT), camera)
 
     @classmethod
     def required_folders(cls):
@@ -102,7 +117,7 @@ class _PRCCBase(ImageDataset):
             items.append(
                 (path, f"{self.dataset_name}_{pid}", f"{self.dataset_name}_{CAMERAS[camera]}")
             )
-            clothes.append(f"{pid}_{OUTFIT_OF_CAMERA[camera]}")
+            clothes.append(_clothes_key(pid, camera))
         return items, clothes
 
     def _test_items(self, camera):
@@ -112,7 +127,7 @@ class _PRCCBase(ImageDataset):
         for path in list_images(directory, LAYOUT, recursive=True):
             pid = _pid_from_folder(path, LAYOUT)
             items.append((path, pid, CAMERAS[camera]))
-            clothes.append(f"{pid}_{OUTFIT_OF_CAMERA[camera]}")
+            clothes.append(_clothes_key(pid, camera))
         return items, clothes
 
 

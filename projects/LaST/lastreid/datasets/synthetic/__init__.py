@@ -1,5 +1,6 @@
-"""Synthetic stand-ins for LaST, PRCC and Celeb-reID, and for the other pre-training sources
-Market-1501, DukeMTMC-reID and MSMT17, for tests and the demo.
+"""Synthetic stand-ins for LaST, PRCC and Celeb-reID, for the other pre-training sources
+Market-1501, DukeMTMC-reID and MSMT17, and for the other clothes-changing benchmarks LTCC,
+DeepChange and VC-Clothes, for tests and the demo.
 
 Writes small JPEG trees (128x64, H x W) in the exact on-disk layouts and file-name
 patterns the dataset modules read (see lastreid/datasets/*.py), deterministically from
@@ -31,11 +32,15 @@ and JPEG quality.
   (0) images, Duke's gallery-only persons, MSMT17's list_{train,val,query,gallery}.txt.
   Each query's camera differs from its person's gallery cameras, so every query has a
   true match left after fastreid's same-camera filter.
+- LTCC, DeepChange, VC-Clothes (`CC_DATASETS`, not written by default; see longterm.py):
+  two or more outfits per person, several cameras, each test person's gallery covering
+  all of its outfits, so general, same-clothes and clothes-changing protocols all have
+  true matches; DeepChange with its ``<split>-bbox.txt`` lists and tracklet ids.
 
 Re-running: a writer first deletes the dataset's own folder (``<root>/last``,
-``<root>/prcc``, ``<root>/Celeb-reID``, ...) when it carries the marker file written by a
-previous run, so files are never duplicated; it refuses (FileExistsError) to touch a
-non-empty folder without that marker, e.g. a real dataset.
+``<root>/prcc``, ``<root>/Celeb-reID``, ``<root>/LTCC_ReID``, ...) when it carries the
+marker file written by a previous run, so files are never duplicated; it refuses
+(FileExistsError) to touch a non-empty folder without that marker, e.g. a real dataset.
 """
 
 import json
@@ -43,14 +48,24 @@ import os
 
 from ...errors import InputError
 from .clothes import write_celebreid, write_last, write_prcc
-from .common import _FOLDERS, ALL_DATASETS, DATASETS, MARKER, PRESETS, SOURCE_DATASETS
+from .common import (
+    _FOLDERS,
+    ALL_DATASETS,
+    CC_DATASETS,
+    DATASETS,
+    MARKER,
+    PRESETS,
+    SOURCE_DATASETS,
+)
 from .drawing import IMAGE_SIZE
+from .longterm import write_deepchange, write_ltcc, write_vcclothes
 from .sources import write_dukemtmc, write_market1501, write_msmt17
 
 __all__ = [
     "PRESETS",
     "DATASETS",
     "SOURCE_DATASETS",
+    "CC_DATASETS",
     "ALL_DATASETS",
     "IMAGE_SIZE",
     "write_last",
@@ -59,6 +74,9 @@ __all__ = [
     "write_market1501",
     "write_dukemtmc",
     "write_msmt17",
+    "write_ltcc",
+    "write_deepchange",
+    "write_vcclothes",
     "write_all",
     "read_counts",
 ]
@@ -71,6 +89,9 @@ _WRITERS = {
     "market1501": write_market1501,
     "dukemtmc": write_dukemtmc,
     "msmt17": write_msmt17,
+    "ltcc": write_ltcc,
+    "deepchange": write_deepchange,
+    "vcclothes": write_vcclothes,
 }
 
 

@@ -1,6 +1,6 @@
 """What every synthetic writer shares: the presets, the per-dataset random stream, the
-marker file that makes a re-run replace only what lastreid wrote, and the tally of ids /
-outfits / images per split."""
+marker file that makes a re-run replace only what lastreid wrote, the tally of ids /
+outfits / images per split, and the look of numbered cameras."""
 
 import json
 import logging
@@ -11,14 +11,15 @@ import numpy as np
 from PIL import Image
 
 from ...errors import ExistingFileError, InputError
-from .drawing import _render
+from .drawing import _hsv, _render
 
 logger = logging.getLogger(__name__)
 
 MARKER = ".lastreid-synthetic.json"
 DATASETS = ("last", "prcc", "celebreid")  # written by default (the demo's)
 SOURCE_DATASETS = ("market1501", "dukemtmc", "msmt17")  # the other pre-training sources
-ALL_DATASETS = DATASETS + SOURCE_DATASETS
+CC_DATASETS = ("ltcc", "deepchange", "vcclothes")  # the other clothes-changing benchmarks
+ALL_DATASETS = DATASETS + SOURCE_DATASETS + CC_DATASETS
 _FOLDERS = {
     "last": "last",
     "prcc": "prcc",
@@ -26,13 +27,33 @@ _FOLDERS = {
     "market1501": "Market-1501-v15.09.15",
     "dukemtmc": "DukeMTMC-reID",
     "msmt17": "MSMT17_V1",
+    "ltcc": "LTCC_ReID",
+    "deepchange": "DeepChangeDataset",
+    "vcclothes": "VC-Clothes",
 }
 # One random stream per dataset.
-_STREAMS = {"last": 1, "prcc": 2, "celebreid": 3, "market1501": 4, "dukemtmc": 5, "msmt17": 6}
+_STREAMS = {
+    "last": 1,
+    "prcc": 2,
+    "celebreid": 3,
+    "market1501": 4,
+    "dukemtmc": 5,
+    "msmt17": 6,
+    "ltcc": 7,
+    "deepchange": 8,
+    "vcclothes": 9,
+}
 
 # Sizes that may be 0 (every split needs images; these extras are optional).
 _OPTIONAL_SIZES = ("distractor_ids", "distractor_images", "junk_images")
-_CAMERA_COUNTS = {"market1501": 6, "dukemtmc": 8, "msmt17": 15}
+_CAMERA_COUNTS = {
+    "market1501": 6,
+    "dukemtmc": 8,
+    "msmt17": 15,
+    "ltcc": 12,
+    "deepchange": 17,
+    "vcclothes": 4,
+}
 
 
 PRESETS = {
@@ -70,6 +91,21 @@ PRESETS = {
         ),
         "msmt17": dict(
             train_ids=5, train_images=4, val_images=1, test_ids=4, query_images=1, gallery_images=3
+        ),
+        "ltcc": dict(
+            train_ids=5, train_images=4, max_outfits=2, test_ids=4, query_images=2, gallery_images=4
+        ),
+        "deepchange": dict(
+            train_ids=5,
+            train_images=4,
+            max_outfits=2,
+            val_ids=3,
+            test_ids=4,
+            query_images=2,
+            gallery_images=4,
+        ),
+        "vcclothes": dict(
+            train_ids=5, train_images=4, test_ids=4, query_images=2, gallery_images=4
         ),
     },
     "default": {
@@ -111,6 +147,26 @@ PRESETS = {
             test_ids=30,
             query_images=2,
             gallery_images=8,
+        ),
+        "ltcc": dict(
+            train_ids=40,
+            train_images=10,
+            max_outfits=3,
+            test_ids=20,
+            query_images=2,
+            gallery_images=8,
+        ),
+        "deepchange": dict(
+            train_ids=40,
+            train_images=10,
+            max_outfits=3,
+            val_ids=10,
+            test_ids=20,
+            query_images=2,
+            gallery_images=8,
+        ),
+        "vcclothes": dict(
+            train_ids=40, train_images=10, test_ids=20, query_images=4, gallery_images=8
         ),
     },
 }
@@ -181,6 +237,15 @@ def _sizes(dataset, sizes):
         if not isinstance(value, int) or value < (0 if key in _OPTIONAL_SIZES else 1):
             raise InputError(f"{dataset} size {key}={value!r} must be a positive integer")
     return sizes
+
+
+def _cameras(rng, dataset):
+    """(background tint, scale) per camera number 1..N: each camera its own background
+    tone and viewing distance."""
+    return {
+        cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
+        for cam in range(1, _CAMERA_COUNTS[dataset] + 1)
+    }
 
 
 def _spread(rng, n_images, n_outfits):

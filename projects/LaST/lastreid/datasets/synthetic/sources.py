@@ -3,18 +3,10 @@ classes read: one outfit per person, several cameras, junk and distractor ids.""
 
 import os
 
-from .common import _CAMERA_COUNTS, _sizes, _Writer
-from .drawing import _hsv, _new_outfit, _new_person
+from .common import _cameras, _sizes, _Writer
+from .drawing import _new_outfit, _new_person
 
 __all__ = ["write_market1501", "write_dukemtmc", "write_msmt17"]
-
-
-def _cameras(rng, dataset):
-    """(background tint, scale) per camera number 1..N."""
-    return {
-        cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
-        for cam in range(1, _CAMERA_COUNTS[dataset] + 1)
-    }
 
 
 def _test_cameras(rng, cameras, n_query, n_gallery):
