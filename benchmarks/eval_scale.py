@@ -16,6 +16,10 @@ the feature arrays included) is its own:
             of 128 features into its buffer preallocated for num_items (the features never
             exist elsewhere), then evaluate(); its memory is reported above the RSS at the
             start of evaluate() (buffer filled), with the peak reset there
+  clothes   with --clothes-protocols CC SC: the `lastreid` child's path computing those
+            clothes-aware protocols too (synthetic clothes: each image wears one of its
+            person's three outfits), timed against the `lastreid` child (general only); the
+            evaluator child then gets the clothes and the protocols as well
 
 Memory is whole-process peak RSS in GiB; "after imports" is the RSS of the interpreter with
 torch and lastreid imported (0.67 GiB here with the CUDA build of torch), which every
@@ -25,6 +29,7 @@ MGN, 3,840 for HPM, 12,288 for PCB).
     python benchmarks/eval_scale.py --preset mid
     python benchmarks/eval_scale.py --preset test --skip-fastreid   # fastreid needs ~17 GB
     python benchmarks/eval_scale.py --preset test --skip-fastreid --dim 12288   # PCB: 6.7 GB
+    python benchmarks/eval_scale.py --skip-fastreid --skip-api --clothes-protocols CC SC
 """
 
 import argparse
@@ -57,6 +62,15 @@ def make_labels(nq, ng, seed, matches=20):
     g_pids = g_pids[rng.permutation(ng)]
     q_cams, g_cams = rng.integers(0, 6, nq), rng.integers(0, 6, ng)
     return q_pids, g_pids, q_cams, g_cams
+
+
+def make_clothes(q_pids, g_pids, seed, outfits=3):
+    """Clothes ids of the queries and the gallery: each image wears one of its person's
+    `outfits` outfits, drawn uniformly (its own stream: the other labels do not change)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+    return tuple(p * outfits + rng.integers(0, outfits, p.size) for p in (q_pids, g_pids))
 
 
 def feature_chunks(pid_lists, dim, seed, weight, chunk=8192):
@@ -161,6 +175,7 @@ def evaluator_child(args, nq, ng):
     from lastreid.config import add_lastreid_config
     from lastreid.evaluation import BlockedReidEvaluator
 
+    import numpy as np
     import torch
     from fastreid.config import get_cfg
 
@@ -168,7 +183,12 @@ def evaluator_child(args, nq, ng):
     cfg.TEST.METRIC, cfg.TEST.EVAL_MEMORY_MB = "cosine", args.memory_mb
     cfg.TEST.QUERY_BLOCK_SIZE = args.block_size
     labels = make_labels(nq, ng, args.seed)
-    evaluator = BlockedReidEvaluator(cfg, nq, num_items=nq + ng)
+    clothes = None
+    if args.clothes_protocols:
+        clothes = np.concatenate(make_clothes(labels[0], labels[1], args.seed))
+    evaluator = BlockedReidEvaluator(
+        cfg, nq, num_items=nq + ng, clothes=clothes, clothes_protocols=args.clothes_protocols
+    )
     t0 = time.perf_counter()
     for feats, which, s in feature_chunks(labels[:2], args.dim, args.seed, args.weight):
         pids, cams = labels[which][s : s + len(feats)], labels[2 + which][s : s + len(feats)]
@@ -193,7 +213,44 @@ def evaluator_child(args, nq, ng):
         cmc=[r["Rank-1"] / 100],
         mAP=r["mAP"] / 100,
         mINP=r["mINP"] / 100,
+        protocols={
+            p: {"Rank-1": r[p + "-Rank-1"], "mAP": r[p + "-mAP"]} for p in args.clothes_protocols
+        },
     )
+
+
+def clothes_child(args, qf, gf, qp, gp, qc, gc):
+    """The `lastreid` child's computation (blocks normalised in place) with the
+    clothes-aware protocols as well."""
+    from lastreid.evaluation import DistanceBlocks, blocked_metrics
+
+    q_clothes, g_clothes = make_clothes(qp, gp, args.seed)
+    blocks = DistanceBlocks(qf, gf, "cosine", args.block_size, args.memory_mb, overwrite=True)
+    stats = {}
+    r = blocked_metrics(
+        blocks,
+        qp,
+        gp,
+        qc,
+        gc,
+        max_rank=50,
+        stats=stats,
+        q_clothes=q_clothes,
+        g_clothes=g_clothes,
+        protocols=args.clothes_protocols,
+    )
+    out = dict(
+        cmc=r["cmc"].tolist(),
+        mAP=r["mAP"],
+        mINP=r["mINP"],
+        rank_s=stats["rank_seconds"],
+        dist_s=stats["distance_seconds"],
+    )
+    out["protocols"] = {
+        p: dict(Rank1=float(r[p]["cmc"][0]), mAP=r[p]["mAP"], num_valid=r[p]["num_valid"])
+        for p in args.clothes_protocols
+    }
+    return out
 
 
 def child(args):
@@ -229,6 +286,8 @@ def child(args):
         bs = args.block_size or auto_block_size(ng, args.memory_mb, nq)
         bare_product(qf, gf, bs)
         res["block_size"] = bs
+    elif args.child == "clothes":
+        res.update(clothes_child(args, qf, gf, qp, gp, qc, gc))
     elif args.child == "lastreid":
         from lastreid.evaluation import rank_metrics
 
@@ -309,8 +368,17 @@ def main():
     ap.add_argument("--skip-api", action="store_true", help="skip the API-default child")
     ap.add_argument("--skip-evaluator", action="store_true", help="skip the evaluator child")
     ap.add_argument(
+        "--clothes-protocols",
+        nargs="+",
+        choices=("CC", "SC"),
+        default=[],
+        help="also compute these clothes-aware protocols on synthetic clothes ids (the "
+        "`clothes` child, timed against the general-only `lastreid` child; the evaluator "
+        "child gets them too)",
+    )
+    ap.add_argument(
         "--child",
-        choices=("gemm", "lastreid", "api", "fastreid", "evaluator"),
+        choices=("gemm", "lastreid", "api", "fastreid", "evaluator", "clothes"),
         help=argparse.SUPPRESS,
     )
     args = ap.parse_args()
@@ -333,6 +401,8 @@ def main():
         "--memory-mb",
         str(args.memory_mb),
     ]
+    if args.clothes_protocols:
+        argv += ["--clothes-protocols"] + args.clothes_protocols
     argv += (
         ["--preset", args.preset]
         if args.preset
@@ -346,6 +416,7 @@ def main():
     )
     gemm = run_child("gemm", argv)
     ours = run_child("lastreid", argv)
+    clothes = run_child("clothes", argv) if args.clothes_protocols else None
     gemm2 = run_child("gemm", argv)  # the machine may be shared: keep the faster product
     gemm_times = (gemm["time"], gemm2["time"])
     gemm["time"], gemm["cpu"] = min(gemm_times), min(gemm["cpu"], gemm2["cpu"])
@@ -378,6 +449,18 @@ def main():
             "(distances {:.1f} s, ranking {:.1f} s)".format(ours["dist_s"], ours["rank_s"]),
         )
     )
+    if clothes:
+        print(
+            row.format(
+                "+ " + " ".join(args.clothes_protocols),
+                clothes["time"],
+                clothes["cpu"],
+                clothes["rss_gb"],
+                "(distances {:.1f} s, ranking {:.1f} s)".format(
+                    clothes["dist_s"], clothes["rank_s"]
+                ),
+            )
+        )
     if api:
         print(
             row.format(
@@ -410,6 +493,8 @@ def main():
         )
     )
     ok = True
+    if clothes:
+        ok = report_clothes(clothes, ours) and ok
     if api:
         ok = report_api(api) and ok
         ok = compare("API defaults vs overwrite=True", api, ours) and ok
@@ -418,6 +503,8 @@ def main():
         ok = (
             compare("BlockedReidEvaluator vs rank_metrics", evaluator, ours, rank1_only=True) and ok
         )
+        if clothes:
+            ok = compare_protocols(evaluator["protocols"], clothes["protocols"]) and ok
     if theirs:
         print(
             "fastreid / lastreid: time {:.1f}x, peak RSS {:.1f}x".format(
@@ -436,6 +523,40 @@ def main():
                 "identity ({} positives here) are ordered arbitrarily)".format(ours["tied"])
             )
     return 0 if ok else 1
+
+
+def report_clothes(clothes, ours):
+    """Prints the clothes-aware protocols' numbers and cost against the general-only child;
+    True when the general numbers of the two agree."""
+    for name, r in clothes["protocols"].items():
+        print(
+            "{} protocol: R1 {:.4f}  mAP {:.4f}  ({} queries with a positive)".format(
+                name, r["Rank1"], r["mAP"], r["num_valid"]
+            )
+        )
+    print(
+        "with {}: wall {:.2f}x, ranking {:.2f}x, peak RSS {:+.3f} GiB, against general only".format(
+            " ".join(clothes["protocols"]),
+            clothes["time"] / ours["time"],
+            clothes["rank_s"] / ours["rank_s"],
+            clothes["rss_gb"] - ours["rss_gb"],
+        )
+    )
+    return compare("general numbers with / without clothes protocols", clothes, ours)
+
+
+def compare_protocols(evaluator, clothes):
+    """The evaluator's clothes-aware Rank-1 / mAP (%) against the `clothes` child's."""
+    diff = max(
+        max(abs(r["Rank-1"] / 100 - clothes[p]["Rank1"]), abs(r["mAP"] / 100 - clothes[p]["mAP"]))
+        for p, r in evaluator.items()
+    )
+    ok = diff <= 1e-6
+    print(
+        "BlockedReidEvaluator vs blocked_metrics, {}: max abs diff of Rank-1 and mAP {:.2e} "
+        "-> {}".format(" ".join(evaluator), diff, "AGREE" if ok else "DISAGREE")
+    )
+    return ok
 
 
 def report_api(api):

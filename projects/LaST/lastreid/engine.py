@@ -176,10 +176,19 @@ class Trainer(DefaultTrainer):
             SingleShotReidEvaluator if cfg.TEST.SINGLE_SHOT.ENABLED else BlockedReidEvaluator
         )
         # The main process's buffer takes every process's share; the others hold their own.
-        items = len(data_loader.dataset)
+        test_set = data_loader.dataset
+        items = len(test_set)
         if not comm.is_main_process():
             items = len(process_share(items))
-        evaluator = evaluator_class(cfg, num_query, output_dir, num_items=items)
+        # Clothes ids of every item in dataset order, for the dataset's clothes protocols.
+        evaluator = evaluator_class(
+            cfg,
+            num_query,
+            output_dir,
+            num_items=items,
+            clothes=test_set.clothes_ids,
+            clothes_protocols=test_set.clothes_protocols,
+        )
         return data_loader, evaluator
 
     @classmethod

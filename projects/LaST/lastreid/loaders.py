@@ -8,6 +8,7 @@ step (`DeferredLoader`), once a resumed run has said which batch comes first."""
 
 import logging
 
+import numpy as np
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
@@ -15,6 +16,7 @@ from fastreid.utils import comm
 
 from .config_checks import check_schedule
 from .datasets import build_dataset
+from .evaluation.rank import clothes_aware_protocols
 from .fastreid_internals import train_sampler
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_training_set
@@ -124,17 +126,49 @@ def build_train_loader(cfg):
 
 
 def build_test_set(cfg, dataset_name):
-    """Returns (dataset of query + gallery items, number of queries)."""
+    """Returns (dataset of query + gallery items, number of queries). The dataset also
+    carries, for the evaluator, `clothes_ids` (an int per item, equal for equal clothes
+    keys; None for a dataset without clothes labels) and `clothes_protocols` (the
+    dataset's CLOTHES_PROTOCOLS, default ("general",))."""
     data = build_dataset(dataset_name)
     if comm.is_main_process():
         data.show_test()
     query, gallery = data.query, data.gallery
+    clothes = getattr(data, "query_clothes", None), getattr(data, "gallery_clothes", None)
     if cfg.DATALOADER.SKIP_BAD_IMAGES:  # never skipped mid-evaluation: checked up front
-        query, gallery = drop_unreadable(dataset_name, query, gallery, cfg.DATALOADER.NUM_WORKERS)
+        kept = drop_unreadable(dataset_name, query, gallery, cfg.DATALOADER.NUM_WORKERS)
+        clothes = tuple(map(_kept_values, (query, gallery), kept, clothes))
+        query, gallery = kept
     test_set = ReidImageDataset(
         query + gallery, build_transforms(cfg, is_train=False), relabel=False
     )
+    test_set.clothes_ids = _clothes_ids(*clothes)
+    test_set.clothes_protocols = tuple(getattr(data, "CLOTHES_PROTOCOLS", ("general",)))
+    if clothes_aware_protocols(test_set.clothes_protocols) and test_set.clothes_ids is None:
+        raise ValueError(
+            "dataset {} declares CLOTHES_PROTOCOLS {} but has no query_clothes / "
+            "gallery_clothes".format(dataset_name, test_set.clothes_protocols)
+        )
     return test_set, len(query)
+
+
+def _kept_values(items, kept, values):
+    """`values` (parallel to `items`, or None) for the items drop_unreadable kept: it drops
+    by image path, keeping the order."""
+    if values is None or len(kept) == len(items):
+        return values
+    kept_paths = {item[0] for item in kept}
+    return [value for item, value in zip(items, values) if item[0] in kept_paths]
+
+
+def _clothes_ids(query_clothes, gallery_clothes):
+    """Clothes keys of query then gallery as int64 ids (numbered in order of first
+    appearance), None unless both splits have them."""
+    if query_clothes is None or gallery_clothes is None:
+        return None
+    ids = {}
+    keys = list(query_clothes) + list(gallery_clothes)
+    return np.fromiter((ids.setdefault(key, len(ids)) for key in keys), np.int64, len(keys))
 
 
 def build_test_loader(cfg, dataset_name):

@@ -55,6 +55,8 @@ class LTCC(ImageDataset):
     dataset_dir = "LTCC_ReID"
     dataset_name = "LTCC"
     HAS_CLOTHES = True
+    # As its authors report it: all matches, and clothes-changing matches only.
+    CLOTHES_PROTOCOLS = ("general", "CC")
     # The documented statistics (module docstring) per folder under LTCC_ReID/, as data.
     DOCUMENTED = {
         "train": dict(ids=77, images=9576),

@@ -23,6 +23,11 @@ Registered datasets (camids A=0, B=1, C=2):
 Clothes keys ``"<pid>_<outfit>"`` (outfit 0 for A/B, 1 for C) are kept in
 ``train_clothes``, ``query_clothes`` and ``gallery_clothes``, parallel to the splits
 (``HAS_CLOTHES = True``).
+
+Each test set IS one clothes protocol: every positive of a C query is in other clothes, every
+positive of a B query in the same clothes. ``CLOTHES_PROTOCOLS`` says so, so that ``PRCC``
+reports ``CC-*`` and ``PRCCSameClothes`` ``SC-*`` metrics (equal to their general ones)
+under the names the other clothes-changing datasets use (docs/evaluation.md).
 """
 
 import os
@@ -136,6 +141,7 @@ class PRCC(_PRCCBase):
     """PRCC cross-clothes protocol: query test/C, gallery test/A (module docstring)."""
 
     dataset_name = "PRCC"
+    CLOTHES_PROTOCOLS = ("general", "CC")  # query C: every match is in other clothes
     # The documented statistics (module docstring) per folder under prcc/rgb/, as data.
     DOCUMENTED = {
         "train": dict(ids=150, images=17896),
@@ -152,5 +158,6 @@ class PRCCSameClothes(_PRCCBase):
     dataset_name = "PRCCSameClothes"
     has_train = False
     query_camera = "B"
+    CLOTHES_PROTOCOLS = ("general", "SC")  # query B: every match is in the same clothes
     # The folders it reads: gallery test/A, query test/B.
     DOCUMENTED = {split: PRCC.DOCUMENTED[split] for split in ("test/A", "test/B")}

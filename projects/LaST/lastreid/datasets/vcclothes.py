@@ -144,6 +144,7 @@ class VCClothesSameClothes(_VCClothesBase):
     dataset_name = "VCClothesSameClothes"
     has_train = False
     test_cameras = (2, 3)
+    CLOTHES_PROTOCOLS = ("general", "SC")  # cameras 2 and 3 see the same outfit
     # The folders it reads (whole-folder counts: the camera filter comes after).
     DOCUMENTED = {split: _FOLDERS[split] for split in ("query", "gallery")}
 
@@ -155,4 +156,5 @@ class VCClothesClothesChanging(_VCClothesBase):
     dataset_name = "VCClothesClothesChanging"
     has_train = False
     test_cameras = (3, 4)
+    CLOTHES_PROTOCOLS = ("general", "CC")  # camera 4 sees another outfit than camera 3
     DOCUMENTED = {split: _FOLDERS[split] for split in ("query", "gallery")}

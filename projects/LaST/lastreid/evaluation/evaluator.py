@@ -9,6 +9,11 @@ and result keys), but:
 - distances and metrics are computed one query block at a time (`lastreid.evaluation.rank`,
   block size TEST.QUERY_BLOCK_SIZE or from TEST.EVAL_MEMORY_MB), exact, ties broken by
   gallery order;
+- with `clothes_protocols` ("CC", "SC": a dataset's CLOTHES_PROTOCOLS) and the clothes ids
+  of all items (query then gallery, dataset order; given at construction, never batched:
+  the gathered items are in dataset order), it also reports the clothes-changing / same-
+  clothes metrics `CC-Rank-1`, `CC-Rank-5`, `CC-Rank-10`, `CC-mAP`, `CC-mINP` (`SC-...`),
+  from the same distance blocks and ranks (`lastreid.evaluation.rank`);
 - TEST.AQE runs blockwise, TEST.RERANK stays full-matrix (with a memory warning) and works
   on CPU, TEST.ROC gives fastreid's TPR@FPR keys from counts (a second pass of blocks).
 
@@ -28,7 +33,7 @@ from fastreid.utils import comm
 
 from ..gather import gather_rows
 from .blocks import DistanceBlocks
-from .rank import blocked_metrics
+from .rank import blocked_metrics, clothes_aware_protocols
 from .rerank import blocked_aqe, rerank_distmat
 
 logger = logging.getLogger(__name__)
@@ -39,11 +44,22 @@ _ROC_FPRS = (1e-4, 1e-3, 1e-2)
 
 
 class BlockedReidEvaluator(DatasetEvaluator):
-    def __init__(self, cfg, num_query, output_dir=None, num_items=None):
+    def __init__(
+        self, cfg, num_query, output_dir=None, num_items=None, clothes=None, clothes_protocols=()
+    ):
         self.cfg = cfg
         self._num_query = int(num_query)
         self._output_dir = output_dir
         self._num_items = int(num_items) if num_items else None
+        # The protocols beyond the general one, and the clothes id of every item (query
+        # then gallery) they need; a dataset without clothes labels has clothes None.
+        self._protocols = clothes_aware_protocols(clothes_protocols)
+        self._clothes = None if clothes is None else _to_numpy(clothes).astype(np.int64)
+        if self._protocols and self._clothes is None:
+            raise ValueError(
+                "the {} protocol(s) need the clothes ids of the query and gallery items "
+                "(clothes=None)".format(", ".join(self._protocols))
+            )
         self.reset()
 
     def reset(self):
@@ -157,7 +173,19 @@ class BlockedReidEvaluator(DatasetEvaluator):
             dist = rerank_distmat(qf, gf, dist, test.RERANK.K1, test.RERANK.K2, test.RERANK.LAMBDA)
             blocks = DistanceBlocks.from_distmat(dist, test.QUERY_BLOCK_SIZE, test.EVAL_MEMORY_MB)
         roc = _ROC_FPRS if test.ROC.ENABLED else ()
-        r = blocked_metrics(blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=roc)
+        clothes = self._clothes_of(len(pids)) if self._protocols else None
+        r = blocked_metrics(
+            blocks,
+            q_pids,
+            g_pids,
+            q_camids,
+            g_camids,
+            max_rank=50,
+            roc_fprs=roc,
+            q_clothes=None if clothes is None else clothes[:nq],
+            g_clothes=None if clothes is None else clothes[nq:],
+            protocols=self._protocols,
+        )
         cmc, m_ap, m_inp = r["cmc"], r["mAP"], r["mINP"]
         results = OrderedDict()
         for k in (1, 5, 10):  # CMC stops at the gallery size, where it has reached 1
@@ -167,6 +195,8 @@ class BlockedReidEvaluator(DatasetEvaluator):
         results["metric"] = (m_ap + float(cmc[0])) / 2 * 100
         for fpr in roc:
             results["TPR@FPR={:.0e}".format(fpr)] = r["tpr"][fpr]
+        for name in self._protocols:
+            results.update(_protocol_results(name, r[name]))
         logger.info(
             "Evaluation of %d valid queries done in %.1f s",
             r["num_valid"],
@@ -176,11 +206,39 @@ class BlockedReidEvaluator(DatasetEvaluator):
         self._results = results
         return copy.deepcopy(results)
 
+    def _clothes_of(self, num_items):
+        """The clothes ids of the collected items, checked to be as many."""
+        if self._clothes.size != num_items:
+            raise ValueError(
+                "the evaluator was given clothes ids for {} items and evaluates {}".format(
+                    self._clothes.size, num_items
+                )
+            )
+        return self._clothes
+
     def extra_metrics(self, feats, pids, camids):
         """Hook for subclasses: more result keys from the collected (query + gallery)
         features, pids and camids, called once on the main process before the full-gallery
         metrics. The features are the evaluator's buffer: do not modify them."""
         return {}
+
+
+def _protocol_results(name, r):
+    """`<name>-Rank-k`, `<name>-mAP`, `<name>-mINP` (in %) of one clothes-aware protocol."""
+    cmc = r["cmc"]
+    out = OrderedDict(
+        ("{}-Rank-{}".format(name, k), float(cmc[min(k, len(cmc)) - 1]) * 100) for k in (1, 5, 10)
+    )
+    out[name + "-mAP"] = r["mAP"] * 100
+    out[name + "-mINP"] = r["mINP"] * 100
+    logger.info(
+        "%s protocol: %d queries with a positive, Rank-1 %.2f, mAP %.2f",
+        name,
+        r["num_valid"],
+        out[name + "-Rank-1"],
+        out[name + "-mAP"],
+    )
+    return out
 
 
 def _to_numpy(x):

@@ -24,6 +24,15 @@ are not supported. Bitwise, the blocked float32 products may differ from fastrei
 product by a few ulps (the BLAS kernel depends on the shape); metrics only move if a match and
 another item are that close.
 
+Clothes-aware protocols (`blocked_metrics(..., protocols=("CC", "SC"))`, the definitions of
+Simple-CCReID's `evaluate_with_clothes`): `CC` keeps as positives the same pid on another camera
+in OTHER clothes, `SC` the same pid on another camera in the SAME clothes; every other item of
+the query's pid is removed. Both positive sets are subsets of the general ones and every item
+of the query's pid is either a positive or removed, so a positive's rank under them is the
+number of other-identity items before it (its general rank minus the general positives
+before it) plus the protocol's positives before it: they reuse the general ranks of each
+query, with no second sort and no second pass over the row.
+
 Memory: with default arguments every entry point holds the caller's features, one block of
 distances (TEST.EVAL_MEMORY_MB / `memory_mb`) and two small buffers; queries and gallery
 chunks are normalised into reused buffers, so the caller's arrays are never modified and
@@ -38,11 +47,34 @@ import torch
 
 from .blocks import DistanceBlocks
 
-__all__ = ["blocked_metrics", "positive_ranks", "rank_metrics", "rank_metrics_from_distmat"]
+__all__ = [
+    "CLOTHES_PROTOCOL_NAMES",
+    "blocked_metrics",
+    "clothes_aware_protocols",
+    "positive_ranks",
+    "rank_metrics",
+    "rank_metrics_from_distmat",
+]
 
 logger = logging.getLogger(__name__)
 _LOG_EVERY_S = 10.0
 _SORT_LIMIT = 1024  # below this many candidates sorting them beats one pass per threshold
+# The protocols blocked_metrics computes (module docstring); "general" is always computed.
+CLOTHES_PROTOCOL_NAMES = ("general", "CC", "SC")
+
+
+def clothes_aware_protocols(names):
+    """The clothes-aware protocols among `names` ("CC", "SC", in that order), checking that
+    each name is one of CLOTHES_PROTOCOL_NAMES ("general" is accepted: it is always computed)."""
+    names = tuple(names or ())
+    unknown = [n for n in names if n not in CLOTHES_PROTOCOL_NAMES]
+    if unknown:
+        raise ValueError(
+            "unknown evaluation protocol(s) {}: expected some of {}".format(
+                ", ".join(map(repr, unknown)), ", ".join(CLOTHES_PROTOCOL_NAMES)
+            )
+        )
+    return tuple(n for n in CLOTHES_PROTOCOL_NAMES[1:] if n in names)
 
 
 class _Progress:
@@ -78,12 +110,13 @@ def _count_below_and_equal(cand, u):
 
 def positive_ranks(row, same, pos, mask_buf=None):
     """0-based ranks, among kept gallery items and under the stable tie rule, of the kept
-    positives `pos` of one query, in ascending order (with their distances, same order).
+    positives `pos` of one query, in ascending order (with their distances and gallery
+    indices, same order).
 
     row: float32 distances to the whole gallery. same: ascending gallery indices with the
     query's pid (kept positives and removed same-camera items). pos: ascending subset of
     `same` (the kept positives), non-empty. Returns (ranks, distances, number of
-    positives tied with an other-identity item).
+    positives tied with an other-identity item, gallery indices).
     """
     pv = row[pos]
     order = np.argsort(pv, kind="stable")  # by (distance, gallery index): pos is ascending
@@ -104,7 +137,7 @@ def positive_ranks(row, same, pos, mask_buf=None):
         before[i] += np.count_nonzero(row[:j] == p) - np.count_nonzero(
             (row[same] == p) & (same < j)
         )
-    return before + np.arange(pos.size), pv, tied.size
+    return before + np.arange(pos.size), pv, tied.size, pos
 
 
 class _GalleryGroups:
@@ -126,8 +159,50 @@ def _as_int64(a):
     return np.asarray(a, dtype=np.int64).reshape(-1)
 
 
+class _PerQuery:
+    """First / last rank, AP and INP of each query under one protocol (first -1: no
+    positive, the query is skipped)."""
+
+    def __init__(self, num_query):
+        self.first = np.full(num_query, -1, dtype=np.int64)
+        self.last = np.zeros(num_query, dtype=np.int64)
+        self.ap = np.zeros(num_query, dtype=np.float64)
+        self.inp = np.zeros(num_query, dtype=np.float64)
+
+    def add(self, qi, ranks):
+        """ranks: the ascending 0-based ranks of query qi's positives (non-empty)."""
+        self.first[qi], self.last[qi] = ranks[0], ranks[-1]
+        self.ap[qi] = np.mean(np.arange(1, ranks.size + 1) / (ranks + 1.0))
+        self.inp[qi] = ranks.size / (ranks[-1] + 1.0)
+
+    def summary(self, max_rank):
+        """{'cmc', 'mAP', 'mINP', 'num_valid'} over the queries with a positive; None
+        without any."""
+        valid = self.first >= 0
+        num_valid = int(valid.sum())
+        if num_valid == 0:
+            return None
+        hits = np.bincount(np.minimum(self.first[valid], max_rank), minlength=max_rank + 1)
+        return {
+            "cmc": (np.cumsum(hits[:max_rank]) / num_valid).astype(np.float32),
+            "mAP": float(self.ap[valid].mean()),
+            "mINP": float(self.inp[valid].mean()),
+            "num_valid": num_valid,
+        }
+
+
 def blocked_metrics(
-    blocks, q_pids, g_pids, q_camids, g_camids, max_rank=50, roc_fprs=(), stats=None
+    blocks,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank=50,
+    roc_fprs=(),
+    stats=None,
+    q_clothes=None,
+    g_clothes=None,
+    protocols=(),
 ):
     """Exact CMC / mAP / mINP (and fastreid's TPR@FPR when `roc_fprs` is given) over the
     distance blocks of a `DistanceBlocks`. Returns a dict with 'cmc' (float32, length
@@ -135,16 +210,30 @@ def blocked_metrics(
     ({fpr: tpr}; this costs a second pass over the blocks). `stats`, if a dict, receives
     'tied_positives' (kept positives at exactly the distance of an other-identity item),
     'distance_seconds' and 'rank_seconds' (time producing blocks / ranking in them).
+
+    protocols: clothes-aware protocols to compute as well ("CC", "SC"; "general" is
+    always computed), from the clothes ids `q_clothes` / `g_clothes` (ints, equal = same
+    clothes). Each gets a key of its own with a dict like the general one ('cmc', 'mAP',
+    'mINP', 'num_valid'), over its own queries with a positive.
     """
     q_pids, g_pids = _as_int64(q_pids), _as_int64(g_pids)
     q_camids, g_camids = _as_int64(q_camids), _as_int64(g_camids)
     nq, ng = blocks.num_query, blocks.num_gallery
     assert q_pids.size == nq and g_pids.size == ng, "pids do not match the features"
+    extra = clothes_aware_protocols(protocols)
+    if extra:
+        if q_clothes is None or g_clothes is None:
+            raise ValueError("protocols {} need q_clothes and g_clothes".format(extra))
+        q_clothes, g_clothes = _as_int64(q_clothes), _as_int64(g_clothes)
+        if q_clothes.size != nq or g_clothes.size != ng:
+            raise ValueError(
+                "clothes ids for {} queries and {} gallery items, features for {} and {}".format(
+                    q_clothes.size, g_clothes.size, nq, ng
+                )
+            )
     groups = _GalleryGroups(g_pids)
-    first = np.full(nq, -1, dtype=np.int64)
-    last = np.zeros(nq, dtype=np.int64)
-    ap = np.zeros(nq, dtype=np.float64)
-    inp = np.zeros(nq, dtype=np.float64)
+    general = _PerQuery(nq)
+    by_clothes = {name: _PerQuery(nq) for name in extra}
     tied = np.zeros(nq, dtype=np.int64)
     pos_dists = [None] * nq if roc_fprs else None
 
@@ -157,28 +246,34 @@ def blocked_metrics(
             pos = same[g_camids[same] != q_camids[qi]]
             if pos.size == 0:
                 continue
-            ranks, pv, tied[qi] = positive_ranks(block[b], same, pos, mask_buf)
-            first[qi], last[qi] = ranks[0], ranks[-1]
-            ap[qi] = np.mean(np.arange(1, ranks.size + 1) / (ranks + 1.0))
-            inp[qi] = ranks.size / (ranks[-1] + 1.0)
+            ranks, pv, tied[qi], pos_sorted = positive_ranks(block[b], same, pos, mask_buf)
+            general.add(qi, ranks)
             if pos_dists is not None:
                 pos_dists[qi] = pv
+            if by_clothes:
+                # Other-identity items before each general positive; a protocol's positive
+                # is preceded by those and by the protocol's own positives (docstring).
+                others = ranks - np.arange(ranks.size)
+                same_clothes = g_clothes[pos_sorted] == q_clothes[qi]
+                for name, per_query in by_clothes.items():
+                    keep = same_clothes if name == "SC" else ~same_clothes
+                    if keep.any():
+                        per_query.add(qi, others[keep] + np.arange(np.count_nonzero(keep)))
 
     t0 = time.perf_counter()
     rank_s = _for_each_block(blocks, work, "rank metrics")
     total_s = time.perf_counter() - t0
-    valid = first >= 0
-    num_valid = int(valid.sum())
-    if num_valid == 0:
-        raise ValueError("Error: all query identities do not appear in gallery")
     max_rank = min(int(max_rank), ng)
-    hits = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)
-    out = {
-        "cmc": (np.cumsum(hits[:max_rank]) / num_valid).astype(np.float32),
-        "mAP": float(ap[valid].mean()),
-        "mINP": float(inp[valid].mean()),
-        "num_valid": num_valid,
-    }
+    out = general.summary(max_rank)
+    if out is None:
+        raise ValueError("Error: all query identities do not appear in gallery")
+    for name, per_query in by_clothes.items():
+        out[name] = per_query.summary(max_rank)
+        if out[name] is None:
+            raise ValueError(
+                "no query has a positive under the {} protocol (same pid, another camera, "
+                "{} clothes)".format(name, "the same" if name == "SC" else "other")
+            )
     if isinstance(stats, dict):
         stats.update(
             tied_positives=int(tied.sum()), rank_seconds=rank_s, distance_seconds=total_s - rank_s

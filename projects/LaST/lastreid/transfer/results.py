@@ -12,7 +12,7 @@ from ..curves import iterations_per_epoch, read_metrics
 
 __all__ = ["best_epoch", "finished_training", "read_json"]
 
-_EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|SS-.+)$")
+_EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|(SS|CC|SC)-.+)$")
 
 
 def finished_training(out):
