@@ -158,15 +158,14 @@ def api_child(qf, gf, qp, gp, qc, gc, nq, ng):
 
 def evaluator_child(args, nq, ng):
     """BlockedReidEvaluator on streamed features: its buffer, then its evaluate()."""
-    from lastreid.config import add_lastreid_config
     from lastreid.evaluation import BlockedReidEvaluator
+    from lastreid.startup import build_cfg
 
     import torch
-    from fastreid.config import get_cfg
 
-    cfg = add_lastreid_config(get_cfg())
-    cfg.TEST.METRIC, cfg.TEST.EVAL_MEMORY_MB = "cosine", args.memory_mb
-    cfg.TEST.QUERY_BLOCK_SIZE = args.block_size
+    # The checked config, as every tool builds it (a bad --memory-mb is one line).
+    opts = ["MODEL.DEVICE", "cpu", "TEST.METRIC", "cosine", "TEST.EVAL_MEMORY_MB", str(args.memory_mb)]
+    cfg = build_cfg("", opts + ["TEST.QUERY_BLOCK_SIZE", str(args.block_size)])
     labels = make_labels(nq, ng, args.seed)
     evaluator = BlockedReidEvaluator(cfg, nq, num_items=nq + ng)
     t0 = time.perf_counter()

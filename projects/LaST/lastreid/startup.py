@@ -3,8 +3,10 @@ the modules of MODEL.IMPORTS (`lastreid.plugins`), then every value against
 `lastreid.config_checks.RULES`, then the files it names), the
 device it resolves to, and the check that a run can start without writing anything first."""
 
+import argparse
 import logging
 import os
+import re
 
 import torch
 from fastreid.config import get_cfg
@@ -18,7 +20,41 @@ from .plugins import import_plugins, resolve_plugin_paths
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_cfg", "check_cfg", "check_can_start", "on_cpu", "resolve_device"]
+__all__ = [
+    "add_overrides",
+    "build_cfg",
+    "check_cfg",
+    "check_can_start",
+    "on_cpu",
+    "parse_with_overrides",
+    "resolve_device",
+]
+
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
+
+
+def add_overrides(parser, help="KEY VALUE config overrides"):
+    """The trailing `KEY VALUE ...` overrides of a tool (added last: they take the rest of
+    the command line); read them with `parse_with_overrides`."""
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help=help)
+
+
+def parse_with_overrides(parser, argv=None):
+    """parser.parse_args(argv) with its trailing overrides checked, as every tool that takes
+    them checks them: an optional leading "--" dropped, then KEY VALUE pairs whose keys are
+    config keys (SOLVER.MAX_EPOCH); else parser.error's one line and exit status 2."""
+    args = parser.parse_args(argv)
+    if args.opts[:1] == ["--"]:
+        args.opts = args.opts[1:]
+    if len(args.opts) % 2:
+        parser.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    for key in args.opts[0::2]:
+        if not _KEY.match(key):
+            parser.error(
+                f"{key!r} is not a config KEY (e.g. SOLVER.MAX_EPOCH); the tool's own flags "
+                "go before the KEY VALUE overrides"
+            )
+    return args
 
 
 def build_cfg(config_file="", opts=(), eval_only=False):
