@@ -70,7 +70,7 @@ def main(argv=None):
         f"wrote {args.output} ({used} exporter, opset {args.opset}, "
         f"input (batch, 3, {size[0]}, {size[1]}))"
     )
-    results = check_onnx(model, args.output, size, args.batch_sizes, args.tolerance)
+    results = check_onnx(model, args.output, size, args.batch_sizes)
     worst = max(err for _, err in results)
     for b, err in results:
         print(f"  batch {b}: max relative error {err:.2e}")

@@ -75,7 +75,8 @@ Worked around where the code that needs it lives:
   image sizes its ResNet stem cannot pool; `check_schedule`: a warm-up that leaves
   CosineAnnealingLR no epoch (it divides by zero).
 - `fastreid_internals`: the only module that calls fastreid's private functions (and reads
-  its registry's table, its samplers' `_seed` and an EventStorage's live history dicts). The
+  its registry's table, its samplers' `_seed`, an EventStorage's live history dicts, and a
+  DefaultTrainer's step runner and batch iterator for code outside its subclasses). The
   private attributes of the fastreid classes we subclass are used in the subclasses:
   DefaultTrainer's `_trainer`, `_hooks`, `_last_eval_results` (engine, resume),
   SimpleTrainer's `_data_loader_iter`, `_write_metrics` (train_steps), JSONWriter's

@@ -7,12 +7,10 @@ each one with fastreid, so an upgrade that changes them fails there).
 """
 
 from fastreid.data import build as _build
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import checkpoint as _checkpoint
 
 __all__ = [
     "registered_names",
-    "registered_dataset_names",
     "NORM_NAMES",
     "LR_SCHEDULERS",
     "WARMUP_METHODS",
@@ -28,6 +26,9 @@ __all__ = [
     "set_sampler_seed",
     "history_tails",
     "put_history",
+    "step_runner",
+    "batch_iterator",
+    "set_batch_iterator",
 ]
 
 
@@ -57,11 +58,6 @@ NECK_FEATS = ("before", "after")
 def registered_names(registry):
     """The names in a fastreid Registry, sorted (its Registry has no public listing)."""
     return sorted(registry._obj_map)
-
-
-def registered_dataset_names():
-    """Names in fastreid's DATASET_REGISTRY."""
-    return registered_names(DATASET_REGISTRY)
 
 
 def group_keys(keys):
@@ -115,3 +111,19 @@ def train_sampler(cfg, train_set):
     """The training sampler fastreid's build_reid_train_loader would choose for `cfg`
     (DATALOADER.SAMPLER_TRAIN, NUM_INSTANCE, the per-process batch, the shared seed)."""
     return _build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
+
+
+def step_runner(trainer):
+    """The SimpleTrainer (or AMPTrainer, or lastreid's CPU / CUDA-AMP step) a fastreid
+    DefaultTrainer runs each step with (its `_trainer`)."""
+    return trainer._trainer
+
+
+def batch_iterator(step):
+    """The iterator over the training loader a SimpleTrainer takes each step's batch from."""
+    return step._data_loader_iter
+
+
+def set_batch_iterator(step, batches):
+    """Has a SimpleTrainer take its next batches from the iterator `batches`."""
+    step._data_loader_iter = batches

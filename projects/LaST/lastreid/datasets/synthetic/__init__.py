@@ -43,7 +43,7 @@ import os
 
 from ...errors import InputError
 from .clothes import write_celebreid, write_last, write_prcc
-from .common import _FOLDERS, ALL_DATASETS, DATASETS, MARKER, PRESETS, SOURCE_DATASETS
+from .common import ALL_DATASETS, DATASETS, FOLDERS, MARKER, PRESETS, SOURCE_DATASETS
 from .drawing import IMAGE_SIZE
 from .sources import write_dukemtmc, write_market1501, write_msmt17
 
@@ -97,7 +97,7 @@ def read_counts(root):
     `root` (read from the marker files), as {dataset: counts per split}; datasets whose
     last write did not finish are left out."""
     counts = {}
-    for dataset, folder in _FOLDERS.items():
+    for dataset, folder in FOLDERS.items():
         marker = os.path.join(root, folder, MARKER)
         if os.path.isfile(marker):
             with open(marker) as f:

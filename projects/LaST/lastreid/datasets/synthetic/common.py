@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import ExistingFileError, InputError
-from .drawing import _render
+from .drawing import render_person
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ MARKER = ".lastreid-synthetic.json"
 DATASETS = ("last", "prcc", "celebreid")  # written by default (the demo's)
 SOURCE_DATASETS = ("market1501", "dukemtmc", "msmt17")  # the other pre-training sources
 ALL_DATASETS = DATASETS + SOURCE_DATASETS
-_FOLDERS = {
+FOLDERS = {
     "last": "last",
     "prcc": "prcc",
     "celebreid": "Celeb-reID",
@@ -32,7 +32,7 @@ _STREAMS = {"last": 1, "prcc": 2, "celebreid": 3, "market1501": 4, "dukemtmc": 5
 
 # Sizes that may be 0 (every split needs images; these extras are optional).
 _OPTIONAL_SIZES = ("distractor_ids", "distractor_images", "junk_images")
-_CAMERA_COUNTS = {"market1501": 6, "dukemtmc": 8, "msmt17": 15}
+CAMERA_COUNTS = {"market1501": 6, "dukemtmc": 8, "msmt17": 15}
 
 
 PRESETS = {
@@ -116,11 +116,11 @@ PRESETS = {
 }
 
 
-class _Writer:
+class TreeWriter:
     """Writes one dataset's images and tallies ids / outfits / images per split."""
 
     def __init__(self, root, dataset, seed, sizes):
-        self.folder = os.path.join(root, _FOLDERS[dataset])
+        self.folder = os.path.join(root, FOLDERS[dataset])
         self.rng = np.random.default_rng([seed, _STREAMS[dataset]])
         self.meta = dict(dataset=dataset, seed=seed, sizes=sizes)
         self.splits = {}
@@ -134,7 +134,7 @@ class _Writer:
         """Writes one image; `counted=False` leaves it out of the counts (Market's junk)."""
         path = os.path.join(self.folder, relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        pixels = _render(person, outfit, self.rng, tint, scale)
+        pixels = render_person(person, outfit, self.rng, tint, scale)
         Image.fromarray(pixels).save(path, quality=int(self.rng.integers(70, 96)))
         if not counted:
             return
@@ -168,7 +168,7 @@ def _clear_own_folder(folder):
     os.makedirs(folder, exist_ok=True)
 
 
-def _sizes(dataset, sizes):
+def dataset_sizes(dataset, sizes):
     unknown = set(sizes) - set(PRESETS["default"][dataset])
     if unknown:
         raise TypeError(
@@ -183,7 +183,7 @@ def _sizes(dataset, sizes):
     return sizes
 
 
-def _spread(rng, n_images, n_outfits):
+def spread_images(rng, n_images, n_outfits):
     """Outfit index per image, covering every outfit when there are enough images."""
     order = list(rng.permutation(n_outfits)) * (n_images // n_outfits + 1)
     return [int(k) for k in order[:n_images]]
