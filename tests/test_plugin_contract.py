@@ -86,8 +86,10 @@ def toy(module_tmp):
     return folder
 
 
-def run_tool(name, args, root, cwd=REPO):
+def run_tool(name, args, root, cwd=REPO, python_path=None):
     env = dict(os.environ, FASTREID_DATASETS=str(root), PYTHONUNBUFFERED="1")
+    if python_path:
+        env["PYTHONPATH"] = os.pathsep.join([str(python_path), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, os.path.join(TOOLS, name + ".py")] + [str(a) for a in args],
         env=env,
@@ -160,10 +162,17 @@ def test_feature_tools_take_the_dimension_from_the_model(toy_run, synthetic_root
     run = run_tool("export_onnx", args, synthetic_root)
     assert run.returncode == 0 and "onnxruntime matches PyTorch" in run.stdout, run.stdout[-3000:]
 
+    vis = tmp_path / "vis"
+    args = common + ["--dataset", "LaSTVal", "--output", vis, "--topk", "3", "--quiet"] + OPTS
+    run = run_tool("visualize_ranks", args, synthetic_root)
+    assert run.returncode == 0 and (vis / "ranks_000.png").is_file(), run.stdout[-3000:]
+
 
 def test_the_heads_own_key_is_checked_in_one_line(toy, synthetic_root, tmp_path):
-    args = ["--config-file", toy / "toy.yml"] + OPTS + ["MODEL.TOY_HEAD.DIM", "0"]
-    run = run_tool("train_net", args + ["OUTPUT_DIR", tmp_path / "run"], synthetic_root)
+    """The module named on the command line this time, by its name on the Python path."""
+    args = ["--config-file", toy / "toy.yml"] + OPTS + ["MODEL.IMPORTS", "['toy_head']"]
+    args += ["MODEL.TOY_HEAD.DIM", "0", "OUTPUT_DIR", tmp_path / "run"]
+    run = run_tool("train_net", args, synthetic_root, python_path=toy)
     assert run.returncode == 1
     assert run.stdout.strip().splitlines()[-1] == (
         "train_net.py: error: MODEL.TOY_HEAD.DIM is 0: expected an integer >= 1"
