@@ -164,8 +164,9 @@ def evaluator_child(args, nq, ng):
     import torch
 
     # The checked config, as every tool builds it (a bad --memory-mb is one line).
-    opts = ["MODEL.DEVICE", "cpu", "TEST.METRIC", "cosine", "TEST.EVAL_MEMORY_MB", str(args.memory_mb)]
-    cfg = build_cfg("", opts + ["TEST.QUERY_BLOCK_SIZE", str(args.block_size)])
+    opts = ["MODEL.DEVICE", "cpu", "TEST.METRIC", "cosine", "TEST.EVAL_MEMORY_MB", args.memory_mb]
+    opts += ["TEST.QUERY_BLOCK_SIZE", args.block_size]
+    cfg = build_cfg("", [str(x) for x in opts])
     labels = make_labels(nq, ng, args.seed)
     evaluator = BlockedReidEvaluator(cfg, nq, num_items=nq + ng)
     t0 = time.perf_counter()

@@ -25,7 +25,9 @@ from conftest import FAST_CPU_OPTS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(REPO, "tools")
 TOY_DIM = 24  # the toy's MODEL.TOY_HEAD.DIM: not the backbone's 512
-OPTS = FAST_CPU_OPTS + ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off", "SOLVER.IMS_PER_BATCH", "8"]
+# 3 steps of 8 of the tiny LaST's 24 training images, in float32.
+OPTS = FAST_CPU_OPTS + ["SOLVER.IMS_PER_BATCH", "8"]
+OPTS += ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
 
 TOY_HEAD = '''
     """A toy re-id head registered outside lastreid: pooled backbone map -> linear

@@ -144,15 +144,18 @@ def _parsers():
     from lastreid.startup import parse_with_overrides
 
     model = ["--config-file", CONFIG]
+    features = model + ["--dataset", "LaST", "-o", "f"]
     return {
         "train_net": (lambda argv: parse_with_overrides(default_argument_parser(), argv), model),
-        "extract_features": (load_tool("extract_features").parse_args, model + ["--dataset", "LaST", "-o", "f"]),
+        "extract_features": (load_tool("extract_features").parse_args, features),
         "export_onnx": (load_tool("export_onnx").parse_args, model + ["-o", "m.onnx"]),
         "visualize_ranks": (load_tool("visualize_ranks").parse_args, ["--features", "f.npz"]),
-    }  # fmt: skip
+    }
 
 
-@pytest.mark.parametrize("name", ["train_net", "extract_features", "export_onnx", "visualize_ranks"])
+@pytest.mark.parametrize(
+    "name", ["train_net", "extract_features", "export_onnx", "visualize_ranks"]
+)
 def test_every_tool_checks_its_overrides_alike(name, capsys):
     """KEY VALUE pairs after an optional "--"; a lone key or a flag among them is a usage
     error naming it (exit 2), before any config is read."""

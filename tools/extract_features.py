@@ -20,13 +20,13 @@ import os
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import launch
 from lastreid.errors import run_tool
-from lastreid.startup import add_overrides, parse_with_overrides
 from lastreid.features import (
     FeatureExtractor,
     build_inference_cfg,
     inference_argument_parser,
     save_features,
 )
+from lastreid.startup import add_overrides, parse_with_overrides
 
 from fastreid.utils.logger import setup_logger
 

@@ -394,12 +394,12 @@ def register_rules(*rules):
     """Appends the rules of a model's own keys to RULES; called by the module that
     registers the head or meta-architecture, beside its keys (`config.register_keys`),
     so that a new model edits no other file. A key has one rule: ValueError for another."""
-    known = {rule.key for rule in RULES}
+    known = [rule.key for rule in RULES]
     for rule in rules:
         if rule.key in known:
             raise ValueError(f"config_checks: a rule for {rule.key} is already registered")
-        known.add(rule.key)
-        RULES.append(rule)
+        known.append(rule.key)
+    RULES.extend(rules)  # all or none
 
 
 def config_value(cfg, key):

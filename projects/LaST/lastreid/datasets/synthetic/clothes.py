@@ -72,7 +72,9 @@ def write_prcc(root, seed=0, **sizes):
     out = TreeWriter(root, "prcc", seed, sizes)
     rng = out.rng
     # Each camera has its own background tone and viewing distance.
-    cameras = {cam: (hsv_colour(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05)) for cam in "ABC"}
+    cameras = {
+        cam: (hsv_colour(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05)) for cam in "ABC"
+    }
     n_ids = sizes["train_ids"] + sizes["val_ids"] + sizes["test_ids"]
     pids = iter(int(p) for p in rng.permutation(np.arange(1, n_ids + 1)))
     for split, n_split in (
