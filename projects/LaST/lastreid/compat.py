@@ -62,7 +62,7 @@ Worked around where the code that needs it lives:
 - `datasets.fastreid_sources`: fastreid's Market1501 / DukeMTMC / MSMT17 list files in
   file-system order and stop on a missing folder with a bare `assert`; `build_dataset`
   checks their layout first (one-line errors) and sorts the lists.
-- `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
+- `launch`: sets fastreid's local process group under torchrun (only fastreid's own
   launch sets it, and `comm.get_local_rank()` asserts it). `check_batch_split` and
   `check_training_set` (called by `engine.Trainer.build_train_loader`): fastreid's
   identity samplers spin forever when NUM_INSTANCE does not divide a process's batch or

@@ -8,6 +8,7 @@ each one with fastreid, so an upgrade that changes them fails there).
 
 from fastreid.data import build as _build
 from fastreid.utils import checkpoint as _checkpoint
+from fastreid.utils import comm as _comm
 
 __all__ = [
     "registered_names",
@@ -29,6 +30,7 @@ __all__ = [
     "step_runner",
     "batch_iterator",
     "set_batch_iterator",
+    "set_local_process_group",
 ]
 
 
@@ -127,3 +129,10 @@ def batch_iterator(step):
 def set_batch_iterator(step, batches):
     """Has a SimpleTrainer take its next batches from the iterator `batches`."""
     step._data_loader_iter = batches
+
+
+def set_local_process_group(group):
+    """Makes `group` (the processes on this machine) the one fastreid's
+    `comm.get_local_rank()` / `get_local_size()` read (its `_LOCAL_PROCESS_GROUP`, which
+    only fastreid's own launch sets)."""
+    _comm._LOCAL_PROCESS_GROUP = group
