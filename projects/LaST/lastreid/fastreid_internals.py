@@ -6,6 +6,8 @@ checks, `lastreid.config_checks`, accept exactly these; tests/test_config_ranges
 each one with fastreid, so an upgrade that changes them fails there).
 """
 
+import os
+
 from fastreid.data import build as _build
 from fastreid.utils import checkpoint as _checkpoint
 from fastreid.utils import comm as _comm
@@ -31,6 +33,9 @@ __all__ = [
     "batch_iterator",
     "set_batch_iterator",
     "set_local_process_group",
+    "trainer_hooks",
+    "set_last_evaluation",
+    "reopen_json_writers",
 ]
 
 
@@ -136,3 +141,26 @@ def set_local_process_group(group):
     `comm.get_local_rank()` / `get_local_size()` read (its `_LOCAL_PROCESS_GROUP`, which
     only fastreid's own launch sets)."""
     _comm._LOCAL_PROCESS_GROUP = group
+
+
+def trainer_hooks(trainer):
+    """The hooks a fastreid DefaultTrainer runs (its `_hooks`), in order."""
+    return trainer._hooks
+
+
+def set_last_evaluation(trainer, results):
+    """The evaluation results a fastreid DefaultTrainer's `train()` returns (its
+    `_last_eval_results`)."""
+    trainer._last_eval_results = results
+
+
+def reopen_json_writers(hook_list, path):
+    """Has every JSONWriter of the PeriodicWriter hooks in `hook_list` that appends to the
+    file `path` (its `_file_handle`, in the hook's `_writers`) append to the file now there."""
+    target = os.path.realpath(path)
+    for hook in hook_list:
+        for writer in getattr(hook, "_writers", ()):
+            handle = getattr(writer, "_file_handle", None)
+            if handle is not None and os.path.realpath(getattr(handle, "name", "")) == target:
+                handle.close()
+                writer._file_handle = open(path, "a")
