@@ -207,3 +207,30 @@ def test_the_toy_run_is_a_transfer_row(toy_run, synthetic_root, tmp_path):
     for setting in ("direct", "finetune"):
         config = (out / "runs" / "toy" / f"PRCC-{setting}" / "config.yaml").read_text()
         assert "ToyHead" in config
+
+
+def test_a_file_is_imported_once_and_named_by_its_absolute_path(tmp_path, monkeypatch):
+    """A relative `.py` entry is made absolute in the config (the run's config.yaml finds
+    it from any folder), and building configs again does not run the module again (its
+    registrations would be refused). The module here registers nothing: this process's
+    registries stay the project's."""
+    (tmp_path / "marker.py").write_text(
+        "with open(__file__ + '.runs', 'a') as f:\n    f.write('run\\n')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    opts = ["MODEL.IMPORTS", "['marker.py']", "MODEL.DEVICE", "cpu"]
+    for _ in range(2):
+        cfg = build_cfg("", opts)
+    assert list(cfg.MODEL.IMPORTS) == [str(tmp_path / "marker.py")]
+    assert (tmp_path / "marker.py.runs").read_text() == "run\n"
+
+
+def test_a_module_that_fails_is_one_line_with_its_error(tmp_path):
+    broken = tmp_path / "broken_head.py"
+    broken.write_text("raise RuntimeError('the head needs a GPU')\n")
+    opts = ["MODEL.IMPORTS", f"['{broken}']", "MODEL.DEVICE", "cpu"]
+    with pytest.raises(ConfigError) as error:
+        build_cfg("", opts)
+    assert str(error.value) == (
+        f"MODEL.IMPORTS: cannot import '{broken}': RuntimeError: the head needs a GPU"
+    )

@@ -42,7 +42,8 @@ def add_lastreid_config(cfg):
 
     # Plugins --------------------------------------------------------------------------
     # Modules imported before the model is built (as mmengine's custom_imports): a module
-    # name on the Python path or a .py file (made absolute), e.g. a head registered in
+    # name on the Python path or a .py file (a relative one made absolute from the working
+    # folder, so the run's config.yaml finds it from anywhere), e.g. a head registered in
     # fastreid's REID_HEADS_REGISTRY outside lastreid. lastreid.plugins.
     _C.MODEL.IMPORTS = []
 

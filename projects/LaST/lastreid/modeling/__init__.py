@@ -3,8 +3,10 @@ extractor, `--eval-only` and the transfer runner get a model from.
 
 Importing this package registers the paper's other LaST baselines in fastreid's registries
 (docs/baselines.md): the meta-architectures `PartBaseline` and `PaperMGN`
-(`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`);
-`parts` holds what they share."""
+(`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`), each
+module with its own config keys and their range rules; `parts` holds what they share. A
+model outside the package does the same from a module named in MODEL.IMPORTS
+(`lastreid.plugins`)."""
 
 import logging
 
