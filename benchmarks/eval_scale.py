@@ -172,16 +172,16 @@ def api_child(qf, gf, qp, gp, qc, gc, nq, ng):
 
 def evaluator_child(args, nq, ng):
     """BlockedReidEvaluator on streamed features: its buffer, then its evaluate()."""
-    from lastreid.config import add_lastreid_config
     from lastreid.evaluation import BlockedReidEvaluator
+    from lastreid.startup import build_cfg
 
     import numpy as np
     import torch
-    from fastreid.config import get_cfg
 
-    cfg = add_lastreid_config(get_cfg())
-    cfg.TEST.METRIC, cfg.TEST.EVAL_MEMORY_MB = "cosine", args.memory_mb
-    cfg.TEST.QUERY_BLOCK_SIZE = args.block_size
+    # The checked config, as every tool builds it (a bad --memory-mb is one line).
+    opts = ["MODEL.DEVICE", "cpu", "TEST.METRIC", "cosine", "TEST.EVAL_MEMORY_MB", args.memory_mb]
+    opts += ["TEST.QUERY_BLOCK_SIZE", args.block_size]
+    cfg = build_cfg("", [str(x) for x in opts])
     labels = make_labels(nq, ng, args.seed)
     clothes = None
     if args.clothes_protocols:

@@ -122,13 +122,14 @@ def train_img_s(cfg, steps, warmup, batch, on_gpu_only):
     """Training images/s of lastreid's Trainer step; on_gpu_only: the same batch, on the
     GPU, every step (no loader)."""
     from lastreid.engine import Trainer
+    from lastreid.fastreid_internals import batch_iterator, set_batch_iterator, step_runner
 
     from fastreid.utils.events import EventStorage
 
     trainer = Trainer(cfg)
-    step = trainer._trainer
+    step = step_runner(trainer)
     if on_gpu_only:
-        step._data_loader_iter = _SameBatch(next(step._data_loader_iter))
+        set_batch_iterator(step, _SameBatch(next(batch_iterator(step))))
         trainer.data_loader.shutdown()  # no loader work competes with the GPU-only steps
     with EventStorage(0) as storage:
         for i in range(warmup + steps):
@@ -149,6 +150,7 @@ def extraction_img_s(cfg):
     """Feature extraction images/s through the test loader (fp32, no flip), one pass."""
     from lastreid import precision
     from lastreid.engine import Trainer
+    from lastreid.fastreid_internals import batch_iterator, set_batch_iterator, step_runner
 
     model = precision.for_inference(Trainer.build_model(cfg), precision.resolve(cfg, log=False))
     model.eval()

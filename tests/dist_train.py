@@ -18,6 +18,7 @@ import sys
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import atomic, engine, resume
+from lastreid.fastreid_internals import batch_iterator, set_batch_iterator, step_runner
 
 TRAIN_NET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train_net.py"
@@ -47,19 +48,19 @@ def main(argv):
     def recorded_step(self):
         if kill == (rank, self.iter):
             os.kill(os.getpid(), signal.SIGKILL)
-        step = self._trainer
-        if not hasattr(step, "_last_batch"):
+        step = step_runner(self)
+        if not hasattr(step, "last_batch"):
             record(seed=self.data_loader.batch_sampler.stream_seed)  # fastreid sampler's
-            batches = step._data_loader_iter
+            batches = batch_iterator(step)
 
             def keep_last():
                 for batch in batches:
-                    step._last_batch = batch
+                    step.last_batch = batch  # the spy's own attribute
                     yield batch
 
-            step._data_loader_iter = keep_last()
+            set_batch_iterator(step, keep_last())
         run_step(self)
-        batch = step._last_batch
+        batch = step.last_batch
         # DDP keeps the processes' weights equal: their sums say so after every step.
         weights = float(sum(p.detach().double().sum() for p in self.model.parameters()))
         record(

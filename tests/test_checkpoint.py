@@ -569,7 +569,7 @@ def test_convert_tool_writes_weights_only_fastreid_file(reference, tmp_path, cap
     spec.loader.exec_module(tool)
 
     out = tmp_path / "bot_fastreid.pth"
-    assert tool.main([str(path), str(out)]) == 0
+    assert tool.main([str(path), "-o", str(out)]) == 0
     data = torch.load(out, map_location="cpu", weights_only=True)
     expected = convert_reference_state_dict(ref_model.state_dict())
     assert states_equal(data["model"], expected)
@@ -582,7 +582,7 @@ def test_convert_tool_writes_weights_only_fastreid_file(reference, tmp_path, cap
     not_reference = tmp_path / "plain.pth"
     torch.save({"model": tiny(seed=0).state_dict()}, not_reference)
     with pytest.raises(CheckpointError, match="key names"):
-        tool.main([str(not_reference), str(tmp_path / "x.pth")])
+        tool.main([str(not_reference), str(tmp_path / "x.pth")])  # the old positional output
     assert not (tmp_path / "x.pth").exists()
 
 

@@ -572,3 +572,16 @@ def test_a_message_names_the_key_the_value_and_what_is_allowed():
     with pytest.raises(ConfigError) as err:
         build_cfg(CONFIG, BASE + ["SOLVER.MAX_EPOCH", "-3"])
     assert str(err.value) == "SOLVER.MAX_EPOCH is -3: expected an integer >= 1"
+
+
+def test_a_key_has_one_rule_and_a_refused_registration_adds_none():
+    """`register_rules` (a model's module registers its keys' rules): a key already in the
+    table is refused, and the other rules given with it are not added either."""
+    from lastreid.config_checks import Rule, integer, register_rules
+
+    before = list(RULES)
+    with pytest.raises(ValueError, match="MODEL.PCB.NUM_STRIPES is already registered"):
+        register_rules(
+            Rule("MODEL.NEW_HEAD.DIM", integer(1)), Rule("MODEL.PCB.NUM_STRIPES", integer(2))
+        )
+    assert RULES == before

@@ -144,9 +144,10 @@ def test_buffer_grows_geometrically(num_items):
     distinct = sorted(set(caps))
     assert caps == sorted(caps) and len(distinct) >= 3 and distinct[-1] >= n
     assert all(b >= 2 * a for a, b in zip(distinct, distinct[1:]))
-    assert torch.equal(ev._feats[:n], data[0])
-    np.testing.assert_array_equal(ev._pids[:n], data[1])
-    np.testing.assert_array_equal(ev._camids[:n], data[2])
+    feats, pids, camids = ev.buffered()
+    assert torch.equal(feats, data[0])
+    np.testing.assert_array_equal(pids, data[1])
+    np.testing.assert_array_equal(camids, data[2])
     fixed = BlockedReidEvaluator(cfg, NQ, num_items=n)
     expected = run(fixed, data)
     assert fixed.capacity == n

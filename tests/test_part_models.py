@@ -261,11 +261,11 @@ def config_cfg(name, *opts):
 @pytest.mark.parametrize("name, dim", DIMENSIONS)
 def test_each_config_gives_its_documented_test_feature(name, dim):
     cfg = config_cfg(name, "MODEL.CPU_BF16", "off")
-    assert feature_dim(cfg) == dim
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_model(cfg).train()
+    assert feature_dim(cfg, model) == dim and model.training  # left in the mode it was in
     with torch.no_grad():
-        out = model(torch.rand(2, 3, *cfg.INPUT.SIZE_TEST) * 255)
+        out = model.eval()(torch.rand(2, 3, *cfg.INPUT.SIZE_TEST) * 255)
     assert out.shape == (2, dim) and torch.isfinite(out).all()
 
 

@@ -8,6 +8,7 @@ import os
 from lastreid import precision, train_steps
 from lastreid.config import add_lastreid_config
 from lastreid.engine import Trainer
+from lastreid.fastreid_internals import batch_iterator, step_runner
 from lastreid.features import FeatureExtractor
 from lastreid.startup import build_cfg
 
@@ -157,7 +158,7 @@ def _record_activations(model):
 def test_cpu_trainer_step_runs_in_bf16_and_trains(small_cfg):
     cfg = small_cfg()
     trainer = Trainer(cfg)
-    inner = trainer._trainer
+    inner = step_runner(trainer)
     assert type(inner) is train_steps.CpuTrainer and inner.fast_path.bf16
     model = inner.model
     seen, handle = _record_activations(model)
@@ -187,7 +188,7 @@ def test_cpu_trainer_reuses_the_data_loader_iterator():
     model = torch.nn.Linear(2, 2)
     old = SimpleTrainer(model, Loader(), torch.optim.SGD(model.parameters(), lr=0.1), None)
     new = train_steps.CpuTrainer.from_trainer(old, precision.FP32)
-    assert Loader.iters == 1 and new._data_loader_iter is old._data_loader_iter
+    assert Loader.iters == 1 and batch_iterator(new) is batch_iterator(old)
     assert (
         new.model is model and new.optimizer is old.optimizer and new.data_loader is old.data_loader
     )
@@ -196,7 +197,7 @@ def test_cpu_trainer_reuses_the_data_loader_iterator():
 def test_losses_run_in_float32(small_cfg, monkeypatch):
     """The triplet / cross-entropy inputs are float32 even though the forward is bf16."""
     trainer = Trainer(small_cfg())
-    net = trainer._trainer.model
+    net = step_runner(trainer).model
     seen = []
     original = type(net).losses
 
@@ -207,8 +208,8 @@ def test_losses_run_in_float32(small_cfg, monkeypatch):
 
     monkeypatch.setattr(type(net), "losses", spy)
     with EventStorage(0):
-        trainer._trainer.iter = 0
-        trainer._trainer.run_step()
+        step_runner(trainer).iter = 0
+        step_runner(trainer).run_step()
     assert set(seen[0].values()) == {torch.float32} and seen[1] is False
 
 

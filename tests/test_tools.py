@@ -94,8 +94,8 @@ def _users_errors(tmp):
     cfg = ["--config-file", missing + ".yml", "--weights", missing + ".pth"]
     return {
         "benchmark.py": (["--output", missing, "SOLVER.MAX_EPOCH", "-3"], "MAX_EPOCH is -3"),
-        "check_dataset.py": (["--dataset", "LaST", "--root", missing, "--quiet"], "problem(s)"),
-        "convert_reference_checkpoint.py": ([missing + ".pth", missing], "does not exist"),
+        "check_dataset.py": (["--datasets", "LaST", "--root", missing, "--quiet"], "problem(s)"),
+        "convert_reference_checkpoint.py": ([missing + ".pth", "-o", missing], "does not exist"),
         "export_onnx.py": (cfg + ["-o", missing], "does not exist"),
         "extract_features.py": (cfg + ["--dataset", "LaST", "-o", missing], "does not exist"),
         "joint_table.py": (["--imagenet", missing + ".pth"], "no such file"),
@@ -138,6 +138,48 @@ def test_every_tool_ends_a_users_error_in_one_line_and_a_usage_error_as_argparse
         assert usage["status"] == 2 and "usage: " in usage["stderr"], (name, usage["stderr"])
 
 
+def _parsers():
+    """Per tool that takes KEY VALUE overrides: its parse_args(argv) with what it requires."""
+    from fastreid.engine import default_argument_parser
+    from lastreid.startup import parse_with_overrides
+
+    model = ["--config-file", CONFIG]
+    features = model + ["--dataset", "LaST", "-o", "f"]
+    return {
+        "train_net": (lambda argv: parse_with_overrides(default_argument_parser(), argv), model),
+        "extract_features": (load_tool("extract_features").parse_args, features),
+        "export_onnx": (load_tool("export_onnx").parse_args, model + ["-o", "m.onnx"]),
+        "visualize_ranks": (load_tool("visualize_ranks").parse_args, ["--features", "f.npz"]),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["train_net", "extract_features", "export_onnx", "visualize_ranks"]
+)
+def test_every_tool_checks_its_overrides_alike(name, capsys):
+    """KEY VALUE pairs after an optional "--"; a lone key or a flag among them is a usage
+    error naming it (exit 2), before any config is read."""
+    parse, required = _parsers()[name]
+    assert parse(required + ["--", "SOLVER.MAX_EPOCH", "3"]).opts == ["SOLVER.MAX_EPOCH", "3"]
+    for argv, words in (
+        (["MODEL.DEVICE", "cpu", "SOLVER.MAX_EPOCH"], "overrides come in KEY VALUE pairs"),
+        (["MODEL.DEVICE", "cpu", "--quiet", "1"], "'--quiet' is not a config KEY"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            parse(required + argv)
+        assert done.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_the_old_spellings_of_renamed_flags_still_work():
+    """check_dataset's --dataset (now --datasets, as make_synthetic_data.py and the table tools
+    spell a list), visualize_ranks' --output-dir and --num-queries (now --output, as every
+    other tool, and --draw, no longer beside --num-query)."""
+    assert load_tool("check_dataset").parse_args(["--dataset", "LaST"]).datasets == ["LaST"]
+    old = ["--features", "f.npz", "--output-dir", "vis", "--num-queries", "3"]
+    args = load_tool("visualize_ranks").parse_args(old)
+    assert (args.output, args.draw) == ("vis", 3)
+
+
 def test_run_tool_keeps_the_traceback_of_any_other_error(capsys):
     def bug():
         raise ValueError("a bug, not the user's mistake")
@@ -160,7 +202,7 @@ def test_run_tool_keeps_the_traceback_of_any_other_error(capsys):
 def test_check_dataset_passes_a_good_tree(synthetic_root, capsys):
     rc = load_tool("check_dataset").main(
         [
-            "--dataset",
+            "--datasets",
             "LaST",
             "LaSTVal",
             "PRCC",
@@ -185,9 +227,9 @@ def every_tree(module_tmp):
 
 @pytest.mark.parametrize("name", list(CHECKABLE))
 def test_check_dataset_runs_on_every_name_it_offers(every_tree, name, capsys):
-    choices = load_tool("check_dataset").parse_args(["--dataset", name]).dataset
-    assert choices == [name]  # offered by --dataset
-    argv = ["--dataset", name, "--root", str(every_tree), "--quiet", "--strict", "--no-decode"]
+    choices = load_tool("check_dataset").parse_args(["--datasets", name]).datasets
+    assert choices == [name]  # offered by --datasets
+    argv = ["--datasets", name, "--root", str(every_tree), "--quiet", "--strict", "--no-decode"]
     rc = load_tool("check_dataset").main(argv)
     out = capsys.readouterr().out
     assert rc == 0 and "no problems" in out and "DIFFERS" not in out, out
@@ -213,7 +255,7 @@ def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
         root / "last" / ".lastreid-synthetic.json"
     ).unlink()  # now compared with LaST's documented numbers
 
-    rc = load_tool("check_dataset").main(["--dataset", "LaST", "--root", str(root), "--quiet"])
+    rc = load_tool("check_dataset").main(["--datasets", "LaST", "--root", str(root), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 1
     for path in (bad_name, truncated, garbage):
@@ -222,7 +264,7 @@ def test_check_dataset_reports_every_defect(synthetic_root, tmp_path, capsys):
     assert "71,248" in out and "DIFFERS" in out  # the documented train images, as data
     # Walking without decoding still finds the name.
     checker = load_tool("check_dataset")
-    assert checker.main(["--dataset", "LaST", "--root", str(root), "--no-decode"]) == 1
+    assert checker.main(["--datasets", "LaST", "--root", str(root), "--no-decode"]) == 1
     out = capsys.readouterr().out
     assert str(bad_name) in out and str(garbage) not in out
 
@@ -323,7 +365,7 @@ def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
             str(out),
             "--order",
             "worst",
-            "--num-queries",
+            "--draw",
             "5",
             "--per-page",
             "2",

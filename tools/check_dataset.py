@@ -3,10 +3,10 @@
 documented statistics, every file name that does not parse and every image that does not
 decode.
 
-    python tools/check_dataset.py --dataset LaST LaSTVal --root /data/datasets
-    python tools/check_dataset.py --dataset PRCC CelebReID --no-decode
-    python tools/check_dataset.py --dataset Market1501 DukeMTMC MSMT17
-    python tools/check_dataset.py --dataset LTCC DeepChange DeepChangeVal VCClothes
+    python tools/check_dataset.py --datasets LaST LaSTVal --root /data/datasets
+    python tools/check_dataset.py --datasets PRCC CelebReID --no-decode
+    python tools/check_dataset.py --datasets Market1501 DukeMTMC MSMT17
+    python tools/check_dataset.py --datasets LTCC DeepChange DeepChangeVal VCClothes
 
 Exits 1 if any split folder is missing or empty, any name does not parse or any image does
 not decode (with --strict also when counts differ from the expected ones), else 0. For a
@@ -27,7 +27,8 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--dataset",
+        "--datasets",
+        "--dataset",  # its spelling before the tools shared one name for one thing
         nargs="+",
         required=True,
         choices=list(CHECKABLE),
@@ -60,7 +61,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     problems = 0
-    for name in dict.fromkeys(args.dataset):
+    for name in dict.fromkeys(args.datasets):
         report = check_dataset(
             name,
             args.root,

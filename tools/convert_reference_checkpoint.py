@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Converts a ResNet-50 BoT checkpoint of the public LaST code to fastreid's layout.
 
-    python tools/convert_reference_checkpoint.py checkpoint_best.pth bot_r50_fastreid.pth
+    python tools/convert_reference_checkpoint.py checkpoint_best.pth -o bot_r50_fastreid.pth
 
 The output is `{'model': state_dict}` with fastreid's key names (see
 `lastreid.checkpoint.convert_reference_state_dict`), saved atomically and readable with
@@ -38,48 +38,48 @@ def _state_dict_of(raw):
     return raw
 
 
+# The public LaST code's BoT ResNet-50, when no --config-file is given.
+# fmt: off
+REFERENCE_BOT = [
+    "MODEL.BACKBONE.DEPTH", "50x",
+    "MODEL.BACKBONE.LAST_STRIDE", "1",
+    "MODEL.BACKBONE.NORM", "BN",
+    "MODEL.HEADS.NAME", "EmbeddingHead",
+    "MODEL.HEADS.NECK_FEAT", "before",
+    "MODEL.HEADS.WITH_BNNECK", "True",
+    "MODEL.HEADS.POOL_LAYER", "GlobalAvgPool",
+    "MODEL.HEADS.CLS_LAYER", "Linear",
+    "MODEL.HEADS.NORM", "BN",
+]
+# fmt: on
+
+
 def _bot_model(num_classes, config_file=""):
-    from lastreid.config import add_lastreid_config
+    """The verification model, built as every tool builds one (`startup.build_cfg`,
+    `modeling.build_model`): only the layout matters, so no ImageNet file and no GPU, and
+    the float32 path (the CPU fast path's channels-last layout changes no key)."""
+    from lastreid.modeling import build_model
+    from lastreid.startup import build_cfg
 
-    from fastreid.config import get_cfg
-    from fastreid.modeling import build_model
-
-    cfg = add_lastreid_config(get_cfg())
-    if config_file:
-        cfg.merge_from_file(config_file)
-    else:
-        # fmt: off
-        cfg.merge_from_list(
-            [
-                "MODEL.BACKBONE.DEPTH", "50x",
-                "MODEL.BACKBONE.LAST_STRIDE", 1,
-                "MODEL.BACKBONE.NORM", "BN",
-                "MODEL.HEADS.NAME", "EmbeddingHead",
-                "MODEL.HEADS.NECK_FEAT", "before",
-                "MODEL.HEADS.WITH_BNNECK", True,
-                "MODEL.HEADS.POOL_LAYER", "GlobalAvgPool",
-                "MODEL.HEADS.CLS_LAYER", "Linear",
-                "MODEL.HEADS.NORM", "BN",
-            ]
-        )
-        # fmt: on
-    # Only the layout matters here: no ImageNet file, no GPU.
+    opts = [] if config_file else list(REFERENCE_BOT)
     # fmt: off
-    cfg.merge_from_list(
-        [
-            "MODEL.DEVICE", "cpu",
-            "MODEL.BACKBONE.PRETRAIN", False,
-            "MODEL.HEADS.NUM_CLASSES", int(num_classes),
-        ]
-    )
+    opts += [
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.PRETRAIN", "False",
+        "MODEL.HEADS.NUM_CLASSES", str(int(num_classes)),
+        "MODEL.CHANNELS_LAST", "off",
+        "MODEL.CPU_BF16", "off",
+    ]
     # fmt: on
-    return build_model(cfg)
+    return build_model(build_cfg(config_file, opts), log=False)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="checkpoint of the public LaST code")
-    parser.add_argument("output", help="fastreid checkpoint to write")
+    parser.add_argument("-o", "--output", help="fastreid checkpoint to write")
+    # Its spelling before the tools shared one name for one thing: a second positional.
+    parser.add_argument("output_file", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument(
         "--trust",
         action="store_true",
@@ -94,6 +94,9 @@ def main(argv=None):
         "--config-file", default="", help="build the verification model from this config instead"
     )
     args = parser.parse_args(argv)
+    if bool(args.output) == bool(args.output_file):
+        parser.error("give the file to write once: -o/--output FILE")
+    args.output = args.output or args.output_file
 
     raw = ckpt.load_checkpoint_file(args.input, trust=args.trust)  # CheckpointError: 1 line
     state = _state_dict_of(raw)

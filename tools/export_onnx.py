@@ -16,6 +16,7 @@ import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.errors import report_error, run_tool
 from lastreid.features import inference_argument_parser
 from lastreid.onnx_export import EXPORTERS, available_exporters, check_onnx, export_onnx
+from lastreid.startup import add_overrides, parse_with_overrides
 
 from fastreid.utils.logger import setup_logger
 
@@ -45,8 +46,8 @@ def parse_args(argv=None):
         help="sizes of the random batches compared with PyTorch (default 1,3,8)",
     )
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return parser.parse_args(argv)
+    add_overrides(parser)
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None):
@@ -69,7 +70,7 @@ def main(argv=None):
         f"wrote {args.output} ({used} exporter, opset {args.opset}, "
         f"input (batch, 3, {size[0]}, {size[1]}))"
     )
-    results = check_onnx(model, args.output, size, args.batch_sizes, args.tolerance)
+    results = check_onnx(model, args.output, size, args.batch_sizes)
     worst = max(err for _, err in results)
     for b, err in results:
         print(f"  batch {b}: max relative error {err:.2e}")

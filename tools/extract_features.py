@@ -15,7 +15,6 @@ end override the config. Under torchrun (`torchrun --nproc-per-node N tools/extr
 ...`) the processes share the images and the main process writes the file.
 """
 
-import argparse
 import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
@@ -27,6 +26,7 @@ from lastreid.features import (
     inference_argument_parser,
     save_features,
 )
+from lastreid.startup import add_overrides, parse_with_overrides
 
 from fastreid.utils.logger import setup_logger
 
@@ -49,8 +49,8 @@ def parse_args(argv=None):
         help="average with mirrored images (default TEST.FLIP.ENABLED)",
     )
     parser.add_argument("--no-flip", dest="flip", action="store_false")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return parser.parse_args(argv)
+    add_overrides(parser)
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None):

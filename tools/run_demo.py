@@ -97,7 +97,7 @@ def main():
             os.path.join(bot_dir, "ranks"),
             "--order",
             "random",
-            "--num-queries",
+            "--draw",
             "4",
             "--topk",
             "8",

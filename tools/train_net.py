@@ -24,7 +24,7 @@ from lastreid.engine import Trainer, default_setup, evaluate_weights
 from lastreid.errors import run_tool
 from lastreid.launch import check_launch, launch
 from lastreid.run_results import evaluation_part, write_run_results
-from lastreid.startup import build_cfg, check_can_start
+from lastreid.startup import build_cfg, check_can_start, parse_with_overrides
 
 from fastreid.engine import default_argument_parser
 from fastreid.utils import comm
@@ -62,4 +62,4 @@ def start(args):
 
 
 if __name__ == "__main__":
-    run_tool(start, default_argument_parser().parse_args())
+    run_tool(start, parse_with_overrides(default_argument_parser()))

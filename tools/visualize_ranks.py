@@ -20,6 +20,7 @@ import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import launch
 from lastreid.errors import InputError, run_tool
 from lastreid.features import load_features
+from lastreid.startup import add_overrides, parse_with_overrides
 from lastreid.visualize import ORDERS, cmc_and_map, rank_queries, save_cmc_curve, write_rank_pages
 
 from fastreid.utils.logger import setup_logger
@@ -36,7 +37,9 @@ def parse_args(argv=None):
     parser.add_argument("--weights", help="... its checkpoint (default MODEL.WEIGHTS) ...")
     parser.add_argument("--dataset", help="... and a registered dataset to extract")
     parser.add_argument("--root", default=None, help="datasets root (default $FASTREID_DATASETS)")
-    parser.add_argument("-o", "--output-dir", default="rank_vis", help="where the PNGs go")
+    parser.add_argument("-o", "--output", default="rank_vis", help="the folder the PNGs go to")
+    # The spellings before the tools shared one name for one thing.
+    parser.add_argument("--output-dir", dest="output", help=argparse.SUPPRESS)
     parser.add_argument(
         "--order",
         choices=ORDERS,
@@ -44,7 +47,8 @@ def parse_args(argv=None):
         help="which queries: lowest AP first, highest first, or random",
     )
     parser.add_argument("--seed", type=int, default=0, help="for --order random")
-    parser.add_argument("--num-queries", type=int, default=8)
+    parser.add_argument("--draw", type=int, default=8, metavar="N", help="how many queries to draw")
+    parser.add_argument("--num-queries", dest="draw", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--per-page", type=int, default=8, help="queries per PNG")
     parser.add_argument(
@@ -61,7 +65,12 @@ def parse_args(argv=None):
         default=0,
         help="save palette PNGs of this many colours (smaller files; 0: full colour)",
     )
-    parser.add_argument("--num-query", type=int, default=None, help="override the stored num_query")
+    parser.add_argument(
+        "--num-query",
+        type=int,
+        default=None,
+        help="the first N features are the queries (default: the stored num_query)",
+    )
     parser.add_argument(
         "--metric",
         choices=("cosine", "euclidean"),
@@ -70,8 +79,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--max-rank", type=int, default=50, help="ranks on the CMC curve")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    add_overrides(parser)
+    args = parse_with_overrides(parser, argv)
     if bool(args.features) == bool(args.config_file and args.dataset):
         parser.error("give either --features, or --config-file and --dataset")
     return args
@@ -111,7 +120,7 @@ def main(argv=None):
         *split,
         metric=metric,
         order=args.order,
-        num_queries=args.num_queries,
+        num_queries=args.draw,
         topk=args.topk,
         seed=args.seed,
         progress=not args.quiet,
@@ -122,14 +131,14 @@ def main(argv=None):
         paths[nq:],
         pids[:nq],
         pids[nq:],
-        args.output_dir,
+        args.output,
         args.topk,
         args.per_page,
         tuple(args.thumb),
         colors=args.colors,
     )
     name = str(data.get("dataset") or "features")
-    curve = save_cmc_curve(cmc, f"{args.output_dir}/cmc.png", m_ap, title=f"{name} CMC ({metric})")
+    curve = save_cmc_curve(cmc, f"{args.output}/cmc.png", m_ap, title=f"{name} CMC ({metric})")
     print(
         f"{name}: Rank-1 {cmc[0] * 100:.1f}  Rank-5 {cmc[min(4, len(cmc) - 1)] * 100:.1f}  "
         f"mAP {m_ap * 100:.1f}; {len(rows)} queries ({args.order}) in "

@@ -62,7 +62,7 @@ Worked around where the code that needs it lives:
 - `datasets.fastreid_sources`: fastreid's Market1501 / DukeMTMC / MSMT17 list files in
   file-system order and stop on a missing folder with a bare `assert`; `build_dataset`
   checks their layout first (one-line errors) and sorts the lists.
-- `launch`: sets fastreid's `comm._LOCAL_PROCESS_GROUP` under torchrun (only fastreid's own
+- `launch`: sets fastreid's local process group under torchrun (only fastreid's own
   launch sets it, and `comm.get_local_rank()` asserts it). `check_batch_split` and
   `check_training_set` (called by `engine.Trainer.build_train_loader`): fastreid's
   identity samplers spin forever when NUM_INSTANCE does not divide a process's batch or
@@ -75,13 +75,14 @@ Worked around where the code that needs it lives:
   image sizes its ResNet stem cannot pool; `check_schedule`: a warm-up that leaves
   CosineAnnealingLR no epoch (it divides by zero).
 - `fastreid_internals`: the only module that calls fastreid's private functions (and reads
-  its registry's table, its samplers' `_seed` and an EventStorage's live history dicts). The
-  private attributes of the fastreid classes we subclass are used in the subclasses:
-  DefaultTrainer's `_trainer`, `_hooks`, `_last_eval_results` (engine, resume),
-  SimpleTrainer's `_data_loader_iter`, `_write_metrics` (train_steps), JSONWriter's
-  `_file_handle`, `_window_size` (engine, resume), CommonMetricPrinter's `_last_write`
-  (engine.ProgressPrinter), PeriodicWriter's `_writers` (resume) and Checkpointer's
-  `_convert_ndarray_to_tensor` (checkpoint).
+  its registry's table, its samplers' `_seed`, an EventStorage's live history dicts, a
+  DefaultTrainer's step runner, hooks and last evaluation, a SimpleTrainer's batch iterator,
+  the JSON writers' files, and the local process group, for code outside fastreid's
+  subclasses). The private attributes of the fastreid classes we subclass are used in the
+  subclasses only: DefaultTrainer's `_trainer` (engine.Trainer), SimpleTrainer's
+  `_data_loader_iter`, `_write_metrics` (train_steps), JSONWriter's `_file_handle`,
+  `_window_size` (engine.MetricsWriter), CommonMetricPrinter's `_last_write`
+  (engine.ProgressPrinter) and Checkpointer's `_convert_ndarray_to_tensor` (checkpoint).
 """
 
 import collections

@@ -1,11 +1,29 @@
 """The config keys lastreid adds on top of fastreid's defaults (docs/config_keys.md).
-A leaf: `lastreid.startup.build_cfg` merges and checks them."""
+A leaf: `lastreid.startup.build_cfg` merges and checks them.
+
+A model's own block of keys (MODEL.PCB, ...) is added by the module that registers the
+model, with `register_keys`, beside its range rules (`config_checks.register_rules`): a
+head outside lastreid (MODEL.IMPORTS) brings its keys the same way."""
 
 from fastreid.config import CfgNode as CN
 
+__all__ = ["add_lastreid_config", "register_keys"]
+
+# Functions cfg -> None that add a model's keys, in the order they were registered.
+_MODEL_KEYS = []
+
+
+def register_keys(add_keys):
+    """Has `add_lastreid_config` call `add_keys(cfg)` after the project's keys (once per
+    function, so a module imported again adds nothing twice). Returns `add_keys`."""
+    if add_keys not in _MODEL_KEYS:
+        _MODEL_KEYS.append(add_keys)
+    return add_keys
+
 
 def add_lastreid_config(cfg):
-    """Adds every key the project uses; call it right after `fastreid.config.get_cfg()`."""
+    """Adds every key the project uses, then the registered models' keys; call it right
+    after `fastreid.config.get_cfg()`."""
     _C = cfg
 
     # Evaluation -------------------------------------------------------------------------
@@ -22,6 +40,13 @@ def add_lastreid_config(cfg):
     _C.TEST.SINGLE_SHOT.TRIALS = 10
     _C.TEST.SINGLE_SHOT.SEED = 0
 
+    # Plugins --------------------------------------------------------------------------
+    # Modules imported before the model is built (as mmengine's custom_imports): a module
+    # name on the Python path or a .py file (a relative one made absolute from the working
+    # folder, so the run's config.yaml finds it from anywhere), e.g. a head registered in
+    # fastreid's REID_HEADS_REGISTRY outside lastreid. lastreid.plugins.
+    _C.MODEL.IMPORTS = []
+
     # Checkpoints ------------------------------------------------------------------------
     # Fine-tuning starts from MODEL.WEIGHTS without its classifier (the classes differ).
     _C.MODEL.LOAD_CLASSIFIER = True
@@ -36,25 +61,6 @@ def add_lastreid_config(cfg):
     # ones are removed after each save. 0 keeps them all, as fast-reid does. model_best.pth,
     # model_final.pth and the file last_checkpoint names are never removed.
     _C.SOLVER.KEEP_LAST_CHECKPOINTS = 0
-
-    # The paper's other LaST baselines (lastreid.modeling; docs/baselines.md) -------
-    # PCB (MODEL.HEADS.NAME PCBHead): horizontal stripes average-pooled from the backbone's
-    # map (6), channels of the one Conv1x1-BN-ReLU reduction they share (256), dropout on
-    # the pooled stripes in training (0.5). The test feature has NUM_STRIPES x FEAT_DIM dims.
-    _C.MODEL.PCB = CN()
-    _C.MODEL.PCB.NUM_STRIPES = 6
-    _C.MODEL.PCB.REDUCTION_DIM = 256
-    _C.MODEL.PCB.DROPOUT = 0.5
-    # HPM (MODEL.HEADS.NAME HPMHead): the pyramid of max-pooled horizontal bins, as stripe
-    # counts per level ((1, 2, 4, 8): 15 bins), each reduced to REDUCTION_DIM (256) channels;
-    # the test feature has sum(BINS) x REDUCTION_DIM dims.
-    _C.MODEL.HPM = CN()
-    _C.MODEL.HPM.BINS = (1, 2, 4, 8)
-    _C.MODEL.HPM.REDUCTION_DIM = 256
-    # The paper's MGN (MODEL.META_ARCHITECTURE PaperMGN): channels of each of its 8
-    # Conv1x1-BN-ReLU reductions (256); the test feature has 8 x REDUCTION_DIM dims.
-    _C.MODEL.PAPER_MGN = CN()
-    _C.MODEL.PAPER_MGN.REDUCTION_DIM = 256
 
     # Runs -------------------------------------------------------------------------------
     # Seed of the Python, NumPy and torch generators (model init, sampler, augmentation);
@@ -84,4 +90,7 @@ def add_lastreid_config(cfg):
     # next barrier.
     _C.DISTRIBUTED = CN()
     _C.DISTRIBUTED.TIMEOUT_MINUTES = 30.0
+
+    for add_keys in _MODEL_KEYS:
+        add_keys(_C)
     return cfg

@@ -5,7 +5,9 @@ both the error message and the manual's list use), `note` what a special value m
 ("0: keep them all"). `check_values(cfg)` runs the table on a merged config;
 `startup.build_cfg` calls it before any process starts or anything is written, so a bad
 value is one line, e.g. `SOLVER.MAX_EPOCH is -3: expected an integer >= 1`. A new key is
-one more row here (and one more case in tests/test_config_ranges.py, which sweeps them all).
+one more row here (and one more case in tests/test_config_ranges.py, which sweeps them all);
+the keys of a model's own block (MODEL.PCB, ...) get theirs from the module that registers
+the model, with `register_rules`, so a head outside lastreid brings its own.
 
 Sets of names are read when a config is checked, so what the plugin registers in fastreid's
 registries later is accepted. What only the training set decides (the epochs of the
@@ -38,7 +40,19 @@ from .fastreid_internals import (
 from .precision import CHOICES as PRECISION_CHOICES
 from .transforms import INTERPOLATIONS
 
-__all__ = ["Check", "Rule", "RULES", "check_values", "check_schedule", "markdown_table"]
+__all__ = [
+    "Check",
+    "Rule",
+    "RULES",
+    "check_values",
+    "check_schedule",
+    "each",
+    "integer",
+    "markdown_table",
+    "number",
+    "one_of",
+    "register_rules",
+]
 
 RESNET = "build_resnet_backbone"
 PADDING_MODES = ("constant", "edge", "reflect", "symmetric")  # torchvision's Pad
@@ -273,7 +287,7 @@ _SIZE = Check(
 _DATASET = registered(DATASET_REGISTRY, "DATASET_REGISTRY")
 _DATASETS = "names in fastreid's DATASET_REGISTRY"
 
-RULES = (
+RULES = [
     # Model
     Rule("MODEL.DEVICE", Check("a torch device: cpu, cuda or cuda:N", _device)),
     Rule("MODEL.META_ARCHITECTURE", registered(META_ARCH_REGISTRY, "META_ARCH_REGISTRY")),
@@ -303,12 +317,6 @@ RULES = (
     Rule("MODEL.LOSSES.CE.SCALE", POSITIVE),
     Rule("MODEL.LOSSES.TRI.MARGIN", NON_NEGATIVE, "0: soft margin"),
     Rule("MODEL.LOSSES.TRI.SCALE", POSITIVE),
-    Rule("MODEL.PCB.NUM_STRIPES", integer(1)),
-    Rule("MODEL.PCB.REDUCTION_DIM", integer(1)),
-    Rule("MODEL.PCB.DROPOUT", number(0, 1, open_high=True)),
-    Rule("MODEL.HPM.BINS", each(integer(1), "one or more integers >= 1 (stripes per level)", 1)),
-    Rule("MODEL.HPM.REDUCTION_DIM", integer(1)),
-    Rule("MODEL.PAPER_MGN.REDUCTION_DIM", integer(1)),
     Rule("MODEL.PIXEL_MEAN", _three(NON_NEGATIVE)),
     Rule("MODEL.PIXEL_STD", _three(POSITIVE)),
     Rule("MODEL.CHANNELS_LAST", one_of(*PRECISION_CHOICES, fold_case=True)),
@@ -378,8 +386,20 @@ RULES = (
     Rule("TEST.SINGLE_SHOT.TRIALS", integer(1)),
     Rule("TEST.SINGLE_SHOT.SEED", integer(0)),
     Rule("DISTRIBUTED.TIMEOUT_MINUTES", POSITIVE),
-)
+]
 # fmt: on
+
+
+def register_rules(*rules):
+    """Appends the rules of a model's own keys to RULES; called by the module that
+    registers the head or meta-architecture, beside its keys (`config.register_keys`),
+    so that a new model edits no other file. A key has one rule: ValueError for another."""
+    known = [rule.key for rule in RULES]
+    for rule in rules:
+        if rule.key in known:
+            raise ValueError(f"config_checks: a rule for {rule.key} is already registered")
+        known.append(rule.key)
+    RULES.extend(rules)  # all or none
 
 
 def config_value(cfg, key):

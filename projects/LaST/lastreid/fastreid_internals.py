@@ -6,13 +6,14 @@ checks, `lastreid.config_checks`, accept exactly these; tests/test_config_ranges
 each one with fastreid, so an upgrade that changes them fails there).
 """
 
+import os
+
 from fastreid.data import build as _build
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import checkpoint as _checkpoint
+from fastreid.utils import comm as _comm
 
 __all__ = [
     "registered_names",
-    "registered_dataset_names",
     "NORM_NAMES",
     "LR_SCHEDULERS",
     "WARMUP_METHODS",
@@ -28,6 +29,13 @@ __all__ = [
     "set_sampler_seed",
     "history_tails",
     "put_history",
+    "step_runner",
+    "batch_iterator",
+    "set_batch_iterator",
+    "set_local_process_group",
+    "trainer_hooks",
+    "set_last_evaluation",
+    "reopen_json_writers",
 ]
 
 
@@ -57,11 +65,6 @@ NECK_FEATS = ("before", "after")
 def registered_names(registry):
     """The names in a fastreid Registry, sorted (its Registry has no public listing)."""
     return sorted(registry._obj_map)
-
-
-def registered_dataset_names():
-    """Names in fastreid's DATASET_REGISTRY."""
-    return registered_names(DATASET_REGISTRY)
 
 
 def group_keys(keys):
@@ -115,3 +118,49 @@ def train_sampler(cfg, train_set):
     """The training sampler fastreid's build_reid_train_loader would choose for `cfg`
     (DATALOADER.SAMPLER_TRAIN, NUM_INSTANCE, the per-process batch, the shared seed)."""
     return _build._train_loader_from_config(cfg, train_set=train_set)["sampler"]
+
+
+def step_runner(trainer):
+    """The SimpleTrainer (or AMPTrainer, or lastreid's CPU / CUDA-AMP step) a fastreid
+    DefaultTrainer runs each step with (its `_trainer`)."""
+    return trainer._trainer
+
+
+def batch_iterator(step):
+    """The iterator over the training loader a SimpleTrainer takes each step's batch from."""
+    return step._data_loader_iter
+
+
+def set_batch_iterator(step, batches):
+    """Has a SimpleTrainer take its next batches from the iterator `batches`."""
+    step._data_loader_iter = batches
+
+
+def set_local_process_group(group):
+    """Makes `group` (the processes on this machine) the one fastreid's
+    `comm.get_local_rank()` / `get_local_size()` read (its `_LOCAL_PROCESS_GROUP`, which
+    only fastreid's own launch sets)."""
+    _comm._LOCAL_PROCESS_GROUP = group
+
+
+def trainer_hooks(trainer):
+    """The hooks a fastreid DefaultTrainer runs (its `_hooks`), in order."""
+    return trainer._hooks
+
+
+def set_last_evaluation(trainer, results):
+    """The evaluation results a fastreid DefaultTrainer's `train()` returns (its
+    `_last_eval_results`)."""
+    trainer._last_eval_results = results
+
+
+def reopen_json_writers(hook_list, path):
+    """Has every JSONWriter of the PeriodicWriter hooks in `hook_list` that appends to the
+    file `path` (its `_file_handle`, in the hook's `_writers`) append to the file now there."""
+    target = os.path.realpath(path)
+    for hook in hook_list:
+        for writer in getattr(hook, "_writers", ()):
+            handle = getattr(writer, "_file_handle", None)
+            if handle is not None and os.path.realpath(getattr(handle, "name", "")) == target:
+                handle.close()
+                writer._file_handle = open(path, "a")

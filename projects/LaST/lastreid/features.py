@@ -160,18 +160,8 @@ class FeatureExtractor:
 
     @property
     def dim(self):
-        """The test feature's dimension (from the config; for an unknown meta-architecture
-        from one forward pass of a blank image)."""
-        dim = feature_dim(self.cfg)
-        if dim is None:
-            was_training = self.model.training
-            blank = torch.zeros(1, 3, *self.cfg.INPUT.SIZE_TEST, device=self.device)
-            try:
-                with torch.no_grad():
-                    dim = int(self.model.eval()(blank).shape[1])
-            finally:
-                self.model.train(was_training)
-        return dim
+        """The test feature's dimension (`modeling.feature_dim`: asked of the model)."""
+        return feature_dim(self.cfg, self.model)
 
     def forward(self, images):
         """Float32 CPU features of a batch of transformed images ((B, 3, H, W), 0..255),

@@ -5,8 +5,8 @@ environment, one process per GPU or CPU worker) `launch` joins the job from insi
 process: `init_process_group("env://")` with gloo on the CPU and NCCL on CUDA (after
 `torch.cuda.set_device(LOCAL_RANK)`), a timeout on every collective
 (DISTRIBUTED.TIMEOUT_MINUTES, so a peer that is gone ends the process instead of blocking
-it forever), and fastreid's per-machine group `comm._LOCAL_PROCESS_GROUP`, which
-`comm.get_local_rank()` asserts and which only fastreid's own launch sets.
+it forever), and fastreid's per-machine group (`fastreid_internals.set_local_process_group`),
+which `comm.get_local_rank()` asserts and which only fastreid's own launch sets.
 
 Without torchrun, `--num-gpus / --num-machines / --dist-url` go to fastreid's launch
 unchanged (it spawns one NCCL process per GPU and asserts CUDA); on the CPU more than one
@@ -28,6 +28,7 @@ from fastreid.engine import launch as fastreid_launch
 from fastreid.utils import comm
 
 from .errors import ConfigError
+from .fastreid_internals import set_local_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -168,19 +169,22 @@ def check_training_set(cfg, num_images, num_identities, names, world_size=1):
         )
 
 
-def _set_local_process_group():
-    """fastreid's `comm._LOCAL_PROCESS_GROUP`: the processes on this machine. torchrun
+def _join_local_process_group():
+    """fastreid's local process group (`fastreid_internals.set_local_process_group`): the
+    processes on this machine. torchrun
     numbers the ranks of one node contiguously and says which node (GROUP_RANK); any other
     env:// launcher is grouped by host name."""
     node = os.environ.get("GROUP_RANK") or socket.gethostname()
     nodes = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, node)
+    mine = None
     for key in dict.fromkeys(nodes):  # every process creates every group, in one order
         group = dist.new_group([rank for rank, n in enumerate(nodes) if n == key])
         if key == node:
-            comm._LOCAL_PROCESS_GROUP = group
+            mine = group
+    set_local_process_group(mine)
     local_rank = int(os.environ["LOCAL_RANK"])
-    if dist.get_rank(group=comm._LOCAL_PROCESS_GROUP) != local_rank:
+    if dist.get_rank(group=mine) != local_rank:
         raise ConfigError(
             f"LOCAL_RANK {local_rank} is not this process's place among the "
             f"ranks of its machine ({nodes}): start one launcher per machine"
@@ -197,7 +201,7 @@ def init_from_env(cfg):
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     timeout = datetime.timedelta(minutes=float(cfg.DISTRIBUTED.TIMEOUT_MINUTES))
     dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", timeout=timeout)
-    _set_local_process_group()
+    _join_local_process_group()
     return dist.get_world_size()
 
 

@@ -19,7 +19,13 @@ from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 
 from .atomic import copy_atomic, remove_stale_temp_files, write_atomic
-from .fastreid_internals import history_tails, put_history
+from .fastreid_internals import (
+    history_tails,
+    put_history,
+    reopen_json_writers,
+    set_last_evaluation,
+    trainer_hooks,
+)
 from .randomness import TrainBatches, capture_states, restore_states
 
 logger = logging.getLogger(__name__)
@@ -280,18 +286,6 @@ def repair_metrics_history(path, start_iter):
     return dropped
 
 
-def _reopen_writers(hook_list, path):
-    """JSON writers hold metrics.json open for appending: after the file was replaced they
-    must append to the new one."""
-    target = os.path.realpath(path)
-    for hook in hook_list:
-        for writer in getattr(hook, "_writers", ()):
-            handle = getattr(writer, "_file_handle", None)
-            if handle is not None and os.path.realpath(getattr(handle, "name", "")) == target:
-                handle.close()
-                writer._file_handle = open(path, "a")
-
-
 def continue_run(trainer, checkpoint, resumed):
     """What `Trainer.resume_or_load(resume=True)` does after loading the checkpoint
     (`checkpoint` is what the load returned, `resumed` whether a checkpoint of the run was
@@ -300,12 +294,14 @@ def continue_run(trainer, checkpoint, resumed):
     if comm.is_main_process() and out:
         remove_stale_temp_files(out)
         path = trainer.checkpointer.get_checkpoint_file() if resumed else None
-        for hook in trainer._hooks:
+        for hook in trainer_hooks(trainer):
             if isinstance(hook, ResumableCheckpointer):
                 hook.restore(checkpoint if resumed else {}, path)
         metrics = os.path.join(out, METRICS)
         if repair_metrics_history(metrics, trainer.start_epoch * trainer.iters_per_epoch):
-            _reopen_writers(trainer._hooks, metrics)
+            # JSON writers hold metrics.json open for appending: after the file was
+            # replaced they must append to the new one.
+            reopen_json_writers(trainer_hooks(trainer), metrics)
     if resumed and trainer.start_epoch < trainer.max_epoch:
         continue_streams(trainer, checkpoint)
     if trainer.start_epoch >= trainer.max_epoch:
@@ -317,7 +313,7 @@ def continue_run(trainer, checkpoint, resumed):
             trainer.max_epoch,
         )
         trainer.epoch = trainer.max_epoch - 1
-        trainer._last_eval_results = trainer.test(trainer.cfg, trainer.model)
+        set_last_evaluation(trainer, trainer.test(trainer.cfg, trainer.model))
 
 
 def continue_streams(trainer, checkpoint):

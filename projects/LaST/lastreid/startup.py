@@ -1,39 +1,91 @@
 """What every tool does before any work: the checked, frozen config (`build_cfg`: yacs' types,
-then every value against `lastreid.config_checks.RULES`, then the files it names), the
+the modules of MODEL.IMPORTS (`lastreid.plugins`), then every value against
+`lastreid.config_checks.RULES`, then the files it names), the
 device it resolves to, and the check that a run can start without writing anything first."""
 
+import argparse
 import logging
 import os
+import re
 
 import torch
 from fastreid.config import get_cfg
 
+from . import modeling  # noqa: F401  (registers lastreid's models, their keys and rules)
 from .config import add_lastreid_config
 from .config_checks import check_values
 from .datasets import check_dataset_folders
 from .errors import ConfigError, ConfigKeyError, MissingFileError
+from .plugins import import_plugins, resolve_plugin_paths
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_cfg", "check_cfg", "check_can_start", "on_cpu", "resolve_device"]
+__all__ = [
+    "add_overrides",
+    "build_cfg",
+    "check_cfg",
+    "check_can_start",
+    "on_cpu",
+    "parse_with_overrides",
+    "resolve_device",
+]
+
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
+
+
+def add_overrides(parser, help="KEY VALUE config overrides"):
+    """The trailing `KEY VALUE ...` overrides of a tool (added last: they take the rest of
+    the command line); read them with `parse_with_overrides`."""
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help=help)
+
+
+def parse_with_overrides(parser, argv=None):
+    """parser.parse_args(argv) with its trailing overrides checked, as every tool that takes
+    them checks them: an optional leading "--" dropped, then KEY VALUE pairs whose keys are
+    config keys (SOLVER.MAX_EPOCH); else parser.error's one line and exit status 2."""
+    args = parser.parse_args(argv)
+    if args.opts[:1] == ["--"]:
+        args.opts = args.opts[1:]
+    if len(args.opts) % 2:
+        parser.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    for key in args.opts[0::2]:
+        if not _KEY.match(key):
+            parser.error(
+                f"{key!r} is not a config KEY (e.g. SOLVER.MAX_EPOCH); the tool's own flags "
+                "go before the KEY VALUE overrides"
+            )
+    return args
 
 
 def build_cfg(config_file="", opts=(), eval_only=False):
     """fastreid's config + ours, merged with a YAML file and `KEY VALUE` overrides, checked
     and frozen. Every problem it finds is reported before any work starts."""
-    cfg = add_lastreid_config(get_cfg())
     if config_file and not os.path.isfile(config_file):
         raise MissingFileError(f"config file {config_file} does not exist")
-    # yacs reports an unknown key with a bare AssertionError and a wrong type without saying
-    # where it came from; name the source.
-    if config_file:
-        _merge(cfg.merge_from_file, config_file, config_file)
-    _merge(cfg.merge_from_list, list(opts or []), "command line")
+    # MODEL.IMPORTS first, from a merge that accepts any key: the modules it names may add
+    # the keys (and register the heads and rules) the real merge and the checks need.
+    opts = list(opts or [])
+    imports = [v for k, v in zip(opts[0::2], opts[1::2]) if k == "MODEL.IMPORTS"][-1:]
+    scratch = _merged(config_file, ["MODEL.IMPORTS"] + imports if imports else [], True)
+    import_plugins(resolve_plugin_paths(scratch))
+    cfg = resolve_plugin_paths(_merged(config_file, opts))
     if eval_only:
         cfg.MODEL.BACKBONE.PRETRAIN = False  # the weights come from MODEL.WEIGHTS
     check_cfg(cfg, eval_only=eval_only)
     resolve_device(cfg)
     cfg.freeze()
+    return cfg
+
+
+def _merged(config_file, opts, new_allowed=False):
+    cfg = add_lastreid_config(get_cfg())
+    cfg.set_new_allowed(new_allowed)
+    # yacs reports an unknown key with a bare AssertionError and a wrong type without saying
+    # where it came from; name the source.
+    if config_file:
+        _merge(cfg.merge_from_file, config_file, config_file)
+    _merge(cfg.merge_from_list, list(opts), "command line")
+    cfg.set_new_allowed(False)
     return cfg
 
 

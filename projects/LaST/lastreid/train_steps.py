@@ -10,8 +10,8 @@ import time
 import torch
 from fastreid.engine.hooks import LayerFreeze
 from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
-from fastreid.utils.params import ContiguousParams
 
+from .fastreid_internals import batch_iterator
 from .precision import autocast, channels_last_images, to_float32
 
 __all__ = ["CpuTrainer", "CudaAMPTrainer", "ResumableLayerFreeze", "freeze_by_iteration"]
@@ -131,7 +131,7 @@ class CpuTrainer(SimpleTrainer):
             trainer.optimizer,
             trainer.param_wrapper,
             fast_path,
-            data_loader_iter=trainer._data_loader_iter,
+            data_loader_iter=batch_iterator(trainer),
         )
         for attr in ("iter", "start_iter", "epoch"):
             if hasattr(trainer, attr):
@@ -153,8 +153,6 @@ class CpuTrainer(SimpleTrainer):
         losses.backward()
         self._write_metrics(loss_dict, data_time)
         self.optimizer.step()
-        if isinstance(self.param_wrapper, ContiguousParams):
-            self.param_wrapper.assert_buffer_is_valid()
 
 
 class CudaAMPTrainer(AMPTrainer):
@@ -203,5 +201,3 @@ class CudaAMPTrainer(AMPTrainer):
         self._write_metrics(loss_dict, data_time)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
-        if isinstance(self.param_wrapper, ContiguousParams):
-            self.param_wrapper.assert_buffer_is_valid()

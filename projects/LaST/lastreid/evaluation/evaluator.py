@@ -107,12 +107,19 @@ class BlockedReidEvaluator(DatasetEvaluator):
             pids[: self._n], camids[: self._n] = self._pids[: self._n], self._camids[: self._n]
         self._feats, self._pids, self._camids = feats, pids, camids
 
-    def _collect(self):
-        """(features, pids, camids) of all ranks on the main process, None elsewhere."""
+    def buffered(self):
+        """(features, pids, camids) this process has processed so far, in order: views of
+        its buffer."""
         n = self._n
         feats = self._feats[:n] if n else torch.empty((0, 0))
         pids = self._pids[:n] if n else np.empty(0, np.int64)
         camids = self._camids[:n] if n else np.empty(0, np.int64)
+        return feats, pids, camids
+
+    def _collect(self):
+        """(features, pids, camids) of all ranks on the main process, None elsewhere."""
+        n = self._n
+        feats, pids, camids = self.buffered()
         if comm.get_world_size() > 1:
             comm.synchronize()
             labels = comm.gather((pids, camids), dst=0)

@@ -3,14 +3,15 @@ extractor, `--eval-only` and the transfer runner get a model from.
 
 Importing this package registers the paper's other LaST baselines in fastreid's registries
 (docs/baselines.md): the meta-architectures `PartBaseline` and `PaperMGN`
-(`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`);
-`parts` holds what they share."""
+(`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`), each
+module with its own config keys and their range rules; `parts` holds what they share. A
+model outside the package does the same from a module named in MODEL.IMPORTS
+(`lastreid.plugins`)."""
 
 import logging
 
+import torch
 from fastreid.modeling import build_model as build_fastreid_model
-from fastreid.modeling.heads import REID_HEADS_REGISTRY
-from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from .. import precision
 from ..checkpoint import Checkpointer, CheckpointError, backbone_loaded, use_torchvision_stem
@@ -20,41 +21,43 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["build_model", "load_weights", "feature_dim"]
 
-# fastreid meta-architectures whose test feature concatenates several heads' outputs.
-_HEADS_PER_FEATURE = {"Baseline": 1, "PartBaseline": 1, "MGN": 8}
 
-
-def build_model(cfg):
-    """fastreid's model of `cfg` (logged, as DefaultTrainer logs it), in channels-last when
-    the precision path says so, with the torchvision stem when MODEL.BACKBONE.TORCHVISION_STEM
-    (the reference and ImageNet checkpoints were trained with it), and its strided
-    convolutions guarded against a torch CPU bfloat16 bug (`precision.OneColumnSafeConv2d`)."""
+def build_model(cfg, log=True):
+    """fastreid's model of `cfg` (logged, as DefaultTrainer logs it, unless not log), in
+    channels-last when the precision path says so, with the torchvision stem when
+    MODEL.BACKBONE.TORCHVISION_STEM (the reference and ImageNet checkpoints were trained
+    with it), and its strided convolutions guarded against a torch CPU bfloat16 bug
+    (`precision.OneColumnSafeConv2d`)."""
     model = build_fastreid_model(cfg)
     precision.guard_one_column_convs_(model)  # torch's CPU bf16 convolution bug
-    logging.getLogger("fastreid.engine.defaults").info("Model:\n%s", model)
-    model = precision.prepare_model(model, precision.resolve(cfg))
+    if log:
+        logging.getLogger("fastreid.engine.defaults").info("Model:\n%s", model)
+    model = precision.prepare_model(model, precision.resolve(cfg, log=log))
     if cfg.MODEL.BACKBONE.TORCHVISION_STEM:
         use_torchvision_stem(model)
     return model
 
 
-def feature_dim(cfg):
-    """The dimension of the eval-mode feature of `cfg`'s model, from the config alone (no
-    model is built); None for a meta-architecture it does not know."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    own = getattr(META_ARCH_REGISTRY.get(arch), "feature_dim", None)
-    if own is not None:
-        return int(own(cfg))
-    if arch not in _HEADS_PER_FEATURE:
-        return None
-    head = getattr(REID_HEADS_REGISTRY.get(cfg.MODEL.HEADS.NAME), "feature_dim", None)
-    if head is not None:
-        per_head = head(cfg)
-    elif cfg.MODEL.HEADS.EMBEDDING_DIM > 0:
-        per_head = cfg.MODEL.HEADS.EMBEDDING_DIM
-    else:
-        per_head = cfg.MODEL.BACKBONE.FEAT_DIM
-    return int(per_head * _HEADS_PER_FEATURE[arch])
+def feature_dim(cfg, model=None):
+    """The dimension of the eval-mode feature of `model` (None: a model of `cfg` built on
+    the CPU without the ImageNet file): the width of its output for one blank
+    INPUT.SIZE_TEST image. Asked of the model itself, so any registered head or
+    meta-architecture answers without a table to extend."""
+    if model is None:
+        cpu = cfg.clone()
+        cpu.defrost()
+        cpu.MODEL.DEVICE, cpu.MODEL.BACKBONE.PRETRAIN = "cpu", False
+        cpu.MODEL.CHANNELS_LAST = cpu.MODEL.CPU_BF16 = "off"
+        cpu.MODEL.HEADS.NUM_CLASSES = max(1, cpu.MODEL.HEADS.NUM_CLASSES)  # no empty layers
+        model = build_model(cpu, log=False)
+    device = next(model.parameters()).device
+    was_training = model.training
+    blank = torch.zeros(1, 3, *cfg.INPUT.SIZE_TEST, device=device)
+    try:
+        with torch.no_grad():
+            return int(model.eval()(blank).shape[1])
+    finally:
+        model.train(was_training)
 
 
 def load_weights(cfg, model, weights):

@@ -10,10 +10,13 @@ Test feature: the bins' features concatenated, 15 x 256 = 3,840-d (the paper's c
 not flip-average it: TEST.FLIP.ENABLED False in configs/LaST/hpm_R50.yml)."""
 
 import torch
+from fastreid.config import CfgNode as CN
 from fastreid.config import configurable
 from fastreid.modeling.heads import REID_HEADS_REGISTRY
 from torch import nn
 
+from ..config import register_keys
+from ..config_checks import Rule, each, integer, register_rules
 from .parts import (
     ReductionBlock,
     make_classifiers,
@@ -23,7 +26,23 @@ from .parts import (
     training_outputs,
 )
 
-__all__ = ["HPMHead"]
+__all__ = ["HPMHead", "add_hpm_config"]
+
+
+@register_keys
+def add_hpm_config(cfg):
+    # The pyramid of max-pooled horizontal bins, as stripe counts per level ((1, 2, 4, 8):
+    # 15 bins), each reduced to REDUCTION_DIM (256) channels; the test feature has
+    # sum(BINS) x REDUCTION_DIM dims.
+    cfg.MODEL.HPM = CN()
+    cfg.MODEL.HPM.BINS = (1, 2, 4, 8)
+    cfg.MODEL.HPM.REDUCTION_DIM = 256
+
+
+register_rules(
+    Rule("MODEL.HPM.BINS", each(integer(1), "one or more integers >= 1 (stripes per level)", 1)),
+    Rule("MODEL.HPM.REDUCTION_DIM", integer(1)),
+)
 
 
 def _bin_names(bins):
@@ -57,10 +76,6 @@ class HPMHead(nn.Module):
             "bins": cfg.MODEL.HPM.BINS,
             "reduction_dim": cfg.MODEL.HPM.REDUCTION_DIM,
         }
-
-    @staticmethod
-    def feature_dim(cfg):
-        return sum(cfg.MODEL.HPM.BINS) * cfg.MODEL.HPM.REDUCTION_DIM
 
     def bin_features(self, features):
         """The (B, REDUCTION_DIM) feature of every bin, in the order of `part_names`."""

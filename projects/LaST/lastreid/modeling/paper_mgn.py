@@ -16,10 +16,13 @@ the 8 + mean triplet over the 3 global features. Test feature: the 8 concatenate
 import copy
 
 import torch
+from fastreid.config import CfgNode as CN
 from fastreid.modeling.backbones import build_backbone
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
+from ..config import register_keys
+from ..config_checks import Rule, integer, register_rules
 from ..errors import ConfigError
 from .part_baseline import PartBaseline, part_loss_kwargs
 from .parts import (
@@ -31,7 +34,18 @@ from .parts import (
     training_outputs,
 )
 
-__all__ = ["MGNBranches", "PaperMGN", "split_resnet"]
+__all__ = ["MGNBranches", "PaperMGN", "add_paper_mgn_config", "split_resnet"]
+
+
+@register_keys
+def add_paper_mgn_config(cfg):
+    # Channels of each of its 8 Conv1x1-BN-ReLU reductions (256); the test feature has
+    # 8 x REDUCTION_DIM dims.
+    cfg.MODEL.PAPER_MGN = CN()
+    cfg.MODEL.PAPER_MGN.REDUCTION_DIM = 256
+
+
+register_rules(Rule("MODEL.PAPER_MGN.REDUCTION_DIM", integer(1)))
 
 BRANCH_STRIPES = {"p1": 1, "p2": 2, "p3": 3}
 
@@ -126,8 +140,3 @@ class PaperMGN(PartBaseline):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "loss_kwargs": part_loss_kwargs(cfg),
         }
-
-    @staticmethod
-    def feature_dim(cfg):
-        parts = sum(1 + (n if n > 1 else 0) for n in BRANCH_STRIPES.values())  # 3 + 2 + 3
-        return parts * cfg.MODEL.PAPER_MGN.REDUCTION_DIM

@@ -10,10 +10,13 @@ dropout), each stripe L2-normalised, concatenated. Test feature: that concatenat
 dropout, 6 x 2048 = 12,288-d (each stripe of unit norm)."""
 
 import torch.nn.functional as F
+from fastreid.config import CfgNode as CN
 from fastreid.config import configurable
 from fastreid.modeling.heads import REID_HEADS_REGISTRY
 from torch import nn
 
+from ..config import register_keys
+from ..config_checks import Rule, integer, number, register_rules
 from .parts import (
     ReductionBlock,
     flatten_stripes,
@@ -23,7 +26,25 @@ from .parts import (
     training_outputs,
 )
 
-__all__ = ["PCBHead"]
+__all__ = ["PCBHead", "add_pcb_config"]
+
+
+@register_keys
+def add_pcb_config(cfg):
+    # Horizontal stripes average-pooled from the backbone's map (6), channels of the one
+    # Conv1x1-BN-ReLU reduction they share (256), dropout on the pooled stripes in
+    # training (0.5). The test feature has NUM_STRIPES x MODEL.BACKBONE.FEAT_DIM dims.
+    cfg.MODEL.PCB = CN()
+    cfg.MODEL.PCB.NUM_STRIPES = 6
+    cfg.MODEL.PCB.REDUCTION_DIM = 256
+    cfg.MODEL.PCB.DROPOUT = 0.5
+
+
+register_rules(
+    Rule("MODEL.PCB.NUM_STRIPES", integer(1)),
+    Rule("MODEL.PCB.REDUCTION_DIM", integer(1)),
+    Rule("MODEL.PCB.DROPOUT", number(0, 1, open_high=True)),
+)
 
 
 @REID_HEADS_REGISTRY.register()
@@ -53,10 +74,6 @@ class PCBHead(nn.Module):
             "reduction_dim": pcb.REDUCTION_DIM,
             "dropout": pcb.DROPOUT,
         }
-
-    @staticmethod
-    def feature_dim(cfg):
-        return cfg.MODEL.PCB.NUM_STRIPES * cfg.MODEL.BACKBONE.FEAT_DIM
 
     def forward(self, features, targets=None):
         pooled = pool_stripes(features, self.num_stripes, "avg")  # (B, C, stripes, 1)

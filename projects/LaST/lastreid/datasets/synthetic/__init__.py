@@ -49,10 +49,10 @@ import os
 from ...errors import InputError
 from .clothes import write_celebreid, write_last, write_prcc
 from .common import (
-    _FOLDERS,
     ALL_DATASETS,
     CC_DATASETS,
     DATASETS,
+    FOLDERS,
     MARKER,
     PRESETS,
     SOURCE_DATASETS,
@@ -118,7 +118,7 @@ def read_counts(root):
     `root` (read from the marker files), as {dataset: counts per split}; datasets whose
     last write did not finish are left out."""
     counts = {}
-    for dataset, folder in _FOLDERS.items():
+    for dataset, folder in FOLDERS.items():
         marker = os.path.join(root, folder, MARKER)
         if os.path.isfile(marker):
             with open(marker) as f:

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-from .common import _sizes, _spread, _Writer
-from .drawing import _hsv, _new_outfit, _new_person
+from .common import TreeWriter, dataset_sizes, spread_images
+from .drawing import hsv_colour, new_outfit, new_person
 
 __all__ = ["write_last", "write_prcc", "write_celebreid"]
 
@@ -16,8 +16,8 @@ def write_last(root, seed=0, **sizes):
     Sizes (default preset unless given): train_ids, train_images (per person),
     max_outfits, val_ids, test_ids, query_images and gallery_images (per person),
     distractor_ids (test-gallery-only persons)."""
-    sizes = _sizes("last", sizes)
-    out = _Writer(root, "last", seed, sizes)
+    sizes = dataset_sizes("last", sizes)
+    out = TreeWriter(root, "last", seed, sizes)
     rng = out.rng
     n_ids = sizes["train_ids"] + sizes["val_ids"] + sizes["test_ids"] + sizes["distractor_ids"]
     pids = iter(int(p) for p in rng.choice(999_999, n_ids, replace=False) + 1)
@@ -25,7 +25,7 @@ def write_last(root, seed=0, **sizes):
     def person_with_outfits():
         pid = next(pids)
         n_outfits = int(rng.integers(1, sizes["max_outfits"] + 1))
-        return pid, _new_person(rng), [_new_outfit(rng) for _ in range(n_outfits)]
+        return pid, new_person(rng), [new_outfit(rng) for _ in range(n_outfits)]
 
     frame = {}
 
@@ -41,7 +41,7 @@ def write_last(root, seed=0, **sizes):
 
     for _ in range(sizes["train_ids"]):
         pid, person, outfits = person_with_outfits()
-        for k in _spread(rng, sizes["train_images"], len(outfits)):
+        for k in spread_images(rng, sizes["train_images"], len(outfits)):
             save("train", f"train/{pid:06d}", pid, person, outfits, k)
     for split, n_ids in (("val", sizes["val_ids"]), ("test", sizes["test_ids"])):
         for _ in range(n_ids):
@@ -55,11 +55,11 @@ def write_last(root, seed=0, **sizes):
                     outfits,
                     int(rng.integers(len(outfits))),
                 )
-            for k in _spread(rng, sizes["gallery_images"], len(outfits)):
+            for k in spread_images(rng, sizes["gallery_images"], len(outfits)):
                 save(f"{split}/gallery", f"{split}/gallery/{pid:06d}", pid, person, outfits, k)
     for _ in range(sizes["distractor_ids"]):
         pid, person, outfits = person_with_outfits()
-        for k in _spread(rng, sizes["gallery_images"], len(outfits)):
+        for k in spread_images(rng, sizes["gallery_images"], len(outfits)):
             save("test/gallery", f"test/gallery/{pid:06d}", pid, person, outfits, k)
     return out.finish()
 
@@ -68,11 +68,13 @@ def write_prcc(root, seed=0, **sizes):
     """Writes ``<root>/prcc/rgb`` (train, val, test/A|B|C); returns counts per split
     (keys "train", "val", "test/A", "test/B", "test/C"). Sizes: train_ids, val_ids,
     test_ids, images_per_camera (per person and camera)."""
-    sizes = _sizes("prcc", sizes)
-    out = _Writer(root, "prcc", seed, sizes)
+    sizes = dataset_sizes("prcc", sizes)
+    out = TreeWriter(root, "prcc", seed, sizes)
     rng = out.rng
     # Each camera has its own background tone and viewing distance.
-    cameras = {cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05)) for cam in "ABC"}
+    cameras = {
+        cam: (hsv_colour(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05)) for cam in "ABC"
+    }
     n_ids = sizes["train_ids"] + sizes["val_ids"] + sizes["test_ids"]
     pids = iter(int(p) for p in rng.permutation(np.arange(1, n_ids + 1)))
     for split, n_split in (
@@ -81,8 +83,8 @@ def write_prcc(root, seed=0, **sizes):
         ("test", sizes["test_ids"]),
     ):
         for _ in range(n_split):
-            pid, person = next(pids), _new_person(rng)
-            outfits = [_new_outfit(rng), _new_outfit(rng)]
+            pid, person = next(pids), new_person(rng)
+            outfits = [new_outfit(rng), new_outfit(rng)]
             for cam, (tint, scale) in cameras.items():
                 outfit = 1 if cam == "C" else 0  # A and B share clothes, C is another outfit
                 for i in range(sizes["images_per_camera"]):
@@ -99,18 +101,18 @@ def write_celebreid(root, seed=0, **sizes):
     """Writes ``<root>/Celeb-reID`` (flat train, query, gallery of <pid>_<n>_<x>.jpg);
     returns counts per split. Sizes: train_ids, train_images, test_ids, query_images,
     gallery_images (per person)."""
-    sizes = _sizes("celebreid", sizes)
-    out = _Writer(root, "celebreid", seed, sizes)
+    sizes = dataset_sizes("celebreid", sizes)
+    out = TreeWriter(root, "celebreid", seed, sizes)
     rng = out.rng
     n_train = sizes["train_ids"]
     plan = [("train", sizes["train_images"], 0)] * n_train + [
         ("test", sizes["query_images"] + sizes["gallery_images"], sizes["query_images"])
     ] * sizes["test_ids"]
     for pid, (split, n_images, n_query) in enumerate(plan, start=1):
-        person, outfits = _new_person(rng), []
+        person, outfits = new_person(rng), []
         for n in range(1, n_images + 1):
             if not outfits or rng.random() < 0.7:  # most snapshots show new clothes
-                outfits.append(_new_outfit(rng))
+                outfits.append(new_outfit(rng))
                 k = len(outfits) - 1
             else:
                 k = int(rng.integers(len(outfits)))

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import ExistingFileError, InputError
-from .drawing import _hsv, _render
+from .drawing import hsv_colour, render_person
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ DATASETS = ("last", "prcc", "celebreid")  # written by default (the demo's)
 SOURCE_DATASETS = ("market1501", "dukemtmc", "msmt17")  # the other pre-training sources
 CC_DATASETS = ("ltcc", "deepchange", "vcclothes")  # the other clothes-changing benchmarks
 ALL_DATASETS = DATASETS + SOURCE_DATASETS + CC_DATASETS
-_FOLDERS = {
+FOLDERS = {
     "last": "last",
     "prcc": "prcc",
     "celebreid": "Celeb-reID",
@@ -46,7 +46,7 @@ _STREAMS = {
 
 # Sizes that may be 0 (every split needs images; these extras are optional).
 _OPTIONAL_SIZES = ("distractor_ids", "distractor_images", "junk_images")
-_CAMERA_COUNTS = {
+CAMERA_COUNTS = {
     "market1501": 6,
     "dukemtmc": 8,
     "msmt17": 15,
@@ -172,11 +172,11 @@ PRESETS = {
 }
 
 
-class _Writer:
+class TreeWriter:
     """Writes one dataset's images and tallies ids / outfits / images per split."""
 
     def __init__(self, root, dataset, seed, sizes):
-        self.folder = os.path.join(root, _FOLDERS[dataset])
+        self.folder = os.path.join(root, FOLDERS[dataset])
         self.rng = np.random.default_rng([seed, _STREAMS[dataset]])
         self.meta = dict(dataset=dataset, seed=seed, sizes=sizes)
         self.splits = {}
@@ -190,7 +190,7 @@ class _Writer:
         """Writes one image; `counted=False` leaves it out of the counts (Market's junk)."""
         path = os.path.join(self.folder, relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        pixels = _render(person, outfit, self.rng, tint, scale)
+        pixels = render_person(person, outfit, self.rng, tint, scale)
         Image.fromarray(pixels).save(path, quality=int(self.rng.integers(70, 96)))
         if not counted:
             return
@@ -224,7 +224,7 @@ def _clear_own_folder(folder):
     os.makedirs(folder, exist_ok=True)
 
 
-def _sizes(dataset, sizes):
+def dataset_sizes(dataset, sizes):
     unknown = set(sizes) - set(PRESETS["default"][dataset])
     if unknown:
         raise TypeError(
@@ -239,16 +239,16 @@ def _sizes(dataset, sizes):
     return sizes
 
 
-def _cameras(rng, dataset):
+def camera_looks(rng, dataset):
     """(background tint, scale) per camera number 1..N: each camera its own background
     tone and viewing distance."""
     return {
-        cam: (_hsv(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
-        for cam in range(1, _CAMERA_COUNTS[dataset] + 1)
+        cam: (hsv_colour(rng, (0.0, 0.4), (0.35, 0.85)), rng.uniform(0.9, 1.05))
+        for cam in range(1, CAMERA_COUNTS[dataset] + 1)
     }
 
 
-def _spread(rng, n_images, n_outfits):
+def spread_images(rng, n_images, n_outfits):
     """Outfit index per image, covering every outfit when there are enough images."""
     order = list(rng.permutation(n_outfits)) * (n_images // n_outfits + 1)
     return [int(k) for k in order[:n_images]]

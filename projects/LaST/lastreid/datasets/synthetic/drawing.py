@@ -9,32 +9,32 @@ import numpy as np
 IMAGE_SIZE = (128, 64)  # (height, width)
 
 
-def _hsv(rng, sat, val):
+def hsv_colour(rng, sat, val):
     return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val))) * 255
 
 
-def _new_person(rng):
+def new_person(rng):
     light, dark = np.array([238.0, 200.0, 172.0]), np.array([88.0, 58.0, 42.0])
     has_bag = rng.random() < 0.7
     return dict(
         skin=light + (dark - light) * rng.random() + rng.normal(0, 6, 3),
-        hair=_hsv(rng, (0.2, 0.9), (0.12, 0.9)),
+        hair=hsv_colour(rng, (0.2, 0.9), (0.12, 0.9)),
         long_hair=rng.random() < 0.4,
         head_rx=rng.uniform(7.0, 9.5),
         height=rng.uniform(0.80, 0.97),
         torso_w=rng.uniform(15.0, 24.0),
-        shoes=_hsv(rng, (0.5, 1.0), (0.3, 1.0)),
-        bag=_hsv(rng, (0.5, 1.0), (0.3, 1.0)) if has_bag else None,
+        shoes=hsv_colour(rng, (0.5, 1.0), (0.3, 1.0)),
+        bag=hsv_colour(rng, (0.5, 1.0), (0.3, 1.0)) if has_bag else None,
         bag_side=rng.choice([-1, 1]),
     )
 
 
-def _new_outfit(rng):
+def new_outfit(rng):
     return dict(
-        upper=_hsv(rng, (0.0, 1.0), (0.15, 1.0)),
-        lower=_hsv(rng, (0.0, 0.9), (0.1, 0.9)),
+        upper=hsv_colour(rng, (0.0, 1.0), (0.15, 1.0)),
+        lower=hsv_colour(rng, (0.0, 0.9), (0.1, 0.9)),
         pattern=rng.choice(["plain", "stripes", "band"]),
-        pattern_colour=_hsv(rng, (0.0, 1.0), (0.2, 1.0)),
+        pattern_colour=hsv_colour(rng, (0.0, 1.0), (0.2, 1.0)),
         long_sleeves=rng.random() < 0.5,
         long_trousers=rng.random() < 0.7,
     )
@@ -59,7 +59,7 @@ def _ellipse(canvas, cy, cx, ry, rx, colour, below=None):
 
 def _background(rng, tint):
     h, w = IMAGE_SIZE
-    base = _hsv(rng, (0.0, 0.4), (0.3, 0.9)) if tint is None else tint + rng.normal(0, 12, 3)
+    base = hsv_colour(rng, (0.0, 0.4), (0.3, 0.9)) if tint is None else tint + rng.normal(0, 12, 3)
     ramp = np.linspace(-1, 1, h)[:, None, None] * rng.uniform(-25, 25)
     canvas = np.broadcast_to(base + ramp, (h, w, 3)).copy()
     for _ in range(rng.integers(0, 3)):  # faint clutter behind the person
@@ -71,12 +71,12 @@ def _background(rng, tint):
             x,
             x + rng.uniform(6, 24),
             0.5 * canvas[min(int(y), h - 1), min(int(x), w - 1)]
-            + 0.5 * _hsv(rng, (0, 0.6), (0.2, 1)),
+            + 0.5 * hsv_colour(rng, (0, 0.6), (0.2, 1)),
         )
     return canvas
 
 
-def _render(person, outfit, rng, tint=None, scale=1.0):
+def render_person(person, outfit, rng, tint=None, scale=1.0):
     """One 128x64 RGB uint8 image of `person` wearing `outfit`."""
     h, w = IMAGE_SIZE
     canvas = _background(rng, tint)

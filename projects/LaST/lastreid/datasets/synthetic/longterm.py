@@ -8,14 +8,14 @@ import os
 import numpy as np
 
 from ...errors import InputError
-from .common import _cameras, _sizes, _spread, _Writer
-from .drawing import _new_outfit, _new_person
+from .common import TreeWriter, camera_looks, dataset_sizes, spread_images
+from .drawing import new_outfit, new_person
 
 __all__ = ["write_ltcc", "write_deepchange", "write_vcclothes"]
 
 
 def _outfit_sizes(dataset, sizes):
-    sizes = _sizes(dataset, sizes)
+    sizes = dataset_sizes(dataset, sizes)
     if sizes.get("max_outfits", 2) < 2:
         raise InputError(
             f"{dataset} size max_outfits={sizes['max_outfits']} must be at least 2 "
@@ -28,7 +28,7 @@ def _people(rng, pids, max_outfits):
     """(pid, person, outfits) with 2..max_outfits outfits for each pid."""
     for pid in pids:
         n_outfits = int(rng.integers(2, max_outfits + 1))
-        yield int(pid), _new_person(rng), [_new_outfit(rng) for _ in range(n_outfits)]
+        yield int(pid), new_person(rng), [new_outfit(rng) for _ in range(n_outfits)]
 
 
 def _test_views(rng, cameras, n_outfits, n_query, n_gallery):
@@ -37,10 +37,10 @@ def _test_views(rng, cameras, n_outfits, n_query, n_gallery):
     query_cam = int(rng.choice(cameras))
     others = [cam for cam in cameras if cam != query_cam]
     start = int(rng.integers(len(others)))
-    query = [(query_cam, k) for k in _spread(rng, n_query, n_outfits)]
+    query = [(query_cam, k) for k in spread_images(rng, n_query, n_outfits)]
     gallery = [
         (others[(start + i) % len(others)], k)
-        for i, k in enumerate(_spread(rng, n_gallery, n_outfits))
+        for i, k in enumerate(spread_images(rng, n_gallery, n_outfits))
     ]
     return query, gallery
 
@@ -51,9 +51,9 @@ def write_ltcc(root, seed=0, **sizes):
     ("train", "query", "test"). Sizes: train_ids, train_images (per person), max_outfits
     (at least 2), test_ids, query_images and gallery_images (per person)."""
     sizes = _outfit_sizes("ltcc", sizes)
-    out = _Writer(root, "ltcc", seed, sizes)
+    out = TreeWriter(root, "ltcc", seed, sizes)
     rng = out.rng
-    cameras = _cameras(rng, "ltcc")
+    cameras = camera_looks(rng, "ltcc")
     n_ids = sizes["train_ids"] + sizes["test_ids"]
     people = _people(rng, rng.choice(999, n_ids, replace=False) + 1, sizes["max_outfits"])
     frames = {}
@@ -67,7 +67,7 @@ def write_ltcc(root, seed=0, **sizes):
     for _ in range(sizes["train_ids"]):
         pid, person, outfits = next(people)
         first = int(rng.integers(len(cameras)))
-        for i, k in enumerate(_spread(rng, sizes["train_images"], len(outfits))):
+        for i, k in enumerate(spread_images(rng, sizes["train_images"], len(outfits))):
             save("train", pid, person, outfits, k, (first + i) % len(cameras) + 1)
     for _ in range(sizes["test_ids"]):
         pid, person, outfits = next(people)
@@ -89,10 +89,10 @@ def write_vcclothes(root, seed=0, **sizes):
     Test person j's queries start at camera j % 4 + 1 and go round the cameras. Returns
     counts per split ("train", "query", "gallery"). Sizes: train_ids, train_images,
     test_ids, query_images, gallery_images (per person)."""
-    sizes = _sizes("vcclothes", sizes)
-    out = _Writer(root, "vcclothes", seed, sizes)
+    sizes = dataset_sizes("vcclothes", sizes)
+    out = TreeWriter(root, "vcclothes", seed, sizes)
     rng = out.rng
-    cameras = _cameras(rng, "vcclothes")
+    cameras = camera_looks(rng, "vcclothes")
     n_ids = sizes["train_ids"] + sizes["test_ids"]
     people = _people(rng, rng.permutation(np.arange(1, n_ids + 1)), 3)
     counter = {}
@@ -137,9 +137,9 @@ def write_deepchange(root, seed=0, **sizes):
     the camid). Returns counts per split folder. Sizes: train_ids, train_images,
     max_outfits (at least 2), val_ids, test_ids, query_images, gallery_images (per person)."""
     sizes = _outfit_sizes("deepchange", sizes)
-    out = _Writer(root, "deepchange", seed, sizes)
+    out = TreeWriter(root, "deepchange", seed, sizes)
     rng = out.rng
-    cameras = _cameras(rng, "deepchange")
+    cameras = camera_looks(rng, "deepchange")
     n_ids = sizes["train_ids"] + sizes["val_ids"] + sizes["test_ids"]
     people = _people(rng, rng.choice(9999, n_ids, replace=False) + 1, sizes["max_outfits"])
     lists = {split: [] for split in DEEPCHANGE_SPLITS}
@@ -170,7 +170,7 @@ def write_deepchange(root, seed=0, **sizes):
         first = int(rng.integers(len(cameras)))
         views = [
             ((first + i // 2) % len(cameras) + 1, k)  # two images a camera
-            for i, k in enumerate(_spread(rng, sizes["train_images"], len(outfits)))
+            for i, k in enumerate(spread_images(rng, sizes["train_images"], len(outfits)))
         ]
         save_tracks("train-set", pid, look, outfits, days, views)
     for split, n_ids in (("val-set", sizes["val_ids"]), ("test-set", sizes["test_ids"])):

@@ -3,8 +3,8 @@ classes read: one outfit per person, several cameras, junk and distractor ids.""
 
 import os
 
-from .common import _cameras, _sizes, _Writer
-from .drawing import _new_outfit, _new_person
+from .common import TreeWriter, camera_looks, dataset_sizes
+from .drawing import new_outfit, new_person
 
 __all__ = ["write_market1501", "write_dukemtmc", "write_msmt17"]
 
@@ -18,7 +18,7 @@ def _test_cameras(rng, cameras, n_query, n_gallery):
 
 def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
     """Market-1501 / DukeMTMC-reID: bounding_box_train, query and bounding_box_test."""
-    out = _Writer(root, dataset, seed, sizes)
+    out = TreeWriter(root, dataset, seed, sizes)
     rng = out.rng
     cameras = _cameras(rng, dataset)
     n_ids = sizes["train_ids"] + sizes["test_ids"] + sizes.get("distractor_ids", 0)
@@ -41,13 +41,13 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
         )
 
     for _ in range(sizes["train_ids"]):
-        pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
+        pid, person, outfit = next(pids), new_person(rng), new_outfit(rng)
         first = int(rng.integers(1, len(cameras) + 1))
         for i in range(sizes["train_images"]):  # at least two cameras per person
             cam = (first + i - 1) % len(cameras) + 1
             save("bounding_box_train", "train", pid, person, outfit, cam)
     for _ in range(sizes["test_ids"]):
-        pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
+        pid, person, outfit = next(pids), new_person(rng), new_outfit(rng)
         query_cams, gallery_cams = _test_cameras(
             rng, cameras, sizes["query_images"], sizes["gallery_images"]
         )
@@ -56,7 +56,7 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
         for cam in gallery_cams:
             save("bounding_box_test", "gallery", pid, person, outfit, cam)
     for _ in range(sizes.get("distractor_ids", 0)):  # Duke: gallery-only persons
-        pid, person, outfit = next(pids), _new_person(rng), _new_outfit(rng)
+        pid, person, outfit = next(pids), new_person(rng), new_outfit(rng)
         for _ in range(sizes["gallery_images"]):
             cam = int(rng.choice(list(cameras)))
             save("bounding_box_test", "gallery", pid, person, outfit, cam)
@@ -67,8 +67,8 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
                 "bounding_box_test",
                 "gallery",
                 pid,
-                _new_person(rng),
-                _new_outfit(rng),
+                new_person(rng),
+                new_outfit(rng),
                 int(rng.choice(list(cameras))),
                 counted=counted,
             )
@@ -92,7 +92,7 @@ def write_market1501(root, seed=0, **sizes):
     Sizes: train_ids, train_images, test_ids, query_images, gallery_images (per person),
     distractor_images (pid 0) and junk_images (pid -1) in the gallery."""
     return _write_bounding_boxes(
-        root, "market1501", seed, _sizes("market1501", sizes), _market_name, 1501
+        root, "market1501", seed, dataset_sizes("market1501", sizes), _market_name, 1501
     )
 
 
@@ -102,7 +102,7 @@ def write_dukemtmc(root, seed=0, **sizes):
     train_ids, train_images, test_ids, query_images, gallery_images, distractor_ids
     (gallery-only persons)."""
     return _write_bounding_boxes(
-        root, "dukemtmc", seed, _sizes("dukemtmc", sizes), _duke_name, 7140
+        root, "dukemtmc", seed, dataset_sizes("dukemtmc", sizes), _duke_name, 7140
     )
 
 
@@ -112,8 +112,8 @@ def write_msmt17(root, seed=0, **sizes):
     ``<pid>_<idx>_<camera>_<time>_<n>_<k>.jpg``, cameras 01..15); returns counts per split
     ("train", "val", "query", "gallery"). Sizes: train_ids, train_images and val_images
     (per train person), test_ids, query_images, gallery_images."""
-    sizes = _sizes("msmt17", sizes)
-    out = _Writer(root, "msmt17", seed, sizes)
+    sizes = dataset_sizes("msmt17", sizes)
+    out = TreeWriter(root, "msmt17", seed, sizes)
     rng = out.rng
     cameras = _cameras(rng, "msmt17")
     lists = {split: [] for split in ("train", "val", "query", "gallery")}
@@ -131,14 +131,14 @@ def write_msmt17(root, seed=0, **sizes):
         lists[split].append(f"{rel} {label}\n")
 
     for label in range(sizes["train_ids"]):
-        person, outfit = _new_person(rng), _new_outfit(rng)
+        person, outfit = new_person(rng), new_outfit(rng)
         first = int(rng.integers(1, len(cameras) + 1))
         n = sizes["train_images"] + sizes["val_images"]
         for i in range(n):
             split = "train" if i < sizes["train_images"] else "val"
             save(split, "train", label, person, outfit, (first + i - 1) % len(cameras) + 1)
     for label in range(sizes["test_ids"]):
-        person, outfit = _new_person(rng), _new_outfit(rng)
+        person, outfit = new_person(rng), new_outfit(rng)
         query_cams, gallery_cams = _test_cameras(
             rng, cameras, sizes["query_images"], sizes["gallery_images"]
         )
