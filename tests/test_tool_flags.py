@@ -1,0 +1,116 @@
+"""The tools' flags and error paths that no other test reaches, each once, in this process
+(tools' main(argv)): visualize_ranks --metric / --max-rank / --thumb / --colors, export_onnx
+--exporter / --opset / --tolerance and its parity failure, check_dataset --workers,
+--eval-only without MODEL.WEIGHTS, an empty --images folder, features where no query has a
+match. An error names what is wrong and writes nothing.
+"""
+
+import os
+import re
+
+import numpy as np
+import pytest
+from conftest import load_tool
+from lastreid.errors import LastreidError
+from PIL import Image
+
+# Module fixtures of tests/test_tools.py: a random R18 BoT at 64x32 and its LaSTVal features.
+from test_tools import CONFIG, val_features, weights  # noqa: F401
+
+
+def test_visualize_ranks_metric_max_rank_thumb_colors(val_features, tmp_path, capsys):  # noqa: F811
+    from fastreid.evaluation.rank import evaluate_rank
+
+    out = tmp_path / "vis"
+    argv = ["--features", val_features, "-o", str(out), "--metric", "euclidean"]
+    argv += ["--max-rank", "3", "--thumb", "24", "48", "--colors", "16", "--num-queries", "2"]
+    argv += ["--per-page", "2", "--topk", "3", "--quiet"]
+    assert load_tool("visualize_ranks").main(argv) == 0
+    text = capsys.readouterr().out
+    # The figures printed are fastreid's evaluator's on squared euclidean distances.
+    data = np.load(val_features)
+    nq = int(data["num_query"])
+    q, g = data["features"][:nq].astype(np.float64), data["features"][nq:].astype(np.float64)
+    dist = (q**2).sum(1)[:, None] + (g**2).sum(1)[None, :] - 2 * q @ g.T
+    pids, camids = data["pids"], data["camids"]
+    cmc, all_ap, _ = evaluate_rank(
+        dist, pids[:nq], pids[nq:], camids[:nq], camids[nq:], max_rank=3, use_cython=False
+    )
+    found = re.search(r"Rank-1 (\d+\.\d)\s+Rank-5 (\S+)\s+mAP (\d+\.\d)", text)
+    assert found, text
+    assert float(found.group(1)) == pytest.approx(100 * cmc[0], abs=0.051)
+    assert float(found.group(3)) == pytest.approx(100 * np.mean(all_ap), abs=0.051)
+    page = Image.open(out / "ranks_000.png")
+    assert page.mode == "P" and len(page.getcolors(256) or []) <= 16  # --colors 16
+    assert page.size[1] < 2 * 48 + 200  # two rows of 48-pixel thumbnails and their labels
+    assert (out / "cmc.png").is_file()
+
+
+def test_visualize_ranks_without_a_matching_query_is_an_error(tmp_path):
+    path = tmp_path / "nomatch.npz"
+    np.savez(
+        path,
+        features=np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32),
+        pids=np.array([1, 2, 3, 4, 5, 6]),
+        camids=np.array([0, 0, 0, 1, 1, 1]),
+        paths=np.array([f"{i}.jpg" for i in range(6)]),
+        num_query=np.array(3),
+        metric=np.array("cosine"),
+    )
+    out = tmp_path / "vis"
+    with pytest.raises(LastreidError, match="no query has a matching gallery item"):
+        load_tool("visualize_ranks").main(["--features", str(path), "-o", str(out), "--quiet"])
+    assert not out.exists()
+
+
+def test_export_onnx_exporter_opset_tolerance_and_a_parity_failure(weights, tmp_path, capsys):  # noqa: F811
+    import onnx
+
+    path, opts = weights
+    tool = load_tool("export_onnx")
+    out = tmp_path / "model.onnx"
+    base = ["--config-file", CONFIG, "--weights", path, "-o", str(out), "--batch-sizes", "2"]
+    base += ["--exporter", "torchscript", "--opset", "14"]
+    # A tolerance no float computation meets: one line, exit status 1, no .onnx left.
+    assert tool.main(base + ["--tolerance", "1e-30"] + opts) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    # (the tool's name is sys.argv[0]'s, pytest's here)
+    assert re.fullmatch(r"\S+: error: ONNX and PyTorch features differ \(max relative error "
+                        r"\S+ > 1e-30\)", err[-1]), err
+    assert not out.exists() and os.listdir(tmp_path) == []
+    assert tool.main(base + ["--tolerance", "1e-3"] + opts) == 0
+    text = capsys.readouterr().out
+    assert "torchscript exporter, opset 14" in text and "within 0.001" in text
+    model = onnx.load(str(out))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [14]
+
+
+def test_check_dataset_workers(synthetic_root, capsys):
+    tool = load_tool("check_dataset")
+    argv = ["--dataset", "LaSTVal", "--root", str(synthetic_root), "--quiet"]
+    assert tool.main(argv) == 0
+    one = capsys.readouterr().out
+    assert tool.main(argv + ["--workers", "2"]) == 0
+    two = capsys.readouterr().out
+    assert "no problems" in two and two == one  # the same report with 2 decoding workers
+
+
+def test_eval_only_without_weights_and_an_empty_images_folder(weights, tmp_path):  # noqa: F811
+    from fastreid.engine import default_argument_parser
+
+    path, opts = weights
+    output = tmp_path / "eval"
+    args = default_argument_parser().parse_args(
+        ["--config-file", CONFIG, "--eval-only"] + opts + ["OUTPUT_DIR", str(output)]
+    )
+    with pytest.raises(LastreidError, match=r"--eval-only needs MODEL.WEIGHTS"):
+        load_tool("train_net").start(args)
+    assert not output.exists()
+
+    empty = tmp_path / "crops"
+    empty.mkdir()
+    out = tmp_path / "f.npz"
+    argv = ["--config-file", CONFIG, "--weights", path, "--images", str(empty), "-o", str(out)]
+    with pytest.raises(LastreidError, match=r"no image files in .*crops"):
+        load_tool("extract_features").main(argv + opts)
+    assert not out.exists()
