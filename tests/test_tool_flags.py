@@ -114,3 +114,46 @@ def test_eval_only_without_weights_and_an_empty_images_folder(weights, tmp_path)
     with pytest.raises(LastreidError, match=r"no image files in .*crops"):
         load_tool("extract_features").main(argv + opts)
     assert not out.exists()
+
+
+def test_rerank_aqe_and_skip_bad_images_through_a_training_run(synthetic_root, tmp_path):
+    """One tools/train_net.py run (one epoch on the tiny synthetic LaST, a copy of it with
+    one training image corrupted) with TEST.AQE, TEST.RERANK and DATALOADER.SKIP_BAD_IMAGES
+    on: it finishes, every evaluation went through AQE and re-ranking, the bad image was
+    skipped with a warning naming it."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from test_environment_errors import OPTS, REPO, TRAIN_NET
+
+    root = tmp_path / "datasets"
+    shutil.copytree(synthetic_root / "last", root / "last")
+    bad = sorted((root / "last" / "train").rglob("*.jpg"))[0]
+    bad.write_bytes(b"not a JPEG")
+    output = tmp_path / "run"
+    opts = OPTS + ["SOLVER.MAX_EPOCH", "1", "DATALOADER.SKIP_BAD_IMAGES", "True"]
+    opts += ["TEST.AQE.ENABLED", "True", "TEST.AQE.QE_K", "2"]
+    opts += ["TEST.RERANK.ENABLED", "True", "TEST.RERANK.K1", "4", "TEST.RERANK.K2", "2"]
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG] + opts + ["OUTPUT_DIR", str(output)],
+        cwd=REPO,
+        env=dict(os.environ, FASTREID_DATASETS=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout
+    evaluations = log.count("Start inference on")  # the last epoch's and the final test
+    assert evaluations == 2, log[-3000:]
+    assert log.count("Test with AQE setting") == evaluations
+    assert log.count("Test with rerank setting") == evaluations
+    skipped = [line for line in log.splitlines() if "skipped an unreadable training image" in line]
+    assert skipped and f"cannot decode {bad}" in skipped[0], skipped
+    with open(output / "results.json") as f:
+        results = json.load(f)
+    for part in (results["evaluation"], results["final_test"]):
+        for metrics in part["datasets"].values():
+            assert 0 < metrics["mAP"] <= 100 and metrics["mINP"] <= metrics["mAP"], metrics
