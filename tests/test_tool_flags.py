@@ -1,8 +1,10 @@
 """The tools' flags and error paths that no other test reaches, each once, in this process
 (tools' main(argv)): visualize_ranks --metric / --max-rank / --thumb / --colors, export_onnx
---exporter / --opset / --tolerance and its parity failure, check_dataset --workers,
---eval-only without MODEL.WEIGHTS, an empty --images folder, features where no query has a
-match. An error names what is wrong and writes nothing.
+--exporter / --opset / --tolerance and its parity failure, convert_reference_checkpoint
+--trust / --no-verify, check_dataset --workers, --eval-only without MODEL.WEIGHTS, an empty
+--images folder, features where no query has a match. An error names what is wrong and
+writes nothing. Then TEST.AQE, TEST.RERANK and DATALOADER.SKIP_BAD_IMAGES through one real
+tools/train_net.py run.
 """
 
 import os
@@ -10,12 +12,16 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from conftest import load_tool
 from lastreid.errors import LastreidError
 from PIL import Image
 
 # Module fixtures of tests/test_tools.py: a random R18 BoT at 64x32 and its LaSTVal features.
 from test_tools import CONFIG, val_features, weights  # noqa: F401
+
+# A randomised model of the public LaST code and its checkpoint (tests/test_checkpoint.py).
+from test_checkpoint import reference  # noqa: F401
 
 
 def test_visualize_ranks_metric_max_rank_thumb_colors(val_features, tmp_path, capsys):  # noqa: F811
@@ -157,3 +163,28 @@ def test_rerank_aqe_and_skip_bad_images_through_a_training_run(synthetic_root, t
     for part in (results["evaluation"], results["final_test"]):
         for metrics in part["datasets"].values():
             assert 0 < metrics["mAP"] <= 100 and metrics["mINP"] <= metrics["mAP"], metrics
+
+
+def test_convert_reference_checkpoint_trust_and_no_verify(reference, tmp_path, capsys):  # noqa: F811
+    """A reference file that needs a full pickle (an argparse.Namespace beside the weights,
+    as training scripts often store): refused without --trust, converted with it; with
+    --no-verify nothing is loaded into a model."""
+    import argparse
+
+    from lastreid.checkpoint import UntrustedCheckpointError, convert_reference_state_dict
+
+    ref_model, _ = reference
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": ref_model.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    tool = load_tool("convert_reference_checkpoint")
+    out = tmp_path / "converted.pth"
+    with pytest.raises(UntrustedCheckpointError, match=r"needs arbitrary pickles \(argparse"):
+        tool.main([str(path), str(out), "--no-verify"])
+    assert not out.exists()
+    assert tool.main([str(path), str(out), "--trust", "--no-verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "Loaded " not in printed  # --no-verify: no fastreid BoT built
+    data = torch.load(out, map_location="cpu", weights_only=True)  # the result needs no trust
+    expected = convert_reference_state_dict(ref_model.state_dict())
+    assert data["model"].keys() == expected.keys()
+    assert all(torch.equal(data["model"][k], v) for k, v in expected.items())
