@@ -18,7 +18,9 @@ import lastreid  # noqa: F401  (patches fastreid first, as the tools do)
 import torch
 from lastreid import atomic
 
-TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:672] . unexpected pos 50196864 vs 50196760"
+TORCH_SHORT_WRITE = (
+    "[enforce fail at inline_container.cc:672] . unexpected pos 50196864 vs 50196760"
+)
 
 
 def install(name, how):

@@ -35,7 +35,8 @@ def test_run_demo_smoke_writes_and_prints_what_the_readme_says(tmp_path):
     assert (bot / "ranks" / "ranks_000.png").is_file() and (bot / "ranks" / "cmc.png").is_file()
     for name in ("transfer_table.md", "transfer_table.csv", "transfer_chart.png"):
         assert (transfer / name).is_file(), name
-    assert {"last", "prcc", "celebreid"} <= {p.name.lower() for p in (tmp_path / "datasets").iterdir()}
+    written = {p.name.lower() for p in (tmp_path / "datasets").iterdir()}
+    assert {"last", "prcc", "celeb-reid"} <= written, written
 
     # Printed last: the time line, then the table exactly as written to transfer_table.md.
     table = (transfer / "transfer_table.md").read_text()

@@ -69,7 +69,9 @@ def test_visualize_ranks_without_a_matching_query_is_an_error(tmp_path):
     assert not out.exists()
 
 
-def test_export_onnx_exporter_opset_tolerance_and_a_parity_failure(weights, tmp_path, capsys):  # noqa: F811
+def test_export_onnx_exporter_opset_tolerance_and_a_parity_failure(  # noqa: F811
+    weights, tmp_path, capsys
+):
     import onnx
 
     path, opts = weights
@@ -165,7 +167,9 @@ def test_rerank_aqe_and_skip_bad_images_through_a_training_run(synthetic_root, t
             assert 0 < metrics["mAP"] <= 100 and metrics["mINP"] <= metrics["mAP"], metrics
 
 
-def test_convert_reference_checkpoint_trust_and_no_verify(reference, tmp_path, capsys):  # noqa: F811
+def test_convert_reference_checkpoint_trust_and_no_verify(  # noqa: F811
+    reference, tmp_path, capsys
+):
     """A reference file that needs a full pickle (an argparse.Namespace beside the weights,
     as training scripts often store): refused without --trust, converted with it; with
     --no-verify nothing is loaded into a model."""
