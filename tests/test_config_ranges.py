@@ -3,7 +3,8 @@ written, proven by a sweep: every checked key's bad values through tools/train_n
 1, the last stderr line `train_net.py: error: <key> is <value>: expected ...`, no traceback,
 no OUTPUT_DIR), the edge values that must run (they get to a training step, or finish), the
 training sets too small for a batch (one line before any step, naming the keys and the
-largest batch that works), the other tools that take KEY VALUE overrides. Each case is a
+largest batch that works), the schedule points past the end of a run (one warning line, the
+run goes on), the other tools that take KEY VALUE overrides. Each case is a
 process of its own, forked from one that imported torch and fastreid once
 (tests/forked_runs.py). Then the sets and boundaries the checks use, each against fastreid's
 or torch's own behaviour, and docs/config_keys.md's list of checked keys against the table.

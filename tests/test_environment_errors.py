@@ -1,8 +1,8 @@
 """Errors of the machine, not of the config, through a real tools/train_net.py run: the disk
 filling at the write of model_best.pth (as the kernel reports it, errno 28, and as
 torch.save's zip writer does, a RuntimeError; tests/fail_write.py makes it happen at that
-exact write), an OUTPUT_DIR that cannot be written. Each ends in one line naming the file
-and what to do, exit status 1, no traceback, nothing lost: every checkpoint left loads, no
+exact write), an OUTPUT_DIR that cannot be written, a dataset gone mid-run and a read-only
+folder (lastreid.interruptions' advice). Each ends in one line naming the file and what to do, exit status 1, no traceback, nothing lost: every checkpoint left loads, no
 temporary file stays, and `--resume` afterwards finishes. Also: model_best.pth holds the
 weights and scalars only (no second copy of the optimizer state), and the loader every tool
 uses (lastreid.modeling.load_weights) and the final test read it.
@@ -170,3 +170,46 @@ def test_an_output_dir_that_cannot_be_written_is_one_line_before_anything(
         "file, not a folder: choose another OUTPUT_DIR"
     ), last
     assert sorted(os.listdir(tmp)) == ["a_file"]
+
+
+def _explained(output_dir, error):
+    from lastreid.errors import StorageError
+    from lastreid.interruptions import explained_interruptions
+
+    with pytest.raises(StorageError) as caught:
+        with explained_interruptions(str(output_dir)):
+            raise error
+    return str(caught.value)
+
+
+def test_a_dataset_gone_mid_run_and_a_read_only_folder_say_what_to_do(tmp_path):
+    """The advice of explained_interruptions (what train_net.py wraps its run in) for a
+    training image whose folder vanished and for a write the file system refuses, with and
+    without a complete checkpoint in OUTPUT_DIR."""
+    import errno
+
+    from lastreid.atomic import save_atomic, write_text_atomic
+    from lastreid.images import BadImageError, load_image
+
+    gone = tmp_path / "datasets" / "last" / "train" / "0001" / "a.jpg"
+    with pytest.raises(BadImageError) as caught:
+        load_image(str(gone))
+    assert _explained(tmp_path, caught.value) == (
+        f"cannot read {gone}: FileNotFoundError: No such file or directory: the dataset "
+        "changed during the run; no checkpoint was written yet: put the dataset back, then "
+        "run the same command again"
+    )
+    save_atomic({"model": {}}, tmp_path / "model_0004.pth")
+    write_text_atomic("model_0004.pth", tmp_path / "last_checkpoint")
+    refused = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "metrics.json"))
+    assert _explained(tmp_path, refused) == (
+        f"cannot write {tmp_path / 'metrics.json'}: read-only file system (errno 30); nothing "
+        f"is lost: the last complete checkpoint is {tmp_path / 'model_0004.pth'}; make "
+        "OUTPUT_DIR writable, then run the same command with --resume"
+    )
+    # Any other error passes unchanged.
+    from lastreid.interruptions import explained_interruptions
+
+    with pytest.raises(ZeroDivisionError):
+        with explained_interruptions(str(tmp_path)):
+            1 / 0
