@@ -86,7 +86,7 @@ def make_cfg(opts=()):
 def loader_per_worker(n_images):
     """Images/s of one process applying the train and the test transforms, with one torch
     thread like a DataLoader worker."""
-    from lastreid.engine import build_test_set, build_train_set
+    from lastreid.loaders import build_test_set, build_train_set
 
     out, threads = {}, torch.get_num_threads()
     torch.set_num_threads(1)

@@ -3,7 +3,8 @@ written, proven by a sweep: every checked key's bad values through tools/train_n
 1, the last stderr line `train_net.py: error: <key> is <value>: expected ...`, no traceback,
 no OUTPUT_DIR), the edge values that must run (they get to a training step, or finish), the
 training sets too small for a batch (one line before any step, naming the keys and the
-largest batch that works), the other tools that take KEY VALUE overrides. Each case is a
+largest batch that works), the schedule points past the end of a run (one warning line, the
+run goes on), the other tools that take KEY VALUE overrides. Each case is a
 process of its own, forked from one that imported torch and fastreid once
 (tests/forked_runs.py). Then the sets and boundaries the checks use, each against fastreid's
 or torch's own behaviour, and docs/config_keys.md's list of checked keys against the table.
@@ -105,8 +106,8 @@ BAD = {
     "SOLVER.IMS_PER_BATCH": (["0", "-8"], "an integer >= 1"),
     "SOLVER.MAX_EPOCH": (["-3", "0", "None"], "an integer >= 1"),
     "SOLVER.SCHED": (["StepLR"], "MultiStepLR, CosineAnnealingLR"),
-    "SOLVER.DELAY_EPOCHS": (["-1", "1"], "0..SOLVER.MAX_EPOCH - 1"),
-    "SOLVER.STEPS": (["[0]", "[1]", "[2, 1]"], "increasing integers >= 1"),
+    "SOLVER.DELAY_EPOCHS": (["-1"], "an integer >= 0"),
+    "SOLVER.STEPS": (["[0]", "[2, 1]"], "increasing integers >= 1"),
     "SOLVER.GAMMA": (["0.0", "1.5"], "(0, 1]"),
     "SOLVER.ETA_MIN_LR": (["-1e-07"], "a number >= 0"),
     "SOLVER.WARMUP_FACTOR": (["1.5", "-0.1"], "[0, 1]"),
@@ -182,14 +183,30 @@ TOO_SMALL = {
     "fewer_classes_than_identities": (
         ["MODEL.HEADS.NUM_CLASSES", "5"],
         ["MODEL.HEADS.NUM_CLASSES 5 is fewer than the 6 identities of the training set (LaST)"]),
-    # 2 warm-up epochs of 3 steps: MultiStepLR counts epochs 2 and 3 only.
-    "step_past_the_warmed_up_run": (
-        ["SOLVER.MAX_EPOCH", "3", "SOLVER.WARMUP_ITERS", "6", "SOLVER.STEPS", "[2]"],
-        ["SOLVER.STEPS is [2]: expected ", "steps up to 1 here", "WARMUP_ITERS 6 = 2 epochs"]),
     "warmup_leaves_cosine_no_epoch": (
         ["SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_ITERS", "6", "SOLVER.SCHED",
          "CosineAnnealingLR"],
-        ["SOLVER.WARMUP_ITERS is 6: the warm-up leaves CosineAnnealingLR no epoch"]),
+        ["SOLVER.WARMUP_ITERS is 6: the warm-up leaves CosineAnnealingLR no epoch",
+         "use 3 or less"]),
+}
+# Schedule points past the end of the run (a recipe shortened with SOLVER.MAX_EPOCH): one
+# warning line naming each key and what the run does instead, and the run goes on (to its
+# second step here). (overrides, words of the line)
+PAST_THE_RUN = {
+    "steps_of_a_shortened_recipe": (
+        ["SOLVER.STEPS", "[30, 70]"],
+        ["SOLVER.STEPS [30, 70] lie past the 1 epochs MultiStepLR counts here: the learning "
+         "rate never decays"]),
+    # 2 warm-up epochs of 3 steps: MultiStepLR counts epochs 2 and 3 only.
+    "step_past_the_warmed_up_run": (
+        ["SOLVER.MAX_EPOCH", "3", "SOLVER.WARMUP_ITERS", "6", "SOLVER.STEPS", "[1, 2]"],
+        ["SOLVER.STEPS [2] of [1, 2] lie past the 2 epochs", "decays at steps [1] only"]),
+    "delay_and_warmup_past_a_cosine_run": (
+        ["SOLVER.SCHED", "CosineAnnealingLR", "SOLVER.DELAY_EPOCHS", "30",
+         "SOLVER.WARMUP_ITERS", "100"],
+        ["run of 3 iterations", "SOLVER.WARMUP_ITERS 100 is not below the run's 3 iterations",
+         "never reaches SOLVER.BASE_LR", "SOLVER.DELAY_EPOCHS 30 is not below SOLVER.MAX_EPOCH: "
+         "CosineAnnealingLR never starts"]),
 }
 # The other tools that take KEY VALUE overrides, and the bad values tried on each.
 OTHER_TOOLS = ("extract_features.py", "visualize_ranks.py", "export_onnx.py")
@@ -242,6 +259,8 @@ def all_cases(tmp):
         cases.append(_case(name, _train(opts, tmp / name), moment, tmp / name))
     for name, (opts, _) in TOO_SMALL.items():
         cases.append(_case(name, _train(opts, tmp / name), "step:1", tmp / name))
+    for name, (opts, _) in PAST_THE_RUN.items():
+        cases.append(_case(name, _train(opts, tmp / name), "step:2", tmp / name))
     for tool in OTHER_TOOLS:
         cases += [_tool_case(tool, key, value, tmp) for key, value in TOOL_KEYS]
     return cases
@@ -307,6 +326,17 @@ def test_too_small_for_the_training_set_is_one_line_before_any_step(sweep, name)
     for words in TOO_SMALL[name][1]:
         assert words in last, last
     assert not [f for f in result["output"] or [] if f.endswith(".pth")]
+
+
+@pytest.mark.parametrize("name", list(PAST_THE_RUN))
+def test_schedule_past_the_run_is_one_warning_line_and_the_run_goes_on(sweep, name):
+    result = sweep[name]
+    assert result["status"] == "reached step:2", result["stderr"][-3000:]
+    lines = [line for line in result["stdout"].splitlines() if "past the end" in line]
+    assert len(lines) == 1, result["stdout"][-3000:]
+    assert "WARNING" in lines[0] and "Schedule past the end of this" in lines[0], lines
+    for words in PAST_THE_RUN[name][1]:
+        assert words in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("tool", OTHER_TOOLS)
@@ -489,24 +519,32 @@ def _accepted_schedule(opts, iters_per_epoch):
         return False
 
 
+def _steps_warned(opts, iters_per_epoch):
+    parts = config_checks.schedule_warnings(build_cfg(CONFIG, BASE + opts), iters_per_epoch)
+    return any(part.startswith("SOLVER.STEPS") for part in parts)
+
+
 @pytest.mark.parametrize("max_epoch, iters, warmup, delay", [(6, 3, 0, 0), (6, 3, 6, 0),
-                         (6, 3, 7, 0), (6, 3, 0, 2), (6, 3, 7, 3), (4, 5, 20, 0)])  # fmt: skip
-def test_a_step_is_accepted_exactly_when_it_changes_a_learning_rate(
+                         (6, 3, 7, 0), (6, 3, 0, 2), (6, 3, 7, 3), (4, 5, 20, 0),
+                         (2, 3, 7, 0), (3, 3, 0, 3)])  # fmt: skip
+def test_a_step_is_warned_about_exactly_when_it_changes_no_learning_rate(
     max_epoch, iters, warmup, delay
 ):
-    """SOLVER.STEPS [s] passes the config check and the training-set one (check_schedule)
-    exactly when fastreid's scheduler, stepped by its hook over the epochs, gives some
-    epoch another learning rate than no step does."""
+    """SOLVER.STEPS [s] passes the config check always and draws the warning of
+    check_schedule exactly when fastreid's scheduler, stepped by its hook over the epochs,
+    gives every epoch the learning rate that no step does (warm-ups and delays past the
+    run included)."""
     solver = ["SOLVER.MAX_EPOCH", str(max_epoch), "SOLVER.WARMUP_ITERS", str(warmup)]
     solver += ["SOLVER.DELAY_EPOCHS", str(delay)]
     cfg = build_cfg(CONFIG, BASE + solver + ["SOLVER.STEPS", "[]"])
     cfg.defrost()
     plain = _lr_per_epoch(cfg, iters)
     for step in range(1, max_epoch + 2):
-        cfg.SOLVER.STEPS = [step]  # set past the checks: fastreid takes any
+        cfg.SOLVER.STEPS = [step]
         changes = _lr_per_epoch(cfg, iters) != plain
-        accepted = _accepted_schedule(solver + ["SOLVER.STEPS", f"[{step}]"], iters)
-        assert accepted == changes, (step, accepted, changes)
+        opts = solver + ["SOLVER.STEPS", f"[{step}]"]
+        build_cfg(CONFIG, BASE + opts)  # no ConfigError
+        assert _steps_warned(opts, iters) == (not changes), (step, changes)
 
 
 def test_cosine_warmup_check_matches_fastreids_division():

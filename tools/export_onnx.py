@@ -6,11 +6,12 @@ batch axis, then check with onnxruntime (CPU) that its features match PyTorch's.
         --weights logs/LaST/bagtricks_R50/model_best.pth -o bot_r50.onnx
 
 Input `images`: float32 (batch, 3, H, W) RGB in 0..255 at INPUT.SIZE_TEST; output
-`features`: float32 (batch, dim). Exits 1 if any batch's relative error exceeds
---tolerance. Any KEY VALUE pairs at the end override the config.
+`features`: float32 (batch, dim). Exits 1, removing the file, if any batch's relative error
+exceeds --tolerance. Any KEY VALUE pairs at the end override the config.
 """
 
 import argparse
+import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.errors import report_error, run_tool
@@ -75,6 +76,7 @@ def main(argv=None):
     for b, err in results:
         print(f"  batch {b}: max relative error {err:.2e}")
     if worst > args.tolerance:
+        os.remove(args.output)  # a graph that does not compute the model's features
         report_error(
             f"ONNX and PyTorch features differ (max relative error {worst:.2e} "
             f"> {args.tolerance:g})"

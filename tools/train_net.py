@@ -22,6 +22,7 @@ import logging
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.engine import Trainer, default_setup, evaluate_weights
 from lastreid.errors import run_tool
+from lastreid.interruptions import explained_interruptions
 from lastreid.launch import check_launch, launch
 from lastreid.run_results import evaluation_part, write_run_results
 from lastreid.startup import build_cfg, check_can_start, parse_with_overrides
@@ -37,13 +38,17 @@ def main(args):
     if args.eval_only:
         results = evaluate_weights(cfg)
         record = dict(evaluation=evaluation_part(cfg, results, weights=cfg.MODEL.WEIGHTS))
-    else:
+        if comm.is_main_process():
+            write_run_results(cfg, **record)
+        return results
+    # A full disk, an unwritable OUTPUT_DIR, the dataset gone: one line saying what to do.
+    with explained_interruptions(cfg.OUTPUT_DIR):
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
         record = trainer.results_record(results)
-    if comm.is_main_process():
-        write_run_results(cfg, **record)
+        if comm.is_main_process():
+            write_run_results(cfg, **record)
     return results
 
 

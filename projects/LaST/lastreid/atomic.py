@@ -9,6 +9,8 @@ import shutil
 
 import torch
 
+from .errors import StorageError, storage_problem
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -57,19 +59,33 @@ def _discard(tmp):
         pass
 
 
+def _refused(path, error):
+    """A StorageError naming `path` for an error that says the machine refused the write (a
+    full disk, a read-only folder), else None (the error is raised as it is)."""
+    problem = storage_problem(error)
+    return problem and StorageError(f"cannot write {path}: {problem}")
+
+
 def write_atomic(path, write):
     """Calls `write(fileobj)` on a fresh temporary file next to `path`, then renames it
-    onto `path`. On any failure the temporary file is removed and `path` is untouched."""
+    onto `path`. On any failure the temporary file is removed and `path` is untouched; a
+    full disk or an unwritable folder is a StorageError naming `path`."""
     path = os.fspath(path)
-    folder, tmp, fd = _temporary(path)
+    try:
+        folder, tmp, fd = _temporary(path)
+    except OSError as error:
+        raise (_refused(path, error) or error) from error
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         _discard(tmp)
+        refused = _refused(path, error)
+        if refused:
+            raise refused from error
         raise
     _fsync_dir(folder)
 
@@ -78,15 +94,21 @@ def write_file_atomic(path, produce):
     """`write_atomic` for writers that take a file name (an exporter): `produce(tmp)` writes
     the whole file at a temporary path next to `path`, which is then renamed onto it."""
     path = os.fspath(path)
-    folder, tmp, fd = _temporary(path)
+    try:
+        folder, tmp, fd = _temporary(path)
+    except OSError as error:
+        raise (_refused(path, error) or error) from error
     os.close(fd)
     try:
         produce(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         _discard(tmp)
+        refused = _refused(path, error)
+        if refused:
+            raise refused from error
         raise
     _fsync_dir(folder)
 

@@ -71,7 +71,7 @@ Worked around where the code that needs it lives:
 - `config_checks`: values fastreid takes without a word and fails on later (a traceback
   after the output folder is written) or reads silently otherwise: `TEST.EVAL_PERIOD 0`
   (its EvalHook divides by it), an unknown `MODEL.LOSSES.NAME` (no loss), a
-  `SOLVER.STEPS` past the run (no decay), a negative `LOSSES.TRI.MARGIN` (soft margin),
+  `SOLVER.STEPS` past the run (no decay: a warning line), a negative `LOSSES.TRI.MARGIN` (soft margin),
   image sizes its ResNet stem cannot pool; `check_schedule`: a warm-up that leaves
   CosineAnnealingLR no epoch (it divides by zero).
 - `fastreid_internals`: the only module that calls fastreid's private functions (and reads

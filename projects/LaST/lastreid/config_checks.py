@@ -12,9 +12,12 @@ the model, with `register_rules`, so a head outside lastreid brings its own.
 Sets of names are read when a config is checked, so what the plugin registers in fastreid's
 registries later is accepted. What only the training set decides (the epochs of the
 scheduler after the warm-up, enough images for a batch) is checked once it is read, before
-the first step: `check_schedule` here, `launch.check_training_set`.
+the first step: `check_schedule` here, `launch.check_training_set`. Schedule points past
+the end of a run (a recipe shortened with `SOLVER.MAX_EPOCH 1`) are one warning line there,
+not an error: they change nothing that runs.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 from functools import reduce
@@ -40,6 +43,8 @@ from .fastreid_internals import (
 from .precision import CHOICES as PRECISION_CHOICES
 from .transforms import INTERPOLATIONS
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "Check",
     "Rule",
@@ -52,6 +57,7 @@ __all__ = [
     "number",
     "one_of",
     "register_rules",
+    "schedule_warnings",
 ]
 
 RESNET = "build_resnet_backbone"
@@ -238,27 +244,10 @@ def scheduled_epochs(cfg, iters_per_epoch=None):
     return solver.MAX_EPOCH - max(warm, solver.DELAY_EPOCHS)
 
 
-def _steps_within(steps, epochs):
-    if steps and steps[-1] >= epochs:
-        return f"steps up to {epochs - 1} here" if epochs > 1 else "no step fits: use []"
-    return None
-
-
 def _steps(v, cfg):
     if not isinstance(v, (list, tuple)) or not all(_is_int(s) and s >= 1 for s in v):
         return ""
-    if any(a >= b for a, b in zip(v, v[1:])):
-        return "not increasing"
-    if cfg.SOLVER.SCHED != "MultiStepLR":
-        return None
-    detail = _steps_within(v, scheduled_epochs(cfg))
-    solver = cfg.SOLVER
-    epochs = f"SOLVER.MAX_EPOCH {solver.MAX_EPOCH}, DELAY_EPOCHS {solver.DELAY_EPOCHS}"
-    return detail and f"{detail} ({epochs})"
-
-
-def _delay(v, cfg):
-    return _verdict(_is_int(v) and 0 <= v < cfg.SOLVER.MAX_EPOCH)
+    return "not increasing" if any(a >= b for a, b in zip(v, v[1:])) else None
 
 
 def _nesterov(v, cfg):
@@ -357,16 +346,18 @@ RULES = [
     Rule("SOLVER.IMS_PER_BATCH", integer(1)),
     Rule("SOLVER.MAX_EPOCH", integer(1)),
     Rule("SOLVER.SCHED", known_name(*LR_SCHEDULERS)),
-    Rule("SOLVER.DELAY_EPOCHS", Check("an integer in 0..SOLVER.MAX_EPOCH - 1", _delay),
-         "0: none; epochs before the scheduler starts"),
-    Rule("SOLVER.STEPS", Check(
-        "increasing integers >= 1, for MultiStepLR each below the epochs it counts: "
-        "SOLVER.MAX_EPOCH less the larger of SOLVER.DELAY_EPOCHS and the warm-up's epochs "
-        "but its last", _steps), "[]: no decay"),
+    Rule("SOLVER.DELAY_EPOCHS", integer(0),
+         "0: none; epochs before the scheduler starts; SOLVER.MAX_EPOCH or more: a warning, "
+         "the scheduler never starts"),
+    Rule("SOLVER.STEPS", Check("increasing integers >= 1", _steps),
+         "[]: no decay; for MultiStepLR a step past the epochs it counts (SOLVER.MAX_EPOCH "
+         "less the larger of SOLVER.DELAY_EPOCHS and the warm-up's epochs but its last): a "
+         "warning, no decay there"),
     Rule("SOLVER.GAMMA", number(0, 1, open_low=True)),
     Rule("SOLVER.ETA_MIN_LR", NON_NEGATIVE),
     Rule("SOLVER.WARMUP_FACTOR", PROBABILITY),
-    Rule("SOLVER.WARMUP_ITERS", integer(0), "0: no warm-up"),
+    Rule("SOLVER.WARMUP_ITERS", integer(0),
+         "0: no warm-up; more than the run's iterations: a warning, it never ends"),
     Rule("SOLVER.WARMUP_METHOD", one_of(*WARMUP_METHODS)),
     Rule("SOLVER.FREEZE_ITERS", integer(0), "0: nothing frozen"),
     Rule("SOLVER.CHECKPOINT_PERIOD", integer(1), "above SOLVER.MAX_EPOCH: the final one only"),
@@ -423,27 +414,84 @@ def check_values(cfg, eval_only=False):
             _fail(rule, value, detail)
 
 
+def _scheduler_steps(solver, iters_per_epoch):
+    """Whether fastreid's LRScheduler hook ever steps the epoch scheduler: after an epoch
+    whose next iteration is past SOLVER.WARMUP_ITERS and whose next epoch is past
+    SOLVER.DELAY_EPOCHS; the last epoch is the latest chance."""
+    total = solver.MAX_EPOCH * iters_per_epoch
+    return solver.WARMUP_ITERS <= total and solver.DELAY_EPOCHS < solver.MAX_EPOCH
+
+
+def _unreached_steps(solver, epochs):
+    """The SOLVER.STEPS part of the warning: the steps at or past the `epochs` MultiStepLR
+    counts (a step changes the rate of the epoch after it; after the last one there is
+    none)."""
+    steps = list(solver.STEPS)
+    late = [s for s in steps if s >= epochs]
+    if not late:
+        return None
+    where = f"lie past the {max(epochs, 0)} epochs MultiStepLR counts here"
+    early = [s for s in steps if s < epochs]
+    if early:
+        return f"SOLVER.STEPS {late} of {steps} {where}: the rate decays at steps {early} only"
+    return f"SOLVER.STEPS {steps} {where}: the learning rate never decays"
+
+
+def schedule_warnings(cfg, iters_per_epoch):
+    """What the schedule keys of `cfg` set past the end of a run of `iters_per_epoch`
+    iterations an epoch (as fastreid's DefaultTrainer counts them), each part naming the
+    key and what the run does instead; [] when every point is reached. fastreid, detectron2
+    and mmengine run such a schedule as it is, so a shortened recipe (`SOLVER.MAX_EPOCH 1`)
+    is a warning, not an error."""
+    solver = cfg.SOLVER
+    total = solver.MAX_EPOCH * iters_per_epoch
+    parts = []
+    if solver.WARMUP_ITERS and solver.WARMUP_ITERS >= total:
+        parts.append(
+            f"SOLVER.WARMUP_ITERS {solver.WARMUP_ITERS} is not below the run's {total} "
+            f"iterations: the learning rate rises all run and never reaches SOLVER.BASE_LR"
+        )
+    if solver.DELAY_EPOCHS >= solver.MAX_EPOCH:
+        parts.append(
+            f"SOLVER.DELAY_EPOCHS {solver.DELAY_EPOCHS} is not below SOLVER.MAX_EPOCH: "
+            f"{solver.SCHED} never starts"
+        )
+    if solver.SCHED == "MultiStepLR" and solver.STEPS:
+        starts = _scheduler_steps(solver, iters_per_epoch)
+        epochs = scheduled_epochs(cfg, iters_per_epoch) if starts else 0
+        steps = _unreached_steps(solver, epochs)
+        if steps:
+            parts.append(steps)
+    return parts
+
+
 def check_schedule(cfg, iters_per_epoch):
     """The schedule keys against the epochs of this training set (`iters_per_epoch`, as
-    fastreid's DefaultTrainer counts them): the SOLVER.STEPS that MultiStepLR would never
-    reach, a warm-up that ends in the last epoch (CosineAnnealingLR would divide by zero)."""
+    fastreid's DefaultTrainer counts them): one warning line for the points past the end
+    of the run (`schedule_warnings`); a ConfigError for a warm-up that ends in the last
+    epoch of CosineAnnealingLR (its T_max is 0 and torch divides by it when the hook steps
+    it after that epoch: a warm-up past the end of the run never gets there)."""
     solver = cfg.SOLVER
     warm_epochs = math.ceil(solver.WARMUP_ITERS / iters_per_epoch)
-    warm_up = (
-        f"SOLVER.MAX_EPOCH {solver.MAX_EPOCH}, DELAY_EPOCHS {solver.DELAY_EPOCHS}, WARMUP_ITERS "
-        f"{solver.WARMUP_ITERS} = {warm_epochs} epochs of {iters_per_epoch} iterations"
-    )
-    rules = {rule.key: rule for rule in RULES}
-    if solver.SCHED == "MultiStepLR":
-        detail = _steps_within(list(solver.STEPS), scheduled_epochs(cfg, iters_per_epoch))
-        if detail:
-            _fail(rules["SOLVER.STEPS"], solver.STEPS, f"{detail} ({warm_up})")
-    elif solver.MAX_EPOCH - max(warm_epochs, solver.DELAY_EPOCHS) == 0:
-        # fastreid's T_max: torch divides by it when the hook first steps the scheduler (a
-        # warm-up past the end of the run never does).
+    if (
+        solver.SCHED == "CosineAnnealingLR"
+        and _scheduler_steps(solver, iters_per_epoch)
+        and solver.MAX_EPOCH - max(warm_epochs, solver.DELAY_EPOCHS) == 0
+    ):
         raise ConfigError(
             f"SOLVER.WARMUP_ITERS is {solver.WARMUP_ITERS}: the warm-up leaves {solver.SCHED} "
-            f"no epoch ({warm_up})"
+            f"no epoch (SOLVER.MAX_EPOCH {solver.MAX_EPOCH}, DELAY_EPOCHS "
+            f"{solver.DELAY_EPOCHS}, WARMUP_ITERS {solver.WARMUP_ITERS} = {warm_epochs} epochs "
+            f"of {iters_per_epoch} iterations): use {(solver.MAX_EPOCH - 1) * iters_per_epoch} "
+            f"or less"
+        )
+    parts = schedule_warnings(cfg, iters_per_epoch)
+    if parts:
+        logger.warning(
+            "Schedule past the end of this %d-epoch run of %d iterations: %s",
+            solver.MAX_EPOCH,
+            solver.MAX_EPOCH * iters_per_epoch,
+            "; ".join(parts),
         )
 
 

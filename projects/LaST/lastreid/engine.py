@@ -43,6 +43,7 @@ from .checkpoint import Checkpointer
 from .evaluation import BlockedReidEvaluator
 from .evaluation.single_shot import SingleShotReidEvaluator
 from .gather import process_share
+from .interruptions import QuietKnownErrors
 from .modeling import build_model, load_weights
 from .randomness import process_seed
 from .resume import METRICS, arrange_hooks, checkpoint_info, continue_run
@@ -51,6 +52,8 @@ from .startup import on_cpu
 from .train_steps import CpuTrainer, CudaAMPTrainer, ResumableLayerFreeze, freeze_by_iteration
 
 logger = logging.getLogger(__name__)
+# fastreid's train loop logs a traceback before re-raising; the tools print ours as one line.
+logging.getLogger("fastreid.engine.train_loop").addFilter(QuietKnownErrors())
 
 
 class ProgressPrinter(CommonMetricPrinter):

@@ -5,6 +5,7 @@ file or key at fault and what was expected. The tools catch exactly these (`run_
 print `<tool>: error: <message>`; anything else is a bug and keeps its traceback.
 """
 
+import errno
 import os
 import sys
 
@@ -15,6 +16,8 @@ __all__ = [
     "InputError",
     "MissingFileError",
     "ExistingFileError",
+    "StorageError",
+    "storage_problem",
     "one_line",
     "report_error",
     "run_tool",
@@ -46,6 +49,38 @@ class MissingFileError(LastreidError, FileNotFoundError):
 
 class ExistingFileError(LastreidError, FileExistsError):
     """A file or folder in the way that a tool will not overwrite."""
+
+
+class StorageError(LastreidError, OSError):
+    """A file the machine would not let a tool write: a full disk, a read-only or unwritable
+    folder. The message names the file; the tools add what to do (train_net: the last
+    complete checkpoint and --resume)."""
+
+
+# The OSError numbers that say the machine refused a write, not that the code is wrong.
+_REFUSALS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+# torch.save's zip writer reports a short write (the disk filled inside it) as a
+# RuntimeError, e.g. "[enforce fail at inline_container.cc:672] . unexpected pos 50196864
+# vs 50196760", without an errno.
+_TORCH_SHORT_WRITE = ("inline_container.cc", "PytorchStreamWriter failed")
+
+
+def storage_problem(error):
+    """What the machine refused in `error`, as a phrase ("no space left on device"), or
+    None for any other error."""
+    if isinstance(error, StorageError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in _REFUSALS:
+        return f"{_REFUSALS[error.errno]} (errno {error.errno})"
+    if isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_SHORT_WRITE):
+        return f"torch.save wrote less than it had (a full disk): {one_line(error, 120)}"
+    return None
 
 
 def one_line(text, limit=None):

@@ -115,7 +115,7 @@ def build_train_loader(cfg):
         )
     train_set = build_train_set(cfg)
     # One line, before any step, for a set too small for cfg (fastreid would divide by
-    # zero or spin) and for SOLVER.STEPS past this run's scheduled epochs.
+    # zero or spin); one warning line for schedule points past the end of this run.
     check_training_set(cfg, len(train_set), train_set.num_classes, cfg.DATASETS.NAMES, world)
     check_schedule(cfg, len(train_set) // cfg.SOLVER.IMS_PER_BATCH)
     # fastreid's own sampler choice (SAMPLER_TRAIN, NUM_INSTANCE, batch per process).

@@ -18,7 +18,7 @@ from fastreid.engine import hooks
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 
-from .atomic import copy_atomic, remove_stale_temp_files, write_atomic
+from .atomic import remove_stale_temp_files, save_atomic, write_atomic
 from .fastreid_internals import (
     history_tails,
     put_history,
@@ -39,6 +39,7 @@ __all__ = [
     "remove_old_checkpoints",
     "repair_metrics_history",
     "checkpoint_info",
+    "save_best",
 ]
 
 BEST = "model_best.pth"
@@ -61,13 +62,26 @@ def checkpoint_info(path):
     }
 
 
+def save_best(source, best_path):
+    """Writes `best_path` (model_best.pth) from the checkpoint `source`: its weights and its
+    scalars (epoch, metric, best_metric, best_epoch), not the optimizer, scheduler and
+    random states that only --resume reads, from the checkpoint itself. Every tool loads
+    it as it loads a checkpoint (the `model` entry); it costs the weights once more, not
+    the optimizer's state (twice the weights with Adam) too."""
+    data = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    kept = {"model": data["model"]}
+    kept.update(checkpoint_info(source) or {})
+    save_atomic(kept, best_path)
+
+
 class ResumableCheckpointer(hooks.PeriodicCheckpointer):
     """fastreid's checkpoint hook with the best metric kept across resumes.
 
     Every checkpoint holds `epoch`, `metric` (this epoch's, -1 if it was not evaluated),
     `best_metric` and `best_epoch` (best so far, this epoch included). As in fastreid, the
-    best is looked at on checkpoint epochs only; `model_best.pth` is a copy of the periodic
-    (or final) checkpoint it comes from and does not move the `last_checkpoint` pointer.
+    best is looked at on checkpoint epochs only; `model_best.pth` holds the weights and
+    scalars of the periodic (or final) checkpoint it comes from (`save_best`) and does not
+    move the `last_checkpoint` pointer.
     """
 
     def __init__(self, checkpointer, period, max_epoch=None, keep_last=0):
@@ -123,14 +137,14 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
         saved = os.path.join(self.checkpointer.save_dir or "", name + ".pth")
         if better and self.checkpointer.save_to_disk and os.path.isfile(saved):
             logger.info(
-                "New best %s %.4f at epoch %d: copying %s to %s",
+                "New best %s %.4f at epoch %d: the weights of %s to %s",
                 getattr(self, "metric_name", "metric"),
                 metric,
                 epoch,
                 name + ".pth",
                 BEST,
             )
-            copy_atomic(saved, os.path.join(self.checkpointer.save_dir, BEST))
+            save_best(saved, os.path.join(self.checkpointer.save_dir, BEST))
         if self.keep_last > 0 and self.checkpointer.save_to_disk:
             # After the copy to model_best.pth, so a kill in between still finds its source.
             current = os.path.basename(self.checkpointer.get_checkpoint_file())
@@ -188,7 +202,7 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
                     self.best_epoch,
                     source,
                 )
-                copy_atomic(source, best_path)
+                save_best(source, best_path)
                 return
         logger.warning(
             "%s is %s but the best epoch is %d, whose checkpoint is gone: it is "

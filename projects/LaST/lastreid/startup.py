@@ -16,6 +16,7 @@ from .config import add_lastreid_config
 from .config_checks import check_values
 from .datasets import check_dataset_folders
 from .errors import ConfigError, ConfigKeyError, MissingFileError
+from .interruptions import check_output_dir
 from .plugins import import_plugins, resolve_plugin_paths
 
 logger = logging.getLogger(__name__)
@@ -141,8 +142,11 @@ def resolve_device(cfg):
 
 
 def check_can_start(cfg, eval_only=False):
-    """Raises a one-line error if a run of `cfg` could not start (a dataset folder missing),
-    before it writes anything. The config itself was checked by `build_cfg`."""
+    """Raises a one-line error if a run of `cfg` could not start (a dataset folder missing,
+    an OUTPUT_DIR that cannot be written), before it writes anything. The config itself was
+    checked by `build_cfg`."""
+    if cfg.OUTPUT_DIR:
+        check_output_dir(cfg.OUTPUT_DIR)
     names = list(cfg.DATASETS.TESTS)
     if not eval_only:
         names = list(cfg.DATASETS.NAMES) + names + list(cfg.TEST.FINAL_TESTS)

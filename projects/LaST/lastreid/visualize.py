@@ -49,19 +49,25 @@ def cmc_and_map(
     qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", max_rank=50, memory_mb=512
 ):
     """(cmc, mAP, mINP) of `lastreid.evaluation.rank_metrics` (exact, blocked). The inputs
-    are not modified."""
-    return rank_metrics(
-        qf,
-        gf,
-        q_pids,
-        g_pids,
-        q_camids,
-        g_camids,
-        metric=metric,
-        max_rank=max_rank,
-        memory_mb=memory_mb,
-        overwrite=False,
-    )
+    are not modified. InputError (one line) when no query has a match (fastreid's wording,
+    a ValueError, would end the tool in a traceback)."""
+    try:
+        return rank_metrics(
+            qf,
+            gf,
+            q_pids,
+            g_pids,
+            q_camids,
+            g_camids,
+            metric=metric,
+            max_rank=max_rank,
+            memory_mb=memory_mb,
+            overwrite=False,
+        )
+    except ValueError as error:
+        if "do not appear in gallery" not in str(error):
+            raise
+        raise InputError("no query has a matching gallery item (pids / camids)") from error
 
 
 class _Rows:
