@@ -5,7 +5,6 @@ whole new one. `remove_stale_temp_files` clears what killed writers left behind.
 import logging
 import os
 import re
-import shutil
 
 import torch
 
@@ -19,7 +18,6 @@ __all__ = [
     "save_atomic",
     "write_text_atomic",
     "write_bytes_atomic",
-    "copy_atomic",
     "remove_stale_temp_files",
     "TEMP_FILE",
 ]
@@ -128,12 +126,6 @@ def write_text_atomic(text, path):
 def write_bytes_atomic(data, path):
     """Writes `data` (bytes) atomically, e.g. a PNG rendered in memory."""
     write_atomic(path, lambda f: f.write(data))
-
-
-def copy_atomic(src, dst):
-    """Copies `src` onto `dst` so that a kill leaves either the old or the whole new file."""
-    with open(src, "rb") as f:
-        write_atomic(dst, lambda out: shutil.copyfileobj(f, out, 16 << 20))
 
 
 def _process_gone(pid):
