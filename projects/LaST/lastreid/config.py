@@ -56,6 +56,21 @@ def add_lastreid_config(cfg):
     _C.MODEL.PAPER_MGN = CN()
     _C.MODEL.PAPER_MGN.REDUCTION_DIM = 256
 
+    # CAL (MODEL.META_ARCHITECTURE CALBaseline, MODEL.HEADS.NAME CALHead; lastreid.modeling.cal,
+    # docs/clothes_changing.md). The clothes classifier's loss (loss_clothes) and its own
+    # optimizer's steps start at epoch START_EPOCH_CC (25), the clothes-based adversarial
+    # loss (loss_cal) at START_EPOCH_ADV (25); both count epochs from 0. EPSILON (0.1): the
+    # share of loss_cal's target spread over the identity's clothes classes. SCALE (16):
+    # the factor on the clothes classifier's cosines in both losses. NUM_CLOTHES: clothes
+    # classes of the training set (0: counted from it and saved in config.yaml, as
+    # MODEL.HEADS.NUM_CLASSES).
+    _C.MODEL.CAL = CN()
+    _C.MODEL.CAL.START_EPOCH_CC = 25
+    _C.MODEL.CAL.START_EPOCH_ADV = 25
+    _C.MODEL.CAL.EPSILON = 0.1
+    _C.MODEL.CAL.SCALE = 16.0
+    _C.MODEL.CAL.NUM_CLOTHES = 0
+
     # Runs -------------------------------------------------------------------------------
     # Seed of the Python, NumPy and torch generators (model init, sampler, augmentation);
     # negative: a fresh seed per run, logged, as fast-reid does.

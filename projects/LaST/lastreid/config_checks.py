@@ -309,6 +309,12 @@ RULES = (
     Rule("MODEL.HPM.BINS", each(integer(1), "one or more integers >= 1 (stripes per level)", 1)),
     Rule("MODEL.HPM.REDUCTION_DIM", integer(1)),
     Rule("MODEL.PAPER_MGN.REDUCTION_DIM", integer(1)),
+    # CAL (lastreid.modeling.cal): one block, to move with a head's own rules.
+    Rule("MODEL.CAL.START_EPOCH_CC", integer(0), "0: from the first epoch"),
+    Rule("MODEL.CAL.START_EPOCH_ADV", integer(0), "0: from the first epoch"),
+    Rule("MODEL.CAL.EPSILON", PROBABILITY),
+    Rule("MODEL.CAL.SCALE", POSITIVE),
+    Rule("MODEL.CAL.NUM_CLOTHES", integer(0), "0: counted from the training set"),
     Rule("MODEL.PIXEL_MEAN", _three(NON_NEGATIVE)),
     Rule("MODEL.PIXEL_STD", _three(POSITIVE)),
     Rule("MODEL.CHANNELS_LAST", one_of(*PRECISION_CHOICES, fold_case=True)),

@@ -11,10 +11,12 @@ import logging
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
+from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid.utils import comm
 
 from .config_checks import check_schedule
-from .datasets import build_dataset
+from .datasets import build_dataset, dataset_class
+from .errors import InputError
 from .fastreid_internals import train_sampler
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_training_set
@@ -30,6 +32,8 @@ __all__ = [
     "build_test_set",
     "build_train_loader",
     "build_train_set",
+    "needs_clothes",
+    "require_clothes_labels",
 ]
 
 
@@ -82,19 +86,47 @@ class _Deferred:
         return next(self.iterator)
 
 
+def needs_clothes(cfg):
+    """Whether cfg's meta-architecture trains on clothes classes (its `needs_clothes`)."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return bool(getattr(arch, "needs_clothes", False))
+
+
+def require_clothes_labels(cfg, names):
+    """InputError (one line) naming the first of `names` without clothes labels when cfg's
+    model trains on them; checked from the dataset classes, before anything is read."""
+    if not needs_clothes(cfg):
+        return
+    for name in names:
+        if not getattr(dataset_class(name), "HAS_CLOTHES", False):
+            raise InputError(
+                f"DATASETS.NAMES: {name} has no clothes labels, which "
+                f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains on (datasets "
+                "with them: LaST, PRCC, LTCC, DeepChange, VCClothes)"
+            )
+
+
 def build_train_set(cfg, names=None):
-    items = []
-    for name in names or cfg.DATASETS.NAMES:
+    """The relabelled training set of `names` (DATASETS.NAMES). When the model trains on
+    clothes classes, each item also carries its clothes class, keyed by dataset name and
+    the dataset's clothes key (`ReidImageDataset`), so combined datasets stay apart."""
+    names = names or cfg.DATASETS.NAMES
+    require_clothes_labels(cfg, names)
+    items, clothes = [], [] if needs_clothes(cfg) else None
+    for name in names:
         data = build_dataset(name, combineall=cfg.DATASETS.COMBINEALL)
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
+        if clothes is not None:
+            clothes.extend(f"{name}_{key}" for key in data.train_clothes)
     # A bad image raises BadImageError naming it, or is replaced when SKIP_BAD_IMAGES.
     return ReidImageDataset(
         items,
         build_transforms(cfg, is_train=True),
         relabel=True,
         skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
+        clothes=clothes,
     )
 
 

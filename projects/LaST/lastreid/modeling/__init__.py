@@ -4,7 +4,8 @@ extractor, `--eval-only` and the transfer runner get a model from.
 Importing this package registers the paper's other LaST baselines in fastreid's registries
 (docs/baselines.md): the meta-architectures `PartBaseline` and `PaperMGN`
 (`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`);
-`parts` holds what they share."""
+`parts` holds what they share. `cal` registers CAL's `CALBaseline` and `CALHead`
+(docs/clothes_changing.md)."""
 
 import logging
 
@@ -14,14 +15,14 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from .. import precision
 from ..checkpoint import Checkpointer, CheckpointError, backbone_loaded, use_torchvision_stem
-from . import hpm, paper_mgn, part_baseline, pcb  # noqa: F401  (registration)
+from . import cal, hpm, paper_mgn, part_baseline, pcb  # noqa: F401  (registration)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_model", "load_weights", "feature_dim"]
 
 # fastreid meta-architectures whose test feature concatenates several heads' outputs.
-_HEADS_PER_FEATURE = {"Baseline": 1, "PartBaseline": 1, "MGN": 8}
+_HEADS_PER_FEATURE = {"Baseline": 1, "PartBaseline": 1, "CALBaseline": 1, "MGN": 8}
 
 
 def build_model(cfg):
