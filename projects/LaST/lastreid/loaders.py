@@ -11,17 +11,15 @@ import logging
 import torch
 from fastreid.data import build as fastreid_build
 from fastreid.data import samplers
-from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid.utils import comm
 
 from .config_checks import check_schedule
-from .datasets import build_dataset, dataset_class
-from .errors import InputError
+from .datasets import build_dataset
 from .fastreid_internals import train_sampler
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_training_set
 from .randomness import TrainBatches
-from .startup import on_cpu
+from .startup import needs_clothes, on_cpu, require_clothes_labels
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -32,8 +30,6 @@ __all__ = [
     "build_test_set",
     "build_train_loader",
     "build_train_set",
-    "needs_clothes",
-    "require_clothes_labels",
 ]
 
 
@@ -84,26 +80,6 @@ class _Deferred:
         if self.iterator is None:
             self.iterator = iter(self.loader)
         return next(self.iterator)
-
-
-def needs_clothes(cfg):
-    """Whether cfg's meta-architecture trains on clothes classes (its `needs_clothes`)."""
-    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return bool(getattr(arch, "needs_clothes", False))
-
-
-def require_clothes_labels(cfg, names):
-    """InputError (one line) naming the first of `names` without clothes labels when cfg's
-    model trains on them; checked from the dataset classes, before anything is read."""
-    if not needs_clothes(cfg):
-        return
-    for name in names:
-        if not getattr(dataset_class(name), "HAS_CLOTHES", False):
-            raise InputError(
-                f"DATASETS.NAMES: {name} has no clothes labels, which "
-                f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains on (datasets "
-                "with them: LaST, PRCC, LTCC, DeepChange, VCClothes)"
-            )
 
 
 def build_train_set(cfg, names=None):

@@ -7,15 +7,24 @@ import os
 
 import torch
 from fastreid.config import get_cfg
+from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from .config import add_lastreid_config
 from .config_checks import check_values
-from .datasets import check_dataset_folders
-from .errors import ConfigError, ConfigKeyError, MissingFileError
+from .datasets import check_dataset_folders, dataset_class
+from .errors import ConfigError, ConfigKeyError, InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_cfg", "check_cfg", "check_can_start", "on_cpu", "resolve_device"]
+__all__ = [
+    "build_cfg",
+    "check_cfg",
+    "check_can_start",
+    "needs_clothes",
+    "on_cpu",
+    "require_clothes_labels",
+    "resolve_device",
+]
 
 
 def build_cfg(config_file="", opts=(), eval_only=False):
@@ -93,5 +102,27 @@ def check_can_start(cfg, eval_only=False):
     before it writes anything. The config itself was checked by `build_cfg`."""
     names = list(cfg.DATASETS.TESTS)
     if not eval_only:
+        require_clothes_labels(cfg, cfg.DATASETS.NAMES)
         names = list(cfg.DATASETS.NAMES) + names + list(cfg.TEST.FINAL_TESTS)
     check_dataset_folders(names)
+
+
+def needs_clothes(cfg):
+    """Whether cfg's meta-architecture trains on clothes classes (its `needs_clothes`)."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return bool(getattr(arch, "needs_clothes", False))
+
+
+def require_clothes_labels(cfg, names):
+    """InputError (one line) naming the first of `names` without clothes labels when cfg's
+    model trains on them; checked from the dataset classes, before anything is read."""
+    if not needs_clothes(cfg):
+        return
+    for name in names:
+        if not getattr(dataset_class(name), "HAS_CLOTHES", False):
+            raise InputError(
+                f"DATASETS.NAMES: {name} has no clothes labels, which "
+                f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains on (datasets "
+                "with them: LaST, PRCC, LTCC, DeepChange, VCClothes)"
+            )
+
