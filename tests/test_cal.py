@@ -4,7 +4,8 @@ that step gave), the clothes classes of the training data path against the synth
 trees' own counts, and one shared set of tiny runs (ResNet-18 at 64x32, float32, the
 clothes terms from epoch 1 of 3; tests/forked_runs.py): all four terms in metrics.json and
 moving, a killed run resumed bit for bit, --eval-only reproducing the final test, the
-feature tools on its checkpoint, and a dataset without clothes labels refused in one line."""
+feature tools on its checkpoint, and a dataset without clothes labels refused in one line;
+and a torchrun job over two CPU processes (DDP with the clothes classifier's own step)."""
 
 import json
 import math
@@ -129,7 +130,9 @@ def test_the_clothes_classifier_moves_only_by_its_own_optimizer():
 
     identity_optimizer.zero_grad()
     sum(losses.values()).backward()
-    assert weight.grad is None  # neither loss_cal nor the logged loss_clothes reaches it
+    # The clothes step leaves zeros (for DDP); neither loss_cal nor the logged
+    # loss_clothes adds to them.
+    assert torch.equal(weight.grad, torch.zeros_like(weight))
     identity_optimizer.step()
     assert torch.equal(weight, stepped)
 
@@ -298,3 +301,27 @@ def test_feature_tools_on_the_cal_run(runs, synthetic_root, tmp_path, capsys):
     onnx = tmp_path / "model.onnx"
     rc = load_tool("export_onnx").main(args + ["-o", str(onnx), "--batch-sizes", "1,3"])
     assert rc == 0 and "onnxruntime matches PyTorch" in capsys.readouterr().out
+
+
+def test_torchrun_trains_cal_on_two_cpu_processes(synthetic_root, tmp_path):
+    """DDP (gloo) with the clothes classifier stepped inside the forward pass and unused
+    before its start epoch: the job ends, its last training line has every term."""
+    out = tmp_path / "run"
+    # fmt: off
+    opts = OPTS + [
+        "SOLVER.MAX_EPOCH", "2", "DATALOADER.NUM_INSTANCE", "2", "TEST.IMS_PER_BATCH", "4",
+        "OUTPUT_DIR", str(out),
+    ]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        TRAIN_NET, "--config-file", CONFIG,
+    ] + opts
+    # fmt: on
+    env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")
+    run = subprocess.run(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    lines = [ln for ln in read_lines(out / "metrics.json") if "loss_cal" in ln]
+    assert lines[-1]["loss_cal"] > 0 and lines[-1]["loss_clothes"] > 0

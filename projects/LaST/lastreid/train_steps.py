@@ -122,9 +122,10 @@ class ClothesClassifierStep:
                         dist.all_reduce(p.grad)
                         p.grad.div_(dist.get_world_size())
         self.optimizer.step()
-        # No gradient left for the identity step (the clothes classifier is not in its
-        # optimizer, and loss_cal reads its weights without one).
-        self.optimizer.zero_grad(set_to_none=True)
+        # Zeros, not None: the backward pass above marked the weights used for DDP, which
+        # then reduces their gradient after the step's main backward pass (loss_cal reads
+        # the weights without one, so these zeros stay zeros).
+        self.optimizer.zero_grad(set_to_none=False)
 
     @contextlib.contextmanager
     def installed(self, model, epoch):
