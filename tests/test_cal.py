@@ -325,3 +325,45 @@ def test_torchrun_trains_cal_on_two_cpu_processes(synthetic_root, tmp_path):
     assert run.returncode == 0, run.stdout[-3000:]
     lines = [ln for ln in read_lines(out / "metrics.json") if "loss_cal" in ln]
     assert lines[-1]["loss_cal"] > 0 and lines[-1]["loss_clothes"] > 0
+
+
+def test_the_cpu_fast_path_folds_and_trains_cal():
+    """bf16: evaluation runs a BatchNorm-folded bf16 copy whose features stay within
+    bf16 rounding of float32 (CALHead's BatchNorm1d is not after a conv and stays); a
+    training step under bf16 autocast gives every term, finite."""
+    from fastreid.engine.train_loop import SimpleTrainer
+    from lastreid import precision
+    from lastreid.train_steps import CpuTrainer
+
+    cfg, model = tiny_model()
+    model.eval()
+    on = cfg.clone()
+    on.defrost()
+    on.MODEL.CPU_BF16, on.MODEL.CHANNELS_LAST = "on", "on"
+    fast = precision.resolve(on, log=False, training=True)
+    images = torch.rand(4, 3, 64, 32) * 255
+    with torch.no_grad():
+        exact = model(images.clone())
+        folded = precision.for_inference(model, fast)
+        quick = folded(images.clone())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert quick.dtype == torch.float32 and quick.shape == exact.shape == (4, 1024)
+    assert torch.nn.functional.cosine_similarity(quick, exact).min() > 0.99
+
+    model.train()
+    model.clothes_pids.copy_(torch.tensor([0, 0, 1, 2, 2]))
+    batch = {
+        "images": images,
+        "targets": torch.tensor([0, 0, 1, 1]),
+        "clothes": torch.tensor([0, 1, 2, 2]),
+    }
+    optimizer, params = Trainer.build_optimizer(cfg, model)
+    trainer = CpuTrainer.from_trainer(SimpleTrainer(model, [batch], optimizer, params), fast)
+    clothes_optimizer = torch.optim.Adam(model.clothes_classifier.parameters())
+    trainer.clothes_step = ClothesClassifierStep(clothes_optimizer)
+    trainer.iter, trainer.epoch = 0, cfg.MODEL.CAL.START_EPOCH_ADV
+    with EventStorage() as storage:
+        trainer.run_step()
+    terms = {k: v.median(1) for k, v in storage.histories().items() if k.startswith("loss_")}
+    assert set(terms) == {"loss_cls", "loss_triplet", "loss_clothes", "loss_cal"}
+    assert all(math.isfinite(v) and v > 0 for v in terms.values())
