@@ -125,7 +125,8 @@ def test_the_clothes_classifier_moves_only_by_its_own_optimizer():
 
     features = seen["features"].detach().double().numpy()
     cos = direct_cosines(features, stepped.double().numpy())
-    expected = direct_cal_loss(cos, [0, 1, 2, 2, 3, 4], [0, 0, 1, 1, 2, 2], [0, 0, 1, 2, 2], 16, 0.1)
+    clothes, pids, clothes_pid = [0, 1, 2, 2, 3, 4], [0, 0, 1, 1, 2, 2], [0, 0, 1, 2, 2]
+    expected = direct_cal_loss(cos, clothes, pids, clothes_pid, 16, 0.1)
     assert losses["loss_cal"].item() == pytest.approx(expected, rel=1e-5)
 
     identity_optimizer.zero_grad()
@@ -201,10 +202,8 @@ def runs(synthetic_root, module_tmp):
         "DATASETS.TESTS", '("LaST",)',
         "OUTPUT_DIR", str(root / "eval"),
     ]  # fmt: skip
-    cases.append(
-        {"name": "eval", "argv": [TRAIN_NET, "--config-file", str(full / "config.yaml")] + eval_only,
-         "moment": None, "output": None}
-    )  # fmt: skip
+    argv = [TRAIN_NET, "--config-file", str(full / "config.yaml")] + eval_only
+    cases.append({"name": "eval", "argv": argv, "moment": None, "output": None})
     (root / "cases.json").write_text(json.dumps(cases))
     results = root / "results.json"
     env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")

@@ -90,7 +90,8 @@ class CosineClassifier(nn.Module):
     def forward(self, features, weight_grad=True):
         weight = self.weight if weight_grad else self.weight.detach()
         with torch.autocast(features.device.type, enabled=False):
-            return F.linear(F.normalize(features.float(), dim=1), F.normalize(weight.float(), dim=1))
+            features = F.normalize(features.float(), dim=1)
+            return F.linear(features, F.normalize(weight.float(), dim=1))
 
 
 def clothes_loss(cosines, clothes, scale):
