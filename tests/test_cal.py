@@ -280,7 +280,8 @@ def test_cal_on_a_dataset_without_clothes_labels_is_one_line(runs):
 
 def test_feature_tools_on_the_cal_run(runs, synthetic_root, tmp_path, capsys):
     """extract_features writes CAL's test feature (max + avg pooled, 2 x 512 dims for R18,
-    the BatchNorm's output) as the model gives it; export_onnx passes its parity check."""
+    the BatchNorm's output) as the model gives it, visualize_ranks draws from it, and
+    export_onnx passes its parity check."""
     config, weights = str(runs["full"] / "config.yaml"), str(runs["full"] / "model_final.pth")
     npz = str(tmp_path / "val.npz")
     args = ["--config-file", config, "--weights", weights]
@@ -295,6 +296,10 @@ def test_feature_tools_on_the_cal_run(runs, synthetic_root, tmp_path, capsys):
     cfg = build_inference_cfg(config, weights, [])
     expected = direct_features(cfg, weights, list(data["paths"]))
     np.testing.assert_allclose(data["features"], expected, rtol=1e-4, atol=1e-5)
+
+    vis = tmp_path / "vis"
+    rc = load_tool("visualize_ranks").main(["--features", npz, "-o", str(vis), "--quiet"])
+    assert rc == 0 and (vis / "ranks_000.png").is_file()
 
     capsys.readouterr()
     onnx = tmp_path / "model.onnx"
