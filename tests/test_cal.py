@@ -278,6 +278,22 @@ def test_cal_on_a_dataset_without_clothes_labels_is_one_line(runs):
     assert not (runs["root"] / "market").exists()  # refused before anything was written
 
 
+def direct_features(cfg, weights, paths):
+    """The model's eval-mode output, image and mirror averaged, on the config's test
+    transform (bilinear resizing here: INPUT.INTERPOLATION), batched by hand."""
+    from fastreid.data.data_utils import read_image
+    from lastreid.modeling import build_model, load_weights
+    from lastreid.transforms import build_transforms
+
+    model = build_model(cfg)
+    load_weights(cfg, model, weights)
+    model.eval()
+    transform = build_transforms(cfg, is_train=False)
+    images = torch.stack([transform(read_image(p)) for p in paths])
+    with torch.no_grad():
+        return ((model(images.clone()) + model(images.flip(dims=[3]))) / 2).numpy()
+
+
 def test_feature_tools_on_the_cal_run(runs, synthetic_root, tmp_path, capsys):
     """extract_features writes CAL's test feature (max + avg pooled, 2 x 512 dims for R18,
     the BatchNorm's output) as the model gives it, visualize_ranks draws from it, and
@@ -291,8 +307,6 @@ def test_feature_tools_on_the_cal_run(runs, synthetic_root, tmp_path, capsys):
     assert rc == 0
     data = load_features(npz)
     assert data["features"].shape[1] == 2 * 512
-    from test_part_model_tools import direct_features
-
     cfg = build_inference_cfg(config, weights, [])
     expected = direct_features(cfg, weights, list(data["paths"]))
     np.testing.assert_allclose(data["features"], expected, rtol=1e-4, atol=1e-5)
