@@ -15,7 +15,9 @@ Patched here, before fastreid is first imported (nothing in site-packages is mod
 
 6. `DefaultTrainer.__init__` wraps the model in DistributedDataParallel with
    `device_ids=[comm.get_local_rank()]` whenever the world size is above 1, which DDP
-   refuses for a CPU model; the DDP it builds leaves `device_ids` out for a CPU model.
+   refuses for a CPU model; the DDP it builds leaves `device_ids` out for a CPU model, and
+   finds unused parameters for a model that says it has some (`ddp_find_unused_parameters`:
+   CAL's clothes classifier, stepped by its own optimizer; fastreid never sets it).
 
 Worked around where the code that needs it lives:
 - `engine.Trainer.build_optimizer`: fastreid's ContiguousParams buffer never sees a gradient
@@ -156,6 +158,8 @@ def _patch_cpu_ddp():
     class DeviceAwareDDP(DistributedDataParallel):
         def __init__(self, module, device_ids=None, **kwargs):
             on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+            unused = bool(getattr(module, "ddp_find_unused_parameters", False))
+            kwargs.setdefault("find_unused_parameters", unused)
             super().__init__(module, device_ids=None if on_cpu else device_ids, **kwargs)
 
     defaults.DistributedDataParallel = DeviceAwareDDP

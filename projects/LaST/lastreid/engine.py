@@ -49,7 +49,13 @@ from .randomness import process_seed
 from .resume import METRICS, arrange_hooks, checkpoint_info, continue_run
 from .run_results import by_dataset, config_sha256, config_yaml_text, evaluation_part
 from .startup import on_cpu
-from .train_steps import CpuTrainer, CudaAMPTrainer, ResumableLayerFreeze, freeze_by_iteration
+from .train_steps import (
+    ClothesClassifierStep,
+    CpuTrainer,
+    CudaAMPTrainer,
+    ResumableLayerFreeze,
+    freeze_by_iteration,
+)
 
 logger = logging.getLogger(__name__)
 # fastreid's train loop logs a traceback before re-raising; the tools print ours as one line.
@@ -128,28 +134,58 @@ class Trainer(DefaultTrainer):
     checkpoint on TEST.FINAL_TESTS."""
 
     def __init__(self, cfg):
+        # fastreid's __init__ hands auto_scale_hyperparams the training set's class count
+        # only; the set itself (its clothes classes, for CAL) is kept on the way.
+        self.train_set = None
+        build_train_loader = self.build_train_loader
+
+        def build_and_keep(cfg):
+            loader = build_train_loader(cfg)
+            self.train_set = loader.dataset
+            return loader
+
+        self.build_train_loader = build_and_keep
+        self.clothes_optimizer = None  # CAL's clothes classifier's own (build_hooks)
         super().__init__(cfg)
+        del self.build_train_loader
         fast = precision.resolve(self.cfg, log=False, training=True)
         if on_cpu(self.cfg):  # the CPU step (bf16 autocast, channels-last batches as resolved)
             self._trainer = CpuTrainer.from_trainer(self._trainer, fast)
         elif self.cfg.SOLVER.AMP.ENABLED:  # fp16 AMP through torch.amp, same GradScaler
             self._trainer = CudaAMPTrainer.from_trainer(self._trainer, fast)
+        elif self.clothes_optimizer is not None:  # fastreid's step + the clothes step
+            self._trainer = CpuTrainer.from_trainer(self._trainer, fast)
+        if self.clothes_optimizer is not None:
+            self._trainer.clothes_step = ClothesClassifierStep(self.clothes_optimizer)
+            net = getattr(self.model, "module", self.model)
+            net.clothes_pids.copy_(self.train_set.clothes_pids)
+
+    def run_step(self):
+        self._trainer.epoch = self.epoch  # CAL's clothes terms start at configured epochs
+        super().run_step()
 
     @classmethod
     def build_model(cls, cfg):
         return build_model(cfg)
 
-    @staticmethod
-    def auto_scale_hyperparams(cfg, num_classes):
+    def auto_scale_hyperparams(self, cfg, num_classes):
         """fastreid's: MODEL.HEADS.NUM_CLASSES 0 becomes the training set's count, saved in
-        config.yaml. fastreid rewrites that file in place (a kill then tore it); this
-        replaces it atomically and keeps the recipe's hash atop it (run_results)."""
-        if cfg.MODEL.HEADS.NUM_CLASSES != 0:
+        config.yaml (and MODEL.CAL.NUM_CLOTHES 0 its clothes count). fastreid rewrites that
+        file in place (a kill then tore it); this replaces it atomically and keeps the
+        recipe's hash atop it (run_results)."""
+        num_clothes = getattr(self.train_set, "num_clothes", 0)
+        scale_classes = cfg.MODEL.HEADS.NUM_CLASSES == 0
+        scale_clothes = cfg.MODEL.CAL.NUM_CLOTHES == 0 and num_clothes > 0
+        if not (scale_classes or scale_clothes):
             return cfg
         scaled = cfg.clone()
         scaled.defrost()
-        scaled.MODEL.HEADS.NUM_CLASSES = num_classes
-        logger.info("Auto-scaling the num_classes=%d", num_classes)
+        if scale_classes:
+            scaled.MODEL.HEADS.NUM_CLASSES = num_classes
+            logger.info("Auto-scaling the num_classes=%d", num_classes)
+        if scale_clothes:
+            scaled.MODEL.CAL.NUM_CLOTHES = num_clothes
+            logger.info("Auto-scaling MODEL.CAL.NUM_CLOTHES=%d", num_clothes)
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             text = config_yaml_text(scaled, recipe_sha256=config_sha256(cfg))
             write_text_atomic(text, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
@@ -200,8 +236,31 @@ class Trainer(DefaultTrainer):
         # torch 2.0 `optimizer.zero_grad()` sets that buffer's .grad to None while the
         # per-parameter grads keep accumulating into views of the old buffer, so the
         # optimizer never sees a gradient and nothing trains. Plain parameters avoid it.
-        optimizer, params = build_optimizer(cfg, model, contiguous=False)
+        # CAL's clothes classifier is left out: its own optimizer steps it
+        # (build_clothes_optimizer).
+        clothes = getattr(model, "clothes_classifier", None)
+        trainable = [] if clothes is None else [p for p in clothes.parameters() if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            optimizer, params = build_optimizer(cfg, model, contiguous=False)
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
         return freeze_by_iteration(optimizer), params
+
+    @staticmethod
+    def build_clothes_optimizer(cfg, model):
+        """CAL's clothes classifier's own optimizer (None for a model without one):
+        SOLVER.OPT at SOLVER.BASE_LR and SOLVER.WEIGHT_DECAY, not scheduled (the reference
+        keeps its learning rate constant)."""
+        clothes = getattr(getattr(model, "module", model), "clothes_classifier", None)
+        if clothes is None:
+            return None
+        kwargs = dict(lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        if cfg.SOLVER.OPT == "SGD":
+            kwargs.update(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+        return getattr(torch.optim, cfg.SOLVER.OPT)(clothes.parameters(), **kwargs)
 
     def build_hooks(self):
         # DefaultTrainer.__init__ builds fastreid's plain Checkpointer and then calls this;
@@ -212,6 +271,10 @@ class Trainer(DefaultTrainer):
         # and growth tracker would restart from 65536 after every --resume.
         if isinstance(self._trainer, AMPTrainer):
             checkpointables["grad_scaler"] = self._trainer.grad_scaler
+        # CAL: the clothes classifier's optimizer (the classifier is in the model).
+        self.clothes_optimizer = self.build_clothes_optimizer(self.cfg, old.model)
+        if self.clothes_optimizer is not None:
+            checkpointables["clothes_optimizer"] = self.clothes_optimizer
         self.checkpointer = Checkpointer.from_config(
             self.cfg, old.model, old.save_dir, save_to_disk=old.save_to_disk, **checkpointables
         )

@@ -10,10 +10,12 @@ import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import torch
+
 from fastreid.data.common import CommDataset
 from fastreid.data.data_utils import read_image
 
-from .errors import LastreidError, one_line
+from .errors import InputError, LastreidError, one_line
 from .randomness import seeded
 
 logger = logging.getLogger(__name__)
@@ -80,13 +82,50 @@ class ReidImageDataset(CommDataset):
 
     `skip_bad_images=True` (training sets only) replaces an unreadable item by another one;
     `bad_images` maps each file skipped by this process to its reason. An index may come
-    with the seed of its augmentation, `(index, seed)` (randomness.TrainBatches)."""
+    with the seed of its augmentation, `(index, seed)` (randomness.TrainBatches).
 
-    def __init__(self, img_items, transform=None, relabel=True, skip_bad_images=False):
+    `clothes` (training sets): a clothes key per item, parallel to `img_items`; each item
+    then carries its clothes class `clothes` (contiguous over the sorted keys), and the set
+    has `num_clothes`, `clothes_pids` (each clothes class's identity label) and `pid2clothes`
+    (num_classes x num_clothes, 1 where the clothes class is the identity's)."""
+
+    def __init__(
+        self, img_items, transform=None, relabel=True, skip_bad_images=False, clothes=None
+    ):
         super().__init__(img_items, transform, relabel)
         self.skip_bad_images = bool(skip_bad_images)
         self.bad_images = {}
         self._by_pid = None
+        self.clothes_labels = None
+        if clothes is not None:
+            self._label_clothes(clothes)
+
+    def _label_clothes(self, keys):
+        if len(keys) != len(self.img_items) or not self.relabel:
+            raise ValueError("clothes keys must be parallel to the relabelled training items")
+        classes = sorted(set(keys))
+        label = {key: i for i, key in enumerate(classes)}
+        self.clothes_labels = [label[key] for key in keys]
+        owner = {}  # clothes class -> identity label; a class belongs to one identity
+        for item, key in zip(self.img_items, keys):
+            pid = self.pid_dict[item[1]]
+            if owner.setdefault(label[key], pid) != pid:
+                raise InputError(
+                    f"clothes key {key!r} is shared by two identities ({item[1]} and "
+                    f"{self.pids[owner[label[key]]]}): a clothes class must be one person's"
+                )
+        self.clothes_pids = torch.tensor([owner[i] for i in range(len(classes))])
+
+    @property
+    def num_clothes(self):
+        return 0 if self.clothes_labels is None else len(self.clothes_pids)
+
+    @property
+    def pid2clothes(self):
+        """(num_classes x num_clothes) 0/1 tensor: 1 where the clothes class is the identity's."""
+        return (
+            torch.arange(self.num_classes)[:, None] == self.clothes_pids[None, :]
+        ).to(torch.float32)
 
     def __getitem__(self, index):
         if isinstance(index, tuple):  # (index, augmentation seed): randomness.TrainBatches
@@ -111,7 +150,10 @@ class ReidImageDataset(CommDataset):
         if self.relabel:
             pid = self.pid_dict[pid]
             camid = self.cam_dict[camid]
-        return {"images": img, "targets": pid, "camids": camid, "img_paths": path}
+        item = {"images": img, "targets": pid, "camids": camid, "img_paths": path}
+        if self.clothes_labels is not None:
+            item["clothes"] = self.clothes_labels[index]
+        return item
 
     def _skipped(self, error):
         self.bad_images[error.path] = str(error)

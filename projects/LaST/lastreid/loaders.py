@@ -21,7 +21,7 @@ from .fastreid_internals import train_sampler
 from .images import ReidImageDataset, drop_unreadable
 from .launch import check_batch_split, check_training_set
 from .randomness import TrainBatches
-from .startup import on_cpu
+from .startup import needs_clothes, on_cpu, require_clothes_labels
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -85,18 +85,26 @@ class _Deferred:
 
 
 def build_train_set(cfg, names=None):
-    items = []
-    for name in names or cfg.DATASETS.NAMES:
+    """The relabelled training set of `names` (DATASETS.NAMES). When the model trains on
+    clothes classes, each item also carries its clothes class, keyed by dataset name and
+    the dataset's clothes key (`ReidImageDataset`), so combined datasets stay apart."""
+    names = names or cfg.DATASETS.NAMES
+    require_clothes_labels(cfg, names)
+    items, clothes = [], [] if needs_clothes(cfg) else None
+    for name in names:
         data = build_dataset(name, combineall=cfg.DATASETS.COMBINEALL)
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
+        if clothes is not None:
+            clothes.extend(f"{name}_{key}" for key in data.train_clothes)
     # A bad image raises BadImageError naming it, or is replaced when SKIP_BAD_IMAGES.
     return ReidImageDataset(
         items,
         build_transforms(cfg, is_train=True),
         relabel=True,
         skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
+        clothes=clothes,
     )
 
 

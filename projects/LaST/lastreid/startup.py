@@ -10,12 +10,13 @@ import re
 
 import torch
 from fastreid.config import get_cfg
+from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
 from . import modeling  # noqa: F401  (registers lastreid's models, their keys and rules)
 from .config import add_lastreid_config
 from .config_checks import check_values
-from .datasets import check_dataset_folders
-from .errors import ConfigError, ConfigKeyError, MissingFileError
+from .datasets import check_dataset_folders, dataset_class
+from .errors import ConfigError, ConfigKeyError, InputError, MissingFileError
 from .interruptions import check_output_dir
 from .plugins import import_plugins, resolve_plugin_paths
 
@@ -26,8 +27,10 @@ __all__ = [
     "build_cfg",
     "check_cfg",
     "check_can_start",
+    "needs_clothes",
     "on_cpu",
     "parse_with_overrides",
+    "require_clothes_labels",
     "resolve_device",
 ]
 
@@ -149,5 +152,27 @@ def check_can_start(cfg, eval_only=False):
         check_output_dir(cfg.OUTPUT_DIR)
     names = list(cfg.DATASETS.TESTS)
     if not eval_only:
+        require_clothes_labels(cfg, cfg.DATASETS.NAMES)
         names = list(cfg.DATASETS.NAMES) + names + list(cfg.TEST.FINAL_TESTS)
     check_dataset_folders(names)
+
+
+def needs_clothes(cfg):
+    """Whether cfg's meta-architecture trains on clothes classes (its `needs_clothes`)."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return bool(getattr(arch, "needs_clothes", False))
+
+
+def require_clothes_labels(cfg, names):
+    """InputError (one line) naming the first of `names` without clothes labels when cfg's
+    model trains on them; checked from the dataset classes, before anything is read."""
+    if not needs_clothes(cfg):
+        return
+    for name in names:
+        if not getattr(dataset_class(name), "HAS_CLOTHES", False):
+            raise InputError(
+                f"DATASETS.NAMES: {name} has no clothes labels, which "
+                f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains on (datasets "
+                "with them: LaST, PRCC, LTCC, DeepChange, VCClothes)"
+            )
+

@@ -2,19 +2,28 @@
 with the forward pass under bf16 autocast and channels-last batches, losses in float32),
 `CudaAMPTrainer` (fast-reid's fp16 AMP step through `torch.amp`), and the frozen-layer
 warm-up (MODEL.FREEZE_LAYERS for SOLVER.FREEZE_ITERS steps) counted in the run's iterations,
-so that it survives `--resume` (`freeze_by_iteration`, `ResumableLayerFreeze`)."""
+so that it survives `--resume` (`freeze_by_iteration`, `ResumableLayerFreeze`), and CAL's
+second optimizer, the clothes classifier's (`ClothesClassifierStep`), which both steps
+install in a CAL model for the duration of its forward pass."""
 
 import contextlib
 import time
 
 import torch
+import torch.distributed as dist
 from fastreid.engine.hooks import LayerFreeze
 from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 from .fastreid_internals import batch_iterator
 from .precision import autocast, channels_last_images, to_float32
 
-__all__ = ["CpuTrainer", "CudaAMPTrainer", "ResumableLayerFreeze", "freeze_by_iteration"]
+__all__ = [
+    "ClothesClassifierStep",
+    "CpuTrainer",
+    "CudaAMPTrainer",
+    "ResumableLayerFreeze",
+    "freeze_by_iteration",
+]
 
 
 class _FreezeByIteration:
@@ -90,13 +99,63 @@ class _Fp32Losses:
         return False
 
 
+class ClothesClassifierStep:
+    """CAL's clothes classifier update (lastreid.modeling.cal): its own optimizer steps on
+    `loss_clothes` in the middle of the model's forward pass, before `loss_cal` is computed
+    with the updated weights (the reference's order). `installed(model, epoch)` puts it,
+    and the run's epoch, in the model for one step.
+
+    The backward pass here runs inside the forward pass of a DDP model, where DDP does not
+    reduce gradients; with several processes the clothes classifier's gradients are
+    averaged here, as DDP would."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def __call__(self, loss_clothes):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_clothes.backward()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad.div_(dist.get_world_size())
+        self.optimizer.step()
+        # Zeros, not None: the backward pass above marked the weights used for DDP, which
+        # then reduces their gradient after the step's main backward pass (loss_cal reads
+        # the weights without one, so these zeros stay zeros).
+        self.optimizer.zero_grad(set_to_none=False)
+
+    @contextlib.contextmanager
+    def installed(self, model, epoch):
+        net = getattr(model, "module", model)  # DDP
+        net.epoch = int(epoch)
+        net.__dict__["update_clothes_classifier"] = self  # shadows the method for one step
+        try:
+            yield
+        finally:
+            net.__dict__.pop("update_clothes_classifier", None)
+
+
+def _clothes_step(trainer):
+    step = getattr(trainer, "clothes_step", None)
+    if step is None:
+        return contextlib.nullcontext()
+    return step.installed(trainer.model, getattr(trainer, "epoch", 0))
+
+
 class CpuTrainer(SimpleTrainer):
     """fast-reid's SimpleTrainer with the forward pass under bf16 autocast (when on) and the
     batch in channels-last layout (when on); the losses, backward and the optimizer step
     run outside autocast, in float32 (see `fp32_losses`).
 
     Build it from an existing SimpleTrainer with `CpuTrainer.from_trainer(trainer, fast)`:
-    that reuses the trainer's data-loader iterator instead of starting a second one."""
+    that reuses the trainer's data-loader iterator instead of starting a second one. On
+    CUDA without AMP (the fast path off there) it is fastreid's step with CAL's clothes
+    step (`clothes_step`, set by the engine for a CAL model)."""
+
+    clothes_step = None  # a ClothesClassifierStep for CAL models
 
     def __init__(
         self, model, data_loader, optimizer, param_wrapper, fast_path, data_loader_iter=None
@@ -145,7 +204,7 @@ class CpuTrainer(SimpleTrainer):
         data_time = time.perf_counter() - start
 
         data = channels_last_images(data, self.fast_path)
-        with autocast(self.fast_path), self._loss_precision():
+        with autocast(self.fast_path), self._loss_precision(), _clothes_step(self):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
 
@@ -164,6 +223,8 @@ class CudaAMPTrainer(AMPTrainer):
     Build it with `CudaAMPTrainer.from_trainer(trainer, fast)` from fast-reid's AMPTrainer:
     it keeps that trainer's GradScaler (the object the checkpointer saves as `grad_scaler`)
     and data-loader iterator."""
+
+    clothes_step = None  # a ClothesClassifierStep for CAL models
 
     @classmethod
     def from_trainer(cls, trainer, fast_path):
@@ -192,7 +253,7 @@ class CudaAMPTrainer(AMPTrainer):
         data_time = time.perf_counter() - start
 
         data = channels_last_images(data, self.fast_path)
-        with torch.amp.autocast("cuda", dtype=torch.float16):
+        with torch.amp.autocast("cuda", dtype=torch.float16), _clothes_step(self):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
 

@@ -105,8 +105,11 @@ def backbone_loaded(report: Optional[LoadReport]) -> bool:
 
 def _is_classifier_key(key):
     # fastreid's EmbeddingHead (heads.weight, heads.cls_layer.*), the per-branch heads of
-    # fastreid's MGN (b1_head.weight, ...) and the part models' rows (heads.classifiers.*).
+    # fastreid's MGN (b1_head.weight, ...) and the part models' rows (heads.classifiers.*);
+    # CAL's clothes classifier and its clothes-to-identity map (rows: training classes).
     head, _, rest = key.partition(".")
+    if head in ("clothes_classifier", "clothes_pids"):
+        return True
     if head == "heads" or head.endswith("_head"):
         return rest == "weight" or rest.startswith(("cls_layer.", "classifiers."))
     return False

@@ -68,7 +68,7 @@ class _LaSTBase(ImageDataset):
     has_train = True  # False: a test-only dataset
     eval_split = "test"
     train_on_clothes = False  # True: one class per (person, outfit)
-    HAS_CLOTHES = True
+    HAS_CLOTHES = True  # train_clothes: a clothes key per training item (CAL trains on them)
     LAYOUT = LAYOUT
 
     SYNTHETIC_KEY = "last"  # lastreid.datasets.synthetic's name for this tree

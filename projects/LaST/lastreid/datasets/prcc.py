@@ -69,6 +69,7 @@ class _PRCCBase(ImageDataset):
     dataset_name = "PRCC"
     has_train = True
     query_camera = "C"
+    HAS_CLOTHES = True  # train_clothes: a clothes key per training item (CAL trains on them)
     gallery_camera = "A"
     HAS_CLOTHES = True
     LAYOUT = LAYOUT

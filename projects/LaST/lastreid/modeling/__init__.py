@@ -4,7 +4,8 @@ extractor, `--eval-only` and the transfer runner get a model from.
 Importing this package registers the paper's other LaST baselines in fastreid's registries
 (docs/baselines.md): the meta-architectures `PartBaseline` and `PaperMGN`
 (`part_baseline`, `paper_mgn`) and the heads `PCBHead` and `HPMHead` (`pcb`, `hpm`), each
-module with its own config keys and their range rules; `parts` holds what they share. A
+module with its own config keys and their range rules; `parts` holds what they share;
+`cal` registers CAL's `CALBaseline` and `CALHead` (docs/clothes_changing.md). A
 model outside the package does the same from a module named in MODEL.IMPORTS
 (`lastreid.plugins`)."""
 
@@ -15,7 +16,7 @@ from fastreid.modeling import build_model as build_fastreid_model
 
 from .. import precision
 from ..checkpoint import Checkpointer, CheckpointError, backbone_loaded, use_torchvision_stem
-from . import hpm, paper_mgn, part_baseline, pcb  # noqa: F401  (registration)
+from . import cal, hpm, paper_mgn, part_baseline, pcb  # noqa: F401  (registration)
 
 logger = logging.getLogger(__name__)
 
