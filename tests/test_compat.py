@@ -138,3 +138,25 @@ def test_a_tools_image_loading_prints_no_typed_storage_warning(synthetic_root, t
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "f.npz").is_file()
     assert "TypedStorage" not in out.stdout + out.stderr
+
+
+def test_the_supported_python_versions_are_stated_alike():
+    """The Makefile's PYTHON_VERSIONS (which `make setup` enforces), setup.py's
+    python_requires and the README name the same versions, and this interpreter is one."""
+    import re
+    import sys
+
+    from conftest import REPO
+
+    def read(name):
+        with open(f"{REPO}/{name}") as f:
+            return f.read()
+
+    listed = re.search(r"^PYTHON_VERSIONS := (.+)$", read("Makefile"), re.M).group(1).split()
+    minors = [int(v.split(".")[1]) for v in listed]
+    assert all(v.startswith("3.") for v in listed)
+    assert minors == list(range(minors[0], minors[-1] + 1))  # a range, as python_requires
+    low, high = re.search(r'python_requires=">=3\.(\d+), <3\.(\d+)"', read("setup.py")).groups()
+    assert (int(low), int(high) - 1) == (minors[0], minors[-1])
+    assert f"Python {listed[0]} to {listed[-1]}" in read("README.md")
+    assert "%d.%d" % sys.version_info[:2] in listed

@@ -1,8 +1,8 @@
 """fast-reid's AGW / SBS / MGN recipes (configs/fastreid/ and their configs/LaST/ files) on
 our CPU path: non-local blocks, GeM / GeMP pooling and CircleSoftmax train in float32 and
 under bf16 autocast (where the CPU has native bf16) and fold for inference; AutoAugment's
-operations run on this Pillow; the frozen-backbone warm-up follows the run's iteration across --resume; fastreid's MGN no
-longer normalises a flip-averaged batch twice."""
+operations run on this Pillow; the frozen-backbone warm-up follows the run's iteration
+across --resume; fastreid's MGN no longer normalises a flip-averaged batch twice."""
 
 import copy
 import os
