@@ -23,13 +23,12 @@ from test_tools import assert_drawn, assert_rank_grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAST = os.path.join(REPO, "configs", "LaST")
-FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
 
 
 def small_opts():
-    from conftest import FAST_CPU_OPTS
+    from conftest import FAST_CPU_OPTS, FP32_OPTS
 
-    return FAST_CPU_OPTS + FP32
+    return FAST_CPU_OPTS + FP32_OPTS
 
 
 def direct_features(cfg, weights, paths):

@@ -29,8 +29,6 @@ TOOLS = (
     "export_onnx",
     "benchmark",
 )
-# Plain float32 on every CPU, so that features compare tightly with a direct forward pass.
-FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
 
 
 def png_size(path):
@@ -83,9 +81,9 @@ def assert_rank_grid(path, topk, rows):
 def weights(module_tmp):
     """A randomly initialised ResNet-18 BoT at 64x32 saved as a fastreid checkpoint, with
     its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
-    from conftest import FAST_CPU_OPTS, write_random_bot
+    from conftest import FAST_CPU_OPTS, FP32_OPTS, write_random_bot
 
-    opts = FAST_CPU_OPTS + FP32
+    opts = FAST_CPU_OPTS + FP32_OPTS  # plain float32: features compare tightly with a forward
     return write_random_bot(CONFIG, opts, module_tmp.mktemp("weights") / "model.pth"), opts
 
 
