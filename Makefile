@@ -2,6 +2,9 @@
 # environment on first use; later runs only redo what changed.
 PYTHON ?= python3
 VENV ?= .venv
+# The Python versions lastreid supports (setup.py's python_requires says the same; a test
+# keeps them equal): numpy 2.4.6 has no build for 3.10, and 3.11-3.13 are the ones tested.
+PYTHON_VERSIONS := 3.11 3.12 3.13
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.lastreid-installed
@@ -13,6 +16,9 @@ FASTREID := fastreid==1.4.0
 setup: $(STAMP)
 
 $(STAMP): setup.py requirements.txt Makefile
+	@test -x $(PY) || $(PYTHON) -c 'import sys; ok = "$(PYTHON_VERSIONS)".split(); \
+	    v = "%d.%d" % sys.version_info[:2]; msg = "make: $(PYTHON) is Python %s;" % v; \
+	    sys.exit(0 if v in ok else msg + " lastreid supports Python " + ", ".join(ok))'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -r requirements.txt

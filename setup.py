@@ -52,6 +52,6 @@ setup(
     package_dir={"": PACKAGE_ROOT},
     packages=find_packages(PACKAGE_ROOT),
     ext_modules=fastreid_cython_extensions(),
-    python_requires=">=3.9",
+    python_requires=">=3.11, <3.14",  # the Makefile's PYTHON_VERSIONS
     zip_safe=False,
 )

@@ -1,6 +1,8 @@
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 
 import lastreid  # noqa: F401  (patches fastreid before any test imports it)
 from lastreid.datasets import synthetic
@@ -8,7 +10,8 @@ from lastreid.datasets import synthetic
 import pytest
 import torch
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO, "tools")
 
 
 def load_tool(name):
@@ -125,3 +128,75 @@ def write_random_bot(config, opts, path):
 @pytest.fixture
 def fast_cpu_opts():
     return list(FAST_CPU_OPTS)
+
+
+# FAST_CPU_OPTS leave MODEL.CPU_BF16 / CHANNELS_LAST at "auto": bf16 training on a CPU with
+# native bf16, float32 elsewhere. A test whose threshold was measured in float32 adds these,
+# so that it passes on either kind of CPU (LASTREID_NATIVE_BF16=0/1 try both on one).
+FP32_OPTS = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
+
+
+def native_bf16():
+    """Whether this CPU (or LASTREID_NATIVE_BF16) says it runs bfloat16 natively."""
+    from lastreid.precision import cpu_bf16_support
+
+    return cpu_bf16_support()[0]
+
+
+# For a test that runs bfloat16 arithmetic: elsewhere torch emulates it, slowly, and the
+# tolerances measured on native bf16 do not apply.
+needs_native_bf16 = pytest.mark.skipif(
+    not native_bf16(), reason="runs bfloat16 arithmetic; this CPU has no native bf16"
+)
+
+
+# BoT (ResNet-18 at 64x32, float32) trained 3 epochs on the default synthetic LaST through
+# tools/train_net.py, batches of 128 (32 identities x 4; on the CPU much of a step's cost is
+# the optimizer's, so fewer, larger steps make shorter epochs), the newest periodic
+# checkpoint kept. 15 steps in all: no warm-up and a learning rate of 1e-3 so that they
+# visibly train (LaST test mAP 20.0 at random init, 30.1 after; 22.4 with FAST_CPU_OPTS'
+# warm-up and rate). The run `bot_default_run` shares; test_resume_kill kills and resumes
+# runs of the same options, so they must stay one list.
+BOT_CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
+BOT_EPOCHS = 3
+BOT_BATCH = 128
+# fmt: off
+BOT_DEFAULT_OPTS = FAST_CPU_OPTS + FP32_OPTS + [
+    "SOLVER.IMS_PER_BATCH", str(BOT_BATCH),
+    "SOLVER.MAX_EPOCH", str(BOT_EPOCHS),
+    "SOLVER.WARMUP_ITERS", "0",
+    "SOLVER.BASE_LR", "0.001",
+    "SOLVER.KEEP_LAST_CHECKPOINTS", "1",
+]
+# fmt: on
+
+
+def train_net_command(opts, output, resume=False, workers=0):
+    """tools/train_net.py's command line for BOT_CONFIG with `opts`, OUTPUT_DIR `output`."""
+    args = [sys.executable, os.path.join(TOOLS, "train_net.py"), "--config-file", BOT_CONFIG]
+    args += ["--resume"] if resume else []
+    return args + list(opts) + ["DATALOADER.NUM_WORKERS", str(workers), "OUTPUT_DIR", str(output)]
+
+
+@pytest.fixture(scope="session")
+def bot_default_run(request, default_root, tmp_path_factory):
+    """The folder of one BoT run on the default synthetic LaST (BOT_DEFAULT_OPTS, no loader
+    workers), trained once for the whole session by every module that needs a trained BoT
+    (test_training, test_resume_kill). Read it; copy it before writing into it. Removed at
+    the session's end (its checkpoints are 400 MB) unless a test failed."""
+    root = tmp_path_factory.mktemp("bot_default")
+    output = root / "run"
+    env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
+    log = root / "train.out"
+    with open(log, "wb") as out:
+        code = subprocess.call(
+            train_net_command(BOT_DEFAULT_OPTS, output),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+        )
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    yield output
+    if request.session.testsfailed == 0:
+        shutil.rmtree(root, ignore_errors=True)

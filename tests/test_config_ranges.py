@@ -457,8 +457,14 @@ def _survives(backbone, size):
             for training in (True, False):
                 backbone.train(training)(torch.zeros(2, 3, *size))
         return True
-    except (RuntimeError, ValueError):  # an empty pooling window; InstanceNorm of 1 cell
-        return False
+    except (RuntimeError, ValueError) as err:
+        # Only the two ways a too-small image fails count; anything else is a real error.
+        message = str(err)
+        if isinstance(err, RuntimeError) and "Output size is too small" in message:
+            return False  # an empty pooling window (the stem's max-pool, a stride)
+        if isinstance(err, ValueError) and "Expected more than 1 spatial element" in message:
+            return False  # IBN's InstanceNorm over a single cell
+        raise
 
 
 @pytest.mark.parametrize(

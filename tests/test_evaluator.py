@@ -185,13 +185,12 @@ def test_blocked_aqe_equals_fastreid_aqe(qe_time, metric_k):
     assert not torch.allclose(q, feats[:NQ], atol=1e-3)  # the expansion did something
 
 
-def _two_process_worker(rank, port, data, out_dir):
+def _two_process_worker(rank, rendezvous, data, out_dir):
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # forked child: no inherited thread pool
-    dist.init_process_group(
-        "gloo", init_method="tcp://127.0.0.1:{}".format(port), rank=rank, world_size=2
-    )
+    # A file rendezvous: no port to pick, so no race with another process taking it.
+    dist.init_process_group("gloo", init_method="file://" + rendezvous, rank=rank, world_size=2)
     try:
         feats, pids, camids = data
         half = (len(pids) + 1) // 2  # contiguous shards, as fastreid's InferenceSampler
@@ -204,19 +203,15 @@ def _two_process_worker(rank, port, data, out_dir):
 
 
 def test_two_processes_gather_to_main(tmp_path):
-    import socket
     import time
 
     import torch.multiprocessing as mp
 
     data = separated_data(make_cfg())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     # fork: the children reuse the imported modules (spawn re-imports torch and fastreid)
     ctx = mp.start_processes(
         _two_process_worker,
-        args=(port, data, str(tmp_path)),
+        args=(str(tmp_path / "rendezvous"), data, str(tmp_path)),
         nprocs=2,
         start_method="fork",
         join=False,

@@ -1,8 +1,8 @@
 """fast-reid's AGW / SBS / MGN recipes (configs/fastreid/ and their configs/LaST/ files) on
-our CPU path: non-local blocks, GeM / GeMP pooling and CircleSoftmax train under bf16
-autocast and fold for inference; AutoAugment's operations run on this Pillow; the
-frozen-backbone warm-up follows the run's iteration across --resume; fastreid's MGN no
-longer normalises a flip-averaged batch twice."""
+our CPU path: non-local blocks, GeM / GeMP pooling and CircleSoftmax train in float32 and
+under bf16 autocast (where the CPU has native bf16) and fold for inference; AutoAugment's
+operations run on this Pillow; the frozen-backbone warm-up follows the run's iteration
+across --resume; fastreid's MGN no longer normalises a flip-averaged batch twice."""
 
 import copy
 import os
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_native_bf16
 from fastreid.data.transforms.autoaugment import AutoAugment
 from fastreid.layers import Non_local
 from fastreid.layers.pooling import GeneralizedMeanPooling, GeneralizedMeanPoolingP
@@ -32,13 +33,12 @@ def cfg_of(name, *opts):
     return build_cfg(os.path.join(LAST, name + ".yml"), SMALL + list(opts))
 
 
-@pytest.mark.parametrize(
-    "name, pool", [("AGW_R50", GeneralizedMeanPooling), ("SBS_R50", GeneralizedMeanPoolingP)]
-)
-def test_agw_and_sbs_components_train_in_bf16_and_fold(name, pool):
-    """ResNet-50 (the depth with non-local blocks) at 64x32: one bf16 training step with
-    finite losses and gradients, then float32 features that the folded bf16 copy matches."""
-    cfg = cfg_of(name, "MODEL.CPU_BF16", "on", "MODEL.CHANNELS_LAST", "on")
+RECIPES = [("AGW_R50", GeneralizedMeanPooling), ("SBS_R50", GeneralizedMeanPoolingP)]
+
+
+def _train_step(cfg, name, pool):
+    """The seeded model of cfg after one training forward / backward of 8 images on cfg's
+    precision path (its components checked first); returns the model and the images."""
     torch.manual_seed(0)
     model = build_model(cfg)
     assert sum(isinstance(m, Non_local) for m in model.modules()) == 5  # 2 in layer2, 3 in layer3
@@ -54,14 +54,36 @@ def test_agw_and_sbs_components_train_in_bf16_and_fold(name, pool):
     sum(losses.values()).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+    return model.eval(), images
 
-    model.eval()
+
+@pytest.mark.parametrize("name, pool", RECIPES)
+def test_agw_and_sbs_components_train_and_fold(name, pool):
+    """ResNet-50 (the depth with non-local blocks) at 64x32 in float32: a training step with
+    finite losses and gradients; each non-local block's output convolution + BatchNorm folds
+    too, leaving the test feature unchanged to float rounding."""
+    model, images = _train_step(cfg_of(name, "MODEL.CPU_BF16", "off"), name, pool)
+    folded = copy.deepcopy(model)
+    precision.fold_batchnorm_(folded)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backbone.modules())
+    with torch.no_grad():
+        ref = model(images.clone())
+        torch.testing.assert_close(folded(images.clone()), ref, rtol=1e-4, atol=1e-4)
+    assert ref.shape == (8, 2048)
+
+
+@needs_native_bf16
+@pytest.mark.parametrize("name, pool", RECIPES)
+def test_agw_and_sbs_components_train_in_bf16_and_fold(name, pool):
+    """The same on the bf16 path: a bf16 training step with finite losses and gradients,
+    then float32 features that the folded bf16 copy matches."""
+    cfg = cfg_of(name, "MODEL.CPU_BF16", "on", "MODEL.CHANNELS_LAST", "on")
+    model, images = _train_step(cfg, name, pool)
     with torch.no_grad():
         ref = model(images.clone())
         infer = precision.for_inference(model, precision.resolve(cfg))
         out = infer(images.clone())
     assert ref.shape == out.shape == (8, 2048)
-    # Each non-local block's output convolution + BatchNorm is folded too.
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in infer.model.backbone.modules())
     assert F.cosine_similarity(out, ref).min() > 0.99
 

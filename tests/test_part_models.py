@@ -18,6 +18,7 @@ from lastreid.startup import build_cfg
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_native_bf16
 from fastreid.utils.events import EventStorage
 from torch import nn
 
@@ -280,11 +281,38 @@ PART_MODELS = [
 ]
 
 
+def _eval_model_with_batchnorm_statistics(cfg):
+    """The seeded model of cfg in eval mode, its running statistics away from 0 / 1."""
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
 @pytest.mark.parametrize("name, terms, dim", PART_MODELS)
-def test_part_model_trains_and_folds_into_the_same_eval_function(name, terms, dim):
-    """ResNet-18 at 64x32: one loss term per part in training; in eval mode the test feature,
-    unchanged (to float rounding) when every BatchNorm that follows a convolution (backbone,
-    deep-copied branch stages, reductions) is folded; the bf16 inference copy close to it."""
+def test_part_model_folds_into_the_same_eval_function(name, terms, dim):
+    """ResNet-18 at 64x32 in float32: the test feature is unchanged (to float rounding) when
+    every BatchNorm that follows a convolution (backbone, deep-copied branch stages,
+    reductions) is folded."""
+    model = _eval_model_with_batchnorm_statistics(config_cfg(name, *SMALL, "MODEL.CPU_BF16", "off"))
+    folded = copy.deepcopy(model)
+    precision.fold_batchnorm_(folded)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    images = torch.rand(8, 3, 64, 32) * 255
+    with torch.no_grad():
+        ref = model(images.clone())
+        torch.testing.assert_close(folded(images.clone()), ref, rtol=1e-4, atol=1e-4)
+    assert ref.shape == (8, dim)
+
+
+@needs_native_bf16
+@pytest.mark.parametrize("name, terms, dim", PART_MODELS)
+def test_part_model_trains_and_infers_in_bf16(name, terms, dim):
+    """ResNet-18 at 64x32 on the bf16 path: one loss term per part in a training step, all
+    finite; the folded bf16 inference copy close to the float32 test feature."""
     cfg = config_cfg(name, *SMALL, "MODEL.CPU_BF16", "on", "MODEL.CHANNELS_LAST", "on")
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -293,22 +321,15 @@ def test_part_model_trains_and_folds_into_the_same_eval_function(name, terms, di
         losses = model({"images": images.clone(), "targets": TARGETS % 4})
     assert len(losses) == terms and all(torch.isfinite(v) for v in losses.values())
 
-    model.eval()
-    for m in model.modules():  # running statistics away from 0 / 1
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    folded = copy.deepcopy(model)
-    precision.fold_batchnorm_(folded)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    model = _eval_model_with_batchnorm_statistics(cfg)
     with torch.no_grad():
         ref = model(images.clone())
-        torch.testing.assert_close(folded(images.clone()), ref, rtol=1e-4, atol=1e-4)
         bf16 = precision.for_inference(model, precision.resolve(cfg))(images.clone())
     assert ref.shape == (8, dim) == bf16.shape
     assert F.cosine_similarity(bf16, ref).min() > 0.99
 
 
+@needs_native_bf16
 def test_one_column_conv_is_right_under_cpu_bf16_autocast():
     """A stride-2 3x3 convolution to a one-column map (the paper's MGN's p1 on 64x32 inputs)
     under bf16 autocast, guarded, against float32."""

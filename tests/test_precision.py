@@ -1,5 +1,7 @@
-"""lastreid.precision: which path a config resolves to, the CPU training step under bf16
-autocast, channels-last models, float32 evaluation features, bf16 vs fp32 agreement."""
+"""lastreid.precision: which path a config resolves to (LASTREID_NATIVE_BF16 included), the
+CPU training step under bf16 autocast, channels-last models, float32 evaluation features,
+bf16 vs fp32 agreement. The tests that run bf16 arithmetic skip on a CPU without native
+bf16 (conftest.needs_native_bf16)."""
 
 import copy
 import logging
@@ -15,6 +17,7 @@ from lastreid.startup import build_cfg
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_native_bf16
 from fastreid.config import get_cfg
 from fastreid.engine.train_loop import SimpleTrainer
 from fastreid.utils.events import EventStorage
@@ -128,12 +131,31 @@ def test_cpu_capability_probe_agrees_with_proc_cpuinfo(monkeypatch):
     """torch's probe and the /proc/cpuinfo fallback give the same answer here."""
     if not os.path.isfile("/proc/cpuinfo"):
         pytest.skip("no /proc/cpuinfo")
-    probe = precision.cpu_bf16_support.__wrapped__
+    probe = precision.cpu_bf16_probe.__wrapped__
     with_torch = probe()
     monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
     fallback = probe()
     assert isinstance(with_torch[0], bool) and with_torch[0] == fallback[0]
     assert "/proc/cpuinfo" in fallback[1]
+
+
+def test_native_bf16_variable_overrides_the_probe(monkeypatch):
+    """LASTREID_NATIVE_BF16=0/1 answers as a CPU without / with native bf16, and so decides
+    what auto resolves to; unset, the CPU's probe answers; another value is one clear error."""
+    from lastreid.errors import ConfigError
+
+    for value, native in (("0", False), ("1", True)):
+        monkeypatch.setenv("LASTREID_NATIVE_BF16", value)
+        supported, how = precision.cpu_bf16_support()
+        assert supported is native and "LASTREID_NATIVE_BF16=" + value in how
+        fast = precision.resolve(plain_cfg(), log=False, training=True)
+        assert (fast.channels_last, fast.bf16) == (native, native)
+    monkeypatch.delenv("LASTREID_NATIVE_BF16")
+    assert precision.cpu_bf16_support() == precision.cpu_bf16_probe()
+    monkeypatch.setenv("LASTREID_NATIVE_BF16", "yes")
+    expected = r"^LASTREID_NATIVE_BF16 is 'yes': expected 0 .* or unset \(ask the CPU\)$"
+    with pytest.raises(ConfigError, match=expected):
+        precision.cpu_bf16_support()
 
 
 def test_prepare_model_channels_last(small_cfg):
@@ -155,6 +177,7 @@ def _record_activations(model):
     return seen, model.backbone.conv1.register_forward_hook(hook)
 
 
+@needs_native_bf16
 def test_cpu_trainer_step_runs_in_bf16_and_trains(small_cfg):
     cfg = small_cfg()
     trainer = Trainer(cfg)
@@ -194,6 +217,7 @@ def test_cpu_trainer_reuses_the_data_loader_iterator():
     )
 
 
+@needs_native_bf16
 def test_losses_run_in_float32(small_cfg, monkeypatch):
     """The triplet / cross-entropy inputs are float32 even though the forward is bf16."""
     trainer = Trainer(small_cfg())
@@ -213,15 +237,33 @@ def test_losses_run_in_float32(small_cfg, monkeypatch):
     assert set(seen[0].values()) == {torch.float32} and seen[1] is False
 
 
+def direct_map(feats, pids, camids, num_query):
+    """mAP (%) written out: cosine distance in float64, the gallery items of the query's
+    identity and camera dropped, queries without a match skipped (the market protocol)."""
+    f = F.normalize(feats.double(), dim=1)
+    q_f, g_f, g_pids, g_cams = f[:num_query], f[num_query:], pids[num_query:], camids[num_query:]
+    aps = []
+    for i in range(num_query):
+        keep = ~((g_pids == pids[i]) & (g_cams == camids[i]))
+        order = torch.argsort(1 - g_f[keep] @ q_f[i], stable=True)
+        hits = (g_pids[keep] == pids[i])[order]
+        ranks = torch.nonzero(hits).flatten().double() + 1
+        if len(ranks):
+            aps.append((torch.arange(1, len(ranks) + 1) / ranks).mean().item())
+    return 100 * sum(aps) / len(aps)
+
+
+@needs_native_bf16
 def test_evaluation_features_are_float32_and_ranked_outside_autocast(small_cfg):
     from lastreid.evaluation import BlockedReidEvaluator
 
     cfg = small_cfg(extra=["DATASETS.TESTS", '("LaST",)'])  # tiny LaSTVal: < 10 gallery items
-    seen = {"outputs": set(), "autocast_in_evaluate": None}
+    seen = {"outputs": set(), "autocast_in_evaluate": None, "items": []}
 
     class Spy(BlockedReidEvaluator):
         def process(self, inputs, outputs):
             seen["outputs"].add(outputs.dtype)
+            seen["items"].append((outputs, inputs["targets"], inputs["camids"]))
             return super().process(inputs, outputs)
 
         def evaluate(self):
@@ -231,8 +273,9 @@ def test_evaluation_features_are_float32_and_ranked_outside_autocast(small_cfg):
     class SpyTrainer(Trainer):
         @classmethod
         def build_evaluator(cls, cfg, dataset_name, output_dir=None):
-            loader, num_query = cls.build_test_loader(cfg, dataset_name)
-            return loader, Spy(cfg, num_query, output_dir, num_items=len(loader.dataset))
+            loader, seen["num_query"] = cls.build_test_loader(cfg, dataset_name)
+            num_items = len(loader.dataset)
+            return loader, Spy(cfg, seen["num_query"], output_dir, num_items=num_items)
 
     model = SpyTrainer.build_model(cfg)
     activations, handle = _record_activations(model)
@@ -240,10 +283,14 @@ def test_evaluation_features_are_float32_and_ranked_outside_autocast(small_cfg):
     handle.remove()
     assert seen["outputs"] == {torch.float32} and seen["autocast_in_evaluate"] is False
     assert activations and {dtype for dtype, _ in activations} == {torch.bfloat16}
-    assert 0 <= results["mAP"] <= 100
+    # The mAP is the one of the bf16 features the evaluator was handed, computed directly.
+    feats, pids, camids = (torch.cat(part) for part in zip(*seen["items"]))
+    expected = direct_map(feats, pids, camids, seen["num_query"])
+    assert results["mAP"] == pytest.approx(expected, abs=1e-3)
     assert model.training  # Trainer.test leaves the model's mode as it found it
 
 
+@needs_native_bf16
 def test_default_evaluation_equals_cpu_bf16_off_exactly(small_cfg, native):
     """On a CPU with native bf16 (pretended: the probe is patched) the default evaluation
     gives exactly the MODEL.CPU_BF16 off numbers; "on" still takes the bf16 path."""
@@ -262,6 +309,7 @@ def test_default_evaluation_equals_cpu_bf16_off_exactly(small_cfg, native):
     assert not torch.equal(features["on"], features["off"])  # the switch does something
 
 
+@needs_native_bf16
 def test_bf16_features_agree_with_fp32(small_cfg):
     """One seeded model, a handful of images: bf16 + channels-last vs plain fp32."""
     cfg = small_cfg()

@@ -1,10 +1,12 @@
-"""A CPU training run killed with SIGKILL at exact moments (a checkpoint's rename, the
-config.yaml write, an evaluation, a training step, the final checkpoint's rename, the final
-test; each reached through tests/stop_at.py, whatever the machine's speed) and resumed with
---resume each time ends as the same run uninterrupted, bit for bit (final weights, every
-number of metrics.json), with 0 and with 2 loader workers; also every epoch trained,
-loadable final and best checkpoints, the best metric the maximum of the history. Plus fast
-unit tests of lastreid.resume."""
+"""A CPU training run killed with SIGKILL at exact moments (each reached through
+tests/stop_at.py, whatever the machine's speed) and resumed with --resume each time ends as
+the same run uninterrupted, bit for bit (final weights, every number of metrics.json): with
+no loader workers at every moment (a checkpoint's rename, the config.yaml write, an
+evaluation, a training step, the final checkpoint's rename, the final test), with 2 loader
+workers in a training step; also every epoch trained, loadable final and best checkpoints,
+the best metric the maximum of the history. The uninterrupted run without workers is the
+session's shared BoT run (conftest.bot_default_run). Plus fast unit tests of
+lastreid.resume."""
 
 import json
 import os
@@ -18,30 +20,10 @@ from lastreid.resume import ResumableCheckpointer, arrange_hooks, repair_metrics
 
 import pytest
 import torch
+from conftest import BOT_BATCH, BOT_CONFIG, BOT_DEFAULT_OPTS, BOT_EPOCHS, train_net_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
-TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
-EPOCHS = 3
-BATCH = 128
-
-
-def kill_run_opts(output, workers=0):
-    from conftest import FAST_CPU_OPTS
-
-    # FAST_CPU_OPTS (ResNet-18 at 64x32) in float32 with batches of 128 (32 ids x 4): on the
-    # CPU much of a step's cost is the optimizer's, so fewer, larger steps make shorter
-    # epochs; bf16 autocast was several times slower than float32 on this machine.
-    # fmt: off
-    return FAST_CPU_OPTS + [
-        "SOLVER.IMS_PER_BATCH", str(BATCH),
-        "MODEL.CPU_BF16", "off",
-        "MODEL.CHANNELS_LAST", "off",
-        "SOLVER.MAX_EPOCH", str(EPOCHS),
-        "DATALOADER.NUM_WORKERS", str(workers),
-        "OUTPUT_DIR", str(output),
-    ]
-    # fmt: on
+EPOCHS, BATCH = BOT_EPOCHS, BOT_BATCH
 
 
 STOP_AT = os.path.join(REPO, "tests", "stop_at.py")
@@ -60,10 +42,8 @@ class Phase:
 def run_phase(phase, output, env, workers=0):
     """Returns "killed at <moment>" once the child reached its moment and was killed there,
     else the child's exit code."""
-    args = [sys.executable, TRAIN_NET, "--config-file", CONFIG] + (
-        ["--resume"] if phase.resume else []
-    )
-    args += kill_run_opts(output, workers)
+    # The options of the session's shared run (conftest.BOT_DEFAULT_OPTS), its reference.
+    args = train_net_command(BOT_DEFAULT_OPTS, output, phase.resume, workers)
     read_end, write_end = os.pipe()
     if phase.moment:
         args = [sys.executable, STOP_AT, phase.moment] + args[1:]
@@ -127,15 +107,13 @@ def metric_numbers(output):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(default_root, module_tmp):
-    """The run of test_killed_run_resumes_to_the_same_end, never killed, by loader workers."""
+def uninterrupted(bot_default_run, default_root, module_tmp):
+    """The runs the killed ones must end as, never killed, by loader workers: with none,
+    the session's shared run (conftest.bot_default_run); with 2, one made here."""
     env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
-    runs = {}
-    for workers in (0, 2):
-        output = module_tmp.mktemp(f"uninterrupted_{workers}") / "run"
-        assert run_phase(Phase(f"uninterrupted_{workers}", None, False), output, env, workers) == 0
-        runs[workers] = output
-    return runs
+    output = module_tmp.mktemp("uninterrupted_2") / "run"
+    assert run_phase(Phase("uninterrupted_2", None, False), output, env, workers=2) == 0
+    return {0: bot_default_run, 2: output}
 
 
 def test_the_loader_workers_do_not_change_a_run(uninterrupted):
@@ -146,27 +124,36 @@ def test_the_loader_workers_do_not_change_a_run(uninterrupted):
     assert metric_numbers(uninterrupted[0]) == metric_numbers(uninterrupted[2])
 
 
-# Killed and resumed with the images decoded in the main process only: the loader workers
-# draw nothing of their own (test_the_loader_workers_do_not_change_a_run), and the resumed
-# sampler and generators live in the main process whatever DATALOADER.NUM_WORKERS is.
-@pytest.mark.parametrize("workers", [0])
+def kill_phases(workers, iters_per_epoch):
+    """With no loader workers, a kill at each moment where a run can be caught (each
+    resumed from the last); with 2, one kill in a training step (the workers' prefetched
+    batches are lost) and the resume that finishes the run."""
+    if workers:  # step:N counts the steps of one process: mid epoch 1, epoch 0 checkpointed
+        moment = f"step:{iters_per_epoch + iters_per_epoch // 2 + 1}"
+        return [Phase("training_step", moment, resume=False), Phase("finish", None)]
+    # resumed after epoch 1's evaluation was killed: a step in the middle of epoch 1
+    mid_epoch = Phase("training_step", f"step:{iters_per_epoch // 2 + 1}")
+    return [
+        # epoch 0's periodic checkpoint is complete, its copy to model_best.pth is not
+        Phase("best_copy", "rename:model_best.pth", resume=False),
+        # the start of the next process: config.yaml is being replaced
+        Phase("config_write", "rename:config.yaml"),
+        Phase("evaluation", "inference:1"),  # epoch 1's LaSTVal evaluation
+        mid_epoch,
+        Phase("final_write", "rename:model_final.pth"),
+        Phase("final_test", "final_test"),
+        Phase("finish", None),
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
 def test_killed_run_resumes_to_the_same_end(default_root, tmp_path, workers, uninterrupted):
     from lastreid.datasets import build_dataset
 
     output = tmp_path / "run"
     env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
     iters_per_epoch = len(build_dataset("LaST", root=str(default_root)).train) // BATCH
-    phases = [
-        # epoch 0's periodic checkpoint is complete, its copy to model_best.pth is not
-        Phase("best_copy", "rename:model_best.pth", resume=False),
-        # the start of the next process: config.yaml is being replaced
-        Phase("config_write", "rename:config.yaml"),
-        Phase("evaluation", "inference:1"),  # epoch 1's LaSTVal evaluation
-        Phase("training_step", f"step:{iters_per_epoch // 2 + 1}"),  # mid epoch 1
-        Phase("final_write", "rename:model_final.pth"),
-        Phase("final_test", "final_test"),
-        Phase("finish", None),
-    ]
+    phases = kill_phases(workers, iters_per_epoch)
     best_seen = []
     for phase in phases:
         config_before = (
@@ -332,7 +319,7 @@ def test_keep_last_checkpoints_must_not_be_negative():
 
     with pytest.raises(ConfigError, match=r"^SOLVER.KEEP_LAST_CHECKPOINTS is -1: expected .* >= 0"):
         build_cfg(
-            CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.KEEP_LAST_CHECKPOINTS", "-1"]
+            BOT_CONFIG, ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.KEEP_LAST_CHECKPOINTS", "-1"]
         )
 
 

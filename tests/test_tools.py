@@ -11,6 +11,7 @@ from lastreid.datasets import build_dataset, synthetic
 from lastreid.datasets.check import CHECKABLE
 from lastreid.errors import InputError, run_tool
 from lastreid.evaluation import rank_metrics
+from lastreid.visualize import grid_size
 
 import numpy as np
 import pytest
@@ -28,8 +29,6 @@ TOOLS = (
     "export_onnx",
     "benchmark",
 )
-# Plain float32 on every CPU, so that features compare tightly with a direct forward pass.
-FP32 = ["MODEL.CPU_BF16", "off", "MODEL.CHANNELS_LAST", "off"]
 
 
 def png_size(path):
@@ -41,13 +40,50 @@ def png_size(path):
         return image.size
 
 
+def assert_drawn(path, size):
+    """`path` is a PNG of `size` (width, height) with a drawing on it: more than 2% of its
+    pixels are not white and it has more than 8 colours (a blank or one-colour picture has
+    neither)."""
+    assert png_size(path) == size, path
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    not_white = (rgb < 250).any(axis=2).mean()
+    assert not_white > 0.02, f"{path}: {not_white:.1%} of the pixels are not white"
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 8, f"{path}: almost one colour"
+
+
+# The tiles of a ranked-list grid (lastreid.visualize): a thumbnail of 64 x 128 framed by a
+# border 4 pixels wide, blue around the query, green / red around a right / wrong match.
+THUMB, BORDER = (64, 128), 4
+BLUE, GREEN, RED = (40, 90, 230), (0, 170, 60), (220, 30, 30)
+
+
+def assert_rank_grid(path, topk, rows):
+    """`path` is a grid of `rows` queries and `topk` matches each: its size, a blue frame per
+    query and a green or red one per match (counted in pixels of exactly those colours; the
+    labels' text adds some green / red), and images inside the frames, not blank tiles."""
+    assert png_size(path) == grid_size(topk, rows), path
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    frame = (THUMB[0] + 2 * BORDER) * (THUMB[1] + 2 * BORDER) - THUMB[0] * THUMB[1]
+
+    def count(colour):
+        return int((rgb == colour).all(axis=2).sum())
+
+    assert count(BLUE) == rows * frame, path
+    framed = count(GREEN) + count(RED)
+    assert rows * topk * frame <= framed < rows * topk * (frame + THUMB[0] * THUMB[1] // 4), path
+    # the synthetic people: many colours (a missing image's tile has two)
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 100, path
+
+
 @pytest.fixture(scope="module")
 def weights(module_tmp):
     """A randomly initialised ResNet-18 BoT at 64x32 saved as a fastreid checkpoint, with
     its opts; BatchNorm statistics are perturbed so that eval mode is not the identity."""
-    from conftest import FAST_CPU_OPTS, write_random_bot
+    from conftest import FAST_CPU_OPTS, FP32_OPTS, write_random_bot
 
-    opts = FAST_CPU_OPTS + FP32
+    opts = FAST_CPU_OPTS + FP32_OPTS  # plain float32: features compare tightly with a forward
     return write_random_bot(CONFIG, opts, module_tmp.mktemp("weights") / "model.pth"), opts
 
 
@@ -354,7 +390,7 @@ def test_extract_features_of_a_folder_parses_names(weights, synthetic_root, tmp_
 
 def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
     from lastreid.features import load_features
-    from lastreid.visualize import grid_size, rank_queries
+    from lastreid.visualize import rank_queries
 
     out = tmp_path / "vis"
     rc = load_tool("visualize_ranks").main(
@@ -376,9 +412,9 @@ def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
     )
     assert rc == 0
     # The tiny LaSTVal has 3 queries: pages of 2 and 1.
-    assert png_size(out / "ranks_000.png") == grid_size(6, 2)
-    assert png_size(out / "ranks_001.png") == grid_size(6, 1)
-    assert png_size(out / "cmc.png") == (600, 450)
+    assert_rank_grid(out / "ranks_000.png", 6, 2)
+    assert_rank_grid(out / "ranks_001.png", 6, 1)
+    assert_drawn(out / "cmc.png", (600, 450))
     assert "mAP" in capsys.readouterr().out
 
     # The per-query APs are those of the evaluation: their mean is rank_metrics' mAP, and
@@ -404,8 +440,6 @@ def test_visualize_ranks_from_features(val_features, tmp_path, capsys):
 
 
 def test_visualize_ranks_from_a_model(weights, synthetic_root, tmp_path):
-    from lastreid.visualize import grid_size
-
     path, opts = weights
     out = tmp_path / "vis"
     rc = load_tool("visualize_ranks").main(
@@ -431,8 +465,8 @@ def test_visualize_ranks_from_a_model(weights, synthetic_root, tmp_path):
         + opts
     )
     assert rc == 0
-    assert png_size(out / "ranks_000.png") == grid_size(4, 2)
-    assert png_size(out / "cmc.png") == (600, 450)
+    assert_rank_grid(out / "ranks_000.png", 4, 2)
+    assert_drawn(out / "cmc.png", (600, 450))
 
 
 # plot_curves -----------------------------------------------------------------------------
@@ -480,11 +514,11 @@ def test_plot_curves(tmp_path, prefixed, capsys):
     run = _fake_run(tmp_path / "run", prefixed=prefixed)
     assert iterations_per_epoch(str(run)) == 22
     assert load_tool("plot_curves").main([str(run)]) == 0
-    assert png_size(run / "curves.png") == (1500, 420)
+    assert_drawn(run / "curves.png", (1500, 420))
     out = tmp_path / "sub" / "c.png"
     plotter = load_tool("plot_curves")
     assert plotter.main([str(run), "-o", str(out), "--x", "iteration", "--dpi", "50"]) == 0
-    assert png_size(out) == (750, 210)
+    assert_drawn(out, (750, 210))
     assert "wrote" in capsys.readouterr().out
 
 

@@ -18,6 +18,10 @@ Patched here, before fastreid is first imported (nothing in site-packages is mod
    refuses for a CPU model; the DDP it builds leaves `device_ids` out for a CPU model, and
    finds unused parameters for a model that says it has some (`ddp_find_unused_parameters`:
    CAL's clothes classifier, stepped by its own optimizer; fastreid never sets it).
+7. `data.transforms.functional.to_tensor` (fastreid's ToTensor, used by every image loader)
+   builds a PIL image's tensor through `torch.ByteStorage.from_buffer`, which makes torch
+   print `UserWarning: TypedStorage is deprecated` in every tool that loads images; the
+   same bytes now reach the same uint8 tensor through `torch.frombuffer`.
 
 Worked around where the code that needs it lives:
 - `engine.Trainer.build_optimizer`: fastreid's ContiguousParams buffer never sees a gradient
@@ -165,9 +169,30 @@ def _patch_cpu_ddp():
     defaults.DistributedDataParallel = DeviceAwareDDP
 
 
+def _patch_to_tensor():
+    import fastreid.data.transforms.functional as functional
+    import fastreid.data.transforms.transforms as transforms
+
+    fastreid_to_tensor = functional.to_tensor
+
+    def to_tensor(pic):
+        # fastreid's own branches that do not touch a storage: arrays, 32-bit, 16-bit,
+        # float and 1-bit images.
+        if isinstance(pic, np.ndarray) or pic.mode in ("I", "I;16", "F", "1"):
+            return fastreid_to_tensor(pic)
+        channels = 3 if pic.mode == "YCbCr" else len(pic.mode)
+        img = torch.frombuffer(bytearray(pic.tobytes()), dtype=torch.uint8)  # writable copy
+        img = img.view(pic.size[1], pic.size[0], channels).permute(2, 0, 1).contiguous()
+        return img.float()
+
+    functional.to_tensor = to_tensor
+    transforms.to_tensor = to_tensor  # ToTensor calls the name it imported
+
+
 _patch_collections()
 _patch_torch_six()
 _patch_numpy()
 _register_cython_evaluators()
 _patch_baseline_preprocess()
 _patch_cpu_ddp()
+_patch_to_tensor()

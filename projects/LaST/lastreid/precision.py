@@ -8,6 +8,7 @@ through `torch.amp`. `resolve` decides the path from the config and says why in 
 import contextlib
 import copy
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,6 +26,7 @@ __all__ = [
     "channels_last_images",
     "to_float32",
     "cpu_bf16_support",
+    "cpu_bf16_probe",
     "fold_batchnorm_",
     "for_inference",
     "guard_one_column_convs_",
@@ -60,8 +62,30 @@ class FastPath:
 FP32 = FastPath(False, False, "plain float32")
 
 
-@lru_cache(None)
+# Set to 0 or 1 to make `cpu_bf16_support` answer as on a CPU without / with native bf16
+# (the test suite and the docs' figures can then be checked for both kinds of CPU on one).
+NATIVE_BF16_ENV = "LASTREID_NATIVE_BF16"
+
+
 def cpu_bf16_support():
+    """(supported, how it was found): whether this CPU runs bfloat16 natively, as
+    LASTREID_NATIVE_BF16 (0 or 1) says when it is set, else as `cpu_bf16_probe` finds.
+    Raises ConfigError for another value of LASTREID_NATIVE_BF16."""
+    value = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if not value:
+        return cpu_bf16_probe()
+    if value not in ("0", "1"):
+        raise ConfigError(
+            "{} is {!r}: expected 0 (as a CPU without native bf16), 1 (with it) or "
+            "unset (ask the CPU)".format(NATIVE_BF16_ENV, value)
+        )
+    return value == "1", "{}={} says the CPU {} native bf16".format(
+        NATIVE_BF16_ENV, value, "has" if value == "1" else "has no"
+    )
+
+
+@lru_cache(None)
+def cpu_bf16_probe():
     """(supported, how it was found): whether this CPU has native bfloat16 instructions.
 
     Asks torch's own cpuinfo-based probe (`torch.cpu.get_capabilities`) and falls back to
