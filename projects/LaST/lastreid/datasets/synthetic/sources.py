@@ -20,7 +20,7 @@ def _write_bounding_boxes(root, dataset, seed, sizes, name_of, max_pid):
     """Market-1501 / DukeMTMC-reID: bounding_box_train, query and bounding_box_test."""
     out = TreeWriter(root, dataset, seed, sizes)
     rng = out.rng
-    cameras = _cameras(rng, dataset)
+    cameras = camera_looks(rng, dataset)
     n_ids = sizes["train_ids"] + sizes["test_ids"] + sizes.get("distractor_ids", 0)
     pids = iter(int(p) for p in rng.choice(max_pid, n_ids, replace=False) + 1)
     frames = {}
@@ -115,7 +115,7 @@ def write_msmt17(root, seed=0, **sizes):
     sizes = dataset_sizes("msmt17", sizes)
     out = TreeWriter(root, "msmt17", seed, sizes)
     rng = out.rng
-    cameras = _cameras(rng, "msmt17")
+    cameras = camera_looks(rng, "msmt17")
     lists = {split: [] for split in ("train", "val", "query", "gallery")}
     index = {}
 
