@@ -8,14 +8,8 @@ from ..errors import InputError
 from ..launch import under_torchrun
 from .runs import STALE_CHOICES, Runner
 
-__all__ = [
-    "add_table_options",
-    "pretrain_off",
-    "print_table",
-    "parse_table_args",
-    "runner_of",
-    "split_overrides",
-]
+__all__ = ["add_table_options", "pretrain_off", "print_table", "parse_table_args", "runner_of"]
+__all__ += ["split_overrides"]
 
 
 def add_table_options(parser, output, print_option=True):

@@ -14,17 +14,8 @@ from ..curves import iterations_per_epoch, read_metrics
 from ..modeling import build_model
 from ..startup import build_cfg
 
-__all__ = [
-    "best_epoch",
-    "config_value",
-    "count_parameters",
-    "finished_training",
-    "read_json",
-    "run_cfg",
-    "run_config",
-    "training_speed",
-    "weights_signature",
-]
+__all__ = ["best_epoch", "config_value", "count_parameters", "finished_training", "read_json"]
+__all__ += ["run_cfg", "run_config", "training_speed", "weights_signature"]
 
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|SS-.+)$")
 

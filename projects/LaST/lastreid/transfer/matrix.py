@@ -1,9 +1,8 @@
-"""`TransferMatrix`: the transfer table declared on lastreid.experiments: every cell of
-sources x targets (PRCC, Celeb-reID, Market-1501, DukeMTMC-reID) x {direct, fine-tuned}
-(x protocols) is a RunSpec (direct: --eval-only of the row's checkpoint; fine-tuned: a
-resumable training from it), the trained rows (`--train`) are RunSpecs run first, and each
-done cell's numbers are kept in results/<row>__<dataset>__<setting>[__paper].json beside the
-checkpoint version they came from. docs/generalisation.md."""
+"""`TransferMatrix`: the transfer table declared on lastreid.experiments. Each cell of
+sources x targets x {direct, fine-tuned} (x protocols) is a RunSpec (direct: --eval-only of
+the row's checkpoint; fine-tuned: a resumable training from it) stamped with the version
+of that checkpoint; the trained rows (`--train`) are RunSpecs run first. A done cell's
+numbers are kept in results/<row>__<dataset>__<setting>[__paper].json."""
 
 import json
 import os
@@ -34,11 +33,10 @@ __all__ = ["TransferMatrix"]
 
 @dataclass
 class TransferMatrix:
-    """The cells of sources x datasets x settings, run (or skipped) by `runner`.
-
-    configs: {"direct": path, "finetune": {dataset: path}} (relative to the repo or
-    absolute). opts: `KEY VALUE` overrides for every run. stem: None (from each file's
-    layout) or a bool. imagenet: MODEL.BACKBONE.PRETRAIN_PATH of the trained sources."""
+    """The cells of `sources` x `datasets` x `settings`, run (or skipped) by `runner`.
+    configs: {"direct": path, "finetune": {dataset: path}}; opts: KEY VALUE overrides of
+    every run; stem: None (from each file's layout) or a bool; imagenet: the trained rows'
+    MODEL.BACKBONE.PRETRAIN_PATH."""
 
     output: str
     sources: List[Source]
@@ -48,24 +46,22 @@ class TransferMatrix:
     settings: tuple = SETTINGS
     opts: List[str] = field(default_factory=list)
     stem: Optional[bool] = None
-    trust: bool = False
+    trust: bool = False  # MODEL.TRUST_CHECKPOINTS of the cells
     seed: int = 0  # of the random-init weights
     single_shot: bool = False  # TEST.SINGLE_SHOT for the PRCC cells (SS- columns in the CSV)
     protocol: str = "clean"  # PROTOCOL_CHOICES
     imagenet: Optional[str] = None
 
     def log(self, message):
-        self.runner.log(message)
+        self.runner.log("[transfer] " + message)
 
     def cell_dir(self, cell):
-        suffix = "-paper" if cell.protocol == "paper" else ""
-        return os.path.join(
-            self.output, "runs", cell.source.slug, f"{cell.dataset}-{cell.setting}{suffix}"
-        )
+        name = f"{cell.dataset}-{cell.setting}" + ("-paper" if cell.protocol == "paper" else "")
+        return os.path.join(self.output, "runs", cell.source.slug, name)
 
     def result_path(self, cell):
-        suffix = "__paper" if cell.protocol == "paper" else ""
-        name = f"{cell.source.slug}__{cell.dataset}__{cell.setting}{suffix}.json"
+        name = f"{cell.source.slug}__{cell.dataset}__{cell.setting}"
+        name += "__paper.json" if cell.protocol == "paper" else ".json"
         return os.path.join(self.output, "results", name)
 
     def source_dir(self, source):
@@ -77,9 +73,9 @@ class TransferMatrix:
         return (cell.source.paper if cell.protocol == "paper" else None) or cell.source
 
     def trained_runs(self):
-        """The Sources this command trains: each trained row's run where a protocol uses it,
-        and its paper-selection run where the paper protocol needs it."""
-        protocols, runs = PROTOCOL_CHOICES[self.protocol], []
+        """The trained rows' runs a protocol of this command uses: the row's own run, and
+        its paper-selection run (`Source.paper`) under the paper protocol."""
+        runs, protocols = [], PROTOCOL_CHOICES[self.protocol]
         for source in (s for s in self.sources if s.train):
             runs += [source] if source.paper is None or "clean" in protocols else []
             runs += [source.paper] if source.paper is not None and "paper" in protocols else []
@@ -94,30 +90,28 @@ class TransferMatrix:
         ]
 
     def source_spec(self, source):
-        """The run of a trained source: its recipe from the --imagenet file, the command's
-        overrides, the run's own (which win)."""
-        pretrain = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
+        """A trained row's run: its recipe from the --imagenet file, the command's overrides,
+        the run's own (which win)."""
+        opts = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
         title = source.name + (" (the paper's selection)" if source.train_opts else "")
-        opts = pretrain + self.opts + source.train_opts
-        return RunSpec(title, source.train, opts, self.source_dir(source))
+        return RunSpec(
+            title, source.train, opts + self.opts + source.train_opts, self.source_dir(source)
+        )
 
     def spec(self, cell):
-        """The run a cell's numbers come from: the direct evaluation, or the fine-tune
-        (resumed, or evaluated again once finished), from the checkpoint version stamped."""
+        """The run of a cell: the command's overrides, the protocol's, the row's model (the
+        MODEL of the config.yaml beside its file), then the cell's own keys."""
         source, direct = self.model_source(cell), cell.setting == "direct"
         weights = self.weights(source)
         opts = self.opts + (PAPER_OPTS if cell.protocol == "paper" else [])
         opts += PAPER_FINETUNE_OPTS if cell.paper_selection else []
-        opts += model_overrides(source.path) if source.path else []  # the row's own model
+        opts += model_overrides(source.path) if source.path else []
         opts += ["MODEL.WEIGHTS", weights] + ([] if direct else ["MODEL.LOAD_CLASSIFIER", "False"])
         opts += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
         opts += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []
         opts += ["DATASETS.TESTS", f'("{cell.dataset}",)']
-        opts += (
-            ["TEST.SINGLE_SHOT.ENABLED", "True"]
-            if self.single_shot and cell.dataset == "PRCC"
-            else []
-        )
+        if self.single_shot and cell.dataset == "PRCC":
+            opts += ["TEST.SINGLE_SHOT.ENABLED", "True"]
         config = self.configs["direct"] if direct else self.configs["finetune"][cell.dataset]
         stamp = None
         if os.path.isfile(weights):
@@ -129,18 +123,15 @@ class TransferMatrix:
 
     def weights(self, source):
         """The checkpoint of a source; random init is written once (seeded) and reused."""
-        if source.path:
-            return source.path
-        path = os.path.join(self.output, "random_init.pth")
-        if not os.path.isfile(path):
-            self.log(f"[transfer] writing the random-init model to {path} (seed {self.seed})")
-            config = repo_path(self.configs["direct"])
-            write_random_init(path, config, self.opts, self.seed)
+        path = source.path or os.path.join(self.output, "random_init.pth")
+        if not os.path.isfile(path) and not source.path:
+            self.log(f"writing the random-init model to {path} (seed {self.seed})")
+            write_random_init(path, repo_path(self.configs["direct"]), self.opts, self.seed)
         return path
 
     def stale_candidates(self):
-        """[(RunSpec, paths to remove to redo it)] of the trained sources and of the cells
-        whose checkpoint exists (a cell to come from a changed one is redone anyway)."""
+        """[(RunSpec, paths to remove to redo it)]: the trained rows, and the cells whose
+        checkpoint exists (one from a changed checkpoint is redone anyway)."""
         found = [(self.source_spec(s), [self.source_dir(s)]) for s in self.trained_runs()]
         for cell in (c for c in self.cells() if not c.is_source):
             if os.path.isfile(self.weights(self.model_source(cell))):
@@ -148,55 +139,46 @@ class TransferMatrix:
         return found
 
     def run(self):
-        """Settles the runs of other recipes (--stale), trains the trained sources, runs
-        every unfinished cell, then writes the table. Returns the cells."""
+        """Settles the runs of other recipes (--stale), trains the trained rows, runs every
+        unfinished cell, then writes the table. Returns the cells."""
         os.makedirs(os.path.join(self.output, "results"), exist_ok=True)
         self.runner.settle(self.stale_candidates(), self.output)
         self.train_sources()
         cells, t0 = self.cells(), time.time()
-        self.log(
-            "[transfer] {} sources x {} x {} = {} cells ({} on a row's own training data, "
-            "not run), output {}".format(
-                len(self.sources), "/".join(self.datasets), "/".join(self.settings),
-                len(cells), sum(c.is_source for c in cells), self.output,
-            )
-        )  # fmt: skip
+        shape = (
+            f"{len(self.sources)} sources x {'/'.join(self.datasets)} x {'/'.join(self.settings)}"
+        )
+        skipped = sum(c.is_source for c in cells)
+        self.log(f"{shape} = {len(cells)} cells ({skipped} on a row's own training data, not run)")
         for i, cell in enumerate(cells, 1):
-            counter = f"{i}/{len(cells)}"
-            cell.error = self.model_source(cell).error
+            counter, cell.error = f"{i}/{len(cells)}", self.model_source(cell).error
+            weights = self.weights(self.model_source(cell))
             if cell.is_source:
-                self.log(f"[transfer] {counter} {cell.title}: the row's model was trained on "
-                         f"{cell.dataset}: shown as source, not run")  # fmt: skip
-            elif cell.error or not os.path.isfile(self.weights(self.model_source(cell))):
-                cell.error = cell.error or f"no checkpoint {self.weights(self.model_source(cell))}"
-                self.log(f"[transfer] {counter} {cell.title}: skipped ({cell.error})")
+                self.log(f"{counter} {cell.title}: the row's model was trained on {cell.dataset}: "
+                         "shown as source, not run")  # fmt: skip
+            elif cell.error or not os.path.isfile(weights):
+                cell.error = cell.error or f"no checkpoint {weights}"
+                self.log(f"{counter} {cell.title}: skipped ({cell.error})")
             else:
                 self._run_cell(cell, counter)
         paths = self.write_table(cells)
         failed = sum(c.result is None and not c.is_source for c in cells)
-        self.log(
-            "[transfer] {} of {} cells done in {:.0f} s{}; table: {}".format(
-                len(cells) - failed, len(cells), time.time() - t0,
-                f" ({failed} failed)" if failed else "", ", ".join(paths),
-            )
-        )  # fmt: skip
+        failures = f" ({failed} failed)" if failed else ""
+        self.log(f"{len(cells) - failed} of {len(cells)} cells done in {time.time() - t0:.0f} s"
+                 f"{failures}; table: {', '.join(paths)}")  # fmt: skip
         return cells
 
     def train_sources(self):
-        """Trains (or resumes, or skips when finished) every run of `trained_runs`; a row
-        whose recipe keeps no file (no evaluation, so no model_best.pth) uses the final one."""
+        """Trains (or resumes, or skips) every run of `trained_runs`; a row whose recipe kept
+        no file (no evaluation, so no model_best.pth) uses the final one."""
         trained = self.trained_runs()
         for i, source in enumerate(trained, 1):
             spec = self.source_spec(source)
             if not self.runner.execute(spec, f"source {i}/{len(trained)}"):
                 source.error = "training the source failed"
-                continue
-            final = os.path.join(spec.output, "model_final.pth")
-            if not os.path.isfile(source.path) and finished_training(spec.output):
-                self.log(
-                    f"[transfer] {spec.title}: no {os.path.basename(source.path)}: its row uses {final}"
-                )
-                source.path = final
+            elif not os.path.isfile(source.path) and finished_training(spec.output):
+                source.path = os.path.join(spec.output, "model_final.pth")
+                self.log(f"{spec.title}: no model_best.pth: its row uses {source.path}")
 
     def _run_cell(self, cell, counter):
         spec = self.spec(cell)
@@ -206,30 +188,26 @@ class TransferMatrix:
             and stored.get("weights_signature") == spec.stamp["weights_signature"]
         ):
             cell.result = stored  # its recipe was checked by Runner.settle
-            self.log(
-                f"[transfer] {counter} {cell.title}: done before, skipped ({cell_summary(cell)})"
-            )
+            self.log(f"{counter} {cell.title}: done before, skipped ({cell_summary(cell)})")
             return
         t0 = time.time()
-        numbers = self.runner.execute(
-            spec,
-            counter,
-            read=lambda results: self._numbers(cell, spec, results),
-            summary=lambda numbers: cell_summary(replace(cell, result=numbers)),
-        )
-        if numbers is None:
-            cell.error = "the run failed"
-            return
-        cell.result = dict(numbers, seconds=round(time.time() - t0, 1))
-        write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
+        read = lambda results: self._numbers(cell, spec, results)  # noqa: E731
+        show = lambda numbers: cell_summary(replace(cell, result=numbers))  # noqa: E731
+        numbers = self.runner.execute(spec, counter, read, show)
+        cell.error = "" if numbers else "the run failed"
+        if numbers:
+            cell.result = dict(numbers, seconds=round(time.time() - t0, 1))
+            write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
 
     def _numbers(self, cell, spec, results):
         """A cell's stored result from its finished run, or None: the evaluation on its
         dataset, or (paper fine-tune) the best epoch of its history, with that history."""
-        selection = best_epoch(spec.output, cell.dataset) if cell.paper_selection else None
-        metrics = selection and selection["metrics"]
-        metrics = metrics if cell.paper_selection else dataset_metrics(results, cell.dataset)
-        if metrics is None:
+        if cell.paper_selection:
+            selection = best_epoch(spec.output, cell.dataset)
+            metrics = selection and selection["metrics"]
+        else:
+            selection, metrics = None, dataset_metrics(results, cell.dataset)
+        if not metrics:
             return None
         return dict(
             {"source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting},
@@ -247,14 +225,11 @@ class TransferMatrix:
 
     def write_table(self, cells):
         """Writes transfer_table.md / .csv / transfer_chart.png; returns their paths."""
-        rows = [s.name for s in self.sources]
-        cols = columns(self.datasets, self.settings)
+        rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
-        return write_tables(
-            self.output,
-            "transfer_table",
-            format_markdown(rows, cols, grid, self.protocol),
+        md = format_markdown(rows, cols, grid, self.protocol)
+        table, draw = (
             csv_rows(rows, cols, grid, self.protocol),
             draw_chart(rows, cols, grid, self.protocol),
-            chart_name="transfer_chart",
         )
+        return write_tables(self.output, "transfer_table", md, table, draw, "transfer_chart")

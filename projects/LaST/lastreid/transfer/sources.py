@@ -18,51 +18,38 @@ from ..experiments.folder import config_value, run_config
 from ..modeling import build_model
 from ..startup import build_cfg
 
-__all__ = [
-    "CONFIGS",
-    "DATASETS",
-    "IMAGENET",
-    "PAPER_SELECTION",
-    "RANDOM_INIT",
-    "SOURCE_RECIPES",
-    "Source",
-    "discover_sources",
-    "model_overrides",
-    "slugify",
-    "trained_sources",
-    "training_datasets",
-    "write_random_init",
-]
+__all__ = ["CONFIGS", "DATASETS", "IMAGENET", "PAPER_SELECTION", "RANDOM_INIT", "SOURCE_RECIPES"]
+__all__ += ["Source", "discover_sources", "model_overrides", "slugify", "trained_sources"]
+__all__ += ["training_datasets", "write_random_init"]
 
 # The targets in column order: clothes-changing (PRCC, Celeb-reID), then short-term.
 DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC")
 RANDOM_INIT = "random init"
 IMAGENET = "ImageNet"
 # Sources trained here, in the paper's row order (LaSTClothes last): config and the file the
-# recipe keeps. Each is trained on the dataset it is named after.
+# recipe keeps (LaST's: the best on LaST val). Each is trained on the dataset it is named after.
 SOURCE_RECIPES = {
-    "LaST": ("configs/LaST/bagtricks_R50.yml", "model_best.pth"),  # best on LaST val
     "Market1501": ("configs/Market1501/bagtricks_R50.yml", "model_final.pth"),
     "DukeMTMC": ("configs/DukeMTMC/bagtricks_R50.yml", "model_final.pth"),
     "MSMT17": ("configs/MSMT17/bagtricks_R50.yml", "model_final.pth"),
-    "LaSTClothes": ("configs/LaST/clothes_R50.yml", "model_best.pth"),  # best on LaST val
+    "LaST": ("configs/LaST/bagtricks_R50.yml", "model_best.pth"),
+    "LaSTClothes": ("configs/LaST/clothes_R50.yml", "model_best.pth"),
 }
-ROW_ORDER = ("Market1501", "DukeMTMC", "MSMT17", "LaST", "LaSTClothes")
 # Trained sources whose model the paper's code selects elsewhere: under the paper protocol
 # their row is a run of its own with these overrides (last_cloth_train_base_imagenet.py
 # keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
 # the newest periodic checkpoint is kept, model_best.pth being a copy).
-# fmt: off
 PAPER_SELECTION = {
-    "LaSTClothes": [
-        "DATASETS.TESTS", '("Market1501",)',
-        "TEST.FINAL_TESTS", "()",
-        "TEST.EVAL_PERIOD", "1",
-        "SOLVER.CHECKPOINT_PERIOD", "1",
-        "SOLVER.KEEP_LAST_CHECKPOINTS", "1",
-    ],
+    "LaSTClothes": ["DATASETS.TESTS", '("Market1501",)', "TEST.FINAL_TESTS", "()"]
+    + [
+        "TEST.EVAL_PERIOD",
+        "1",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1",
+        "SOLVER.KEEP_LAST_CHECKPOINTS",
+        "1",
+    ]
 }
-# fmt: on
 CONFIGS = {
     "reference": {
         "direct": "configs/transfer/direct.yml",
@@ -77,12 +64,11 @@ CONFIGS = {
 # MODEL keys of a row's run that belong to that run, not to its model: the cells set their
 # own (device, weights, classes of their target, losses of their recipe, the stem from the
 # file's layout).
-RUN_KEYS = {
-    "MODEL.DEVICE", "MODEL.WEIGHTS", "MODEL.LOAD_CLASSIFIER", "MODEL.TRUST_CHECKPOINTS",
-    "MODEL.BACKBONE.PRETRAIN", "MODEL.BACKBONE.PRETRAIN_PATH", "MODEL.BACKBONE.TORCHVISION_STEM",
-    "MODEL.HEADS.NUM_CLASSES", "MODEL.LOSSES", "MODEL.FREEZE_LAYERS", "MODEL.CPU_BF16",
-    "MODEL.CHANNELS_LAST",
-}  # fmt: skip
+RUN_KEYS = set(
+    "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
+    "MODEL.BACKBONE.PRETRAIN MODEL.BACKBONE.PRETRAIN_PATH MODEL.BACKBONE.TORCHVISION_STEM "
+    "MODEL.HEADS.NUM_CLASSES MODEL.FREEZE_LAYERS MODEL.CPU_BF16 MODEL.CHANNELS_LAST".split()
+)
 
 
 @dataclass
@@ -133,7 +119,7 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
         if not os.path.isfile(imagenet):
             raise MissingFileError("--imagenet {}: no such file".format(imagenet))
         sources.append(Source(IMAGENET, os.path.abspath(imagenet), LAYOUT_TORCHVISION))
-    for name in (n for n in ROW_ORDER if n in names):
+    for name in (n for n in SOURCE_RECIPES if n in names):
         config, kept = SOURCE_RECIPES[name]
         config = CONFIGS.get(preset, {}).get("sources", {}).get(name, config)
         folder = os.path.join(os.path.abspath(output), "sources", slugify(name))
@@ -188,7 +174,7 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
     return sources
 
 
-def _beside(path):
+def _beside(path):  # the config.yaml of the run that wrote a checkpoint file
     return run_config(os.path.dirname(os.path.abspath(path)))
 
 
