@@ -1,12 +1,11 @@
-"""The joint-training comparison of the paper's code, declared on lastreid.experiments:
-Market-1501 trained alone, together with LaST's clothes classes (its
-market_last_cloth_train_base_imagenet.py) and together with MSMT17, the control
-(market_msmt_train_base_imagenet.py), each with the base recipe from ImageNet and tested on
-Market-1501 only, under the clean and/or the paper protocol. `tools/joint_table.py` is the
-command line; docs/generalisation.md."""
+"""The joint-training comparison of the paper's code (docs/generalisation.md;
+`tools/joint_table.py`), declared on lastreid.experiments: Market-1501 trained alone, with
+LaST's clothes classes and with MSMT17 (the control), from ImageNet with the base recipe,
+tested on Market-1501 only, under the clean and/or the paper protocol."""
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List, Optional
 
 from .experiments.folder import best_epoch, config_value, run_config
@@ -15,7 +14,7 @@ from .experiments.runs import Runner, RunSpec
 from .experiments.table import CONFIG_DIGITS, number, write_tables
 from .run_results import dataset_metrics, run_config_sha256
 
-__all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "format_joint_markdown", "joint_csv_rows"]
+__all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "joint_markdown", "joint_csv_rows"]
 
 TARGET = "Market1501"  # every run is tested here, and only here
 # (training set, config): the plain run first, the two joint ones after it.
@@ -58,23 +57,17 @@ class JointComparison:
         self.runner.settle([(spec, [spec.output]) for _, _, spec in specs], self.output)
         numbers = {}
         for i, (name, p, spec) in enumerate(specs, 1):
-            read = lambda results, p=p, spec=spec: self.numbers(p, spec.output, results)
+            read = partial(self.numbers, p, spec.output)
             numbers[name, p] = self.runner.execute(spec, f"{i}/{len(specs)}", read)
+        args = (numbers, self.protocol)
         paths = write_tables(
-            self.output,
-            "joint_table",
-            format_joint_markdown(numbers, self.protocol),
-            joint_csv_rows(numbers, self.protocol),
+            self.output, "joint_table", joint_markdown(*args), joint_csv_rows(*args)
         )
         failed = sum(v is None for v in numbers.values())
-        self.runner.log(
-            "[joint] {} of {} runs done{}; table: {}".format(
-                len(specs) - failed,
-                len(specs),
-                f" ({failed} failed)" if failed else "",
-                ", ".join(paths),
-            )
+        note = f"{len(specs) - failed} of {len(specs)} runs done" + (
+            f" ({failed} failed)" * bool(failed)
         )
+        self.runner.log(f"[joint] {note}; table: {', '.join(paths)}")
         return numbers
 
     @staticmethod
@@ -100,13 +93,16 @@ class JointComparison:
         }
 
 
+KEYS = ("classes", "iterations_per_epoch")  # of a training set, whichever protocol's run
+
+
 def _rows(numbers, protocol):
     """[(training set, {protocol: numbers}, classes, iterations / epoch)] in JOINT_RUNS order."""
     rows = []
     for name, _ in JOINT_RUNS:
         found = {p: numbers.get((name, p)) for p in PROTOCOL_CHOICES[protocol]}
-        first = lambda key: next((n[key] for n in found.values() if n and n.get(key)), None)
-        rows.append((name, found, first("classes"), first("iterations_per_epoch")))
+        first = [next((n[k] for n in found.values() if n and n.get(k)), None) for k in KEYS]
+        rows.append((name, found, *first))
     return rows
 
 
@@ -117,7 +113,7 @@ def _text(numbers):
     return text + (" (ep {})".format(numbers["best_epoch"]) if numbers["best_epoch"] else "")
 
 
-def format_joint_markdown(numbers, protocol="clean"):
+def joint_markdown(numbers, protocol="clean"):
     """One line per training set: its classes, iterations per epoch and Market-1501 Rank-1 /
     mAP ("clean; paper" under protocol both)."""
     lines = [
@@ -146,11 +142,7 @@ def joint_csv_rows(numbers, protocol="clean"):
         line = [name, classes or "", iters or ""]
         for n in (found[p] or {} for p in protocols):
             metrics = n.get("metrics") or {}
-            line += [
-                number(metrics.get("Rank-1")),
-                number(metrics.get("mAP")),
-                n.get("epoch") or "",
-            ]
+            line += [number(metrics.get(k)) for k in ("Rank-1", "mAP")] + [n.get("epoch") or ""]
             line.append((n.get("config_sha256") or "")[:CONFIG_DIGITS])
         table.append(line + [protocol])
     return table

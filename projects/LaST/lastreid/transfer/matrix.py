@@ -16,16 +16,7 @@ from ..experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CH
 from ..experiments.runs import Runner, RunSpec, repo_path
 from ..experiments.table import write_tables
 from ..run_results import dataset_metrics, run_config_sha256
-from .report import (
-    DEFAULT_DATASETS,
-    SETTINGS,
-    Cell,
-    cell_summary,
-    columns,
-    csv_rows,
-    draw_chart,
-    format_markdown,
-)
+from .report import DEFAULT_DATASETS, SETTINGS, Cell, cell_summary, columns, tables
 from .sources import Source, model_overrides, write_random_init
 
 __all__ = ["TransferMatrix"]
@@ -209,27 +200,21 @@ class TransferMatrix:
             selection, metrics = None, dataset_metrics(results, cell.dataset)
         if not metrics:
             return None
+        source = self.model_source(cell)
+        # config_sha256: the merged config the run started with (its config.yaml)
+        result = {"source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting}
+        result.update(weights=source.path or "random init", layout=cell.source.layout)
+        result.update(torchvision_stem=self._stem(cell.source), metrics=metrics, opts=spec.opts)
+        result.update(weights_signature=spec.stamp["weights_signature"], protocol=cell.protocol)
+        result.update(config_sha256=run_config_sha256(spec.output))
+        result.update(command=spec.command(self.runner.num_gpus))
         return dict(
-            {"source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting},
-            weights=self.model_source(cell).path or "random init",
-            layout=cell.source.layout,
-            torchvision_stem=self._stem(cell.source),
-            weights_signature=spec.stamp["weights_signature"],
-            config_sha256=run_config_sha256(spec.output),  # its merged config (config.yaml)
-            metrics=metrics,
-            protocol=cell.protocol,
-            opts=spec.opts,
-            command=spec.command(self.runner.num_gpus),
-            **{k: selection[k] for k in ("best_epoch", "last", "history") if selection},
+            result, **{k: selection[k] for k in ("best_epoch", "last", "history") if selection}
         )
 
     def write_table(self, cells):
         """Writes transfer_table.md / .csv / transfer_chart.png; returns their paths."""
         rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
-        md = format_markdown(rows, cols, grid, self.protocol)
-        table, draw = (
-            csv_rows(rows, cols, grid, self.protocol),
-            draw_chart(rows, cols, grid, self.protocol),
-        )
+        md, table, draw = tables(rows, cols, grid, self.protocol)
         return write_tables(self.output, "transfer_table", md, table, draw, "transfer_chart")

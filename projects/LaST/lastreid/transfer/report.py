@@ -11,7 +11,7 @@ from ..experiments.table import CONFIG_DIGITS, csv_text, number
 
 __all__ = ["CHART_SIZE", "DEFAULT_DATASETS", "PUBLISHED", "SETTINGS", "SOURCE_CELL", "Cell"]
 __all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart", "format_csv"]
-__all__ += ["format_markdown"]
+__all__ += ["format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
 SETTINGS = ("direct", "finetune")
@@ -152,6 +152,12 @@ def csv_rows(rows, cols, grid, protocol="clean"):
 
 def format_csv(rows, cols, grid, protocol="clean"):
     return csv_text(csv_rows(rows, cols, grid, protocol))
+
+
+def tables(rows, cols, grid, protocol="clean"):
+    """(markdown, CSV rows, chart drawing) of the table."""
+    args = (rows, cols, grid, protocol)
+    return format_markdown(*args), csv_rows(*args), draw_chart(*args)
 
 
 def draw_chart(rows, cols, grid, protocol="clean"):

@@ -6,7 +6,7 @@ the run beside its file, the model its cells build (`model_overrides`)."""
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -107,13 +107,9 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
     trained with its recipe, its model the file the recipe keeps under
     `<output>/sources/<name>/`; the paper's other selection, where it has one, under
     `<output>/sources/<name>-paper/` (`Source.paper`)."""
-    unknown = [n for n in names if n not in SOURCE_RECIPES]
+    unknown = ", ".join(repr(n) for n in names if n not in SOURCE_RECIPES)
     if unknown:
-        raise InputError(
-            "--train: unknown source {}; known: {}".format(
-                ", ".join(map(repr, unknown)), ", ".join(SOURCE_RECIPES)
-            )
-        )
+        raise InputError(f"--train: unknown source {unknown}; known: {', '.join(SOURCE_RECIPES)}")
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
@@ -125,14 +121,9 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
         folder = os.path.join(os.path.abspath(output), "sources", slugify(name))
         source = Source(name, os.path.join(folder, kept), train=config, trained_on=(name,))
         if name in PAPER_SELECTION:
-            source.paper = Source(
-                name,
-                os.path.join(folder + "-paper", "model_best.pth"),
-                train=config,
-                trained_on=(name,),
-                train_opts=list(PAPER_SELECTION[name]),
-                run_suffix="-paper",
-            )
+            paper = os.path.join(folder + "-paper", "model_best.pth")
+            source.paper = replace(source, path=paper, run_suffix="-paper")
+            source.paper.train_opts = list(PAPER_SELECTION[name])
         sources.append(source)
     return sources
 
@@ -157,15 +148,11 @@ def discover_sources(folder=None, pairs=(), random_init=False, trust=False, firs
         layout = checkpoint_layout(path, trust=trust)
         trained_on = training_datasets(path, name)
         sources.append(Source(name, os.path.abspath(path), layout, trained_on=trained_on))
-    seen = {}
-    for s in sources:
-        if s.slug in seen:
-            raise InputError(
-                "two sources named {!r} and {!r} (file names {!r}): rename one".format(
-                    seen[s.slug], s.name, s.slug
-                )
-            )
-        seen[s.slug] = s.name
+    slugs = [s.slug for s in sources]
+    for i, s in enumerate(sources):
+        if s.slug in slugs[:i]:
+            other = sources[slugs.index(s.slug)].name
+            raise InputError(f"two sources named {other!r} and {s.name!r} (file names {s.slug!r})")
     if not sources:
         raise InputError(
             "no sources: give --models DIR with *.pth files, --source NAME=PATH, "
