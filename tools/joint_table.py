@@ -22,13 +22,7 @@ import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.errors import InputError, MissingFileError, run_tool
-from lastreid.experiments.cli import (
-    add_table_options,
-    parse_table_args,
-    pretrain_off,
-    print_table,
-    runner_of,
-)
+from lastreid.experiments import cli
 from lastreid.experiments.protocols import add_protocol_option
 from lastreid.joint import JointComparison
 
@@ -43,10 +37,10 @@ def main(argv=None):
         "--imagenet", metavar="FILE", help="torchvision ImageNet ResNet-50 file: every run's start"
     )
     add_protocol_option(p)
-    add_table_options(p, output="logs/joint")
-    args = parse_table_args(p, argv)
-    runner = runner_of(args, "[joint]")
-    if not args.imagenet and not pretrain_off(args.opts):
+    cli.add_table_options(p, output="logs/joint")
+    args = cli.parse_table_args(p, argv)
+    runner = cli.runner_of(args, "[joint]")
+    if not args.imagenet and not cli.pretrain_off(args.opts):
         raise InputError("the runs start from ImageNet: give --imagenet FILE, or "
                          "MODEL.BACKBONE.PRETRAIN False among the overrides")  # fmt: skip
     if args.imagenet and not os.path.isfile(args.imagenet):
@@ -55,7 +49,7 @@ def main(argv=None):
     output = os.path.abspath(args.output)
     comparison = JointComparison(output, runner, imagenet, args.opts, args.protocol)
     numbers = comparison.run()
-    print_table(args, os.path.join(output, "joint_table.md"))
+    cli.print_table(args, os.path.join(output, "joint_table.md"))
     return 1 if None in numbers.values() else 0
 
 

@@ -12,15 +12,12 @@
         --source synthetic-LaST=demo/runs/bot_synthetic_last/model_best.pth \\
         --output demo/runs/transfer
 
-Targets: PRCC and Celeb-reID (default), Market1501 and DukeMTMC (--datasets); settings:
-direct transfer and fine-tuned; protocol clean (each fine-tune's last epoch) or paper (the
-best (Rank-1 + mAP) / 2 epoch on the test split, bilinear resize), or both. A row's cells
-build the model of the config.yaml beside its file; a row is never run on a dataset its
-model was trained on ("source"). Each cell is a tools/train_net.py run under
-OUTPUT/runs/<source>/<dataset>-<setting>[-paper]/, its numbers in OUTPUT/results/*.json.
-Running the same command again skips what is done and resumes what was interrupted; a run
-of another recipe is never reused silently (--stale). Trailing KEY VALUE pairs override the
-config of every run. docs/generalisation.md.
+Targets PRCC and Celeb-reID (default), Market1501, DukeMTMC; direct and fine-tuned; protocol
+clean (a fine-tune's last epoch), paper (its best (Rank-1 + mAP) / 2 epoch on the test split,
+bilinear) or both. A row's cells build the model of the config.yaml beside its file, never on
+its own training data ("source"). Each cell is a train_net.py run under OUTPUT/runs/, its
+numbers in OUTPUT/results/; the same command again skips what is done and resumes the rest.
+Trailing KEY VALUE pairs override every run's config. docs/generalisation.md.
 """
 
 import argparse
@@ -28,13 +25,7 @@ import os
 
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.errors import InputError, run_tool
-from lastreid.experiments.cli import (
-    add_table_options,
-    parse_table_args,
-    pretrain_off,
-    print_table,
-    runner_of,
-)
+from lastreid.experiments import cli
 from lastreid.experiments.protocols import add_protocol_option
 from lastreid.transfer.matrix import TransferMatrix
 from lastreid.transfer.report import DEFAULT_DATASETS, SETTINGS
@@ -65,26 +56,26 @@ def parse_args(argv=None):
                    "ImageNet row, and the initialisation of the --train sources")  # fmt: skip
     add_protocol_option(p)
     p.add_argument("--preset", choices=sorted(CONFIGS), default="reference",
-                   help="reference: the paper's recipes (configs/transfer/direct.yml, "
-                   "configs/*/bagtricks_R50_finetune.yml); synthetic: the demo's short ones")  # fmt: skip
+                   help="reference: the paper's recipes (configs/transfer/direct.yml, configs/*/"
+                   "bagtricks_R50_finetune.yml); synthetic: the demo's short ones")  # fmt: skip
     p.add_argument(
         "--direct-config", help="config of the direct-transfer runs (overrides --preset)"
     )
     p.add_argument("--finetune-config", metavar="DATASET=FILE", action="append", default=[],
-                   help="fine-tune config of a dataset (overrides --preset; repeatable)")  # fmt: skip
+                   help="a dataset's fine-tune config (repeatable)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS),
                    choices=DATASETS, help="target datasets (default: %(default)s)")  # fmt: skip
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     p.add_argument("--torchvision-stem", choices=("auto", "on", "off"), default="auto",
                    help="auto: from each checkpoint's layout")  # fmt: skip
     p.add_argument("--single-shot", action="store_true",
-                   help="also report PRCC's single-shot protocol (TEST.SINGLE_SHOT) for the PRCC cells")  # fmt: skip
+                   help="also report PRCC's single-shot protocol (TEST.SINGLE_SHOT)")  # fmt: skip
     p.add_argument(
         "--trust", action="store_true", help="MODEL.TRUST_CHECKPOINTS True for the sources"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights")
-    add_table_options(p, output="logs/transfer")
-    return parse_table_args(p, argv)
+    cli.add_table_options(p, output="logs/transfer")
+    return cli.parse_table_args(p, argv)
 
 
 def _pairs(items, what):
@@ -97,7 +88,7 @@ def _pairs(items, what):
 
 def main(argv=None):
     args = parse_args(argv)
-    runner = runner_of(args, "[transfer]")
+    runner = cli.runner_of(args, "[transfer]")
     configs = dict(CONFIGS[args.preset], finetune=dict(CONFIGS[args.preset]["finetune"]))
     if args.direct_config:
         configs["direct"] = os.path.abspath(args.direct_config)
@@ -105,7 +96,7 @@ def main(argv=None):
         if dataset not in DATASETS:
             raise InputError("--finetune-config: unknown dataset {!r}".format(dataset))
         configs["finetune"][dataset] = os.path.abspath(path)
-    if args.train and not args.imagenet and not pretrain_off(args.opts):
+    if args.train and not args.imagenet and not cli.pretrain_off(args.opts):
         raise InputError("--train needs --imagenet FILE (the sources start from ImageNet), or "
                          "MODEL.BACKBONE.PRETRAIN False among the overrides")  # fmt: skip
     sources = discover_sources(
@@ -118,11 +109,8 @@ def main(argv=None):
     for s in sources:
         trained = (", trained here" if s.train else "") + (
             ", trained on " + ", ".join(s.trained_on) if s.trained_on else "")  # fmt: skip
-        layout = s.layout if s.path else "fastreid"
-        print(
-            f"[transfer] source {s.name!r}: {s.path or 'random weights'} ({layout} layout){trained}",
-            flush=True,
-        )
+        where = f"{s.path} ({s.layout} layout)" if s.path else "random weights (fastreid layout)"
+        print(f"[transfer] source {s.name!r}: {where}{trained}", flush=True)
     matrix = TransferMatrix(
         output=os.path.abspath(args.output),
         sources=sources,
@@ -139,7 +127,7 @@ def main(argv=None):
         imagenet=os.path.abspath(args.imagenet) if args.imagenet else None,
     )
     cells = matrix.run()
-    print_table(args, os.path.join(matrix.output, "transfer_table.md"))
+    cli.print_table(args, os.path.join(matrix.output, "transfer_table.md"))
     return 1 if any(c.result is None and not c.is_source for c in cells) else 0
 
 

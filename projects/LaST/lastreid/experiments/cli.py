@@ -1,6 +1,6 @@
 """The command-line options every table tool shares: --output, --stale, --num-gpus,
---verbose, --no-print-table and the trailing KEY VALUE overrides of every run; and the
-tools' common start (one process, not under torchrun)."""
+--verbose, --no-print-table and the trailing KEY VALUE overrides of every run (checked to
+come in pairs), and the tools' common start: one process, not under torchrun."""
 
 import argparse
 
@@ -8,13 +8,11 @@ from ..errors import InputError
 from ..launch import under_torchrun
 from .runs import STALE_CHOICES, Runner
 
-__all__ = ["add_table_options", "pretrain_off", "print_table", "parse_table_args", "runner_of"]
-__all__ += ["split_overrides"]
+__all__ = ["add_table_options", "parse_table_args", "pretrain_off", "print_table", "runner_of"]
 
 
-def add_table_options(parser, output, print_option=True):
-    """Adds the shared options; `output`: the default of --output. The overrides come last
-    (they take the rest of the line)."""
+def add_table_options(parser, output):
+    """Adds the shared options (`output`: the default of --output); the overrides last."""
     parser.add_argument("--output", default=output, help="runs and the table go here")
     parser.add_argument(
         "--stale",
@@ -24,37 +22,23 @@ def add_table_options(parser, output, print_option=True):
         "than this command's: stop (say which, run nothing), redo them, or reuse their numbers",
     )
     parser.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
-    parser.add_argument(
-        "--verbose", action="store_true", help="show the runs' output instead of logging it"
-    )
-    if print_option:
-        parser.add_argument(
-            "--no-print-table", action="store_true", help="do not print the table at the end"
-        )
+    parser.add_argument("--verbose", action="store_true", help="show the runs' output, not logged")
+    parser.add_argument("--no-print-table", action="store_true", help="do not print the table")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
 
 
-def split_overrides(opts):
-    """The overrides after an optional "--", checked to come in KEY VALUE pairs."""
-    opts = list(opts[1:] if opts[:1] == ["--"] else opts)
-    if len(opts) % 2:
-        raise InputError("overrides come in KEY VALUE pairs, got: " + " ".join(opts))
-    return opts
-
-
 def parse_table_args(parser, argv):
-    """parser.parse_args(argv) with the overrides checked (a usage error otherwise)."""
+    """parser.parse_args(argv), the overrides after an optional "--" and in KEY VALUE pairs."""
     args = parser.parse_args(argv)
-    try:
-        args.opts = split_overrides(args.opts)
-    except InputError as e:
-        parser.error(str(e))
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    if len(args.opts) % 2:
+        parser.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
     return args
 
 
 def runner_of(args, tag, **kw):
-    """The Runner of a tool's parsed arguments; refuses to run under torchrun (N copies
-    would run every run N times into one table)."""
+    """The Runner of a tool's parsed arguments. Never under torchrun: N copies would run
+    every run N times into one table."""
     if under_torchrun():
         raise InputError(
             "run it as one process, not under torchrun; --num-gpus N gives each run N processes"
@@ -63,14 +47,13 @@ def runner_of(args, tag, **kw):
 
 
 def pretrain_off(opts):
-    """True when `KEY VALUE` overrides say MODEL.BACKBONE.PRETRAIN False (no ImageNet file
-    is then needed to train)."""
+    """True when the overrides say MODEL.BACKBONE.PRETRAIN False (no ImageNet file needed)."""
     pairs = dict(zip(opts[::2], opts[1::2]))
     return str(pairs.get("MODEL.BACKBONE.PRETRAIN", "")).lower() in ("false", "0", "off", "no")
 
 
 def print_table(args, path):
     """Prints the markdown table at `path` unless --no-print-table."""
-    if not getattr(args, "no_print_table", False):
+    if not args.no_print_table:
         with open(path) as f:
             print("\n" + f.read(), flush=True)
