@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 from lastreid.benchmark import DEFAULT_METHODS, METRICS, method_config
-from lastreid.experiments import runs
 from lastreid.engine import Trainer, evaluate_weights
+from lastreid.experiments import runs
 from lastreid.run_results import read_run_results
 from lastreid.startup import build_cfg
 
@@ -42,7 +42,8 @@ DIMS = {"bagtricks": 512, "mgn": 2048, "pcb": 3072, "hpm": 3840, "agw": 512, "sb
 
 def killing_run_logged(target, moment, real):
     """experiments.runs.run_logged, but the training of `target` runs through
-    tests/stop_at.py and is SIGKILLed when it reaches `moment`; then a KeyboardInterrupt, as a Ctrl-C would."""
+    tests/stop_at.py and is SIGKILLed when it reaches `moment`; then a KeyboardInterrupt, as
+    a Ctrl-C would."""
 
     def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
         if runs.TRAIN_NET not in cmd or "--resume" not in cmd or not log_path.startswith(target):

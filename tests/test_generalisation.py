@@ -209,10 +209,7 @@ def test_a_rows_training_data_comes_from_its_name_or_its_config(tmp_path):
     run.mkdir()
     (run / "model_final.pth").write_bytes(b"")
     (run / "config.yaml").write_text("DATASETS:\n  NAMES: [Market1501, LaSTClothes]\n")
-    assert training_datasets(str(run / "model_final.pth"), "x") == (
-        "Market1501",
-        "LaSTClothes",
-    )
+    assert training_datasets(str(run / "model_final.pth"), "x") == ("Market1501", "LaSTClothes")
     assert training_datasets(str(tmp_path / "dukemtmc.pth"), "dukemtmc") == ("DukeMTMC",)
     assert training_datasets(str(tmp_path / "LaST.pth"), "LaST") == ()
     sources = trained_sources(str(tmp_path / "out"), ["LaSTClothes", "Market1501"])

@@ -265,7 +265,11 @@ def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):
     assert sources[0].path == str(imagenet) and sources[0].torchvision_stem and not sources[0].train
     assert sources[2].path == str(tmp_path / "out" / "sources" / "LaST" / "model_best.pth")
     matrix = TransferMatrix(
-        str(tmp_path / "out"), sources, CONFIGS["reference"], imagenet=str(imagenet), protocol="both"
+        str(tmp_path / "out"),
+        sources,
+        CONFIGS["reference"],
+        imagenet=str(imagenet),
+        protocol="both",
     )
     spawned = fake_runs(monkeypatch)
     matrix.runner.log = lambda line: None

@@ -350,7 +350,11 @@ def test_a_changed_source_checkpoint_redoes_its_cells(tmp_path, monkeypatch):
     weights.write_bytes(b"v1")
     src = Source("LaST", str(weights), LAYOUT_FASTREID)
     matrix = TransferMatrix(
-        str(tmp_path / "out"), [src], CONFIGS["synthetic"], datasets=("PRCC",), settings=("finetune",)
+        str(tmp_path / "out"),
+        [src],
+        CONFIGS["synthetic"],
+        datasets=("PRCC",),
+        settings=("finetune",),
     )
     lines = []
     matrix.runner.log = lines.append

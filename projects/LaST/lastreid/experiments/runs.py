@@ -153,10 +153,9 @@ class Runner:
             why = (
                 f"exit code {code}" if code else f"no numbers saved ({RESULTS_FILE}, metrics.json)"
             )
-            self.log(
-                f"{head}: FAILED after {cost['wall_s']:.0f} s ({why}); see {spec._at(spec.log_name)}"
-            )
-            for line in _lines(spec._at(spec.log_name))[-15:]:
+            log = spec._at(spec.log_name)
+            self.log(f"{head}: FAILED after {cost['wall_s']:.0f} s ({why}); see {log}")
+            for line in _lines(log)[-15:]:
                 self.log("    " + line)
             return None
         self.log(f"{head}: done in {cost['wall_s']:.0f} s{_brackets(summary, numbers)}")
