@@ -203,6 +203,22 @@ def test_a_run_of_another_recipe_stops_the_command(bench, tmp_path):
     assert not (out / "benchmark_table.md").exists()
 
 
+def test_a_method_is_a_config_file(tmp_path):
+    """A name stands for configs/LaST/<name>_R50.yml in any case, a .yml path for itself; an
+    unknown name or a missing file is one line naming it."""
+    from lastreid.errors import InputError
+
+    assert method_config("agw") == ("agw", os.path.join(REPO, "configs", "LaST", "AGW_R50.yml"))
+    assert method_config("PCB")[1] == os.path.join(REPO, "configs", "LaST", "pcb_R50.yml")
+    mine = tmp_path / "toy.yml"
+    mine.write_text("_BASE_: x\n")
+    assert method_config(str(mine)) == ("toy", str(mine))
+    with pytest.raises(InputError, match="--methods nosuch: no configs/LaST/nosuch_R50.yml"):
+        method_config("nosuch")
+    with pytest.raises(InputError, match="no such config file"):
+        method_config(str(tmp_path / "missing.yml"))
+
+
 def test_fastreid_mgn_trains_through_train_net_and_eval_only_agrees(
     synthetic_root, tmp_path, monkeypatch
 ):

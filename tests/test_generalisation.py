@@ -219,6 +219,32 @@ def test_a_rows_training_data_comes_from_its_name_or_its_config(tmp_path):
     ]
 
 
+def test_a_rows_cells_build_the_whole_model_of_its_run(tmp_path):
+    """model_overrides: every MODEL key of the config.yaml beside the file (a head of one's
+    own with keys of its own, MODEL.IMPORTS) and the input size, but the keys of the cell's
+    own run (device, weights, the target's classes, losses, the stem)."""
+    from lastreid.transfer.sources import model_overrides
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "MODEL:\n  DEVICE: cuda\n  IMPORTS: [/x/toy.py]\n  LOSSES: {NAME: [CrossEntropyLoss]}\n"
+        "  HEADS: {NAME: ToyHead, NUM_CLASSES: 72, TOY: {WIDTH: 7}}\n"
+        "  BACKBONE: {DEPTH: 18x, TORCHVISION_STEM: true}\n"
+        "INPUT: {SIZE_TRAIN: [64, 32], SIZE_TEST: [64, 32]}\nSOLVER: {MAX_EPOCH: 3}\n"
+    )
+    pairs = model_overrides(str(run / "model_best.pth"))
+    assert dict(zip(pairs[::2], pairs[1::2])) == {
+        "MODEL.BACKBONE.DEPTH": "18x",
+        "MODEL.HEADS.NAME": "ToyHead",
+        "MODEL.HEADS.TOY.WIDTH": "7",
+        "MODEL.IMPORTS": "['/x/toy.py']",
+        "INPUT.SIZE_TRAIN": "[64, 32]",
+        "INPUT.SIZE_TEST": "[64, 32]",
+    }
+    assert model_overrides(str(tmp_path / "elsewhere.pth")) == []  # no run beside it
+
+
 def _matrix(tmp_path, protocol, names=("LaSTClothes",), datasets=("Market1501", "PRCC")):
     sources = trained_sources(str(tmp_path / "out"), list(names))
     matrix = TransferMatrix(
