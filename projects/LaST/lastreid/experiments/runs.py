@@ -100,8 +100,15 @@ class Runner:
     def settle(self, candidates, where):
         """Applies --stale to the runs of `candidates`, [(RunSpec, paths to remove to redo
         it)], whose config.yaml names another recipe than the spec's: stop (one line naming
-        them), redo (remove the paths) or reuse (keep them, with a note). Returns titles."""
+        them), redo (remove the paths) or reuse (keep finished ones, with a note). Returns
+        their titles."""
         stale = [(spec, paths) for spec, paths in candidates if other_recipe(spec)]
+        unfinished = "; ".join(f"{s.title} ({s.output})" for s, _ in stale if not s.done())
+        if unfinished and self.stale == "reuse":  # resuming it would mix two recipes
+            raise InputError(
+                f"--stale reuse keeps finished runs only; started with another recipe: "
+                f"{unfinished}; run again with --stale redo to redo them"
+            )
         if stale and self.stale == "stop":
             raise InputError(
                 f"{len(stale)} run(s) under {where} were made with another recipe (config file "
