@@ -203,6 +203,32 @@ def test_a_run_of_another_recipe_stops_the_command(bench, tmp_path):
     assert not (out / "benchmark_table.md").exists()
 
 
+def test_table_formats_hand_made_rows():
+    """The markdown and CSV of two rows, one failed: the numbers written by hand."""
+    from lastreid.benchmark import Row, csv_rows, format_markdown
+
+    done = Row("bagtricks", "bagtricks_R50.yml", {m: 50.0 + i for i, m in enumerate(METRICS)})
+    done.epoch, done.params, done.feature_dim = 2, 11_234_567, 512
+    done.train_images_per_s, done.eval_seconds, done.eval_peak_gib = 123.456, 7.3, 1.234
+    done.eval_reproduced = True
+    failed = Row("mgn", "mgn_R50.yml", error="training failed")
+    md = format_markdown([done, failed]).splitlines()
+    assert md[2] == (
+        "| method | config | Rank-1 | Rank-5 | Rank-10 | mAP | mINP | epoch | params (M) "
+        "| feature dim | train img/s | eval s | eval peak GiB | eval-only = run |"
+    )
+    assert md[4:] == [
+        "| bagtricks | bagtricks_R50.yml | 50.0 | 51.0 | 52.0 | 53.0 | 54.0 | 2 | 11.2 | 512 "
+        "| 123.5 | 7.3 | 1.23 | yes |",
+        "| mgn | mgn_R50.yml | error | - | - | - | - | - | - | - | - | - | - | - |",
+    ]
+    assert csv_rows([done, failed])[1:] == [
+        ["bagtricks", "bagtricks_R50.yml", "50.00", "51.00", "52.00", "53.00", "54.00", 2]
+        + [11_234_567, 512, "123.5", "7.3", "1.234", True, ""],
+        ["mgn", "mgn_R50.yml"] + [""] * 12 + ["training failed"],
+    ]
+
+
 def test_a_method_is_a_config_file(tmp_path):
     """A name stands for configs/LaST/<name>_R50.yml in any case, a .yml path for itself; an
     unknown name or a missing file is one line naming it."""
