@@ -2,10 +2,9 @@
 evaluation after the last epoch; paper, as the public LaST code did: every epoch on the test
 split, the best (Rank-1 + mAP) / 2 (`folder.best_epoch`), bilinear resize; both."""
 
-__all__ = ["PAPER_FINETUNE_OPTS", "PAPER_OPTS", "PROTOCOLS", "PROTOCOL_CHOICES"]
+__all__ = ["PAPER_FINETUNE_OPTS", "PAPER_OPTS", "PROTOCOL_CHOICES"]
 __all__ += ["add_protocol_option", "protocol_note"]
 
-PROTOCOLS = ("clean", "paper")
 PROTOCOL_CHOICES = {"clean": ("clean",), "paper": ("paper",), "both": ("clean", "paper")}
 _NOTES = {
     "clean": "protocol clean: {} the evaluation after the last epoch",
