@@ -209,15 +209,21 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     with pytest.raises(KeyboardInterrupt):
         transfer_matrix.main(argv)
     first = capsys.readouterr().out
-    assert first.count(": training (log") == 2 and first.count(": done in ") == 1, first
+    started = [line for line in first.splitlines() if ": training (log" in line]
+    # both sources, one cell done; the second cell interrupted before its process started
+    assert [" source " in line for line in started] == [True, True, False, False], first
+    assert first.count(": done in ") == 3, first
     assert os.path.isfile(output / "sources" / "LaST" / "model_best.pth")
     assert os.path.isfile(output / "sources" / "Market1501" / "model_final.pth")
 
     monkeypatch.setattr(runs, "run_logged", real_run)
     assert transfer_matrix.main(argv) == 0
     second = capsys.readouterr().out
-    assert second.count("done before, skipped") == 3 and ": training (log" not in second, second
-    assert second.count(": done in ") == 1, second  # two sources and one cell skipped
+    # two sources and one cell skipped, the interrupted cell run
+    assert second.count("done before, skipped") == 3, second
+    started = [line for line in second.splitlines() if ": training (log" in line]
+    assert len(started) == 1 and "LaST | PRCC | fine-tuned | paper" in started[0], second
+    assert second.count(": done in ") == 1, second
 
     table = (output / "transfer_table.md").read_text().splitlines()
     assert table[0].startswith("Rank-1 / mAP (%); protocol paper")
