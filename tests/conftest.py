@@ -200,3 +200,19 @@ def bot_default_run(request, default_root, tmp_path_factory):
     yield output
     if request.session.testsfailed == 0:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fake_runs(monkeypatch, action=lambda cmd, log_path: 1):
+    """Replaces the train_net processes of the table tools (lastreid.experiments.runs):
+    `action(cmd, log_path)` does what the run would and gives its exit code. Returns the
+    list of the commands "run"."""
+    from lastreid.experiments import runs
+
+    spawned = []
+
+    def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
+        spawned.append(cmd)
+        return action(cmd, log_path), {"wall_s": 0.0, "peak_rss_gib": 0.0}
+
+    monkeypatch.setattr(runs, "run_logged", run_logged)
+    return spawned

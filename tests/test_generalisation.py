@@ -9,10 +9,10 @@ import os
 import re
 from argparse import Namespace
 
-from lastreid import transfer
 from lastreid.checkpoint import CLASSIFIER_NOT_LOADED
 from lastreid.datasets import synthetic
 from lastreid.errors import InputError
+from lastreid.joint import JOINT_RUNS
 from lastreid.loaders import build_train_set
 from lastreid.run_results import (
     config_sha256,
@@ -21,11 +21,15 @@ from lastreid.run_results import (
     write_run_results,
 )
 from lastreid.startup import build_cfg
+from lastreid.transfer.matrix import TransferMatrix
+from lastreid.transfer.report import SOURCE_CELL
+from lastreid.transfer.sources import CONFIGS as TRANSFER_CONFIGS
+from lastreid.transfer.sources import trained_sources, training_datasets
 
 import pytest
 import torch
 import yaml
-from conftest import load_tool
+from conftest import fake_runs, load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -164,24 +168,23 @@ def test_matrix_on_short_term_targets_skips_the_rows_own_dataset(
     trees, joint_run, fast_cpu_opts, tmp_path, monkeypatch, capsys
 ):
     """Random init and the joint Market1501 + LaSTClothes model (its config.yaml beside it
-    names its training data) x Market1501 / DukeMTMC / PRCC x direct / fine-tuned: 10
-    cells run, the joint row's two Market1501 cells read "source"."""
+    names its training data) x Market1501 / DukeMTMC x direct / fine-tuned: 6 cells run,
+    the joint row's two Market1501 cells read "source". (PRCC as a target: test_transfer.)"""
     monkeypatch.setenv("FASTREID_DATASETS", str(trees))
     output = tmp_path / "table"
     argv = ["--random-init", "--source", "joint={}".format(joint_run / "model_final.pth")]
-    argv += ["--datasets", "Market1501", "DukeMTMC", "PRCC", "--output", str(output)]
+    argv += ["--datasets", "Market1501", "DukeMTMC", "--output", str(output)]
     argv += ["--no-print-table", *fast_cpu_opts, *SMALL_OPTS]
     assert load_tool("transfer_matrix").main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count(": done in ") == 10 and out.count("shown as source, not run") == 2, out
+    assert out.count(": done in ") == 6 and out.count("shown as source, not run") == 2, out
     table = (output / "transfer_table.md").read_text().splitlines()
     assert table[2] == (
-        "| pre-training | PRCC direct | Market direct | Duke direct | PRCC fine-tuned "
-        "| Market fine-tuned | Duke fine-tuned |"
+        "| pre-training | Market direct | Duke direct | Market fine-tuned | Duke fine-tuned |"
     )
     joint = [c.strip() for c in table[5].split("|")[1:-1]]
-    assert joint[0] == "joint" and joint[2] == joint[5] == transfer.SOURCE_CELL
-    assert all(" / " in c for c in joint[1:2] + joint[3:5] + joint[6:]) and " - " not in table[4]
+    assert joint[0] == "joint" and joint[1] == joint[3] == SOURCE_CELL
+    assert " / " in joint[2] and " / " in joint[4] and " - " not in table[4]
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
     assert rows[1]["Market direct R1"] == rows[1]["Market fine-tuned mAP"] == "source"
     assert not (output / "runs" / "joint" / "Market1501-finetune").exists()
@@ -206,37 +209,59 @@ def test_a_rows_training_data_comes_from_its_name_or_its_config(tmp_path):
     run.mkdir()
     (run / "model_final.pth").write_bytes(b"")
     (run / "config.yaml").write_text("DATASETS:\n  NAMES: [Market1501, LaSTClothes]\n")
-    assert transfer.training_datasets(str(run / "model_final.pth"), "x") == (
-        "Market1501",
-        "LaSTClothes",
-    )
-    assert transfer.training_datasets(str(tmp_path / "dukemtmc.pth"), "dukemtmc") == ("DukeMTMC",)
-    assert transfer.training_datasets(str(tmp_path / "LaST.pth"), "LaST") == ()
-    sources = transfer.trained_sources(str(tmp_path / "out"), ["LaSTClothes", "Market1501"])
+    assert training_datasets(str(run / "model_final.pth"), "x") == ("Market1501", "LaSTClothes")
+    assert training_datasets(str(tmp_path / "dukemtmc.pth"), "dukemtmc") == ("DukeMTMC",)
+    assert training_datasets(str(tmp_path / "LaST.pth"), "LaST") == ()
+    sources = trained_sources(str(tmp_path / "out"), ["LaSTClothes", "Market1501"])
     assert [(s.name, s.trained_on) for s in sources] == [
         ("Market1501", ("Market1501",)),
         ("LaSTClothes", ("LaSTClothes",)),
     ]
 
 
+def test_a_rows_cells_build_the_whole_model_of_its_run(tmp_path):
+    """model_overrides: every MODEL key of the config.yaml beside the file (a head of one's
+    own with keys of its own, MODEL.IMPORTS) and the input size, but the keys of the cell's
+    own run (device, weights, the target's classes, losses, the stem)."""
+    from lastreid.transfer.sources import model_overrides
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "MODEL:\n  DEVICE: cuda\n  IMPORTS: [/x/toy.py]\n  LOSSES: {NAME: [CrossEntropyLoss]}\n"
+        "  HEADS: {NAME: ToyHead, NUM_CLASSES: 72, TOY: {WIDTH: 7}}\n"
+        "  BACKBONE: {DEPTH: 18x, TORCHVISION_STEM: true}\n"
+        "INPUT: {SIZE_TRAIN: [64, 32], SIZE_TEST: [64, 32]}\nSOLVER: {MAX_EPOCH: 3}\n"
+    )
+    pairs = model_overrides(str(run / "model_best.pth"))
+    assert dict(zip(pairs[::2], pairs[1::2])) == {
+        "MODEL.BACKBONE.DEPTH": "18x",
+        "MODEL.HEADS.NAME": "ToyHead",
+        "MODEL.HEADS.TOY.WIDTH": "7",
+        "MODEL.IMPORTS": "['/x/toy.py']",
+        "INPUT.SIZE_TRAIN": "[64, 32]",
+        "INPUT.SIZE_TEST": "[64, 32]",
+    }
+    assert model_overrides(str(tmp_path / "elsewhere.pth")) == []  # no run beside it
+
+
 def _matrix(tmp_path, protocol, names=("LaSTClothes",), datasets=("Market1501", "PRCC")):
-    sources = transfer.trained_sources(str(tmp_path / "out"), list(names))
-    matrix = transfer.TransferMatrix(
+    sources = trained_sources(str(tmp_path / "out"), list(names))
+    matrix = TransferMatrix(
         str(tmp_path / "out"),
         sources,
-        transfer.CONFIGS["synthetic"],
+        TRANSFER_CONFIGS["synthetic"],
         datasets=datasets,
         protocol=protocol,
         opts=["MODEL.BACKBONE.PRETRAIN", "False"],
     )
-    matrix.log = lambda line: None
+    matrix.runner.log = lambda line: None
     return matrix
 
 
 def test_clothes_row_is_selected_on_market_test_under_the_paper_protocol(tmp_path, monkeypatch):
-    spawned = []
     matrix = _matrix(tmp_path, "both")
-    monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
+    spawned = fake_runs(monkeypatch)
     matrix.train_sources()
     assert len(spawned) == 2
     clean, paper = ({k: v for k, v in zip(c[::1], c[1:])} for c in spawned)
@@ -246,7 +271,7 @@ def test_clothes_row_is_selected_on_market_test_under_the_paper_protocol(tmp_pat
     assert "DATASETS.TESTS" not in clean and paper["DATASETS.TESTS"] == '("Market1501",)'
     assert paper["TEST.EVAL_PERIOD"] == paper["SOLVER.CHECKPOINT_PERIOD"] == "1"
     weights = {
-        (c.dataset, c.protocol): matrix.recipe(c)[1][matrix.recipe(c)[1].index("MODEL.WEIGHTS") + 1]
+        (c.dataset, c.protocol): matrix.spec(c).opts[matrix.spec(c).opts.index("MODEL.WEIGHTS") + 1]
         for c in matrix.cells()
         if c.setting == "finetune"
     }
@@ -269,21 +294,21 @@ def test_source_cells_are_not_run_nor_checked_for_their_recipe(tmp_path, monkeyp
     torch.save({"model": {}}, source.path)
     (tmp_path / "out" / "sources" / "Market1501" / "last_checkpoint").write_text("model_final.pth")
     torch.save({"model": {}}, os.path.join(os.path.dirname(source.path), "model_final.pth"))
-    spawned = []
-    monkeypatch.setattr(matrix, "_spawn", lambda cmd, log, heartbeat=None: spawned.append(cmd) or 1)
+    (tmp_path / "out" / "sources" / "Market1501" / "results.json").write_text('{"evaluation": {}}')
+    spawned = fake_runs(monkeypatch)
     cells = matrix.run()
     assert spawned == [] and [c.is_source for c in cells] == [True, True]
-    assert transfer.stale_runs(matrix) == []
+    assert matrix.runner.settle(matrix.stale_candidates(), matrix.output) == []
     table = (tmp_path / "out" / "transfer_table.md").read_text().splitlines()
     assert table[4] == "| Market1501 | source | source |"
 
 
 def _fake_training(metrics_by_epoch, classes):
-    """A _spawn that leaves what a finished train_net run leaves: the config it was given
+    """A fake_runs action that leaves what a finished train_net run leaves: the config it was given
     (with its classes filled in), last_checkpoint, model_final.pth, metrics.json (one
     evaluation per epoch, 3 iterations each) and results.json (the last epoch)."""
 
-    def spawn(cmd, log_path, heartbeat=None):
+    def spawn(cmd, log_path):
         out = os.path.dirname(log_path)
         config, opts = cmd[cmd.index("--config-file") + 1], cmd[cmd.index("--resume") + 1 :]
         recipe = config_sha256(build_cfg(config, opts))
@@ -311,31 +336,25 @@ def _fake_training(metrics_by_epoch, classes):
 def test_joint_table_trains_each_run_once_and_reads_its_numbers(tmp_path, monkeypatch, capsys):
     joint = load_tool("joint_table")
     history = [(10.0, 5.0), (30.0, 20.0), (20.0, 15.0)]  # the paper protocol picks epoch 2
-    spawned = []
-
-    def spawn(self, cmd, log_path, heartbeat=None):
-        spawned.append(cmd)
-        return _fake_training(history, 7)(cmd, log_path)
-
-    monkeypatch.setattr(transfer.JointComparison, "_spawn", spawn)
+    spawned = fake_runs(monkeypatch, _fake_training(history, 7))
     argv = ["--output", str(tmp_path), "--protocol", "both", "--no-print-table"]
     argv += ["MODEL.BACKBONE.PRETRAIN", "False", "SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[]"]
     assert joint.main(argv) == 0
     assert len(spawned) == 6  # 3 trainings x 2 protocols
     configs = [c[c.index("--config-file") + 1] for c in spawned[::2]]
-    assert [os.path.relpath(c, REPO) for c in configs] == [c for _, c in transfer.JOINT_RUNS]
+    assert [os.path.relpath(c, REPO) for c in configs] == [c for _, c in JOINT_RUNS]
     paper = [c for c in spawned if "INPUT.INTERPOLATION" in c]
     assert len(paper) == 3 and all(c[c.index("TEST.EVAL_PERIOD") + 1] == "1" for c in paper)
     table = (tmp_path / "joint_table.md").read_text().splitlines()
     assert table[2] == "| training set | classes | iterations / epoch | Market1501 |"
     assert table[4:] == [
-        f"| {name} | 7 | 3 | 20.0 / 15.0; 30.0 / 20.0 (ep 2) |" for name, _ in transfer.JOINT_RUNS
+        f"| {name} | 7 | 3 | 20.0 / 15.0; 30.0 / 20.0 (ep 2) |" for name, _ in JOINT_RUNS
     ]
     rows = list(csv.DictReader((tmp_path / "joint_table.csv").read_text().splitlines()))
     assert [r["paper epoch"] for r in rows] == ["2"] * 3 and rows[0]["epoch"] == "3"
     capsys.readouterr()
     assert joint.main(argv) == 0 and len(spawned) == 6  # finished: nothing trained again
-    assert capsys.readouterr().out.count("trained before, skipped") == 6
+    assert capsys.readouterr().out.count("done before, skipped") == 6
     with pytest.raises(InputError, match=r"6 run\(s\) .*Market1501 \+ MSMT17 \| paper.*--stale"):
         joint.main(argv + ["TEST.IMS_PER_BATCH", "32"])
     assert len(spawned) == 6

@@ -1,0 +1,59 @@
+"""The command-line options every table tool shares: --output, --stale, --num-gpus,
+--verbose, --no-print-table and the trailing KEY VALUE overrides of every run (checked to
+come in pairs), and the tools' common start: one process, not under torchrun."""
+
+import argparse
+
+from ..errors import InputError
+from ..launch import under_torchrun
+from .runs import STALE_CHOICES, Runner
+
+__all__ = ["add_table_options", "parse_table_args", "pretrain_off", "print_table", "runner_of"]
+
+
+def add_table_options(parser, output):
+    """Adds the shared options (`output`: the default of --output); the overrides last."""
+    parser.add_argument("--output", default=output, help="runs and the table go here")
+    parser.add_argument(
+        "--stale",
+        choices=STALE_CHOICES,
+        default="stop",
+        help="finished or started runs made with another recipe (config file or overrides) "
+        "than this command's: stop (say which, run nothing), redo them, or reuse their numbers",
+    )
+    parser.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
+    parser.add_argument("--verbose", action="store_true", help="show the runs' output, not logged")
+    parser.add_argument("--no-print-table", action="store_true", help="do not print the table")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+
+
+def parse_table_args(parser, argv):
+    """parser.parse_args(argv), the overrides after an optional "--" and in KEY VALUE pairs."""
+    args = parser.parse_args(argv)
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    if len(args.opts) % 2:
+        parser.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
+    return args
+
+
+def runner_of(args, tag, **kw):
+    """The Runner of a tool's parsed arguments. Never under torchrun: N copies would run
+    every run N times into one table."""
+    if under_torchrun():
+        raise InputError(
+            "run it as one process, not under torchrun; --num-gpus N gives each run N processes"
+        )
+    return Runner(tag, num_gpus=args.num_gpus, verbose=args.verbose, stale=args.stale, **kw)
+
+
+def pretrain_off(opts):
+    """True when the overrides say MODEL.BACKBONE.PRETRAIN False (no ImageNet file needed)."""
+    pairs = dict(zip(opts[::2], opts[1::2]))
+    return str(pairs.get("MODEL.BACKBONE.PRETRAIN", "")).lower() in ("false", "0", "off", "no")
+
+
+def print_table(args, path):
+    """Prints the markdown table at `path` unless --no-print-table."""
+    if not args.no_print_table:
+        with open(path) as f:
+            print("\n" + f.read(), flush=True)

@@ -1,0 +1,131 @@
+"""What a finished or started run folder (a train_net.py OUTPUT_DIR) says, read from the
+files the run saved, never from its log: config.yaml (lastreid.run_results' recipe hash),
+results.json, metrics.json (best epoch, training speed), last_checkpoint; and the signature
+that tells one version of a checkpoint file from the next."""
+
+import json
+import os
+import re
+import statistics
+
+import yaml
+
+from ..curves import iterations_per_epoch, read_metrics
+from ..modeling import build_model
+from ..startup import build_cfg
+
+__all__ = ["best_epoch", "config_value", "count_parameters", "finished_training", "read_json"]
+__all__ += ["run_cfg", "run_config", "training_speed", "weights_signature"]
+
+_EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|(SS|CC|SC)-.+)$")
+
+
+def read_json(path):
+    """The dict in a JSON file; {} when it is missing, unreadable or not a dict."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_config(run_dir):
+    """The merged config (a dict) a run wrote to its config.yaml; None without one."""
+    try:
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def config_value(config, key):
+    """config["A"]["B"] for key "A.B" of a run_config dict; None where a part is missing."""
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def finished_training(run_dir):
+    """True when the run's last checkpoint is the final one (training is complete)."""
+    try:
+        with open(os.path.join(run_dir, "last_checkpoint")) as f:
+            last = f.read().strip()
+    except OSError:
+        return False
+    return last == "model_final.pth" and os.path.isfile(os.path.join(run_dir, last))
+
+
+def weights_signature(path):
+    """One version of a checkpoint file: size, modification time and inode (an atomic
+    rewrite is a new inode even within one tick of the file system's clock)."""
+    st = os.stat(path)
+    return "{}-{}-{}".format(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def run_cfg(run_dir):
+    """The checked config of a run, from its config.yaml through the package's config loading
+    (so whatever that config asks to be imported or checked is honoured), on the CPU."""
+    opts = ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
+    return build_cfg(os.path.join(run_dir, "config.yaml"), opts)
+
+
+def count_parameters(run_dir):
+    """Parameters of a run's model (classifiers included), built with random weights."""
+    return sum(p.numel() for p in build_model(run_cfg(run_dir)).parameters())
+
+
+def training_speed(run_dir, batch):
+    """Training images per second: `batch` over the median step time ("time", fastreid's
+    per-iteration timer) of the run's metrics.json; None without one."""
+    try:
+        times = [
+            r["time"] for r in read_metrics(run_dir) if isinstance(r.get("time"), (int, float))
+        ]
+    except (OSError, ValueError):
+        return None
+    return batch / statistics.median(times) if times else None
+
+
+def best_epoch(run_dir, dataset):
+    """The paper's selection from a run's per-epoch evaluations (metrics.json): the epoch
+    with the best (Rank-1 + mAP) / 2, the later one on a tie (the paper's code keeps on `>=`).
+
+    Returns {"best_epoch" (1-based), "metrics" (that epoch's), "last" (the last epoch's),
+    "history": [{"epoch", "Rank-1", "mAP"}, ...]}, or None unless every epoch
+    1..SOLVER.MAX_EPOCH of the run (its config.yaml) was evaluated once."""
+    try:
+        records = read_metrics(run_dir)
+        max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))
+    except (OSError, ValueError, TypeError):
+        return None
+    ipe = iterations_per_epoch(run_dir, records)
+    if not ipe:
+        return None
+    evaluations = {}
+    for record in records:
+        metrics = {}
+        for key, value in record.items():
+            prefix, sep, name = key.rpartition("/")
+            if (not sep or prefix == dataset) and _EVAL_KEY.match(name):
+                if isinstance(value, (int, float)):
+                    metrics[name] = float(value)
+        if "Rank-1" in metrics and "mAP" in metrics:
+            evaluations[(record["iteration"] + 1) // ipe] = metrics
+    if sorted(evaluations) != list(range(1, max_epoch + 1)):
+        return None
+    best = max(
+        evaluations, key=lambda e: ((evaluations[e]["Rank-1"] + evaluations[e]["mAP"]) / 2, e)
+    )
+    return {
+        "best_epoch": best,
+        "metrics": evaluations[best],
+        "last": evaluations[max_epoch],
+        "history": [
+            {"epoch": e, "Rank-1": evaluations[e]["Rank-1"], "mAP": evaluations[e]["mAP"]}
+            for e in sorted(evaluations)
+        ],
+    }

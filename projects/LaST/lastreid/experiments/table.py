@@ -1,0 +1,48 @@
+"""Writing a table: its markdown, its CSV and its chart, each atomically
+(lastreid.atomic), so an interrupted tool leaves the previous table or the whole new one."""
+
+import csv
+import io
+import os
+
+from ..atomic import write_bytes_atomic, write_text_atomic
+
+__all__ = ["CHART_DPI", "CONFIG_DIGITS", "csv_text", "number", "write_tables"]
+
+CHART_DPI = 100
+CONFIG_DIGITS = 12  # of a run's config_sha256 in a CSV: enough to tell recipes apart
+
+
+def number(value, fmt="{:.2f}"):
+    """A CSV cell: `fmt` of a number, "" when missing."""
+    return "" if value is None else fmt.format(value)
+
+
+def csv_text(rows):
+    """Rows (header first) as CSV text, "\\n" line ends."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def write_tables(folder, stem, markdown, rows, draw=None, chart_name=None, size=(11.0, 4.5)):
+    """Writes <folder>/<stem>.md and .csv (`rows`: header first) and, with `draw(figure)`,
+    the chart <chart_name or stem>.png of `size` inches at CHART_DPI; returns the paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, stem + ".md"), os.path.join(folder, stem + ".csv")]
+    write_text_atomic(markdown, paths[0])
+    write_text_atomic(csv_text(rows), paths[1])
+    if draw is not None:
+        import matplotlib  # here: its start-up is paid only when a chart is drawn
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure  # no pyplot: no global figure state
+
+        fig = Figure(figsize=size, dpi=CHART_DPI)
+        draw(fig)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=CHART_DPI)
+        paths.append(os.path.join(folder, (chart_name or stem) + ".png"))
+        write_bytes_atomic(buf.getvalue(), paths[-1])
+    return paths

@@ -1,0 +1,220 @@
+"""`TransferMatrix`: the transfer table declared on lastreid.experiments. Each cell of
+sources x targets x {direct, fine-tuned} (x protocols) is a RunSpec (direct: --eval-only of
+the row's checkpoint; fine-tuned: a resumable training from it) stamped with the version
+of that checkpoint; the trained rows (`--train`) are RunSpecs run first. A done cell's
+numbers are kept in results/<row>__<dataset>__<setting>[__paper].json."""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import List, Optional
+
+from ..atomic import write_text_atomic
+from ..experiments.folder import best_epoch, finished_training, read_json, weights_signature
+from ..experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES
+from ..experiments.runs import Runner, RunSpec, repo_path
+from ..experiments.table import write_tables
+from ..run_results import dataset_metrics, run_config_sha256
+from .report import DEFAULT_DATASETS, SETTINGS, Cell, cell_summary, columns, tables
+from .sources import Source, model_overrides, write_random_init
+
+__all__ = ["TransferMatrix"]
+
+
+@dataclass
+class TransferMatrix:
+    """The cells of `sources` x `datasets` x `settings`, run (or skipped) by `runner`.
+    configs: {"direct": path, "finetune": {dataset: path}}; opts: KEY VALUE overrides of
+    every run; stem: None (from each file's layout) or a bool; imagenet: the trained rows'
+    MODEL.BACKBONE.PRETRAIN_PATH."""
+
+    output: str
+    sources: List[Source]
+    configs: dict
+    runner: Runner = field(default_factory=lambda: Runner("[transfer]"))
+    datasets: tuple = DEFAULT_DATASETS
+    settings: tuple = SETTINGS
+    opts: List[str] = field(default_factory=list)
+    stem: Optional[bool] = None
+    trust: bool = False  # MODEL.TRUST_CHECKPOINTS of the cells
+    seed: int = 0  # of the random-init weights
+    single_shot: bool = False  # TEST.SINGLE_SHOT for the PRCC cells (SS- columns in the CSV)
+    protocol: str = "clean"  # PROTOCOL_CHOICES
+    imagenet: Optional[str] = None
+
+    def log(self, message):
+        self.runner.log("[transfer] " + message)
+
+    def cell_dir(self, cell):
+        name = f"{cell.dataset}-{cell.setting}" + ("-paper" if cell.protocol == "paper" else "")
+        return os.path.join(self.output, "runs", cell.source.slug, name)
+
+    def result_path(self, cell):
+        name = f"{cell.source.slug}__{cell.dataset}__{cell.setting}"
+        name += "__paper.json" if cell.protocol == "paper" else ".json"
+        return os.path.join(self.output, "results", name)
+
+    def source_dir(self, source):
+        return os.path.join(self.output, "sources", source.slug + source.run_suffix)
+
+    def model_source(self, cell):
+        """The Source whose model a cell starts from: the row's, or under the paper protocol
+        the row's other selection where the paper's code has one (`Source.paper`)."""
+        return (cell.source.paper if cell.protocol == "paper" else None) or cell.source
+
+    def trained_runs(self):
+        """The trained rows' runs a protocol of this command uses: the row's own run, and
+        its paper-selection run (`Source.paper`) under the paper protocol."""
+        runs, protocols = [], PROTOCOL_CHOICES[self.protocol]
+        for source in (s for s in self.sources if s.train):
+            runs += [source] if source.paper is None or "clean" in protocols else []
+            runs += [source.paper] if source.paper is not None and "paper" in protocols else []
+        return runs
+
+    def cells(self):
+        return [
+            Cell(s, d, st, protocol=p)
+            for s in self.sources
+            for d, st in columns(self.datasets, self.settings)
+            for p in PROTOCOL_CHOICES[self.protocol]
+        ]
+
+    def source_spec(self, source):
+        """A trained row's run: its recipe from the --imagenet file, the command's overrides,
+        the run's own (which win)."""
+        opts = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
+        title = source.name + (" (the paper's selection)" if source.train_opts else "")
+        return RunSpec(
+            title, source.train, opts + self.opts + source.train_opts, self.source_dir(source)
+        )
+
+    def spec(self, cell):
+        """The run of a cell: the command's overrides, the protocol's, the row's model (the
+        MODEL of the config.yaml beside its file), then the cell's own keys."""
+        source, direct = self.model_source(cell), cell.setting == "direct"
+        weights = self.weights(source)
+        opts = self.opts + (PAPER_OPTS if cell.protocol == "paper" else [])
+        opts += PAPER_FINETUNE_OPTS if cell.paper_selection else []
+        opts += model_overrides(source.path) if source.path else []
+        opts += ["MODEL.WEIGHTS", weights] + ([] if direct else ["MODEL.LOAD_CLASSIFIER", "False"])
+        opts += ["MODEL.BACKBONE.TORCHVISION_STEM", str(self._stem(cell.source))]
+        opts += ["MODEL.TRUST_CHECKPOINTS", "True"] if self.trust else []
+        opts += ["DATASETS.TESTS", f'("{cell.dataset}",)']
+        if self.single_shot and cell.dataset == "PRCC":
+            opts += ["TEST.SINGLE_SHOT.ENABLED", "True"]
+        config = self.configs["direct"] if direct else self.configs["finetune"][cell.dataset]
+        stamp = None
+        if os.path.isfile(weights):
+            stamp = {"weights": weights, "weights_signature": weights_signature(weights)}
+        return RunSpec(cell.title, config, opts, self.cell_dir(cell), direct, stamp)
+
+    def _stem(self, source):
+        return source.torchvision_stem if self.stem is None else bool(self.stem)
+
+    def weights(self, source):
+        """The checkpoint of a source; random init is written once (seeded) and reused."""
+        path = source.path or os.path.join(self.output, "random_init.pth")
+        if not os.path.isfile(path) and not source.path:
+            self.log(f"writing the random-init model to {path} (seed {self.seed})")
+            write_random_init(path, repo_path(self.configs["direct"]), self.opts, self.seed)
+        return path
+
+    def stale_candidates(self):
+        """[(RunSpec, paths to remove to redo it)]: the trained rows, and the cells whose
+        checkpoint exists (one from a changed checkpoint is redone anyway)."""
+        found = [(self.source_spec(s), [self.source_dir(s)]) for s in self.trained_runs()]
+        for cell in (c for c in self.cells() if not c.is_source):
+            if os.path.isfile(self.weights(self.model_source(cell))):
+                found.append((self.spec(cell), [self.result_path(cell), self.cell_dir(cell)]))
+        return found
+
+    def run(self):
+        """Settles the runs of other recipes (--stale), trains the trained rows, runs every
+        unfinished cell, then writes the table. Returns the cells."""
+        os.makedirs(os.path.join(self.output, "results"), exist_ok=True)
+        self.runner.settle(self.stale_candidates(), self.output)
+        self.train_sources()
+        cells, t0 = self.cells(), time.time()
+        shape = (
+            f"{len(self.sources)} sources x {'/'.join(self.datasets)} x {'/'.join(self.settings)}"
+        )
+        skipped = sum(c.is_source for c in cells)
+        self.log(f"{shape} = {len(cells)} cells ({skipped} on a row's own training data, not run)")
+        for i, cell in enumerate(cells, 1):
+            counter, cell.error = f"{i}/{len(cells)}", self.model_source(cell).error
+            weights = self.weights(self.model_source(cell))
+            if cell.is_source:
+                self.log(f"{counter} {cell.title}: the row's model was trained on {cell.dataset}: "
+                         "shown as source, not run")  # fmt: skip
+            elif cell.error or not os.path.isfile(weights):
+                cell.error = cell.error or f"no checkpoint {weights}"
+                self.log(f"{counter} {cell.title}: skipped ({cell.error})")
+            else:
+                self._run_cell(cell, counter)
+        paths = self.write_table(cells)
+        failed = sum(c.result is None and not c.is_source for c in cells)
+        failures = f" ({failed} failed)" if failed else ""
+        self.log(f"{len(cells) - failed} of {len(cells)} cells done in {time.time() - t0:.0f} s"
+                 f"{failures}; table: {', '.join(paths)}")  # fmt: skip
+        return cells
+
+    def train_sources(self):
+        """Trains (or resumes, or skips) every run of `trained_runs`; a row whose recipe kept
+        no file (no evaluation, so no model_best.pth) uses the final one."""
+        trained = self.trained_runs()
+        for i, source in enumerate(trained, 1):
+            spec = self.source_spec(source)
+            if not self.runner.execute(spec, f"source {i}/{len(trained)}"):
+                source.error = "training the source failed"
+            elif not os.path.isfile(source.path) and finished_training(spec.output):
+                source.path = os.path.join(spec.output, "model_final.pth")
+                self.log(f"{spec.title}: no model_best.pth: its row uses {source.path}")
+
+    def _run_cell(self, cell, counter):
+        spec = self.spec(cell)
+        stored = read_json(self.result_path(cell))
+        if (
+            stored.get("metrics")
+            and stored.get("weights_signature") == spec.stamp["weights_signature"]
+        ):
+            cell.result = stored  # its recipe was checked by Runner.settle
+            self.log(f"{counter} {cell.title}: done before, skipped ({cell_summary(cell)})")
+            return
+        t0 = time.time()
+        read = lambda results: self._numbers(cell, spec, results)  # noqa: E731
+        show = lambda numbers: cell_summary(replace(cell, result=numbers))  # noqa: E731
+        numbers = self.runner.execute(spec, counter, read, show)
+        cell.error = "" if numbers else "the run failed"
+        if numbers:
+            cell.result = dict(numbers, seconds=round(time.time() - t0, 1))
+            write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
+
+    def _numbers(self, cell, spec, results):
+        """A cell's stored result from its finished run, or None: the evaluation on its
+        dataset, or (paper fine-tune) the best epoch of its history, with that history."""
+        if cell.paper_selection:
+            selection = best_epoch(spec.output, cell.dataset)
+            metrics = selection and selection["metrics"]
+        else:
+            selection, metrics = None, dataset_metrics(results, cell.dataset)
+        if not metrics:
+            return None
+        source = self.model_source(cell)
+        # config_sha256: the merged config the run started with (its config.yaml)
+        result = {"source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting}
+        result.update(weights=source.path or "random init", layout=cell.source.layout)
+        result.update(torchvision_stem=self._stem(cell.source), metrics=metrics, opts=spec.opts)
+        result.update(weights_signature=spec.stamp["weights_signature"], protocol=cell.protocol)
+        result.update(config_sha256=run_config_sha256(spec.output))
+        result.update(command=spec.command(self.runner.num_gpus))
+        return dict(
+            result, **{k: selection[k] for k in ("best_epoch", "last", "history") if selection}
+        )
+
+    def write_table(self, cells):
+        """Writes transfer_table.md / .csv / transfer_chart.png; returns their paths."""
+        rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
+        grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
+        md, table, draw = tables(rows, cols, grid, self.protocol)
+        return write_tables(self.output, "transfer_table", md, table, draw, "transfer_chart")
