@@ -1,28 +1,20 @@
-"""The LaST baselines compared (docs/baselines.md; `tools/benchmark.py`), declared on
-lastreid.experiments. A method is a config file: a name stands for
-configs/LaST/<name>_R50.yml (in any case: agw is AGW_R50.yml), a path to a .yml is taken as
-it is. Each is a resumable training under OUTPUT/runs/<method>/, then an --eval-only of the
-checkpoint it kept under runs/<method>/eval_only/ (stamped with that checkpoint's version,
-its cost in measured.json), and the table is built from what the runs saved."""
+"""The LaST baselines compared (docs/baselines.md; `tools/benchmark.py`): per method (a config
+file) a resumable training under OUTPUT/runs/<method>/, then an --eval-only of the checkpoint
+it kept under runs/<method>/eval_only/; the table is built from what the runs saved."""
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List, Optional
 
 from .errors import InputError
-from .experiments.folder import (
-    count_parameters,
-    read_json,
-    run_cfg,
-    training_speed,
-    weights_signature,
-)
+from .experiments.folder import read_json, run_cfg, training_speed, weights_signature
 from .experiments.runs import REPO, Runner, RunSpec, other_recipe, recipe_sha256
-from .experiments.table import number, write_tables
-from .modeling import feature_dim
+from .experiments.table import column_table, number, write_tables
+from .modeling import build_model, feature_dim
 
-__all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "csv_rows"]
-__all__ += ["format_markdown", "known_methods", "method_config"]
+__all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "known_methods"]
+__all__ += ["method_config", "tables"]
 
 DEFAULT_METHODS = ("bagtricks", "mgn", "pcb", "hpm", "agw", "sbs")
 METRICS = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
@@ -142,7 +134,8 @@ class Benchmark:
         numbers, again = final["datasets"][name], evaluation["datasets"].get(name, {})
         cfg = run_cfg(train.output)
         row.test, row.epoch = {k: numbers[k] for k in METRICS}, final.get("epoch")
-        row.params, row.feature_dim = count_parameters(train.output), feature_dim(cfg)
+        row.params = sum(p.numel() for p in build_model(cfg, log=False).parameters())
+        row.feature_dim = feature_dim(cfg)
         row.train_images_per_s = training_speed(train.output, cfg.SOLVER.IMS_PER_BATCH)
         row.eval_seconds = evaluation["measured"]["wall_s"]
         row.eval_peak_gib = evaluation["measured"]["peak_rss_gib"]
@@ -157,10 +150,9 @@ class Benchmark:
         return [os.path.join(self.output, name) for name in names]
 
     def write_table(self, rows):
-        md, table = format_markdown(rows), csv_rows(rows)
-        draw = lambda fig: _draw(fig, rows)  # noqa: E731
+        draw = partial(_draw, rows=rows)
         return write_tables(
-            self.output, "benchmark_table", md, table, draw, "benchmark_chart", (12.0, 4.2)
+            self.output, "benchmark_table", *tables(rows), draw, "benchmark_chart", (12.0, 4.2)
         )
 
 
@@ -172,35 +164,25 @@ def _measured(train, results):
     return dict(results["evaluation"], measured=measured)
 
 
-def _markdown_cell(row, value, fmt, name):
+def _cell(name, get, fmt, row):
+    """(markdown, CSV) of a value: "-" / empty when missing; in the CSV the metrics with two
+    places, other floats with four digits, the rest as they are."""
+    value = get(row)
     if value is None:
-        return "error" if row.error and name == "Rank-1" else "-"
+        return "error" if row.error and name == "Rank-1" else "-", ""
     if isinstance(value, bool):
-        return "yes" if value else "NO"
-    return fmt.format(value / 1e6 if name == "params" else value)
+        return "yes" if value else "NO", value
+    text = fmt.format(value / 1e6 if name == "params" else value)
+    if isinstance(value, float):
+        return text, number(value, "{:.2f}" if name in METRICS else "{:.4g}")
+    return text, value
 
 
-def format_markdown(rows):
-    """One line per method: the columns of COLUMNS, "-" where a number is missing."""
-    lines = [NOTE, "", "| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [_markdown_cell(row, get(row), fmt, name) for name, _, get, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def csv_rows(rows):
-    """Header, then one row per method; numbers unrounded but for the metrics (2 places),
-    empty where missing; a last `error` column."""
-    table = [[c[0] for c in COLUMNS] + ["error"]]
-    for row in rows:
-        values = [(name, get(row)) for name, _, get, _ in COLUMNS]
-        line = [
-            number(v, "{:.2f}" if n in METRICS else "{:.4g}") if isinstance(v, float) else v
-            for n, v in values
-        ]
-        table.append(["" if v is None else v for v in line] + [row.error])
-    return table
+def tables(rows):
+    """(markdown, CSV rows), one line per method: the columns of COLUMNS, in the CSV a last
+    `error` column."""
+    columns = [(md, name, partial(_cell, name, get, fmt)) for name, md, get, fmt in COLUMNS]
+    return column_table(NOTE, columns + [(None, "error", lambda r: (None, r.error))], rows)
 
 
 def _draw(fig, rows):

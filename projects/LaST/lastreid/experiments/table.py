@@ -1,5 +1,5 @@
-"""Writing a table: its markdown, its CSV and its chart, each atomically
-(lastreid.atomic), so an interrupted tool leaves the previous table or the whole new one."""
+"""Writing a table: its markdown, its CSV and its chart, each atomically (lastreid.atomic),
+so an interrupted tool leaves the previous table or the whole new one."""
 
 import csv
 import io
@@ -7,7 +7,7 @@ import os
 
 from ..atomic import write_bytes_atomic, write_text_atomic
 
-__all__ = ["CHART_DPI", "CONFIG_DIGITS", "csv_text", "number", "write_tables"]
+__all__ = ["CHART_DPI", "CONFIG_DIGITS", "column_table", "csv_text", "number", "write_tables"]
 
 CHART_DPI = 100
 CONFIG_DIGITS = 12  # of a run's config_sha256 in a CSV: enough to tell recipes apart
@@ -23,6 +23,20 @@ def csv_text(rows):
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
+
+
+def column_table(note, columns, rows):
+    """(markdown, CSV rows) of one line per row: `note`, then the columns, [(markdown header,
+    CSV header, cell)] with cell(row) = (markdown text, CSV value); a column whose header is
+    None for one of the two tables is left out of it."""
+    shown = [c for c in columns if c[0] is not None]
+    lines = [note, "", "| " + " | ".join(c[0] for c in shown) + " |", "|" + "---|" * len(shown)]
+    table = [[c[1] for c in columns if c[1] is not None]]
+    for row in rows:
+        cells = [(md, name, cell(row)) for md, name, cell in columns]
+        lines.append("| " + " | ".join(text for md, _, (text, _) in cells if md is not None) + " |")
+        table.append([value for _, name, (_, value) in cells if name is not None])
+    return "\n".join(lines) + "\n", table
 
 
 def write_tables(folder, stem, markdown, rows, draw=None, chart_name=None, size=(11.0, 4.5)):
