@@ -1,8 +1,6 @@
-"""The rows of the transfer table: pre-training sources from checkpoint files, from runs
-this project trains (`--train`: BoT, or the base recipe on LaST's clothes classes), the
-ImageNet file itself, or random initialisation. Each row knows the datasets its model was
-trained on (its cells there read "source" and are not run) and, from the config.yaml of
-the run beside its file, the model its cells build (`model_overrides`)."""
+"""The rows of the transfer table: checkpoint files, runs trained here (`--train`), the
+ImageNet file, random initialisation; each with the datasets its model was trained on (its
+cells there are not run) and the model of the config.yaml beside its file."""
 
 import os
 import re
@@ -18,9 +16,8 @@ from ..experiments.folder import config_value, run_config
 from ..modeling import build_model
 from ..startup import build_cfg
 
-__all__ = ["CONFIGS", "DATASETS", "IMAGENET", "PAPER_SELECTION", "RANDOM_INIT", "SOURCE_RECIPES"]
-__all__ += ["Source", "discover_sources", "model_overrides", "slugify", "trained_sources"]
-__all__ += ["training_datasets", "write_random_init"]
+__all__ = ["CONFIGS", "DATASETS", "SOURCE_RECIPES", "Source", "discover_sources"]
+__all__ += ["model_overrides", "trained_sources", "training_datasets", "write_random_init"]
 
 # The targets in column order: clothes-changing (PRCC, Celeb-reID), then short-term.
 DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC")
@@ -40,15 +37,8 @@ SOURCE_RECIPES = {
 # keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
 # the newest periodic checkpoint is kept, model_best.pth being a copy).
 PAPER_SELECTION = {
-    "LaSTClothes": ["DATASETS.TESTS", '("Market1501",)', "TEST.FINAL_TESTS", "()"]
-    + [
-        "TEST.EVAL_PERIOD",
-        "1",
-        "SOLVER.CHECKPOINT_PERIOD",
-        "1",
-        "SOLVER.KEEP_LAST_CHECKPOINTS",
-        "1",
-    ]
+    "LaSTClothes": 'DATASETS.TESTS ("Market1501",) TEST.FINAL_TESTS () TEST.EVAL_PERIOD 1 '
+    "SOLVER.CHECKPOINT_PERIOD 1 SOLVER.KEEP_LAST_CHECKPOINTS 1"
 }
 CONFIGS = {
     "reference": {
@@ -61,9 +51,7 @@ CONFIGS = {
         "finetune": {d: f"configs/{d}/bagtricks_R50_finetune_synthetic.yml" for d in DATASETS},
     },
 }
-# MODEL keys of a row's run that belong to that run, not to its model: the cells set their
-# own (device, weights, classes of their target, losses of their recipe, the stem from the
-# file's layout).
+# MODEL keys of a row's run that are the run's, not its model's: the cells set their own.
 RUN_KEYS = set(
     "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
     "MODEL.BACKBONE.PRETRAIN MODEL.BACKBONE.PRETRAIN_PATH MODEL.BACKBONE.TORCHVISION_STEM "
@@ -73,8 +61,8 @@ RUN_KEYS = set(
 
 @dataclass
 class Source:
-    """A pre-training source: a checkpoint (path) or random initialisation (path None).
-    `train`: the config of the run that makes `path` (a trained source), else None."""
+    """A checkpoint (path) or random initialisation (path None); `train`: the config of the
+    run that makes `path` (a trained source)."""
 
     name: str
     path: Optional[str] = None
@@ -89,8 +77,7 @@ class Source:
     run_suffix: str = ""  # its run's folder: sources/<slug><run_suffix>
 
     @property
-    def torchvision_stem(self):
-        """The reference / torchvision max-pool for the checkpoints trained with it."""
+    def torchvision_stem(self):  # the checkpoints trained with its max-pool
         return self.layout in (LAYOUT_REFERENCE, LAYOUT_TORCHVISION)
 
     @property
@@ -103,10 +90,9 @@ def slugify(name):
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The rows of `--train`: "ImageNet" (the file itself, when given), then each of `names`
-    trained with its recipe, its model the file the recipe keeps under
-    `<output>/sources/<name>/`; the paper's other selection, where it has one, under
-    `<output>/sources/<name>-paper/` (`Source.paper`)."""
+    """The rows of `--train`: "ImageNet" (the file, when given), then each of `names`
+    trained with its recipe under <output>/sources/<name>/ (its paper selection, where it
+    has one, under <name>-paper/: `Source.paper`)."""
     unknown = ", ".join(repr(n) for n in names if n not in SOURCE_RECIPES)
     if unknown:
         raise InputError(f"--train: unknown source {unknown}; known: {', '.join(SOURCE_RECIPES)}")
@@ -123,15 +109,14 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
         if name in PAPER_SELECTION:
             paper = os.path.join(folder + "-paper", "model_best.pth")
             source.paper = replace(source, path=paper, run_suffix="-paper")
-            source.paper.train_opts = list(PAPER_SELECTION[name])
+            source.paper.train_opts = PAPER_SELECTION[name].split()
         sources.append(source)
     return sources
 
 
 def discover_sources(folder=None, pairs=(), random_init=False, trust=False, first=()):
-    """Sources in table order: random init (if asked), `first` (e.g. trained_sources), the
-    folder's `*.pth` by name, then `pairs` of (name, path). Names (and their file-name
-    slugs) must be unique."""
+    """Sources in table order: random init (if asked), `first`, the folder's `*.pth` by name,
+    then `pairs` of (name, path); names (and their slugs) unique."""
     sources = ([Source(RANDOM_INIT)] if random_init else []) + list(first)
     found = []
     if folder:
@@ -166,9 +151,8 @@ def _beside(path):  # the config.yaml of the run that wrote a checkpoint file
 
 
 def training_datasets(path, name, known=DATASETS):
-    """The datasets a checkpoint file's model was trained on: DATASETS.NAMES of the
-    config.yaml beside it, else the dataset of `known` the row's name spells, in any case
-    ("Market1501.pth"), else ()."""
+    """The datasets a checkpoint's model was trained on: DATASETS.NAMES of the config.yaml
+    beside it, else the one of `known` its name spells ("market1501.pth"), else ()."""
     names = config_value(_beside(path), "DATASETS.NAMES")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return tuple(names)
@@ -176,9 +160,8 @@ def training_datasets(path, name, known=DATASETS):
 
 
 def model_overrides(path):
-    """KEY VALUE overrides that build the model a checkpoint file holds, from the
-    config.yaml beside it: its whole MODEL subtree but the RUN_KEYS (a new head's own keys
-    and MODEL.IMPORTS included) and its input size; [] without one (the cells' own model)."""
+    """KEY VALUE overrides building a checkpoint's model, from the config.yaml beside it: its
+    MODEL subtree but RUN_KEYS (MODEL.IMPORTS included), its input size; [] without one."""
     config = _beside(path)
     if config is None:
         return []
@@ -196,11 +179,9 @@ def _flatten(prefix, tree):
 
 
 def write_random_init(path, config_file, opts, seed=0):
-    """Builds the cells' model (config + overrides) with seeded random weights and saves it
-    in fastreid's `{'model': state_dict}` layout."""
-    cfg = build_cfg(
-        config_file, list(opts) + ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
-    )
+    """Saves the cells' model (config + overrides) with seeded random weights, in fastreid's
+    `{'model': state_dict}` layout."""
+    cfg = build_cfg(config_file, [*opts, "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"])
     torch.manual_seed(seed)
     model = build_model(cfg)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
