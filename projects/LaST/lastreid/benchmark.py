@@ -13,34 +13,30 @@ from .experiments.runs import REPO, Runner, RunSpec, other_recipe, recipe_sha256
 from .experiments.table import column_table, number, write_tables
 from .modeling import build_model, feature_dim
 
-__all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "known_methods"]
-__all__ += ["method_config", "tables"]
+__all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "method_config", "tables"]
 
 DEFAULT_METHODS = ("bagtricks", "mgn", "pcb", "hpm", "agw", "sbs")
 METRICS = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 TOLERANCE = 1e-4  # percentage points between the run's test and --eval-only's
 
 
-def known_methods():
-    """{name: config path} of configs/LaST/<name>_R50.yml."""
-    folder = os.path.join(REPO, "configs", "LaST")
-    names = (n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml"))
-    return {n[: -len("_r50.yml")].lower(): os.path.join(folder, n) for n in names}
-
-
 def method_config(method):
-    """(name, config path) of a --methods entry: a known name or a path to a .yml file."""
+    """(name, config path) of a --methods entry: a .yml file, or a name standing for
+    configs/LaST/<name>_R50.yml in any case."""
     if method.endswith((".yml", ".yaml")):
         if not os.path.isfile(method):
             raise InputError(f"--methods {method}: no such config file")
         return os.path.splitext(os.path.basename(method))[0], os.path.abspath(method)
-    if method.lower() not in known_methods():
+    folder = os.path.join(REPO, "configs", "LaST")
+    known = {
+        n[:-8].lower(): n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml")
+    }
+    if method.lower() not in known:
         raise InputError(
             f"--methods {method}: no configs/LaST/{method}_R50.yml; known: "
-            + ", ".join(known_methods())
-            + "; or give the path of a .yml"
+            f"{', '.join(known)}; or give the path of a .yml"
         )
-    return method.lower(), known_methods()[method.lower()]
+    return method.lower(), os.path.join(folder, known[method.lower()])
 
 
 @dataclass
@@ -58,18 +54,18 @@ class Row:
     error: str = ""
 
 
-# (CSV header, markdown header, value of a row, markdown format)
+# (markdown header, CSV header, value of a row, markdown format)
 COLUMNS = [("method", "method", lambda r: r.method, "{}")]
 COLUMNS += [("config", "config", lambda r: r.config, "{}")]
 COLUMNS += [(m, m, (lambda r, m=m: r.test.get(m)), "{:.1f}") for m in METRICS]
 COLUMNS += [
     ("epoch", "epoch", lambda r: r.epoch, "{}"),
-    ("params", "params (M)", lambda r: r.params, "{:.1f}"),
-    ("feature_dim", "feature dim", lambda r: r.feature_dim, "{:,}"),
-    ("train_images_per_s", "train img/s", lambda r: r.train_images_per_s, "{:.1f}"),
-    ("eval_seconds", "eval s", lambda r: r.eval_seconds, "{:.1f}"),
-    ("eval_peak_rss_gib", "eval peak GiB", lambda r: r.eval_peak_gib, "{:.2f}"),
-    ("eval_only_reproduced", "eval-only = run", lambda r: r.eval_reproduced, "{}"),
+    ("params (M)", "params", lambda r: r.params, "{:.1f}"),
+    ("feature dim", "feature_dim", lambda r: r.feature_dim, "{:,}"),
+    ("train img/s", "train_images_per_s", lambda r: r.train_images_per_s, "{:.1f}"),
+    ("eval s", "eval_seconds", lambda r: r.eval_seconds, "{:.1f}"),
+    ("eval peak GiB", "eval_peak_rss_gib", lambda r: r.eval_peak_gib, "{:.2f}"),
+    ("eval-only = run", "eval_only_reproduced", lambda r: r.eval_reproduced, "{}"),
 ]
 NOTE = (
     "LaST test (%) of the checkpoint kept on LaST val (best (Rank-1 + mAP) / 2; its epoch); "
@@ -80,8 +76,7 @@ NOTE = (
 
 @dataclass
 class Benchmark:
-    """Trains and measures `methods` (names or config paths) under `output` with `opts`
-    (KEY VALUE overrides of every run)."""
+    """Trains and measures `methods` (names or config files) under `output`, with `opts`."""
 
     methods: List[str]
     output: str
@@ -90,9 +85,8 @@ class Benchmark:
 
     def train_spec(self, method):
         name, config = method_config(method)
-        return RunSpec(
-            name, config, self.opts, os.path.join(self.output, "runs", name), log_name="console.txt"
-        )
+        out = os.path.join(self.output, "runs", name)
+        return RunSpec(name, config, self.opts, out, log_name="console.txt")
 
     def eval_spec(self, train, final_test):
         """The --eval-only of the kept checkpoint on the run's TEST.FINAL_TESTS, with the
@@ -109,8 +103,8 @@ class Benchmark:
         return RunSpec(title, config, opts, out, True, stamp, "console.txt")
 
     def run(self):
-        """Trains and measures every method, writing the table after each; returns the rows.
-        Every recipe is checked (and every started run's recipe compared) first."""
+        """Checks every recipe, applies --stale, then trains and measures every method,
+        writing the table after each; returns the rows."""
         specs = [self.train_spec(m) for m in self.methods]
         for spec in specs:
             recipe_sha256(spec)  # a bad recipe stops the command before anything runs
@@ -145,14 +139,13 @@ class Benchmark:
         return row
 
     def table_paths(self):
-        """benchmark_table.md, benchmark_table.csv, benchmark_chart.png under the output."""
         names = ("benchmark_table.md", "benchmark_table.csv", "benchmark_chart.png")
         return [os.path.join(self.output, name) for name in names]
 
     def write_table(self, rows):
-        draw = partial(_draw, rows=rows)
+        draw, size = partial(_draw, rows=rows), (12.0, 4.2)
         return write_tables(
-            self.output, "benchmark_table", *tables(rows), draw, "benchmark_chart", (12.0, 4.2)
+            self.output, "benchmark_table", *tables(rows), draw, "benchmark_chart", size
         )
 
 
@@ -165,8 +158,8 @@ def _measured(train, results):
 
 
 def _cell(name, get, fmt, row):
-    """(markdown, CSV) of a value: "-" / empty when missing; in the CSV the metrics with two
-    places, other floats with four digits, the rest as they are."""
+    """(markdown, CSV) of a value; in the CSV the metrics with two places, other floats with
+    four digits."""
     value = get(row)
     if value is None:
         return "error" if row.error and name == "Rank-1" else "-", ""
@@ -179,9 +172,8 @@ def _cell(name, get, fmt, row):
 
 
 def tables(rows):
-    """(markdown, CSV rows), one line per method: the columns of COLUMNS, in the CSV a last
-    `error` column."""
-    columns = [(md, name, partial(_cell, name, get, fmt)) for name, md, get, fmt in COLUMNS]
+    """(markdown, CSV rows) of COLUMNS, a line per method; in the CSV a last `error` column."""
+    columns = [(md, name, partial(_cell, name, get, fmt)) for md, name, get, fmt in COLUMNS]
     return column_table(NOTE, columns + [(None, "error", lambda r: (None, r.error))], rows)
 
 
