@@ -10,7 +10,7 @@ from typing import List, Optional
 from .experiments.folder import best_epoch, config_value, run_config
 from .experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES, protocol_note
 from .experiments.runs import Runner, RunSpec
-from .experiments.table import CONFIG_DIGITS, column_table, number, write_tables
+from .experiments.table import CONFIG_DIGITS, column_table, number, r1_map, write_tables
 from .run_results import dataset_metrics, run_config_sha256
 
 __all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "joint_tables"]
@@ -91,13 +91,6 @@ class JointComparison:
         }
 
 
-def _text(numbers):
-    if not numbers:
-        return "-"
-    text = "{:.1f} / {:.1f}".format(numbers["metrics"]["Rank-1"], numbers["metrics"]["mAP"])
-    return text + (" (ep {})".format(numbers["best_epoch"]) if numbers["best_epoch"] else "")
-
-
 def _count(key, row):  # of the training set, from whichever protocol's run has it
     value = next((n[key] for n in row[1].values() if n and n.get(key)), None)
     return number(value, "{:,}") or "-", value or ""
@@ -121,7 +114,7 @@ def joint_tables(numbers, protocol="clean"):
         ("training set", "training set", lambda row: (row[0], row[0])),
         ("classes", "classes", partial(_count, "classes")),
         ("iterations / epoch", "iterations per epoch", partial(_count, "iterations_per_epoch")),
-        (TARGET, None, lambda row: ("; ".join(_text(n) for n in row[1].values()), None)),
+        (TARGET, None, lambda row: ("; ".join(r1_map(n) for n in row[1].values()), None)),
     ]
     for p in protocols:
         prefix = "paper " if protocol == "both" and p == "paper" else ""

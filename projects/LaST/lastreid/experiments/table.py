@@ -7,7 +7,8 @@ import os
 
 from ..atomic import write_bytes_atomic, write_text_atomic
 
-__all__ = ["CHART_DPI", "CONFIG_DIGITS", "column_table", "csv_text", "number", "write_tables"]
+__all__ = ["CHART_DPI", "CONFIG_DIGITS", "column_table", "csv_text", "number", "r1_map"]
+__all__ += ["write_tables"]
 
 CHART_DPI = 100
 CONFIG_DIGITS = 12  # of a run's config_sha256 in a CSV: enough to tell recipes apart
@@ -16,6 +17,15 @@ CONFIG_DIGITS = 12  # of a run's config_sha256 in a CSV: enough to tell recipes 
 def number(value, fmt="{:.2f}"):
     """A CSV cell: `fmt` of a number, "" when missing."""
     return "" if value is None else fmt.format(value)
+
+
+def r1_map(result):
+    """ "Rank-1 / mAP" of a run's stored numbers, " (ep N)" after a selected epoch; or "-"."""
+    metrics = (result or {}).get("metrics") or {}
+    if not isinstance(metrics.get("Rank-1"), (int, float)):
+        return "-"
+    epoch = result.get("best_epoch")
+    return f"{metrics['Rank-1']:.1f} / {metrics['mAP']:.1f}" + (f" (ep {epoch})" if epoch else "")
 
 
 def csv_text(rows):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..experiments.protocols import PROTOCOL_CHOICES, protocol_note
-from ..experiments.table import CONFIG_DIGITS, csv_text, number
+from ..experiments.table import CONFIG_DIGITS, csv_text, number, r1_map
 
 __all__ = ["CHART_SIZE", "DEFAULT_DATASETS", "PUBLISHED", "SETTINGS", "SOURCE_CELL", "Cell"]
 __all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart", "format_csv"]
@@ -77,20 +77,13 @@ def columns(datasets=DEFAULT_DATASETS, settings=SETTINGS):
     return [(d, s) for s in settings for d in datasets]
 
 
+def _text(cell):
+    return SOURCE_CELL if cell.is_source else r1_map(cell.result)
+
+
 def _lookup(grid, name, dataset, setting, protocol):  # a missing cell: an empty one
     cell = grid.get((name, dataset, setting, protocol))
     return cell or Cell(None, dataset, setting, protocol=protocol)
-
-
-def _text(cell):
-    if cell.is_source:
-        return SOURCE_CELL
-    if cell.metric("Rank-1") is None:
-        return "-"
-    epoch = cell.result.get("best_epoch")
-    return "{:.1f} / {:.1f}".format(cell.metric("Rank-1"), cell.metric("mAP")) + (
-        f" (ep {epoch})" if epoch else ""
-    )
 
 
 def format_markdown(rows, cols, grid, protocol="clean"):

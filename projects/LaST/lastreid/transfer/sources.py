@@ -81,12 +81,8 @@ class Source:
         return self.layout in (LAYOUT_REFERENCE, LAYOUT_TORCHVISION)
 
     @property
-    def slug(self):
-        return slugify(self.name)
-
-
-def slugify(name):
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "source"
+    def slug(self):  # its name in file names
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-.") or "source"
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
@@ -104,8 +100,9 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
     for name in (n for n in SOURCE_RECIPES if n in names):
         config, kept = SOURCE_RECIPES[name]
         config = CONFIGS.get(preset, {}).get("sources", {}).get(name, config)
-        folder = os.path.join(os.path.abspath(output), "sources", slugify(name))
-        source = Source(name, os.path.join(folder, kept), train=config, trained_on=(name,))
+        source = Source(name, train=config, trained_on=(name,))
+        folder = os.path.join(os.path.abspath(output), "sources", source.slug)
+        source.path = os.path.join(folder, kept)
         if name in PAPER_SELECTION:
             paper = os.path.join(folder + "-paper", "model_best.pth")
             source.paper = replace(source, path=paper, run_suffix="-paper")
