@@ -26,10 +26,11 @@ from lastreid.evaluation.single_shot import (
 )
 from lastreid.experiments.folder import weights_signature
 from lastreid.experiments.runs import recipe_sha256
+from lastreid.experiments.table import csv_text
 from lastreid.run_results import RECIPE_LINE, read_run_results, run_config_sha256
 from lastreid.startup import build_cfg
 from lastreid.transfer.matrix import TransferMatrix
-from lastreid.transfer.report import CHART_SIZE, Cell, columns, format_csv, format_markdown
+from lastreid.transfer.report import CHART_SIZE, Cell, columns, csv_rows, format_markdown
 from lastreid.transfer.sources import CONFIGS, Source
 
 import numpy as np
@@ -308,7 +309,7 @@ def test_table_has_the_papers_shape_with_its_numbers_beneath_ours():
     ]
     del grid[("LaST", "PRCC", "finetune", "clean")]
     assert format_markdown(rows, cols, grid).splitlines()[-2].count(" - ") == 1
-    table = list(csv.reader(format_csv(rows, cols, grid).splitlines()))
+    table = list(csv.reader(csv_text(csv_rows(rows, cols, grid)).splitlines()))
     assert table[0][:4] == [
         "pre-training",
         "PRCC direct R1",

@@ -50,8 +50,7 @@ class JointComparison:
         return found
 
     def run(self):
-        """Settles the runs of other recipes, trains every unfinished run, writes the table.
-        Returns {(training set, protocol): numbers or None}."""
+        """Applies --stale, trains, writes the table: {(set, protocol): numbers or None}."""
         specs = self.specs()
         self.runner.settle([(spec, [spec.output]) for _, _, spec in specs], self.output)
         numbers = {}
@@ -68,8 +67,7 @@ class JointComparison:
 
     @staticmethod
     def numbers(protocol, out, results):
-        """A finished run's numbers on TARGET, or None: the evaluation after its last epoch
-        (results.json), or under the paper protocol the best epoch of its history."""
+        """A finished run's numbers on TARGET (paper: of its best epoch), or None."""
         if protocol == "paper":
             selection = best_epoch(out, TARGET)
             metrics = selection and selection["metrics"]

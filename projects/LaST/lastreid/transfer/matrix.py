@@ -113,8 +113,7 @@ class TransferMatrix:
         return path
 
     def stale_candidates(self):
-        """[(RunSpec, paths to remove to redo it)]: the trained rows, the cells whose
-        checkpoint exists (one from a changed checkpoint is redone anyway)."""
+        """[(RunSpec, paths removed to redo it)]: the trained rows, the cells with weights."""
         found = [(self.source_spec(s), [self.source_dir(s)]) for s in self.trained_runs()]
         for cell in (c for c in self.cells() if not c.is_source):
             if os.path.isfile(self.weights(self.model_source(cell))):
@@ -122,8 +121,7 @@ class TransferMatrix:
         return found
 
     def run(self):
-        """Applies --stale, trains the trained rows, runs every unfinished cell, writes the
-        table; returns the cells."""
+        """Applies --stale, trains the rows to train, runs the cells, writes the table."""
         os.makedirs(os.path.join(self.output, "results"), exist_ok=True)
         self.runner.settle(self.stale_candidates(), self.output)
         self.train_sources()
@@ -152,8 +150,7 @@ class TransferMatrix:
         return cells
 
     def train_sources(self):
-        """Trains every run of `trained_runs`; a row whose recipe kept no model_best.pth (no
-        evaluation) uses the final one."""
+        """Trains the `trained_runs`; a row without model_best.pth uses its final one."""
         trained = self.trained_runs()
         for i, source in enumerate(trained, 1):
             spec = self.source_spec(source)
@@ -180,8 +177,7 @@ class TransferMatrix:
             write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
 
     def _numbers(self, cell, spec, results):
-        """A cell's stored result, or None: its run's evaluation on its dataset, or (paper
-        fine-tune) the best epoch of its history, with that history."""
+        """A cell's stored result: its evaluation, or (paper fine-tune) best epoch; or None."""
         if cell.paper_selection:
             selection = best_epoch(spec.output, cell.dataset)
             metrics = selection and selection["metrics"]

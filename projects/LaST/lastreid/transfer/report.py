@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..experiments.protocols import PROTOCOL_CHOICES, protocol_note
-from ..experiments.table import CONFIG_DIGITS, csv_text, number, r1_map
+from ..experiments.table import CONFIG_DIGITS, number, r1_map
 
 __all__ = ["CHART_SIZE", "DEFAULT_DATASETS", "PUBLISHED", "SETTINGS", "SOURCE_CELL", "Cell"]
-__all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart", "format_csv"]
+__all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart"]
 __all__ += ["format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
@@ -130,10 +130,6 @@ def csv_rows(rows, cols, grid, protocol="clean"):
     for name in rows:
         table.append([name] + [_lookup(grid, name, *at).get(k) for _, at, k in groups] + [protocol])
     return table
-
-
-def format_csv(rows, cols, grid, protocol="clean"):
-    return csv_text(csv_rows(rows, cols, grid, protocol))
 
 
 def tables(rows, cols, grid, protocol="clean"):

@@ -61,8 +61,7 @@ RUN_KEYS = set(
 
 @dataclass
 class Source:
-    """A checkpoint (path) or random initialisation (path None); `train`: the config of the
-    run that makes `path` (a trained source)."""
+    """A checkpoint (path; None: random init); `train`: the config of the run making it."""
 
     name: str
     path: Optional[str] = None
@@ -112,8 +111,7 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
 
 
 def discover_sources(folder=None, pairs=(), random_init=False, trust=False, first=()):
-    """Sources in table order: random init (if asked), `first`, the folder's `*.pth` by name,
-    then `pairs` of (name, path); names (and their slugs) unique."""
+    """Sources in table order: random init, `first`, the folder's *.pth, `pairs` (name, path)."""
     sources = ([Source(RANDOM_INIT)] if random_init else []) + list(first)
     found = []
     if folder:
@@ -176,8 +174,7 @@ def _flatten(prefix, tree):
 
 
 def write_random_init(path, config_file, opts, seed=0):
-    """Saves the cells' model (config + overrides) with seeded random weights, in fastreid's
-    `{'model': state_dict}` layout."""
+    """Saves the cells' model with seeded random weights, as fastreid's {'model': state}."""
     cfg = build_cfg(config_file, [*opts, "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"])
     torch.manual_seed(seed)
     model = build_model(cfg)
