@@ -143,10 +143,8 @@ class Benchmark:
         return [os.path.join(self.output, name) for name in names]
 
     def write_table(self, rows):
-        draw, size = partial(_draw, rows=rows), (12.0, 4.2)
-        return write_tables(
-            self.output, "benchmark_table", *tables(rows), draw, "benchmark_chart", size
-        )
+        draw = partial(_draw, rows=rows)
+        return write_tables(self.output, "benchmark_table", *tables(rows), draw, (12.0, 4.2))
 
 
 def _measured(train, results):

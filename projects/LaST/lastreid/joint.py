@@ -103,10 +103,8 @@ def _csv_cell(protocol, i, row):  # the i-th of R1, mAP, epoch, config of a prot
 
 
 def joint_tables(numbers, protocol="clean"):
-    """(markdown, CSV rows), one line per training set (JOINT_RUNS order): its classes,
-    iterations per epoch and Market-1501 Rank-1 / mAP ("clean; paper" under "both"); in the
-    CSV per protocol `R1`, `mAP`, `epoch` and `config` (the first CONFIG_DIGITS of the run's
-    recipe hash; under "both" the paper ones prefixed `paper `), and `protocol`."""
+    """(markdown, CSV rows), a line per training set: classes, iterations / epoch, Rank-1 / mAP
+    per protocol (CSV: `R1`, `mAP`, `epoch`, `config`; under "both" paper ones `paper ...`)."""
     protocols = PROTOCOL_CHOICES[protocol]
     columns = [
         ("training set", "training set", lambda row: (row[0], row[0])),

@@ -27,8 +27,7 @@ def add_table_options(parser, output):
 
 
 def runner_of(args, tag, **kw):
-    """The Runner of a tool's parsed arguments. Never under torchrun: N copies would run
-    every run N times into one table."""
+    """The Runner of a tool's arguments; never under torchrun (N copies: every run N times)."""
     if under_torchrun():
         raise InputError(
             "run it as one process, not under torchrun; --num-gpus N gives each run N processes"

@@ -73,11 +73,10 @@ def run_cfg(run_dir):
 def training_speed(run_dir, batch):
     """Training images / s: `batch` over the median of metrics.json's step "time"s; or None."""
     try:
-        times = [
-            r["time"] for r in read_metrics(run_dir) if isinstance(r.get("time"), (int, float))
-        ]
+        records = read_metrics(run_dir)
     except (OSError, ValueError):
         return None
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
     return batch / statistics.median(times) if times else None
 
 

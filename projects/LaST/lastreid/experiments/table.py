@@ -36,9 +36,8 @@ def csv_text(rows):
 
 
 def column_table(note, columns, rows):
-    """(markdown, CSV rows) of one line per row: `note`, then the columns, [(markdown header,
-    CSV header, cell)] with cell(row) = (markdown text, CSV value); a column whose header is
-    None for one of the two tables is left out of it."""
+    """(markdown, CSV rows) of a line per row. columns: [(markdown header, CSV header, cell)],
+    cell(row) = (markdown text, CSV value); a header None leaves the column out of its table."""
     shown = [c for c in columns if c[0] is not None]
     lines = [note, "", "| " + " | ".join(c[0] for c in shown) + " |", "|" + "---|" * len(shown)]
     table = [[c[1] for c in columns if c[1] is not None]]
@@ -49,9 +48,9 @@ def column_table(note, columns, rows):
     return "\n".join(lines) + "\n", table
 
 
-def write_tables(folder, stem, markdown, rows, draw=None, chart_name=None, size=(11.0, 4.5)):
-    """Writes <folder>/<stem>.md and .csv (`rows`: header first) and, with `draw(figure)`,
-    the chart <chart_name or stem>.png of `size` inches at CHART_DPI; returns the paths."""
+def write_tables(folder, stem, markdown, rows, draw=None, size=(11.0, 4.5)):
+    """Writes <folder>/<stem>.md and .csv (`rows`: header first) and, with `draw(figure)`, the
+    chart (<stem> "table" -> "chart").png of `size` inches at CHART_DPI; returns the paths."""
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, stem + ".md"), os.path.join(folder, stem + ".csv")]
     write_text_atomic(markdown, paths[0])
@@ -67,6 +66,6 @@ def write_tables(folder, stem, markdown, rows, draw=None, chart_name=None, size=
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=CHART_DPI)
-        paths.append(os.path.join(folder, (chart_name or stem) + ".png"))
+        paths.append(os.path.join(folder, stem.replace("table", "chart") + ".png"))
         write_bytes_atomic(buf.getvalue(), paths[-1])
     return paths

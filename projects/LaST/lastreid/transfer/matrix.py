@@ -200,4 +200,4 @@ class TransferMatrix:
         rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
         md, table, draw = tables(rows, cols, grid, self.protocol)
-        return write_tables(self.output, "transfer_table", md, table, draw, "transfer_chart")
+        return write_tables(self.output, "transfer_table", md, table, draw)
