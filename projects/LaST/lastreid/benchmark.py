@@ -180,9 +180,8 @@ def _draw(fig, rows):
     acc, speed, cost = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 1, 1]})
     xs = list(range(len(rows)))
     for offset, key in ((-0.2, "Rank-1"), (0.2, "mAP")):
-        bars = acc.bar(
-            [x + offset for x in xs], [r.test.get(key) or 0.0 for r in rows], 0.4, label=key
-        )
+        values = [r.test.get(key) or 0.0 for r in rows]
+        bars = acc.bar([x + offset for x in xs], values, 0.4, label=key)
         acc.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     acc.set_ylim(0, 105)
     acc.legend(fontsize=8, loc="upper left")

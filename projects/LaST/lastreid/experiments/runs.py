@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ..atomic import write_text_atomic
@@ -110,7 +111,7 @@ class Runner:
             if self.stale == "redo":
                 self.log(f"{self.tag} {spec.title}: made with another recipe: redoing it")
                 for path in paths:
-                    shutil.rmtree(path) if os.path.isdir(path) else _remove(path)
+                    shutil.rmtree(path) if os.path.isdir(path) else Path(path).unlink(True)
             else:
                 self.log(f"{self.tag} note: {spec.title}: another recipe, kept (--stale reuse)")
         return [s.title for s, _ in stale]
@@ -120,9 +121,10 @@ class Runner:
         None on failure (its log's tail shown). summary(numbers): text for the log."""
         head = " ".join(x for x in (self.tag, counter, spec.title) if x)
         read = read or (lambda results: results or None)
+        brackets = lambda numbers: f" ({summary(numbers)})" if summary else ""  # noqa: E731
         numbers = read(read_run_results(spec.output)) if spec.done() else None
         if numbers:
-            self.log(f"{head}: done before, skipped{_brackets(summary, numbers)}")
+            self.log(f"{head}: done before, skipped{brackets(numbers)}")
             return numbers
         if spec.stamp is not None and read_json(spec._at(STAMP_FILE)) not in ({}, spec.stamp):
             self.log(f"{head}: what it starts from changed since it ran: redoing it")
@@ -130,7 +132,7 @@ class Runner:
         os.makedirs(spec.output, exist_ok=True)
         if spec.stamp is not None:
             write_text_atomic(json.dumps(spec.stamp) + "\n", spec._at(STAMP_FILE))
-        _remove(spec._at(RESULTS_FILE))  # only this run's numbers count
+        Path(spec._at(RESULTS_FILE)).unlink(missing_ok=True)  # only this run's numbers count
         started = os.path.isfile(spec._at("last_checkpoint"))
         how = "evaluating" if spec.finished() else "resuming" if started else "training"
         self.log(f"{head}: {how} (log {spec._at('log.txt')})")
@@ -149,18 +151,8 @@ class Runner:
             for line in _lines(log)[-15:]:
                 self.log("    " + line)
             return None
-        self.log(f"{head}: done in {cost['wall_s']:.0f} s{_brackets(summary, numbers)}")
+        self.log(f"{head}: done in {cost['wall_s']:.0f} s{brackets(numbers)}")
         return numbers
-
-
-def _brackets(summary, numbers):
-    text = summary(numbers) if summary else ""
-    return f" ({text})" if text else ""
-
-
-def _remove(path):
-    if os.path.exists(path):
-        os.remove(path)
 
 
 def _lines(path):

@@ -27,10 +27,6 @@ _PAPER = {
     "MSMT17": ((26.2, 24.6), (43.4, 5.0), (43.7, 44.1), (51.0, 9.0)),
     "LaST": ((39.3, 32.6), (47.0, 7.0), (54.4, 54.3), (56.1, 11.7)),
 }
-PUBLISHED = {
-    row: dict(zip([(d, s) for s in SETTINGS for d in DEFAULT_DATASETS], numbers))
-    for row, numbers in _PAPER.items()
-}
 
 
 @dataclass
@@ -75,6 +71,9 @@ def column_title(dataset, setting, sep=" "):
 def columns(datasets=DEFAULT_DATASETS, settings=SETTINGS):
     """(dataset, setting) pairs in the paper's column order: settings outer, datasets inner."""
     return [(d, s) for s in settings for d in datasets]
+
+
+PUBLISHED = {row: dict(zip(columns(), numbers)) for row, numbers in _PAPER.items()}
 
 
 def _text(cell):

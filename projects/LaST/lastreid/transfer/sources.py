@@ -88,9 +88,6 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
     """The rows of `--train`: "ImageNet" (the file, when given), then each of `names`
     trained with its recipe under <output>/sources/<name>/ (its paper selection, where it
     has one, under <name>-paper/: `Source.paper`)."""
-    unknown = ", ".join(repr(n) for n in names if n not in SOURCE_RECIPES)
-    if unknown:
-        raise InputError(f"--train: unknown source {unknown}; known: {', '.join(SOURCE_RECIPES)}")
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
@@ -113,15 +110,10 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
 def discover_sources(folder=None, pairs=(), random_init=False, trust=False, first=()):
     """Sources in table order: random init, `first`, the folder's *.pth, `pairs` (name, path)."""
     sources = ([Source(RANDOM_INIT)] if random_init else []) + list(first)
-    found = []
-    if folder:
-        if not os.path.isdir(folder):
-            raise MissingFileError("--models {}: no such folder".format(folder))
-        found = [
-            (os.path.splitext(n)[0], os.path.join(folder, n))
-            for n in sorted(os.listdir(folder))
-            if n.endswith(".pth") and not n.startswith(".")
-        ]
+    if folder and not os.path.isdir(folder):
+        raise MissingFileError("--models {}: no such folder".format(folder))
+    files = [n for n in sorted(os.listdir(folder) if folder else []) if n.endswith(".pth")]
+    found = [(n[: -len(".pth")], os.path.join(folder, n)) for n in files if n[0] != "."]
     for name, path in found + list(pairs):
         if not os.path.isfile(path):
             raise MissingFileError("source {!r}: {} does not exist".format(name, path))
