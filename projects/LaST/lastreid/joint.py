@@ -26,9 +26,8 @@ JOINT_RUNS = (
 
 @dataclass
 class JointComparison:
-    """Trains (or skips) every run of JOINT_RUNS x protocols under `output` and writes
-    joint_table.md / .csv. opts: KEY VALUE overrides of every run; imagenet: their
-    MODEL.BACKBONE.PRETRAIN_PATH."""
+    """The runs of JOINT_RUNS x protocols under `output`, and joint_table.md / .csv; opts:
+    KEY VALUE overrides of every run; imagenet: their MODEL.BACKBONE.PRETRAIN_PATH."""
 
     output: str
     runner: Runner = field(default_factory=lambda: Runner("[joint]"))
@@ -75,9 +74,8 @@ class JointComparison:
             selection, metrics = None, dataset_metrics(results, TARGET)
         if metrics is None:
             return None
-        epoch = (
-            selection["best_epoch"] if selection else (results.get("evaluation") or {}).get("epoch")
-        )
+        epoch = (results.get("evaluation") or {}).get("epoch")
+        epoch = selection["best_epoch"] if selection else epoch
         return {
             "metrics": metrics,
             "epoch": epoch,

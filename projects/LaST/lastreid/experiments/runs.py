@@ -164,9 +164,8 @@ def _lines(path):
 
 
 def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
-    """Runs `cmd`, its output in `log_path` (the console if `verbose`), calling heartbeat(s)
-    every `heartbeat_s`; returns (exit code, {"wall_s", "peak_rss_gib"}), the peak memory of
-    `cmd` and its children (wait4). An interrupt terminates `cmd` first."""
+    """Runs `cmd` (output in `log_path`, or the console), calling heartbeat(s) every
+    `heartbeat_s`; returns (exit code, {"wall_s", "peak_rss_gib" of it and its children})."""
     env = dict(os.environ if env is None else env)
     env.setdefault("PYTHONUNBUFFERED", "1")
     t0 = beat = time.time()

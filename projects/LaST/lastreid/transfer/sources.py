@@ -85,9 +85,8 @@ class Source:
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The rows of `--train`: "ImageNet" (the file, when given), then each of `names`
-    trained with its recipe under <output>/sources/<name>/ (its paper selection, where it
-    has one, under <name>-paper/: `Source.paper`)."""
+    """The rows of `--train`: "ImageNet" (the file, if given), then `names`, each trained
+    under <output>/sources/<name>/ (its `Source.paper` run, if any, under <name>-paper/)."""
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
