@@ -111,19 +111,16 @@ def csv_rows(rows, cols, grid, protocol="clean"):
     """Header, then a row per source: per column `<title> R1`, `mAP`, (paper fine-tuned)
     `epoch`, `config` (its recipe hash); under "both" the paper ones `<title> paper ...`;
     then single-shot columns where a cell has them, and `protocol`."""
-    groups = []  # (header, (dataset, setting, protocol), key)
-    singles = []
+    groups, singles = [], []  # (header, (dataset, setting, protocol), key)
     for p in PROTOCOL_CHOICES[protocol]:
         for d, s in cols:
             title = column_title(d, s) + (" paper" if protocol == "both" and p == "paper" else "")
             keys = [("R1", "Rank-1"), ("mAP", "mAP")]
             keys += [("epoch", "best_epoch")] if p == "paper" and s == "finetune" else []
-            groups += [
-                (f"{title} {h}", (d, s, p), k) for h, k in keys + [("config", "config_sha256")]
-            ]
+            keys += [("config", "config_sha256")]
+            groups += [(f"{title} {h}", (d, s, p), k) for h, k in keys]
             if any(_lookup(grid, n, d, s, p).metric("SS-Rank-1") is not None for n in rows):
-                singles += [(f"{title} SS-R1", (d, s, p), "SS-Rank-1")]
-                singles += [(f"{title} SS-mAP", (d, s, p), "SS-mAP")]
+                singles += [(f"{title} SS-{h}", (d, s, p), f"SS-{k}") for h, k in keys[:2]]
     groups += singles
     table = [["pre-training"] + [g[0] for g in groups] + ["protocol"]]
     for name in rows:
