@@ -81,10 +81,9 @@ def training_speed(run_dir, batch):
 
 
 def best_epoch(run_dir, dataset):
-    """The paper's selection from a run's per-epoch evaluations: the epoch of the best (Rank-1
-    + mAP) / 2, the later on a tie (the paper's code keeps on `>=`). {"best_epoch" (1-based),
-    "metrics", "last" (the last epoch's), "history": [{"epoch", "Rank-1", "mAP"}, ...]}, or
-    None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
+    """The paper's selection: the epoch of the best (Rank-1 + mAP) / 2, the later on a tie (its
+    code keeps on `>=`): {"best_epoch", "metrics", "last", "history": [{"epoch", "Rank-1",
+    "mAP"}, ...]}, or None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
     try:
         records = read_metrics(run_dir)
         max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))

@@ -22,9 +22,8 @@ __all__ = ["TransferMatrix"]
 
 @dataclass
 class TransferMatrix:
-    """The cells of `sources` x `datasets` x `settings`. configs: {"direct": path,
-    "finetune": {dataset: path}}; opts: KEY VALUE overrides of every run; stem: None (from
-    each file's layout) or a bool; imagenet: the trained rows' PRETRAIN_PATH."""
+    """The cells of `sources` x `datasets` x `settings`. configs: {"direct": path, "finetune":
+    {dataset: path}}; stem: None (from each file's layout) or a bool."""
 
     output: str
     sources: List[Source]

@@ -32,10 +32,8 @@ SOURCE_RECIPES = {
     "LaST": ("configs/LaST/bagtricks_R50.yml", "model_best.pth"),
     "LaSTClothes": ("configs/LaST/clothes_R50.yml", "model_best.pth"),
 }
-# Trained sources whose model the paper's code selects elsewhere: under the paper protocol
-# their row is a run of its own with these overrides (last_cloth_train_base_imagenet.py
-# keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
-# the newest periodic checkpoint is kept, model_best.pth being a copy).
+# Trained sources the paper's code selects elsewhere: under the paper protocol a run of its
+# own (last_cloth_train_base_imagenet.py keeps the best (R1 + mAP) / 2 on Market-1501 test).
 PAPER_SELECTION = {
     "LaSTClothes": 'DATASETS.TESTS ("Market1501",) TEST.FINAL_TESTS () TEST.EVAL_PERIOD 1 '
     "SOLVER.CHECKPOINT_PERIOD 1 SOLVER.KEEP_LAST_CHECKPOINTS 1"
@@ -69,9 +67,7 @@ class Source:
     train: Optional[str] = None
     error: str = ""
     trained_on: tuple = ()  # datasets the model was trained on (those cells: "source")
-    # A trained source's model under the paper protocol when the paper's code selects it
-    # elsewhere (PAPER_SELECTION): a Source of its own run, else None (the same model).
-    paper: Optional["Source"] = None
+    paper: Optional["Source"] = None  # its model under the paper protocol (PAPER_SELECTION)
     train_opts: list = field(default_factory=list)  # its run's own overrides
     run_suffix: str = ""  # its run's folder: sources/<slug><run_suffix>
 
