@@ -63,8 +63,7 @@ class RunSpec:
 
 
 def recipe_sha256(spec):
-    """run_results.config_sha256 of a RunSpec's merged config; None if it cannot be built
-    yet (e.g. its weights are still to be trained)."""
+    """config_sha256 of a RunSpec's merged config; None while it cannot be built (no weights)."""
     try:
         return config_sha256(build_cfg(repo_path(spec.config), spec.opts, spec.eval_only))
     except MissingFileError:
@@ -79,8 +78,7 @@ def other_recipe(spec):
 
 @dataclass
 class Runner:
-    """How a table tool runs its RunSpecs: log tag, --num-gpus, --verbose, the runs'
-    environment, a progress line every `heartbeat_s`, --stale (STALE_CHOICES)."""
+    """How a tool runs its RunSpecs: --num-gpus, --verbose, --stale, a line every heartbeat_s."""
 
     tag: str
     num_gpus: int = 0

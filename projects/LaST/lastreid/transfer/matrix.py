@@ -125,11 +125,10 @@ class TransferMatrix:
         self.runner.settle(self.stale_candidates(), self.output)
         self.train_sources()
         cells, t0 = self.cells(), time.time()
-        shape = (
-            f"{len(self.sources)} sources x {'/'.join(self.datasets)} x {'/'.join(self.settings)}"
-        )
+        targets = f"{'/'.join(self.datasets)} x {'/'.join(self.settings)} = {len(cells)} cells"
         skipped = sum(c.is_source for c in cells)
-        self.log(f"{shape} = {len(cells)} cells ({skipped} on a row's own training data, not run)")
+        self.log(f"{len(self.sources)} sources x {targets} ({skipped} on a row's own training "
+                 "data, not run)")  # fmt: skip
         for i, cell in enumerate(cells, 1):
             counter, cell.error = f"{i}/{len(cells)}", self.model_source(cell).error
             weights = self.weights(self.model_source(cell))
