@@ -181,3 +181,23 @@ def test_a_real_cal_run_fills_its_cells_and_a_changed_recipe_is_refused(
     assert "| CAL |" in printed and "| CAL (published) |" in printed
     with pytest.raises(InputError, match="another recipe"):
         tool.main(argv + TINY + ["SOLVER.MAX_EPOCH", "2"])
+
+
+def test_the_transfer_table_targets_the_other_long_term_benchmarks(tmp_path, monkeypatch):
+    spawned = fake_runs(monkeypatch)  # every cell "fails": only the commands are looked at
+    argv = ["--preset", "synthetic", "--random-init", "--output", str(tmp_path)]
+    argv += ["--datasets", "LTCC", "DeepChange", "VCClothes", "--no-print-table"]
+    assert load_tool("transfer_matrix").main(argv) == 1
+    runs = [{k: v for k, v in zip(c, c[1:])} for c in spawned]
+    assert len(runs) == 6
+    for run in runs:
+        dataset = run["DATASETS.TESTS"].strip('(",)')
+        assert dataset in ("LTCC", "DeepChange", "VCClothes")
+        if "--eval-only" in run:
+            assert run["--config-file"].endswith(os.path.join("transfer", "direct_synthetic.yml"))
+        else:
+            expected = os.path.join(dataset, "bagtricks_R50_finetune_synthetic.yml")
+            assert run["--config-file"].endswith(expected)
+            assert not build_cfg(run["--config-file"]).INPUT.FLIP.ENABLED
+    header = (tmp_path / "transfer_table.md").read_text().splitlines()[2]
+    assert "| LTCC direct | DeepChange direct | VC-Clothes direct |" in header

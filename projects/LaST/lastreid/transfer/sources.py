@@ -22,8 +22,9 @@ __all__ = ["CONFIGS", "DATASETS", "IMAGENET", "PAPER_SELECTION", "RANDOM_INIT", 
 __all__ += ["Source", "discover_sources", "model_overrides", "slugify", "trained_sources"]
 __all__ += ["training_datasets", "write_random_init"]
 
-# The targets in column order: clothes-changing (PRCC, Celeb-reID), then short-term.
-DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC")
+# The targets in column order: clothes-changing (PRCC, Celeb-reID), short-term, then the
+# other long-term benchmarks (general protocol).
+DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC", "LTCC", "DeepChange", "VCClothes")
 RANDOM_INIT = "random init"
 IMAGENET = "ImageNet"
 # Sources trained here, in the paper's row order (LaSTClothes last): config and the file the
@@ -67,7 +68,8 @@ CONFIGS = {
 RUN_KEYS = set(
     "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
     "MODEL.BACKBONE.PRETRAIN MODEL.BACKBONE.PRETRAIN_PATH MODEL.BACKBONE.TORCHVISION_STEM "
-    "MODEL.HEADS.NUM_CLASSES MODEL.FREEZE_LAYERS MODEL.CPU_BF16 MODEL.CHANNELS_LAST".split()
+    "MODEL.HEADS.NUM_CLASSES MODEL.CAL.NUM_CLOTHES MODEL.FREEZE_LAYERS MODEL.CPU_BF16 "
+    "MODEL.CHANNELS_LAST".split()
 )
 
 
