@@ -156,7 +156,7 @@ needs_native_bf16 = pytest.mark.skipif(
 # checkpoint kept. 15 steps in all: no warm-up and a learning rate of 1e-3 so that they
 # visibly train (LaST test mAP 20.0 at random init, 30.1 after; 22.4 with FAST_CPU_OPTS'
 # warm-up and rate). The run `bot_default_run` shares; test_resume_kill kills and resumes
-# runs of the same options, so they must stay one list.
+# runs of the same recipe in batches of 16 on a tinier LaST.
 BOT_CONFIG = os.path.join(REPO, "configs", "LaST", "bagtricks_R50.yml")
 BOT_EPOCHS = 3
 BOT_BATCH = 128
@@ -182,7 +182,7 @@ def train_net_command(opts, output, resume=False, workers=0):
 def bot_default_run(request, default_root, tmp_path_factory):
     """The folder of one BoT run on the default synthetic LaST (BOT_DEFAULT_OPTS, no loader
     workers), trained once for the whole session by every module that needs a trained BoT
-    (test_training, test_resume_kill). Read it; copy it before writing into it. Removed at
+    (test_training). Read it; copy it before writing into it. Removed at
     the session's end (its checkpoints are 400 MB) unless a test failed."""
     root = tmp_path_factory.mktemp("bot_default")
     output = root / "run"

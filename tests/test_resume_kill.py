@@ -4,9 +4,11 @@ the same run uninterrupted, bit for bit (final weights, every number of metrics.
 no loader workers at every moment (a checkpoint's rename, the config.yaml write, an
 evaluation, a training step, the final checkpoint's rename, the final test), with 2 loader
 workers in a training step; also every epoch trained, loadable final and best checkpoints,
-the best metric the maximum of the history. The uninterrupted run without workers is the
-session's shared BoT run (conftest.bot_default_run). Plus fast unit tests of
-lastreid.resume."""
+the best metric the maximum of the history. The runs are the session's BoT recipe
+(conftest.BOT_DEFAULT_OPTS) in batches of 16 on the tiny synthetic LaST with 8 images per
+training person (conftest.all_datasets_root: 3 steps per epoch): every process of a phase
+starts, loads, trains and evaluates, and a bigger set would only make each phase longer.
+Plus fast unit tests of lastreid.resume."""
 
 import json
 import os
@@ -20,10 +22,13 @@ from lastreid.resume import ResumableCheckpointer, arrange_hooks, repair_metrics
 
 import pytest
 import torch
-from conftest import BOT_BATCH, BOT_CONFIG, BOT_DEFAULT_OPTS, BOT_EPOCHS, train_net_command
+from conftest import BOT_CONFIG, BOT_DEFAULT_OPTS, BOT_EPOCHS, train_net_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPOCHS, BATCH = BOT_EPOCHS, BOT_BATCH
+EPOCHS, BATCH = BOT_EPOCHS, 16
+# The runs' recipe: 3 epochs of 3 steps (48 training images), so that every kill moment
+# below has an epoch before and after it.
+OPTS = BOT_DEFAULT_OPTS + ["SOLVER.IMS_PER_BATCH", str(BATCH)]
 
 
 STOP_AT = os.path.join(REPO, "tests", "stop_at.py")
@@ -42,8 +47,7 @@ class Phase:
 def run_phase(phase, output, env, workers=0):
     """Returns "killed at <moment>" once the child reached its moment and was killed there,
     else the child's exit code."""
-    # The options of the session's shared run (conftest.BOT_DEFAULT_OPTS), its reference.
-    args = train_net_command(BOT_DEFAULT_OPTS, output, phase.resume, workers)
+    args = train_net_command(OPTS, output, phase.resume, workers)
     read_end, write_end = os.pipe()
     if phase.moment:
         args = [sys.executable, STOP_AT, phase.moment] + args[1:]
@@ -107,13 +111,18 @@ def metric_numbers(output):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(bot_default_run, default_root, module_tmp):
-    """The runs the killed ones must end as, never killed, by loader workers: with none,
-    the session's shared run (conftest.bot_default_run); with 2, one made here."""
-    env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
-    output = module_tmp.mktemp("uninterrupted_2") / "run"
-    assert run_phase(Phase("uninterrupted_2", None, False), output, env, workers=2) == 0
-    return {0: bot_default_run, 2: output}
+def uninterrupted(all_datasets_root, module_tmp):
+    """The runs the killed ones must end as, never killed, with no loader workers and with
+    2."""
+    env = dict(os.environ, FASTREID_DATASETS=str(all_datasets_root), PYTHONUNBUFFERED="1")
+    outputs = {}
+    for workers in (0, 2):
+        name = f"uninterrupted_{workers}"
+        outputs[workers] = module_tmp.mktemp(name) / "run"
+        result = run_phase(Phase(name, None, False), outputs[workers], env, workers)
+        log = (outputs[workers].parent / f"{name}.out").read_text(errors="replace")
+        assert result == 0, log[-3000:]
+    return outputs
 
 
 def test_the_loader_workers_do_not_change_a_run(uninterrupted):
@@ -147,12 +156,13 @@ def kill_phases(workers, iters_per_epoch):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_killed_run_resumes_to_the_same_end(default_root, tmp_path, workers, uninterrupted):
+def test_killed_run_resumes_to_the_same_end(all_datasets_root, tmp_path, workers, uninterrupted):
     from lastreid.datasets import build_dataset
 
     output = tmp_path / "run"
-    env = dict(os.environ, FASTREID_DATASETS=str(default_root), PYTHONUNBUFFERED="1")
-    iters_per_epoch = len(build_dataset("LaST", root=str(default_root)).train) // BATCH
+    env = dict(os.environ, FASTREID_DATASETS=str(all_datasets_root), PYTHONUNBUFFERED="1")
+    iters_per_epoch = len(build_dataset("LaST", root=str(all_datasets_root)).train) // BATCH
+    assert iters_per_epoch == 3  # OPTS' comment
     phases = kill_phases(workers, iters_per_epoch)
     best_seen = []
     for phase in phases:

@@ -28,6 +28,8 @@ TOOLS = (
     "plot_curves",
     "export_onnx",
     "benchmark",
+    "joint_table",
+    "clothes_table",
 )
 
 
@@ -114,7 +116,7 @@ def val_features(weights, synthetic_root, module_tmp):
 @pytest.mark.parametrize("name", TOOLS)
 def test_every_tool_has_help(name, capsys):
     with pytest.raises(SystemExit) as done:
-        load_tool(name).parse_args(["--help"])
+        load_tool(name).main(["--help"])
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
 

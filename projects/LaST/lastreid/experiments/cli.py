@@ -4,10 +4,12 @@
 
 from ..errors import InputError
 from ..launch import under_torchrun
-from ..startup import add_overrides
+from ..startup import add_overrides, parse_with_overrides
 from .runs import STALE_CHOICES, Runner
 
-__all__ = ["add_table_options", "pretrain_off", "print_table", "runner_of"]
+__all__ = ["add_table_options", "parse_table_args", "pretrain_off", "print_table", "runner_of"]
+
+parse_table_args = parse_with_overrides  # the overrides' one check, under the tools' old name
 
 
 def add_table_options(parser, output):

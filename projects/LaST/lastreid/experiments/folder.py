@@ -12,8 +12,8 @@ import yaml
 from ..curves import iterations_per_epoch, read_metrics
 from ..startup import build_cfg
 
-__all__ = ["best_epoch", "config_value", "finished_training", "read_json", "run_cfg"]
-__all__ += ["run_config", "training_speed", "weights_signature"]
+__all__ = ["best_epoch", "config_value", "epoch_evaluations", "finished_training", "read_json"]
+__all__ += ["run_cfg", "run_config", "training_speed", "weights_signature"]
 
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|(SS|CC|SC)-.+)$")
 
@@ -80,28 +80,42 @@ def training_speed(run_dir, batch):
     return batch / statistics.median(times) if times else None
 
 
+def epoch_evaluations(run_dir, datasets):
+    """{epoch (1-based): {dataset: metrics}} of the evaluations in a run's metrics.json, for
+    `datasets` (its DATASETS.TESTS: fastreid writes `<dataset>/<metric>`, or the bare metric
+    for one test set); an evaluation counts with its Rank-1 and mAP. {} without any."""
+    try:
+        records = read_metrics(run_dir)
+    except (OSError, ValueError):
+        return {}
+    ipe = iterations_per_epoch(run_dir, records)
+    found = {}
+    for record in records if ipe else ():
+        metrics = {}
+        for key, value in record.items():
+            prefix, sep, name = key.rpartition("/")
+            dataset = prefix if sep else datasets[0] if len(datasets) == 1 else None
+            if dataset in datasets and _EVAL_KEY.match(name) and isinstance(value, (int, float)):
+                metrics.setdefault(dataset, {})[name] = float(value)
+        for dataset, m in metrics.items():
+            if "Rank-1" in m and "mAP" in m:
+                found.setdefault((record["iteration"] + 1) // ipe, {})[dataset] = m
+    return found
+
+
 def best_epoch(run_dir, dataset):
     """The paper's selection: the epoch of the best (Rank-1 + mAP) / 2, the later on a tie (its
     code keeps on `>=`): {"best_epoch", "metrics", "last", "history": [{"epoch", "Rank-1",
     "mAP"}, ...]}, or None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
     try:
-        records = read_metrics(run_dir)
         max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))
-    except (OSError, ValueError, TypeError):
+    except (ValueError, TypeError):
         return None
-    ipe = iterations_per_epoch(run_dir, records)
-    if not ipe:
-        return None
-    evaluations = {}
-    for record in records:
-        metrics = {}
-        for key, value in record.items():
-            prefix, sep, name = key.rpartition("/")
-            if (not sep or prefix == dataset) and _EVAL_KEY.match(name):
-                if isinstance(value, (int, float)):
-                    metrics[name] = float(value)
-        if "Rank-1" in metrics and "mAP" in metrics:
-            evaluations[(record["iteration"] + 1) // ipe] = metrics
+    evaluations = {
+        e: found[dataset]
+        for e, found in epoch_evaluations(run_dir, [dataset]).items()
+        if dataset in found
+    }
     if sorted(evaluations) != list(range(1, max_epoch + 1)):
         return None
     best = max(

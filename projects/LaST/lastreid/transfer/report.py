@@ -14,7 +14,12 @@ __all__ += ["format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
 SETTINGS = ("direct", "finetune")
-SHORT_NAMES = {"PRCC": "PRCC", "CelebReID": "Celeb", "Market1501": "Market", "DukeMTMC": "Duke"}
+SHORT_NAMES = {
+    "CelebReID": "Celeb",
+    "Market1501": "Market",
+    "DukeMTMC": "Duke",
+    "VCClothes": "VC-Clothes",
+}
 SETTING_NAMES = {"direct": "direct", "finetune": "fine-tuned"}
 SOURCE_CELL = "source"  # the text of a cell on its row's own training data
 CHART_SIZE = (1100, 450)  # (w, h) px at experiments.table.CHART_DPI

@@ -19,8 +19,9 @@ from ..startup import build_cfg
 __all__ = ["CONFIGS", "DATASETS", "SOURCE_RECIPES", "Source", "discover_sources"]
 __all__ += ["model_overrides", "trained_sources", "training_datasets", "write_random_init"]
 
-# The targets in column order: clothes-changing (PRCC, Celeb-reID), then short-term.
-DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC")
+# The targets in column order: clothes-changing (PRCC, Celeb-reID), short-term, then the
+# other long-term benchmarks (general protocol).
+DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC", "LTCC", "DeepChange", "VCClothes")
 RANDOM_INIT = "random init"
 IMAGENET = "ImageNet"
 # Sources trained here, in the paper's row order (LaSTClothes last): config and the file the
@@ -53,7 +54,8 @@ CONFIGS = {
 RUN_KEYS = set(
     "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
     "MODEL.BACKBONE.PRETRAIN MODEL.BACKBONE.PRETRAIN_PATH MODEL.BACKBONE.TORCHVISION_STEM "
-    "MODEL.HEADS.NUM_CLASSES MODEL.FREEZE_LAYERS MODEL.CPU_BF16 MODEL.CHANNELS_LAST".split()
+    "MODEL.HEADS.NUM_CLASSES MODEL.CAL.NUM_CLOTHES MODEL.FREEZE_LAYERS MODEL.CPU_BF16 "
+    "MODEL.CHANNELS_LAST".split()
 )
 
 
