@@ -205,14 +205,15 @@ def test_a_run_of_another_recipe_stops_the_command(bench, tmp_path):
 
 def test_table_formats_hand_made_rows():
     """The markdown and CSV of two rows, one failed: the numbers written by hand."""
-    from lastreid.benchmark import Row, csv_rows, format_markdown
+    from lastreid.benchmark import Row, tables
 
     done = Row("bagtricks", "bagtricks_R50.yml", {m: 50.0 + i for i, m in enumerate(METRICS)})
     done.epoch, done.params, done.feature_dim = 2, 11_234_567, 512
     done.train_images_per_s, done.eval_seconds, done.eval_peak_gib = 123.456, 7.3, 1.234
     done.eval_reproduced = True
     failed = Row("mgn", "mgn_R50.yml", error="training failed")
-    md = format_markdown([done, failed]).splitlines()
+    md, table = tables([done, failed])
+    md = md.splitlines()
     assert md[2] == (
         "| method | config | Rank-1 | Rank-5 | Rank-10 | mAP | mINP | epoch | params (M) "
         "| feature dim | train img/s | eval s | eval peak GiB | eval-only = run |"
@@ -222,7 +223,7 @@ def test_table_formats_hand_made_rows():
         "| 123.5 | 7.3 | 1.23 | yes |",
         "| mgn | mgn_R50.yml | error | - | - | - | - | - | - | - | - | - | - | - |",
     ]
-    assert csv_rows([done, failed])[1:] == [
+    assert table[1:] == [
         ["bagtricks", "bagtricks_R50.yml", "50.00", "51.00", "52.00", "53.00", "54.00", 2]
         + [11_234_567, 512, "123.5", "7.3", "1.234", True, ""],
         ["mgn", "mgn_R50.yml"] + [""] * 12 + ["training failed"],

@@ -188,7 +188,6 @@ def test_a_module_that_does_not_import_is_one_line_naming_the_key():
         build_cfg("", ["MODEL.IMPORTS", "['no_such_toy_module']", "MODEL.DEVICE", "cpu"])
 
 
-@pytest.mark.xfail(reason="needs the experiment layer", strict=False)
 def test_the_toy_config_is_a_benchmark_method(toy, synthetic_root, tmp_path):
     out = tmp_path / "bench"
     args = ["--methods", toy / "toy.yml", "--output", out, "--no-print-table"] + OPTS
@@ -199,7 +198,6 @@ def test_the_toy_config_is_a_benchmark_method(toy, synthetic_root, tmp_path):
     assert "toy" in row["method"] and int(row["feature_dim"]) == TOY_DIM
 
 
-@pytest.mark.xfail(reason="needs the experiment layer", strict=False)
 def test_the_toy_run_is_a_transfer_row(toy_run, synthetic_root, tmp_path):
     out = tmp_path / "table"
     args = ["--source", f"toy={toy_run / 'model_best.pth'}", "--datasets", "PRCC"]

@@ -13,10 +13,11 @@ from lastreid.datasets.check import check_dataset
 from lastreid.engine import Trainer, default_setup
 from lastreid.experiments import runs
 from lastreid.experiments.folder import best_epoch
+from lastreid.experiments.table import csv_text
 from lastreid.features import FeatureExtractor
 from lastreid.startup import build_cfg
 from lastreid.transfer.matrix import TransferMatrix
-from lastreid.transfer.report import Cell, columns, format_csv, format_markdown
+from lastreid.transfer.report import Cell, columns, csv_rows, format_markdown
 from lastreid.transfer.sources import CONFIGS, Source, trained_sources
 from lastreid.transforms import _resizing
 
@@ -337,7 +338,7 @@ def test_both_protocols_in_one_table():
         "| LaST | 50.0 / 40.0; 55.0 / 44.0 (ep 37) |",
         "| LaST (published) | 54.4 / 54.3 |",
     ]
-    table = list(csv.reader(format_csv(rows, cols, grid, "both").splitlines()))
+    table = list(csv.reader(csv_text(csv_rows(rows, cols, grid, "both")).splitlines()))
     assert table[0] == [
         "pre-training",
         "PRCC fine-tuned R1",

@@ -26,10 +26,11 @@ from lastreid.evaluation.single_shot import (
 )
 from lastreid.experiments.folder import weights_signature
 from lastreid.experiments.runs import recipe_sha256
+from lastreid.experiments.table import csv_text
 from lastreid.run_results import RECIPE_LINE, read_run_results, run_config_sha256
 from lastreid.startup import build_cfg
 from lastreid.transfer.matrix import TransferMatrix
-from lastreid.transfer.report import CHART_SIZE, Cell, columns, format_csv, format_markdown
+from lastreid.transfer.report import CHART_SIZE, Cell, columns, csv_rows, format_markdown
 from lastreid.transfer.sources import CONFIGS, Source
 
 import numpy as np
@@ -290,9 +291,9 @@ def test_table_has_the_papers_shape_with_its_numbers_beneath_ours():
     rows = ["random init", "ImageNet", "LaST"]
     cols = columns()
     ours = {"random init": (1.0, 2.0), "ImageNet": (10.0, 5.0), "LaST": (40.0, 30.0)}
-    grid = {(n, d, s): _fake_cell(n, d, s, *ours[n]) for n in rows for d, s in cols}
+    grid = {(n, d, s, "clean"): _fake_cell(n, d, s, *ours[n]) for n in rows for d, s in cols}
     for n in rows:
-        grid[(n, "PRCC", "direct")].result["config_sha256"] = "ab" * 32
+        grid[(n, "PRCC", "direct", "clean")].result["config_sha256"] = "ab" * 32
     md = format_markdown(rows, cols, grid).splitlines()
     assert (
         md[2]
@@ -306,9 +307,9 @@ def test_table_has_the_papers_shape_with_its_numbers_beneath_ours():
         "| LaST | 40.0 / 30.0 | 40.0 / 30.0 | 40.0 / 30.0 | 40.0 / 30.0 |",
         "| LaST (published) | 39.3 / 32.6 | 47.0 / 7.0 | 54.4 / 54.3 | 56.1 / 11.7 |",
     ]
-    del grid[("LaST", "PRCC", "finetune")]
+    del grid[("LaST", "PRCC", "finetune", "clean")]
     assert format_markdown(rows, cols, grid).splitlines()[-2].count(" - ") == 1
-    table = list(csv.reader(format_csv(rows, cols, grid).splitlines()))
+    table = list(csv.reader(csv_text(csv_rows(rows, cols, grid)).splitlines()))
     assert table[0][:4] == [
         "pre-training",
         "PRCC direct R1",

@@ -21,7 +21,8 @@ import argparse
 import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.benchmark import DEFAULT_METHODS, Benchmark, method_config
 from lastreid.errors import run_tool
-from lastreid.experiments.cli import add_table_options, parse_table_args, print_table, runner_of
+from lastreid.experiments.cli import add_table_options, print_table, runner_of
+from lastreid.startup import parse_with_overrides
 
 
 def main(argv=None):
@@ -34,7 +35,7 @@ def main(argv=None):
                    help="in this order (default: %(default)s)")  # fmt: skip
     p.add_argument("--heartbeat", type=float, default=120.0, help="seconds between progress lines")
     add_table_options(p, output="logs/benchmark")
-    args = parse_table_args(p, argv)
+    args = parse_with_overrides(p, argv)
     names = [method_config(m)[0] for m in args.methods]  # an unknown one stops here
     if len(set(names)) != len(names):
         p.error("--methods names a method twice")

@@ -25,6 +25,7 @@ from lastreid.errors import InputError, MissingFileError, run_tool
 from lastreid.experiments import cli
 from lastreid.experiments.protocols import add_protocol_option
 from lastreid.joint import JointComparison
+from lastreid.startup import parse_with_overrides
 
 
 def main(argv=None):
@@ -38,7 +39,7 @@ def main(argv=None):
     )
     add_protocol_option(p)
     cli.add_table_options(p, output="logs/joint")
-    args = cli.parse_table_args(p, argv)
+    args = parse_with_overrides(p, argv)
     runner = cli.runner_of(args, "[joint]")
     if not args.imagenet and not cli.pretrain_off(args.opts):
         raise InputError("the runs start from ImageNet: give --imagenet FILE, or "

@@ -27,6 +27,7 @@ import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid.errors import InputError, run_tool
 from lastreid.experiments import cli
 from lastreid.experiments.protocols import add_protocol_option
+from lastreid.startup import parse_with_overrides
 from lastreid.transfer.matrix import TransferMatrix
 from lastreid.transfer.report import DEFAULT_DATASETS, SETTINGS
 from lastreid.transfer.sources import (
@@ -75,7 +76,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights")
     cli.add_table_options(p, output="logs/transfer")
-    return cli.parse_table_args(p, argv)
+    return parse_with_overrides(p, argv)
 
 
 def _pairs(items, what):

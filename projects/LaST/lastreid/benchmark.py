@@ -1,54 +1,42 @@
-"""The LaST baselines compared (docs/baselines.md; `tools/benchmark.py`), declared on
-lastreid.experiments. A method is a config file: a name stands for
-configs/LaST/<name>_R50.yml (in any case: agw is AGW_R50.yml), a path to a .yml is taken as
-it is. Each is a resumable training under OUTPUT/runs/<method>/, then an --eval-only of the
-checkpoint it kept under runs/<method>/eval_only/ (stamped with that checkpoint's version,
-its cost in measured.json), and the table is built from what the runs saved."""
+"""The LaST baselines compared (docs/baselines.md; `tools/benchmark.py`): per method (a config
+file) a resumable training under OUTPUT/runs/<method>/, then an --eval-only of the checkpoint
+it kept under runs/<method>/eval_only/; the table is built from what the runs saved."""
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List, Optional
 
 from .errors import InputError
-from .experiments.folder import (
-    count_parameters,
-    read_json,
-    run_cfg,
-    training_speed,
-    weights_signature,
-)
+from .experiments.folder import read_json, run_cfg, training_speed, weights_signature
 from .experiments.runs import REPO, Runner, RunSpec, other_recipe, recipe_sha256
-from .experiments.table import number, write_tables
-from .modeling import feature_dim
+from .experiments.table import column_table, number, write_tables
+from .modeling import build_model, feature_dim
 
-__all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "csv_rows"]
-__all__ += ["format_markdown", "known_methods", "method_config"]
+__all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "method_config", "tables"]
 
 DEFAULT_METHODS = ("bagtricks", "mgn", "pcb", "hpm", "agw", "sbs")
 METRICS = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 TOLERANCE = 1e-4  # percentage points between the run's test and --eval-only's
 
 
-def known_methods():
-    """{name: config path} of configs/LaST/<name>_R50.yml."""
-    folder = os.path.join(REPO, "configs", "LaST")
-    names = (n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml"))
-    return {n[: -len("_r50.yml")].lower(): os.path.join(folder, n) for n in names}
-
-
 def method_config(method):
-    """(name, config path) of a --methods entry: a known name or a path to a .yml file."""
+    """(name, config path) of a --methods entry: a .yml file, or a name standing for
+    configs/LaST/<name>_R50.yml in any case."""
     if method.endswith((".yml", ".yaml")):
         if not os.path.isfile(method):
             raise InputError(f"--methods {method}: no such config file")
         return os.path.splitext(os.path.basename(method))[0], os.path.abspath(method)
-    if method.lower() not in known_methods():
+    folder = os.path.join(REPO, "configs", "LaST")
+    known = {
+        n[:-8].lower(): n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml")
+    }
+    if method.lower() not in known:
         raise InputError(
             f"--methods {method}: no configs/LaST/{method}_R50.yml; known: "
-            + ", ".join(known_methods())
-            + "; or give the path of a .yml"
+            f"{', '.join(known)}; or give the path of a .yml"
         )
-    return method.lower(), known_methods()[method.lower()]
+    return method.lower(), os.path.join(folder, known[method.lower()])
 
 
 @dataclass
@@ -66,18 +54,18 @@ class Row:
     error: str = ""
 
 
-# (CSV header, markdown header, value of a row, markdown format)
+# (markdown header, CSV header, value of a row, markdown format)
 COLUMNS = [("method", "method", lambda r: r.method, "{}")]
 COLUMNS += [("config", "config", lambda r: r.config, "{}")]
 COLUMNS += [(m, m, (lambda r, m=m: r.test.get(m)), "{:.1f}") for m in METRICS]
 COLUMNS += [
     ("epoch", "epoch", lambda r: r.epoch, "{}"),
-    ("params", "params (M)", lambda r: r.params, "{:.1f}"),
-    ("feature_dim", "feature dim", lambda r: r.feature_dim, "{:,}"),
-    ("train_images_per_s", "train img/s", lambda r: r.train_images_per_s, "{:.1f}"),
-    ("eval_seconds", "eval s", lambda r: r.eval_seconds, "{:.1f}"),
-    ("eval_peak_rss_gib", "eval peak GiB", lambda r: r.eval_peak_gib, "{:.2f}"),
-    ("eval_only_reproduced", "eval-only = run", lambda r: r.eval_reproduced, "{}"),
+    ("params (M)", "params", lambda r: r.params, "{:.1f}"),
+    ("feature dim", "feature_dim", lambda r: r.feature_dim, "{:,}"),
+    ("train img/s", "train_images_per_s", lambda r: r.train_images_per_s, "{:.1f}"),
+    ("eval s", "eval_seconds", lambda r: r.eval_seconds, "{:.1f}"),
+    ("eval peak GiB", "eval_peak_rss_gib", lambda r: r.eval_peak_gib, "{:.2f}"),
+    ("eval-only = run", "eval_only_reproduced", lambda r: r.eval_reproduced, "{}"),
 ]
 NOTE = (
     "LaST test (%) of the checkpoint kept on LaST val (best (Rank-1 + mAP) / 2; its epoch); "
@@ -88,8 +76,7 @@ NOTE = (
 
 @dataclass
 class Benchmark:
-    """Trains and measures `methods` (names or config paths) under `output` with `opts`
-    (KEY VALUE overrides of every run)."""
+    """Trains and measures `methods` (names or config files) under `output`, with `opts`."""
 
     methods: List[str]
     output: str
@@ -98,9 +85,8 @@ class Benchmark:
 
     def train_spec(self, method):
         name, config = method_config(method)
-        return RunSpec(
-            name, config, self.opts, os.path.join(self.output, "runs", name), log_name="console.txt"
-        )
+        out = os.path.join(self.output, "runs", name)
+        return RunSpec(name, config, self.opts, out, log_name="console.txt")
 
     def eval_spec(self, train, final_test):
         """The --eval-only of the kept checkpoint on the run's TEST.FINAL_TESTS, with the
@@ -117,8 +103,8 @@ class Benchmark:
         return RunSpec(title, config, opts, out, True, stamp, "console.txt")
 
     def run(self):
-        """Trains and measures every method, writing the table after each; returns the rows.
-        Every recipe is checked (and every started run's recipe compared) first."""
+        """Checks every recipe, applies --stale, then trains and measures every method,
+        writing the table after each; returns the rows."""
         specs = [self.train_spec(m) for m in self.methods]
         for spec in specs:
             recipe_sha256(spec)  # a bad recipe stops the command before anything runs
@@ -142,7 +128,8 @@ class Benchmark:
         numbers, again = final["datasets"][name], evaluation["datasets"].get(name, {})
         cfg = run_cfg(train.output)
         row.test, row.epoch = {k: numbers[k] for k in METRICS}, final.get("epoch")
-        row.params, row.feature_dim = count_parameters(train.output), feature_dim(cfg)
+        row.params = sum(p.numel() for p in build_model(cfg, log=False).parameters())
+        row.feature_dim = feature_dim(cfg)
         row.train_images_per_s = training_speed(train.output, cfg.SOLVER.IMS_PER_BATCH)
         row.eval_seconds = evaluation["measured"]["wall_s"]
         row.eval_peak_gib = evaluation["measured"]["peak_rss_gib"]
@@ -152,16 +139,12 @@ class Benchmark:
         return row
 
     def table_paths(self):
-        """benchmark_table.md, benchmark_table.csv, benchmark_chart.png under the output."""
         names = ("benchmark_table.md", "benchmark_table.csv", "benchmark_chart.png")
         return [os.path.join(self.output, name) for name in names]
 
     def write_table(self, rows):
-        md, table = format_markdown(rows), csv_rows(rows)
-        draw = lambda fig: _draw(fig, rows)  # noqa: E731
-        return write_tables(
-            self.output, "benchmark_table", md, table, draw, "benchmark_chart", (12.0, 4.2)
-        )
+        draw = partial(_draw, rows=rows)
+        return write_tables(self.output, "benchmark_table", *tables(rows), draw, (12.0, 4.2))
 
 
 def _measured(train, results):
@@ -172,35 +155,24 @@ def _measured(train, results):
     return dict(results["evaluation"], measured=measured)
 
 
-def _markdown_cell(row, value, fmt, name):
+def _cell(name, get, fmt, row):
+    """(markdown, CSV) of a value; in the CSV the metrics with two places, other floats with
+    four digits."""
+    value = get(row)
     if value is None:
-        return "error" if row.error and name == "Rank-1" else "-"
+        return "error" if row.error and name == "Rank-1" else "-", ""
     if isinstance(value, bool):
-        return "yes" if value else "NO"
-    return fmt.format(value / 1e6 if name == "params" else value)
+        return "yes" if value else "NO", value
+    text = fmt.format(value / 1e6 if name == "params" else value)
+    if isinstance(value, float):
+        return text, number(value, "{:.2f}" if name in METRICS else "{:.4g}")
+    return text, value
 
 
-def format_markdown(rows):
-    """One line per method: the columns of COLUMNS, "-" where a number is missing."""
-    lines = [NOTE, "", "| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [_markdown_cell(row, get(row), fmt, name) for name, _, get, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def csv_rows(rows):
-    """Header, then one row per method; numbers unrounded but for the metrics (2 places),
-    empty where missing; a last `error` column."""
-    table = [[c[0] for c in COLUMNS] + ["error"]]
-    for row in rows:
-        values = [(name, get(row)) for name, _, get, _ in COLUMNS]
-        line = [
-            number(v, "{:.2f}" if n in METRICS else "{:.4g}") if isinstance(v, float) else v
-            for n, v in values
-        ]
-        table.append(["" if v is None else v for v in line] + [row.error])
-    return table
+def tables(rows):
+    """(markdown, CSV rows) of COLUMNS, a line per method; in the CSV a last `error` column."""
+    columns = [(md, name, partial(_cell, name, get, fmt)) for md, name, get, fmt in COLUMNS]
+    return column_table(NOTE, columns + [(None, "error", lambda r: (None, r.error))], rows)
 
 
 def _draw(fig, rows):
@@ -208,9 +180,8 @@ def _draw(fig, rows):
     acc, speed, cost = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 1, 1]})
     xs = list(range(len(rows)))
     for offset, key in ((-0.2, "Rank-1"), (0.2, "mAP")):
-        bars = acc.bar(
-            [x + offset for x in xs], [r.test.get(key) or 0.0 for r in rows], 0.4, label=key
-        )
+        values = [r.test.get(key) or 0.0 for r in rows]
+        bars = acc.bar([x + offset for x in xs], values, 0.4, label=key)
         acc.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     acc.set_ylim(0, 105)
     acc.legend(fontsize=8, loc="upper left")

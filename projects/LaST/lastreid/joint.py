@@ -1,7 +1,6 @@
 """The joint-training comparison of the paper's code (docs/generalisation.md;
-`tools/joint_table.py`), declared on lastreid.experiments: Market-1501 trained alone, with
-LaST's clothes classes and with MSMT17 (the control), from ImageNet with the base recipe,
-tested on Market-1501 only, under the clean and/or the paper protocol."""
+`tools/joint_table.py`): Market-1501 trained alone, with LaST's clothes classes and with
+MSMT17 (the control), from ImageNet with the base recipe, tested on Market-1501 only."""
 
 import os
 from dataclasses import dataclass, field
@@ -11,10 +10,10 @@ from typing import List, Optional
 from .experiments.folder import best_epoch, config_value, run_config
 from .experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES, protocol_note
 from .experiments.runs import Runner, RunSpec
-from .experiments.table import CONFIG_DIGITS, number, write_tables
+from .experiments.table import CONFIG_DIGITS, column_table, number, r1_map, write_tables
 from .run_results import dataset_metrics, run_config_sha256
 
-__all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "joint_markdown", "joint_csv_rows"]
+__all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "joint_tables"]
 
 TARGET = "Market1501"  # every run is tested here, and only here
 # (training set, config): the plain run first, the two joint ones after it.
@@ -27,9 +26,8 @@ JOINT_RUNS = (
 
 @dataclass
 class JointComparison:
-    """Trains (or skips) every run of JOINT_RUNS x protocols under `output` and writes
-    joint_table.md / .csv. opts: `KEY VALUE` overrides for every run; imagenet: their
-    MODEL.BACKBONE.PRETRAIN_PATH."""
+    """The runs of JOINT_RUNS x protocols under `output`, and joint_table.md / .csv; opts:
+    KEY VALUE overrides of every run; imagenet: their MODEL.BACKBONE.PRETRAIN_PATH."""
 
     output: str
     runner: Runner = field(default_factory=lambda: Runner("[joint]"))
@@ -51,18 +49,14 @@ class JointComparison:
         return found
 
     def run(self):
-        """Settles the runs of other recipes, trains every unfinished run, writes the table.
-        Returns {(training set, protocol): numbers or None}."""
+        """Applies --stale, trains, writes the table: {(set, protocol): numbers or None}."""
         specs = self.specs()
         self.runner.settle([(spec, [spec.output]) for _, _, spec in specs], self.output)
         numbers = {}
         for i, (name, p, spec) in enumerate(specs, 1):
             read = partial(self.numbers, p, spec.output)
             numbers[name, p] = self.runner.execute(spec, f"{i}/{len(specs)}", read)
-        args = (numbers, self.protocol)
-        paths = write_tables(
-            self.output, "joint_table", joint_markdown(*args), joint_csv_rows(*args)
-        )
+        paths = write_tables(self.output, "joint_table", *joint_tables(numbers, self.protocol))
         failed = sum(v is None for v in numbers.values())
         note = f"{len(specs) - failed} of {len(specs)} runs done" + (
             f" ({failed} failed)" * bool(failed)
@@ -72,16 +66,16 @@ class JointComparison:
 
     @staticmethod
     def numbers(protocol, out, results):
-        """A finished run's numbers on TARGET, or None: the evaluation after its last epoch
-        (results.json), or under the paper protocol the best epoch of its history."""
-        selection = best_epoch(out, TARGET) if protocol == "paper" else None
-        metrics = selection["metrics"] if selection else None
-        metrics = metrics if protocol == "paper" else dataset_metrics(results, TARGET)
+        """A finished run's numbers on TARGET (paper: of its best epoch), or None."""
+        if protocol == "paper":
+            selection = best_epoch(out, TARGET)
+            metrics = selection and selection["metrics"]
+        else:
+            selection, metrics = None, dataset_metrics(results, TARGET)
         if metrics is None:
             return None
-        epoch = (
-            selection["best_epoch"] if selection else (results.get("evaluation") or {}).get("epoch")
-        )
+        epoch = (results.get("evaluation") or {}).get("epoch")
+        epoch = selection["best_epoch"] if selection else epoch
         return {
             "metrics": metrics,
             "epoch": epoch,
@@ -93,56 +87,34 @@ class JointComparison:
         }
 
 
-KEYS = ("classes", "iterations_per_epoch")  # of a training set, whichever protocol's run
+def _count(key, row):  # of the training set, from whichever protocol's run has it
+    value = next((n[key] for n in row[1].values() if n and n.get(key)), None)
+    return number(value, "{:,}") or "-", value or ""
 
 
-def _rows(numbers, protocol):
-    """[(training set, {protocol: numbers}, classes, iterations / epoch)] in JOINT_RUNS order."""
-    rows = []
-    for name, _ in JOINT_RUNS:
-        found = {p: numbers.get((name, p)) for p in PROTOCOL_CHOICES[protocol]}
-        first = [next((n[k] for n in found.values() if n and n.get(k)), None) for k in KEYS]
-        rows.append((name, found, *first))
-    return rows
+def _csv_cell(protocol, i, row):  # the i-th of R1, mAP, epoch, config of a protocol's run
+    found = row[1][protocol] or {}
+    metrics = found.get("metrics") or {}
+    config = (found.get("config_sha256") or "")[:CONFIG_DIGITS]
+    return None, (number(metrics.get("Rank-1")), number(metrics.get("mAP")),
+                  found.get("epoch") or "", config)[i]  # fmt: skip
 
 
-def _text(numbers):
-    if not numbers:
-        return "-"
-    text = "{:.1f} / {:.1f}".format(numbers["metrics"]["Rank-1"], numbers["metrics"]["mAP"])
-    return text + (" (ep {})".format(numbers["best_epoch"]) if numbers["best_epoch"] else "")
-
-
-def joint_markdown(numbers, protocol="clean"):
-    """One line per training set: its classes, iterations per epoch and Market-1501 Rank-1 /
-    mAP ("clean; paper" under protocol both)."""
-    lines = [
-        "{} test, Rank-1 / mAP (%); {}".format(TARGET, protocol_note(protocol)),
-        "",
-        "| training set | classes | iterations / epoch | {} |".format(TARGET),
-        "|---|---|---|---|",
-    ]
-    for name, found, classes, iters in _rows(numbers, protocol):
-        cells = "; ".join(_text(n) for n in found.values())
-        classes, iters = (number(v, "{:,}") or "-" for v in (classes, iters))
-        lines.append(f"| {name} | {classes} | {iters} | {cells} |")
-    return "\n".join(lines) + "\n"
-
-
-def joint_csv_rows(numbers, protocol="clean"):
-    """`training set`, `classes`, `iterations per epoch`, then per protocol `R1`, `mAP`,
-    `epoch` and `config` (the first CONFIG_DIGITS of the run's recipe hash; under "both"
-    the paper columns are prefixed `paper `), and `protocol`."""
+def joint_tables(numbers, protocol="clean"):
+    """(markdown, CSV rows), a line per training set: classes, iterations / epoch, Rank-1 / mAP
+    per protocol (CSV: `R1`, `mAP`, `epoch`, `config`; under "both" paper ones `paper ...`)."""
     protocols = PROTOCOL_CHOICES[protocol]
-    prefix = {p: "paper " if protocol == "both" and p == "paper" else "" for p in protocols}
-    header = ["training set", "classes", "iterations per epoch"]
-    header += [prefix[p] + h for p in protocols for h in ("R1", "mAP", "epoch", "config")]
-    table = [header + ["protocol"]]
-    for name, found, classes, iters in _rows(numbers, protocol):
-        line = [name, classes or "", iters or ""]
-        for n in (found[p] or {} for p in protocols):
-            metrics = n.get("metrics") or {}
-            line += [number(metrics.get(k)) for k in ("Rank-1", "mAP")] + [n.get("epoch") or ""]
-            line.append((n.get("config_sha256") or "")[:CONFIG_DIGITS])
-        table.append(line + [protocol])
-    return table
+    columns = [
+        ("training set", "training set", lambda row: (row[0], row[0])),
+        ("classes", "classes", partial(_count, "classes")),
+        ("iterations / epoch", "iterations per epoch", partial(_count, "iterations_per_epoch")),
+        (TARGET, None, lambda row: ("; ".join(r1_map(n) for n in row[1].values()), None)),
+    ]
+    for p in protocols:
+        prefix = "paper " if protocol == "both" and p == "paper" else ""
+        for i, header in enumerate(("R1", "mAP", "epoch", "config")):
+            columns.append((None, prefix + header, partial(_csv_cell, p, i)))
+    columns.append((None, "protocol", lambda row: (None, protocol)))
+    rows = [(name, {p: numbers.get((name, p)) for p in protocols}) for name, _ in JOINT_RUNS]
+    note = f"{TARGET} test, Rank-1 / mAP (%); {protocol_note(protocol)}"
+    return column_table(note, columns, rows)

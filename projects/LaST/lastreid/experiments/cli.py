@@ -1,14 +1,15 @@
-"""The command-line options every table tool shares: --output, --stale, --num-gpus,
---verbose, --no-print-table and the trailing KEY VALUE overrides of every run (checked to
-come in pairs), and the tools' common start: one process, not under torchrun."""
-
-import argparse
+"""The options every table tool shares (--output, --stale, --num-gpus, --verbose,
+--no-print-table, the trailing KEY VALUE overrides of every run, read with
+`lastreid.startup.parse_with_overrides`) and the tools' common start."""
 
 from ..errors import InputError
 from ..launch import under_torchrun
+from ..startup import add_overrides, parse_with_overrides
 from .runs import STALE_CHOICES, Runner
 
 __all__ = ["add_table_options", "parse_table_args", "pretrain_off", "print_table", "runner_of"]
+
+parse_table_args = parse_with_overrides  # the overrides' one check, under the tools' old name
 
 
 def add_table_options(parser, output):
@@ -24,21 +25,11 @@ def add_table_options(parser, output):
     parser.add_argument("--num-gpus", type=int, default=0, help="passed to train_net.py")
     parser.add_argument("--verbose", action="store_true", help="show the runs' output, not logged")
     parser.add_argument("--no-print-table", action="store_true", help="do not print the table")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
-
-
-def parse_table_args(parser, argv):
-    """parser.parse_args(argv), the overrides after an optional "--" and in KEY VALUE pairs."""
-    args = parser.parse_args(argv)
-    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
-    if len(args.opts) % 2:
-        parser.error("overrides come in KEY VALUE pairs, got: " + " ".join(args.opts))
-    return args
+    add_overrides(parser, help="KEY VALUE overrides for every run")
 
 
 def runner_of(args, tag, **kw):
-    """The Runner of a tool's parsed arguments. Never under torchrun: N copies would run
-    every run N times into one table."""
+    """The Runner of a tool's arguments; never under torchrun (N copies: every run N times)."""
     if under_torchrun():
         raise InputError(
             "run it as one process, not under torchrun; --num-gpus N gives each run N processes"

@@ -1,7 +1,6 @@
-"""What a finished or started run folder (a train_net.py OUTPUT_DIR) says, read from the
-files the run saved, never from its log: config.yaml (lastreid.run_results' recipe hash),
-results.json, metrics.json (best epoch, training speed), last_checkpoint; and the signature
-that tells one version of a checkpoint file from the next."""
+"""What a run folder (a train_net.py OUTPUT_DIR) says, from the files the run saved, never
+its log: config.yaml, results.json, metrics.json (best epoch, training speed), last_checkpoint;
+and the signature that tells one version of a checkpoint file from the next."""
 
 import json
 import os
@@ -11,12 +10,10 @@ import statistics
 import yaml
 
 from ..curves import iterations_per_epoch, read_metrics
-from ..modeling import build_model
 from ..startup import build_cfg
 
-__all__ = ["best_epoch", "config_value", "count_parameters", "epoch_evaluations"]
-__all__ += ["finished_training", "read_json", "run_cfg", "run_config", "training_speed"]
-__all__ += ["weights_signature"]
+__all__ = ["best_epoch", "config_value", "epoch_evaluations", "finished_training", "read_json"]
+__all__ += ["run_cfg", "run_config", "training_speed", "weights_signature"]
 
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|(SS|CC|SC)-.+)$")
 
@@ -51,7 +48,7 @@ def config_value(config, key):
 
 
 def finished_training(run_dir):
-    """True when the run's last checkpoint is the final one (training is complete)."""
+    """True when the run's last checkpoint is the final one."""
     try:
         with open(os.path.join(run_dir, "last_checkpoint")) as f:
             last = f.read().strip()
@@ -61,33 +58,25 @@ def finished_training(run_dir):
 
 
 def weights_signature(path):
-    """One version of a checkpoint file: size, modification time and inode (an atomic
-    rewrite is a new inode even within one tick of the file system's clock)."""
+    """A checkpoint file's version: size, mtime and inode (an atomic rewrite is a new inode
+    even within one tick of the file system's clock)."""
     st = os.stat(path)
     return "{}-{}-{}".format(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def run_cfg(run_dir):
-    """The checked config of a run, from its config.yaml through the package's config loading
-    (so whatever that config asks to be imported or checked is honoured), on the CPU."""
+    """The checked config of a run's config.yaml (its MODEL.IMPORTS honoured), on the CPU."""
     opts = ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
     return build_cfg(os.path.join(run_dir, "config.yaml"), opts)
 
 
-def count_parameters(run_dir):
-    """Parameters of a run's model (classifiers included), built with random weights."""
-    return sum(p.numel() for p in build_model(run_cfg(run_dir)).parameters())
-
-
 def training_speed(run_dir, batch):
-    """Training images per second: `batch` over the median step time ("time", fastreid's
-    per-iteration timer) of the run's metrics.json; None without one."""
+    """Training images / s: `batch` over the median of metrics.json's step "time"s; or None."""
     try:
-        times = [
-            r["time"] for r in read_metrics(run_dir) if isinstance(r.get("time"), (int, float))
-        ]
+        records = read_metrics(run_dir)
     except (OSError, ValueError):
         return None
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
     return batch / statistics.median(times) if times else None
 
 
@@ -115,12 +104,9 @@ def epoch_evaluations(run_dir, datasets):
 
 
 def best_epoch(run_dir, dataset):
-    """The paper's selection from a run's per-epoch evaluations (metrics.json): the epoch
-    with the best (Rank-1 + mAP) / 2, the later one on a tie (the paper's code keeps on `>=`).
-
-    Returns {"best_epoch" (1-based), "metrics" (that epoch's), "last" (the last epoch's),
-    "history": [{"epoch", "Rank-1", "mAP"}, ...]}, or None unless every epoch
-    1..SOLVER.MAX_EPOCH of the run (its config.yaml) was evaluated once."""
+    """The paper's selection: the epoch of the best (Rank-1 + mAP) / 2, the later on a tie (its
+    code keeps on `>=`): {"best_epoch", "metrics", "last", "history": [{"epoch", "Rank-1",
+    "mAP"}, ...]}, or None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
     try:
         max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))
     except (ValueError, TypeError):

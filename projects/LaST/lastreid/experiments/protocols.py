@@ -16,14 +16,8 @@ _NOTES = {
 # The paper's details a config can express, for every paper run: bilinear resize (train and
 # test), fp32 throughout (no AMP, no bf16), random erasing filled with (0.485, 0.456, 0.406)
 # *after* normalisation, i.e. mean + value * std in the 0..255 input scale.
-# fmt: off
-PAPER_OPTS = [
-    "INPUT.INTERPOLATION", "bilinear",
-    "SOLVER.AMP.ENABLED", "False",
-    "MODEL.CPU_BF16", "off",
-    "INPUT.REA.VALUE", "[151.997, 142.327, 126.824]",
-]
-# fmt: on
+PAPER_OPTS = "INPUT.INTERPOLATION bilinear SOLVER.AMP.ENABLED False MODEL.CPU_BF16 off".split()
+PAPER_OPTS += ["INPUT.REA.VALUE", "[151.997, 142.327, 126.824]"]
 PAPER_FINETUNE_OPTS = ["TEST.EVAL_PERIOD", "1"]  # the test split after every epoch
 
 

@@ -1,9 +1,6 @@
-"""One `tools/train_net.py` process per run of a table: `RunSpec` says what to run,
-`Runner.execute` runs it resumably (skipped once done, continued once started), with a
-progress line now and then, the tail of its log on failure and what it cost
-(measured.json: wall time, peak memory); `Runner.settle` applies --stale to runs made with
-another recipe. A process per run: a fresh fastreid state, `--num-gpus`, fast-reid's own
-`--resume`, and a failure (or an out-of-memory kill) confined to that run."""
+"""One `tools/train_net.py` process per run of a table (a fresh fastreid state, --num-gpus,
+fast-reid's --resume, a failure confined to its run): `RunSpec` says what to run,
+`Runner.settle` applies --stale, `Runner.execute` runs it resumably."""
 
 import json
 import os
@@ -12,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ..atomic import write_text_atomic
@@ -23,9 +21,7 @@ from .folder import finished_training, read_json
 __all__ = ["REPO", "STALE_CHOICES", "TRAIN_NET", "RunSpec", "Runner", "recipe_sha256"]
 __all__ += ["other_recipe", "repo_path", "run_logged", "training_status"]
 
-REPO = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-)
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 STALE_CHOICES = ("stop", "redo", "reuse")
 STAMP_FILE, MEASURED_FILE = "source.json", "measured.json"
@@ -38,10 +34,8 @@ def repo_path(path):
 
 @dataclass
 class RunSpec:
-    """One train_net.py run of `config` + `opts` into `output` (its OUTPUT_DIR): training
-    (`--resume`: continued once started, evaluated again once finished) or `eval_only`.
-    stamp: what it starts from (e.g. a checkpoint's signature); a folder stamped otherwise
-    is emptied and run again. log_name: its console output, in `output`."""
+    """A train_net.py run of `config` + `opts` into `output`: a training (--resume) or
+    `eval_only`; stamp: what it starts from (a folder stamped otherwise is run again)."""
 
     title: str
     config: str
@@ -60,8 +54,7 @@ class RunSpec:
     def finished(self):
         return self.eval_only or finished_training(self.output)
 
-    def done(self):
-        """True when the folder holds this run's results (from the stamped start)."""
+    def done(self):  # the folder holds this run's results (from the stamped start)
         stamped = self.stamp is None or read_json(self._at(STAMP_FILE)) == self.stamp
         return stamped and bool(read_run_results(self.output)) and self.finished()
 
@@ -70,8 +63,7 @@ class RunSpec:
 
 
 def recipe_sha256(spec):
-    """The hash train_net.py gives the merged config of a RunSpec (run_results.config_sha256);
-    None if it cannot be built yet (e.g. its weights are still to be trained)."""
+    """config_sha256 of a RunSpec's merged config; None while it cannot be built (no weights)."""
     try:
         return config_sha256(build_cfg(repo_path(spec.config), spec.opts, spec.eval_only))
     except MissingFileError:
@@ -86,8 +78,7 @@ def other_recipe(spec):
 
 @dataclass
 class Runner:
-    """How a table tool runs its RunSpecs: log tag, `--num-gpus`, `--verbose`, the runs'
-    environment, a progress line every `heartbeat_s`, the --stale policy (STALE_CHOICES)."""
+    """How a tool runs its RunSpecs: --num-gpus, --verbose, --stale, a line every heartbeat_s."""
 
     tag: str
     num_gpus: int = 0
@@ -99,9 +90,7 @@ class Runner:
 
     def settle(self, candidates, where):
         """Applies --stale to the runs of `candidates`, [(RunSpec, paths to remove to redo
-        it)], whose config.yaml names another recipe than the spec's: stop (one line naming
-        them), redo (remove the paths) or reuse (keep finished ones, with a note). Returns
-        their titles."""
+        it)], made with another recipe than the spec's; returns their titles."""
         stale = [(spec, paths) for spec, paths in candidates if other_recipe(spec)]
         unfinished = "; ".join(f"{s.title} ({s.output})" for s, _ in stale if not s.done())
         if unfinished and self.stale == "reuse":  # resuming it would mix two recipes
@@ -120,20 +109,20 @@ class Runner:
             if self.stale == "redo":
                 self.log(f"{self.tag} {spec.title}: made with another recipe: redoing it")
                 for path in paths:
-                    shutil.rmtree(path) if os.path.isdir(path) else _remove(path)
+                    shutil.rmtree(path) if os.path.isdir(path) else Path(path).unlink(True)
             else:
                 self.log(f"{self.tag} note: {spec.title}: another recipe, kept (--stale reuse)")
         return [s.title for s, _ in stale]
 
     def execute(self, spec, counter="", read=None, summary=None):
-        """Runs `spec` unless done (then skipped); returns its numbers: `read(results.json's
-        dict)` (default: that dict), None on failure (the end of its log shown).
-        `summary(numbers)`: text for the progress log."""
+        """Runs `spec` unless done; returns `read(results.json's dict)` (default: that dict),
+        None on failure (its log's tail shown). summary(numbers): text for the log."""
         head = " ".join(x for x in (self.tag, counter, spec.title) if x)
         read = read or (lambda results: results or None)
+        brackets = lambda numbers: f" ({summary(numbers)})" if summary else ""  # noqa: E731
         numbers = read(read_run_results(spec.output)) if spec.done() else None
         if numbers:
-            self.log(f"{head}: done before, skipped{_brackets(summary, numbers)}")
+            self.log(f"{head}: done before, skipped{brackets(numbers)}")
             return numbers
         if spec.stamp is not None and read_json(spec._at(STAMP_FILE)) not in ({}, spec.stamp):
             self.log(f"{head}: what it starts from changed since it ran: redoing it")
@@ -141,42 +130,27 @@ class Runner:
         os.makedirs(spec.output, exist_ok=True)
         if spec.stamp is not None:
             write_text_atomic(json.dumps(spec.stamp) + "\n", spec._at(STAMP_FILE))
-        _remove(spec._at(RESULTS_FILE))  # only this run's numbers count
+        Path(spec._at(RESULTS_FILE)).unlink(missing_ok=True)  # only this run's numbers count
         started = os.path.isfile(spec._at("last_checkpoint"))
         how = "evaluating" if spec.finished() else "resuming" if started else "training"
         self.log(f"{head}: {how} (log {spec._at('log.txt')})")
+        log = spec._at(spec.log_name)
+        beat = lambda s: self.log(f"{head}: {training_status(spec.output, s)}")  # noqa: E731
         code, cost = run_logged(
-            spec.command(self.num_gpus),
-            spec._at(spec.log_name),
-            self.env,
-            self.verbose,
-            lambda s: self.log(f"{head}: running for {s:.0f} s{training_status(spec.output)}"),
-            self.heartbeat_s,
+            spec.command(self.num_gpus), log, self.env, self.verbose, beat, self.heartbeat_s
         )
         write_text_atomic(json.dumps(dict(cost, returncode=code)) + "\n", spec._at(MEASURED_FILE))
         if code == 0 and spec.finished():
             numbers = read(read_run_results(spec.output))
         if not numbers:
-            why = (
-                f"exit code {code}" if code else f"no numbers saved ({RESULTS_FILE}, metrics.json)"
-            )
-            log = spec._at(spec.log_name)
+            saved = f"no numbers saved ({RESULTS_FILE}, metrics.json)"
+            why = f"exit code {code}" if code else saved
             self.log(f"{head}: FAILED after {cost['wall_s']:.0f} s ({why}); see {log}")
             for line in _lines(log)[-15:]:
                 self.log("    " + line)
             return None
-        self.log(f"{head}: done in {cost['wall_s']:.0f} s{_brackets(summary, numbers)}")
+        self.log(f"{head}: done in {cost['wall_s']:.0f} s{brackets(numbers)}")
         return numbers
-
-
-def _brackets(summary, numbers):
-    text = summary(numbers) if summary else ""
-    return f" ({text})" if text else ""
-
-
-def _remove(path):
-    if os.path.exists(path):
-        os.remove(path)
 
 
 def _lines(path):
@@ -188,10 +162,8 @@ def _lines(path):
 
 
 def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
-    """Runs `cmd` with its output in `log_path` (on the console when `verbose`), calling
-    heartbeat(elapsed seconds) every `heartbeat_s`. Returns (exit code, {"wall_s",
-    "peak_rss_gib"}): the peak resident memory of `cmd` and of its children (data-loader
-    workers), from wait4. An interrupt terminates `cmd` first: nothing is left running."""
+    """Runs `cmd` (output in `log_path`, or the console), calling heartbeat(s) every
+    `heartbeat_s`; returns (exit code, {"wall_s", "peak_rss_gib" of it and its children})."""
     env = dict(os.environ if env is None else env)
     env.setdefault("PYTHONUNBUFFERED", "1")
     t0 = beat = time.time()
@@ -215,12 +187,12 @@ def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat
                 proc.wait()
 
 
-def training_status(run_dir):
-    """ "; eta 0:05:09, epoch/iter 1/43, total_loss 5.97" from fastreid's last progress line in
-    `run_dir`/log.txt, or "" when there is none yet."""
+def training_status(run_dir, seconds):
+    """ "running for 65 s; eta 0:05:09, epoch/iter 1/43, total_loss 5.97": from fastreid's
+    last progress line in `run_dir`/log.txt, when there is one."""
     lines = [line for line in _lines(os.path.join(run_dir, "log.txt")) if "epoch/iter:" in line]
     words = lines[-1].split() if lines else []
-    return "".join(
+    return f"running for {seconds:.0f} s" + "".join(
         f"{', ' if i else '; '}{w.rstrip(':')} {words[words.index(w) + 1]}"
         for i, w in enumerate(x for x in words[:-1] if x in ("eta:", "epoch/iter:", "total_loss:"))
     )

@@ -1,8 +1,6 @@
-"""`TransferMatrix`: the transfer table declared on lastreid.experiments. Each cell of
-sources x targets x {direct, fine-tuned} (x protocols) is a RunSpec (direct: --eval-only of
-the row's checkpoint; fine-tuned: a resumable training from it) stamped with the version
-of that checkpoint; the trained rows (`--train`) are RunSpecs run first. A done cell's
-numbers are kept in results/<row>__<dataset>__<setting>[__paper].json."""
+"""`TransferMatrix`: a cell of sources x targets x {direct, fine-tuned} (x protocols) is a
+RunSpec (an --eval-only of the row's checkpoint, or a training from it) stamped with that
+checkpoint's version, its numbers kept in results/<row>__<dataset>__<setting>[__paper].json."""
 
 import json
 import os
@@ -24,10 +22,8 @@ __all__ = ["TransferMatrix"]
 
 @dataclass
 class TransferMatrix:
-    """The cells of `sources` x `datasets` x `settings`, run (or skipped) by `runner`.
-    configs: {"direct": path, "finetune": {dataset: path}}; opts: KEY VALUE overrides of
-    every run; stem: None (from each file's layout) or a bool; imagenet: the trained rows'
-    MODEL.BACKBONE.PRETRAIN_PATH."""
+    """The cells of `sources` x `datasets` x `settings`. configs: {"direct": path, "finetune":
+    {dataset: path}}; stem: None (from each file's layout) or a bool."""
 
     output: str
     sources: List[Source]
@@ -59,13 +55,11 @@ class TransferMatrix:
         return os.path.join(self.output, "sources", source.slug + source.run_suffix)
 
     def model_source(self, cell):
-        """The Source whose model a cell starts from: the row's, or under the paper protocol
-        the row's other selection where the paper's code has one (`Source.paper`)."""
+        """The Source whose model a cell starts from (paper protocol: `Source.paper`, if any)."""
         return (cell.source.paper if cell.protocol == "paper" else None) or cell.source
 
     def trained_runs(self):
-        """The trained rows' runs a protocol of this command uses: the row's own run, and
-        its paper-selection run (`Source.paper`) under the paper protocol."""
+        """The trained rows' runs this command's protocols use (paper: `Source.paper`)."""
         runs, protocols = [], PROTOCOL_CHOICES[self.protocol]
         for source in (s for s in self.sources if s.train):
             runs += [source] if source.paper is None or "clean" in protocols else []
@@ -81,17 +75,14 @@ class TransferMatrix:
         ]
 
     def source_spec(self, source):
-        """A trained row's run: its recipe from the --imagenet file, the command's overrides,
-        the run's own (which win)."""
+        """A trained row's run: from --imagenet, the command's overrides, then its own."""
         opts = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
         title = source.name + (" (the paper's selection)" if source.train_opts else "")
-        return RunSpec(
-            title, source.train, opts + self.opts + source.train_opts, self.source_dir(source)
-        )
+        opts += self.opts + source.train_opts
+        return RunSpec(title, source.train, opts, self.source_dir(source))
 
     def spec(self, cell):
-        """The run of a cell: the command's overrides, the protocol's, the row's model (the
-        MODEL of the config.yaml beside its file), then the cell's own keys."""
+        """A cell's run: the command's overrides, the protocol's, the row's model, its own."""
         source, direct = self.model_source(cell), cell.setting == "direct"
         weights = self.weights(source)
         opts = self.opts + (PAPER_OPTS if cell.protocol == "paper" else [])
@@ -121,8 +112,7 @@ class TransferMatrix:
         return path
 
     def stale_candidates(self):
-        """[(RunSpec, paths to remove to redo it)]: the trained rows, and the cells whose
-        checkpoint exists (one from a changed checkpoint is redone anyway)."""
+        """[(RunSpec, paths removed to redo it)]: the trained rows, the cells with weights."""
         found = [(self.source_spec(s), [self.source_dir(s)]) for s in self.trained_runs()]
         for cell in (c for c in self.cells() if not c.is_source):
             if os.path.isfile(self.weights(self.model_source(cell))):
@@ -130,17 +120,15 @@ class TransferMatrix:
         return found
 
     def run(self):
-        """Settles the runs of other recipes (--stale), trains the trained rows, runs every
-        unfinished cell, then writes the table. Returns the cells."""
+        """Applies --stale, trains the rows to train, runs the cells, writes the table."""
         os.makedirs(os.path.join(self.output, "results"), exist_ok=True)
         self.runner.settle(self.stale_candidates(), self.output)
         self.train_sources()
         cells, t0 = self.cells(), time.time()
-        shape = (
-            f"{len(self.sources)} sources x {'/'.join(self.datasets)} x {'/'.join(self.settings)}"
-        )
+        targets = f"{'/'.join(self.datasets)} x {'/'.join(self.settings)} = {len(cells)} cells"
         skipped = sum(c.is_source for c in cells)
-        self.log(f"{shape} = {len(cells)} cells ({skipped} on a row's own training data, not run)")
+        self.log(f"{len(self.sources)} sources x {targets} ({skipped} on a row's own training "
+                 "data, not run)")  # fmt: skip
         for i, cell in enumerate(cells, 1):
             counter, cell.error = f"{i}/{len(cells)}", self.model_source(cell).error
             weights = self.weights(self.model_source(cell))
@@ -160,8 +148,7 @@ class TransferMatrix:
         return cells
 
     def train_sources(self):
-        """Trains (or resumes, or skips) every run of `trained_runs`; a row whose recipe kept
-        no file (no evaluation, so no model_best.pth) uses the final one."""
+        """Trains the `trained_runs`; a row without model_best.pth uses its final one."""
         trained = self.trained_runs()
         for i, source in enumerate(trained, 1):
             spec = self.source_spec(source)
@@ -173,11 +160,8 @@ class TransferMatrix:
 
     def _run_cell(self, cell, counter):
         spec = self.spec(cell)
-        stored = read_json(self.result_path(cell))
-        if (
-            stored.get("metrics")
-            and stored.get("weights_signature") == spec.stamp["weights_signature"]
-        ):
+        stored, signature = read_json(self.result_path(cell)), spec.stamp["weights_signature"]
+        if stored.get("metrics") and stored.get("weights_signature") == signature:
             cell.result = stored  # its recipe was checked by Runner.settle
             self.log(f"{counter} {cell.title}: done before, skipped ({cell_summary(cell)})")
             return
@@ -191,8 +175,7 @@ class TransferMatrix:
             write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
 
     def _numbers(self, cell, spec, results):
-        """A cell's stored result from its finished run, or None: the evaluation on its
-        dataset, or (paper fine-tune) the best epoch of its history, with that history."""
+        """A cell's stored result: its evaluation, or (paper fine-tune) best epoch; or None."""
         if cell.paper_selection:
             selection = best_epoch(spec.output, cell.dataset)
             metrics = selection and selection["metrics"]
@@ -208,13 +191,11 @@ class TransferMatrix:
         result.update(weights_signature=spec.stamp["weights_signature"], protocol=cell.protocol)
         result.update(config_sha256=run_config_sha256(spec.output))
         result.update(command=spec.command(self.runner.num_gpus))
-        return dict(
-            result, **{k: selection[k] for k in ("best_epoch", "last", "history") if selection}
-        )
+        result.update({k: selection[k] for k in ("best_epoch", "last", "history") if selection})
+        return result
 
     def write_table(self, cells):
-        """Writes transfer_table.md / .csv / transfer_chart.png; returns their paths."""
         rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
         md, table, draw = tables(rows, cols, grid, self.protocol)
-        return write_tables(self.output, "transfer_table", md, table, draw, "transfer_chart")
+        return write_tables(self.output, "transfer_table", md, table, draw)

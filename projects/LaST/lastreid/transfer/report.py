@@ -1,16 +1,15 @@
-"""The transfer table as text and picture: markdown, CSV rows and the bar chart, in the shape
-of the paper's table (Rank-1 / mAP in %). Pure: it formats the cells it is given. A cell on a
-dataset its row was trained on reads "source" (it is not run)."""
+"""The transfer table as markdown, CSV rows and a bar chart, in the shape of the paper's table
+(Rank-1 / mAP in %), from the cells it is given."""
 
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 from ..experiments.protocols import PROTOCOL_CHOICES, protocol_note
-from ..experiments.table import CONFIG_DIGITS, csv_text, number
+from ..experiments.table import CONFIG_DIGITS, number, r1_map
 
 __all__ = ["CHART_SIZE", "DEFAULT_DATASETS", "PUBLISHED", "SETTINGS", "SOURCE_CELL", "Cell"]
-__all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart", "format_csv"]
+__all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart"]
 __all__ += ["format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
@@ -33,10 +32,6 @@ _PAPER = {
     "MSMT17": ((26.2, 24.6), (43.4, 5.0), (43.7, 44.1), (51.0, 9.0)),
     "LaST": ((39.3, 32.6), (47.0, 7.0), (54.4, 54.3), (56.1, 11.7)),
 }
-PUBLISHED = {
-    row: dict(zip([(d, s) for s in SETTINGS for d in DEFAULT_DATASETS], numbers))
-    for row, numbers in _PAPER.items()
-}
 
 
 @dataclass
@@ -54,13 +49,11 @@ class Cell:
         return f"{self.source.name} | {column_title(self.dataset, self.setting, ' | ')}{paper}"
 
     @property
-    def is_source(self):
-        """True on a dataset the row's model was trained on: shown as "source", not run."""
+    def is_source(self):  # on a dataset the row's model was trained on: not run
         return self.dataset in getattr(self.source, "trained_on", ())
 
     @property
-    def paper_selection(self):
-        """True for the cells that pick their best epoch on the test split."""
+    def paper_selection(self):  # the cell picks its best epoch on the test split
         return self.protocol == "paper" and self.setting == "finetune"
 
     def metric(self, key):
@@ -85,31 +78,21 @@ def columns(datasets=DEFAULT_DATASETS, settings=SETTINGS):
     return [(d, s) for s in settings for d in datasets]
 
 
-def _lookup(grid, name, dataset, setting, protocol):
-    """A cell of the grid keyed (name, dataset, setting, protocol), or for clean also
-    (name, dataset, setting); a missing one is an empty Cell."""
-    cell = grid.get((name, dataset, setting, protocol))
-    if cell is None and protocol == "clean":
-        cell = grid.get((name, dataset, setting))
-    return cell or Cell(None, dataset, setting, protocol=protocol)
+PUBLISHED = {row: dict(zip(columns(), numbers)) for row, numbers in _PAPER.items()}
 
 
 def _text(cell):
-    if cell.is_source:
-        return SOURCE_CELL
-    if cell.metric("Rank-1") is None:
-        return "-"
-    epoch = cell.result.get("best_epoch")
-    return "{:.1f} / {:.1f}".format(cell.metric("Rank-1"), cell.metric("mAP")) + (
-        f" (ep {epoch})" if epoch else ""
-    )
+    return SOURCE_CELL if cell.is_source else r1_map(cell.result)
+
+
+def _lookup(grid, name, dataset, setting, protocol):  # a missing cell: an empty one
+    cell = grid.get((name, dataset, setting, protocol))
+    return cell or Cell(None, dataset, setting, protocol=protocol)
 
 
 def format_markdown(rows, cols, grid, protocol="clean"):
-    """One row per source, "R1 / mAP" per column, "-" if missing; paper fine-tuned cells add
-    their epoch, "both" shows "clean; paper". A row named like one of the paper's
-    (PUBLISHED) is followed by the paper's numbers for these columns. The first line says
-    which protocol made it."""
+    """One row per source, "R1 / mAP" per column ("clean; paper" under "both"), "-" if missing,
+    each row named like one of the paper's (PUBLISHED) followed by the paper's numbers."""
     lines = [
         "Rank-1 / mAP (%); " + protocol_note(protocol, "fine-tuned cells report"),
         "",
@@ -130,24 +113,19 @@ def format_markdown(rows, cols, grid, protocol="clean"):
 
 
 def csv_rows(rows, cols, grid, protocol="clean"):
-    """Header, then one row per source: per column `<title> R1` and `<title> mAP` (empty if
-    missing, "source" on the row's own training data), paper fine-tuned cells also
-    `<title> epoch`, then `<title> config` (the first CONFIG_DIGITS of the run's recipe
-    hash); under "both" the paper columns are named `<title> paper ...`; single-shot
-    columns where a cell reports them, and a last `protocol` column."""
-    groups = []  # (header, (dataset, setting, protocol), key)
-    singles = []
+    """Header, then a row per source: per column `<title> R1`, `mAP`, (paper fine-tuned)
+    `epoch`, `config` (its recipe hash); under "both" the paper ones `<title> paper ...`;
+    then single-shot columns where a cell has them, and `protocol`."""
+    groups, singles = [], []  # (header, (dataset, setting, protocol), key)
     for p in PROTOCOL_CHOICES[protocol]:
         for d, s in cols:
             title = column_title(d, s) + (" paper" if protocol == "both" and p == "paper" else "")
             keys = [("R1", "Rank-1"), ("mAP", "mAP")]
             keys += [("epoch", "best_epoch")] if p == "paper" and s == "finetune" else []
-            groups += [
-                (f"{title} {h}", (d, s, p), k) for h, k in keys + [("config", "config_sha256")]
-            ]
+            keys += [("config", "config_sha256")]
+            groups += [(f"{title} {h}", (d, s, p), k) for h, k in keys]
             if any(_lookup(grid, n, d, s, p).metric("SS-Rank-1") is not None for n in rows):
-                singles += [(f"{title} SS-R1", (d, s, p), "SS-Rank-1")]
-                singles += [(f"{title} SS-mAP", (d, s, p), "SS-mAP")]
+                singles += [(f"{title} SS-{h}", (d, s, p), f"SS-{k}") for h, k in keys[:2]]
     groups += singles
     table = [["pre-training"] + [g[0] for g in groups] + ["protocol"]]
     for name in rows:
@@ -155,54 +133,39 @@ def csv_rows(rows, cols, grid, protocol="clean"):
     return table
 
 
-def format_csv(rows, cols, grid, protocol="clean"):
-    return csv_text(csv_rows(rows, cols, grid, protocol))
-
-
 def tables(rows, cols, grid, protocol="clean"):
-    """(markdown, CSV rows, chart drawing) of the table."""
+    """(markdown, CSV rows, draw(figure)) of the table."""
     args = (rows, cols, grid, protocol)
-    return format_markdown(*args), csv_rows(*args), draw_chart(*args)
+    return format_markdown(*args), csv_rows(*args), lambda fig: draw_chart(fig, *args)
 
 
-def draw_chart(rows, cols, grid, protocol="clean"):
-    """draw(figure) of grouped bars, one colour per source, for Rank-1 and mAP, of the paper
-    numbers under protocol paper, else of the clean ones."""
+def draw_chart(fig, rows, cols, grid, protocol="clean"):
+    """Grouped bars, a colour per source, of Rank-1 and mAP (the paper numbers under protocol
+    paper, else the clean ones)."""
+    import matplotlib
+
     shown = "paper" if protocol == "paper" else "clean"
-
-    def draw(fig):
-        import matplotlib
-
-        axes = fig.subplots(1, 2)
-        width = 0.8 / max(len(rows), 1)
-        for ax, key in zip(axes, ("Rank-1", "mAP")):
-            for i, name in enumerate(rows):
-                values = [_lookup(grid, name, d, s, shown).metric(key) for d, s in cols]
-                found = [
-                    (j, v) for j, v in enumerate(values) if v is not None and not math.isnan(v)
-                ]
-                xs = [j - 0.4 + width * (i + 0.5) for j, _ in found]
-                bars = ax.bar(
-                    xs,
-                    [v for _, v in found],
-                    width,
-                    label=name,
-                    color=matplotlib.colormaps["tab10"](i % 10),
-                )
-                ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-            ax.set_xticks(range(len(cols)))
-            ax.set_xticklabels([column_title(d, s) for d, s in cols], fontsize=9)
-            ax.set_ylim(0, 105)
-            ax.set_title(key + " (%)")
-            ax.grid(axis="y", alpha=0.3)
-        axes[0].legend(title="pre-training", fontsize=8, loc="upper left")
-        fig.suptitle(f"Transfer of pre-trained models: direct and fine-tuned (protocol {shown})")
-
-    return draw
+    axes = fig.subplots(1, 2)
+    width = 0.8 / max(len(rows), 1)
+    for ax, key in zip(axes, ("Rank-1", "mAP")):
+        for i, name in enumerate(rows):
+            values = [_lookup(grid, name, d, s, shown).metric(key) for d, s in cols]
+            found = [(j, v) for j, v in enumerate(values) if v is not None and not math.isnan(v)]
+            xs = [j - 0.4 + width * (i + 0.5) for j, _ in found]
+            color = matplotlib.colormaps["tab10"](i % 10)
+            bars = ax.bar(xs, [v for _, v in found], width, label=name, color=color)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels([column_title(d, s) for d, s in cols], fontsize=9)
+        ax.set_ylim(0, 105)
+        ax.set_title(key + " (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(title="pre-training", fontsize=8, loc="upper left")
+    fig.suptitle(f"Transfer of pre-trained models: direct and fine-tuned (protocol {shown})")
 
 
 def cell_summary(cell):
-    """One line of a done cell's numbers, for the progress log."""
+    """A done cell's numbers in a line, for the progress log."""
     text = "Rank-1 {:.1f}, mAP {:.1f}".format(cell.metric("Rank-1"), cell.metric("mAP"))
     if cell.result.get("best_epoch"):
         text += " at epoch {} of {}".format(cell.result["best_epoch"], len(cell.result["history"]))

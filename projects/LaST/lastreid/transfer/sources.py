@@ -1,8 +1,6 @@
-"""The rows of the transfer table: pre-training sources from checkpoint files, from runs
-this project trains (`--train`: BoT, or the base recipe on LaST's clothes classes), the
-ImageNet file itself, or random initialisation. Each row knows the datasets its model was
-trained on (its cells there read "source" and are not run) and, from the config.yaml of
-the run beside its file, the model its cells build (`model_overrides`)."""
+"""The rows of the transfer table: checkpoint files, runs trained here (`--train`), the
+ImageNet file, random initialisation; each with the datasets its model was trained on (its
+cells there are not run) and the model of the config.yaml beside its file."""
 
 import os
 import re
@@ -18,9 +16,8 @@ from ..experiments.folder import config_value, run_config
 from ..modeling import build_model
 from ..startup import build_cfg
 
-__all__ = ["CONFIGS", "DATASETS", "IMAGENET", "PAPER_SELECTION", "RANDOM_INIT", "SOURCE_RECIPES"]
-__all__ += ["Source", "discover_sources", "model_overrides", "slugify", "trained_sources"]
-__all__ += ["training_datasets", "write_random_init"]
+__all__ = ["CONFIGS", "DATASETS", "SOURCE_RECIPES", "Source", "discover_sources"]
+__all__ += ["model_overrides", "trained_sources", "training_datasets", "write_random_init"]
 
 # The targets in column order: clothes-changing (PRCC, Celeb-reID), short-term, then the
 # other long-term benchmarks (general protocol).
@@ -36,20 +33,11 @@ SOURCE_RECIPES = {
     "LaST": ("configs/LaST/bagtricks_R50.yml", "model_best.pth"),
     "LaSTClothes": ("configs/LaST/clothes_R50.yml", "model_best.pth"),
 }
-# Trained sources whose model the paper's code selects elsewhere: under the paper protocol
-# their row is a run of its own with these overrides (last_cloth_train_base_imagenet.py
-# keeps the best (Rank-1 + mAP) / 2 on Market-1501 test, evaluated after every epoch; only
-# the newest periodic checkpoint is kept, model_best.pth being a copy).
+# Trained sources the paper's code selects elsewhere: under the paper protocol a run of its
+# own (last_cloth_train_base_imagenet.py keeps the best (R1 + mAP) / 2 on Market-1501 test).
 PAPER_SELECTION = {
-    "LaSTClothes": ["DATASETS.TESTS", '("Market1501",)', "TEST.FINAL_TESTS", "()"]
-    + [
-        "TEST.EVAL_PERIOD",
-        "1",
-        "SOLVER.CHECKPOINT_PERIOD",
-        "1",
-        "SOLVER.KEEP_LAST_CHECKPOINTS",
-        "1",
-    ]
+    "LaSTClothes": 'DATASETS.TESTS ("Market1501",) TEST.FINAL_TESTS () TEST.EVAL_PERIOD 1 '
+    "SOLVER.CHECKPOINT_PERIOD 1 SOLVER.KEEP_LAST_CHECKPOINTS 1"
 }
 CONFIGS = {
     "reference": {
@@ -62,9 +50,7 @@ CONFIGS = {
         "finetune": {d: f"configs/{d}/bagtricks_R50_finetune_synthetic.yml" for d in DATASETS},
     },
 }
-# MODEL keys of a row's run that belong to that run, not to its model: the cells set their
-# own (device, weights, classes of their target, losses of their recipe, the stem from the
-# file's layout).
+# MODEL keys of a row's run that are the run's, not its model's: the cells set their own.
 RUN_KEYS = set(
     "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
     "MODEL.BACKBONE.PRETRAIN MODEL.BACKBONE.PRETRAIN_PATH MODEL.BACKBONE.TORCHVISION_STEM "
@@ -75,8 +61,7 @@ RUN_KEYS = set(
 
 @dataclass
 class Source:
-    """A pre-training source: a checkpoint (path) or random initialisation (path None).
-    `train`: the config of the run that makes `path` (a trained source), else None."""
+    """A checkpoint (path; None: random init); `train`: the config of the run making it."""
 
     name: str
     path: Optional[str] = None
@@ -84,34 +69,22 @@ class Source:
     train: Optional[str] = None
     error: str = ""
     trained_on: tuple = ()  # datasets the model was trained on (those cells: "source")
-    # A trained source's model under the paper protocol when the paper's code selects it
-    # elsewhere (PAPER_SELECTION): a Source of its own run, else None (the same model).
-    paper: Optional["Source"] = None
+    paper: Optional["Source"] = None  # its model under the paper protocol (PAPER_SELECTION)
     train_opts: list = field(default_factory=list)  # its run's own overrides
     run_suffix: str = ""  # its run's folder: sources/<slug><run_suffix>
 
     @property
-    def torchvision_stem(self):
-        """The reference / torchvision max-pool for the checkpoints trained with it."""
+    def torchvision_stem(self):  # the checkpoints trained with its max-pool
         return self.layout in (LAYOUT_REFERENCE, LAYOUT_TORCHVISION)
 
     @property
-    def slug(self):
-        return slugify(self.name)
-
-
-def slugify(name):
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "source"
+    def slug(self):  # its name in file names
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-.") or "source"
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The rows of `--train`: "ImageNet" (the file itself, when given), then each of `names`
-    trained with its recipe, its model the file the recipe keeps under
-    `<output>/sources/<name>/`; the paper's other selection, where it has one, under
-    `<output>/sources/<name>-paper/` (`Source.paper`)."""
-    unknown = ", ".join(repr(n) for n in names if n not in SOURCE_RECIPES)
-    if unknown:
-        raise InputError(f"--train: unknown source {unknown}; known: {', '.join(SOURCE_RECIPES)}")
+    """The rows of `--train`: "ImageNet" (the file, if given), then `names`, each trained
+    under <output>/sources/<name>/ (its `Source.paper` run, if any, under <name>-paper/)."""
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
@@ -120,30 +93,24 @@ def trained_sources(output, names, imagenet=None, preset="reference"):
     for name in (n for n in SOURCE_RECIPES if n in names):
         config, kept = SOURCE_RECIPES[name]
         config = CONFIGS.get(preset, {}).get("sources", {}).get(name, config)
-        folder = os.path.join(os.path.abspath(output), "sources", slugify(name))
-        source = Source(name, os.path.join(folder, kept), train=config, trained_on=(name,))
+        source = Source(name, train=config, trained_on=(name,))
+        folder = os.path.join(os.path.abspath(output), "sources", source.slug)
+        source.path = os.path.join(folder, kept)
         if name in PAPER_SELECTION:
             paper = os.path.join(folder + "-paper", "model_best.pth")
             source.paper = replace(source, path=paper, run_suffix="-paper")
-            source.paper.train_opts = list(PAPER_SELECTION[name])
+            source.paper.train_opts = PAPER_SELECTION[name].split()
         sources.append(source)
     return sources
 
 
 def discover_sources(folder=None, pairs=(), random_init=False, trust=False, first=()):
-    """Sources in table order: random init (if asked), `first` (e.g. trained_sources), the
-    folder's `*.pth` by name, then `pairs` of (name, path). Names (and their file-name
-    slugs) must be unique."""
+    """Sources in table order: random init, `first`, the folder's *.pth, `pairs` (name, path)."""
     sources = ([Source(RANDOM_INIT)] if random_init else []) + list(first)
-    found = []
-    if folder:
-        if not os.path.isdir(folder):
-            raise MissingFileError("--models {}: no such folder".format(folder))
-        found = [
-            (os.path.splitext(n)[0], os.path.join(folder, n))
-            for n in sorted(os.listdir(folder))
-            if n.endswith(".pth") and not n.startswith(".")
-        ]
+    if folder and not os.path.isdir(folder):
+        raise MissingFileError("--models {}: no such folder".format(folder))
+    files = [n for n in sorted(os.listdir(folder) if folder else []) if n.endswith(".pth")]
+    found = [(n[: -len(".pth")], os.path.join(folder, n)) for n in files if n[0] != "."]
     for name, path in found + list(pairs):
         if not os.path.isfile(path):
             raise MissingFileError("source {!r}: {} does not exist".format(name, path))
@@ -168,9 +135,8 @@ def _beside(path):  # the config.yaml of the run that wrote a checkpoint file
 
 
 def training_datasets(path, name, known=DATASETS):
-    """The datasets a checkpoint file's model was trained on: DATASETS.NAMES of the
-    config.yaml beside it, else the dataset of `known` the row's name spells, in any case
-    ("Market1501.pth"), else ()."""
+    """The datasets a checkpoint's model was trained on: DATASETS.NAMES of the config.yaml
+    beside it, else the one of `known` its name spells ("market1501.pth"), else ()."""
     names = config_value(_beside(path), "DATASETS.NAMES")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return tuple(names)
@@ -178,9 +144,8 @@ def training_datasets(path, name, known=DATASETS):
 
 
 def model_overrides(path):
-    """KEY VALUE overrides that build the model a checkpoint file holds, from the
-    config.yaml beside it: its whole MODEL subtree but the RUN_KEYS (a new head's own keys
-    and MODEL.IMPORTS included) and its input size; [] without one (the cells' own model)."""
+    """KEY VALUE overrides building a checkpoint's model, from the config.yaml beside it: its
+    MODEL subtree but RUN_KEYS (MODEL.IMPORTS included), its input size; [] without one."""
     config = _beside(path)
     if config is None:
         return []
@@ -198,11 +163,8 @@ def _flatten(prefix, tree):
 
 
 def write_random_init(path, config_file, opts, seed=0):
-    """Builds the cells' model (config + overrides) with seeded random weights and saves it
-    in fastreid's `{'model': state_dict}` layout."""
-    cfg = build_cfg(
-        config_file, list(opts) + ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"]
-    )
+    """Saves the cells' model with seeded random weights, as fastreid's {'model': state}."""
+    cfg = build_cfg(config_file, [*opts, "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.DEVICE", "cpu"])
     torch.manual_seed(seed)
     model = build_model(cfg)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
