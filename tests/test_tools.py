@@ -133,6 +133,7 @@ def _users_errors(tmp):
     return {
         "benchmark.py": (["--output", missing, "SOLVER.MAX_EPOCH", "-3"], "MAX_EPOCH is -3"),
         "check_dataset.py": (["--datasets", "LaST", "--root", missing, "--quiet"], "problem(s)"),
+        "clothes_table.py": (["--imagenet", missing + ".pth"], "no such file"),
         "convert_reference_checkpoint.py": ([missing + ".pth", "-o", missing], "does not exist"),
         "export_onnx.py": (cfg + ["-o", missing], "does not exist"),
         "extract_features.py": (cfg + ["--dataset", "LaST", "-o", missing], "does not exist"),
