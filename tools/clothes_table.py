@@ -29,6 +29,7 @@ from lastreid.clothes_table import BENCHMARKS, DEFAULT_METHODS, ClothesTable, me
 from lastreid.errors import MissingFileError, run_tool
 from lastreid.experiments import cli
 from lastreid.experiments.protocols import add_protocol_option
+from lastreid.startup import parse_with_overrides
 
 
 def main(argv=None):
@@ -44,7 +45,7 @@ def main(argv=None):
     p.add_argument("--imagenet", metavar="FILE", help="MODEL.BACKBONE.PRETRAIN_PATH of every run")
     add_protocol_option(p)
     cli.add_table_options(p, output="logs/clothes")
-    args = cli.parse_table_args(p, argv)
+    args = parse_with_overrides(p, argv)
     runner = cli.runner_of(args, "[clothes]")
     if len(set(args.methods)) != len(args.methods):
         p.error("--methods names a method twice")

@@ -4,12 +4,10 @@
 
 from ..errors import InputError
 from ..launch import under_torchrun
-from ..startup import add_overrides, parse_with_overrides
+from ..startup import add_overrides
 from .runs import STALE_CHOICES, Runner
 
-__all__ = ["add_table_options", "parse_table_args", "pretrain_off", "print_table", "runner_of"]
-
-parse_table_args = parse_with_overrides  # the overrides' one check, under the tools' old name
+__all__ = ["add_table_options", "pretrain_off", "print_table", "runner_of"]
 
 
 def add_table_options(parser, output):
