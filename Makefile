@@ -10,6 +10,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.lastreid-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 FASTREID := fastreid==1.4.0
+# pytest-xdist workers of `make test`: each test file runs whole in one worker (a module's shared
+# runs are made once); each worker takes about 2 GB and its share of the cores.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test demo clean gpu-wheels gpu-check
 
@@ -30,7 +33,7 @@ $(STAMP): setup.py requirements.txt Makefile
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 demo: setup
 	$(PY) tools/run_demo.py

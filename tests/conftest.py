@@ -13,6 +13,14 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(REPO, "tools")
 
+# Under `pytest -n N` (make test) the N workers share the CPU: each one's torch threads, and the
+# tools it starts (they inherit OMP_NUM_THREADS), get a share of the cores, not all of them each:
+# oversubscribed OpenMP threads spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def load_tool(name):
     """tools/<name>.py as a module, to call its main(argv) in the test's process (the tools
@@ -216,3 +224,25 @@ def fake_runs(monkeypatch, action=lambda cmd, log_path: 1):
 
     monkeypatch.setattr(runs, "run_logged", run_logged)
     return spawned
+
+
+# The modules whose shared runs take longest (measured with --durations), started first: under
+# `pytest -n N --dist loadfile` (make test) a module runs whole in one worker, and one of them
+# started last would leave the other workers idle until it ends.
+LONG_MODULES = (
+    "test_benchmark",
+    "test_training",
+    "test_demo",
+    "test_transfer",
+    "test_reliability",
+    "test_resume_kill",
+    "test_generalisation",
+    "test_source_table",
+    "test_plugin_contract",
+    "test_config_ranges",
+)
+
+
+def pytest_collection_modifyitems(items):
+    first = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: first.get(item.module.__name__, len(first)))

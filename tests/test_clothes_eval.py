@@ -289,13 +289,12 @@ def test_evaluator_refuses_protocols_without_clothes_and_a_count_mismatch():
     )
 
 
-def _two_process_worker(rank, port, data, out_dir):
+def _two_process_worker(rank, rendezvous, data, out_dir):
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # forked child: no inherited thread pool
-    dist.init_process_group(
-        "gloo", init_method="tcp://127.0.0.1:{}".format(port), rank=rank, world_size=2
-    )
+    # A file rendezvous: no port to pick, none to lose to another process (pytest -n workers).
+    dist.init_process_group("gloo", init_method="file://" + rendezvous, rank=rank, world_size=2)
     try:
         feats, pids, camids, clothes = data
         half = (len(pids) + 1) // 2  # contiguous shards, as fastreid's InferenceSampler
@@ -311,18 +310,14 @@ def _two_process_worker(rank, port, data, out_dir):
 
 
 def test_two_processes_keep_the_clothes_aligned(tmp_path):
-    import socket
     import time
 
     import torch.multiprocessing as mp
 
     data = evaluator_data(2)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ctx = mp.start_processes(
         _two_process_worker,
-        args=(port, data, str(tmp_path)),
+        args=(str(tmp_path / "rendezvous"), data, str(tmp_path)),
         nprocs=2,
         start_method="fork",
         join=False,
