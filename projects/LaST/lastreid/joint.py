@@ -1,17 +1,16 @@
-"""The joint-training comparison of the paper's code (docs/generalisation.md;
-`tools/joint_table.py`): Market-1501 trained alone, with LaST's clothes classes and with
-MSMT17 (the control), from ImageNet with the base recipe, tested on Market-1501 only."""
+"""The joint-training comparison of the paper's code (docs/generalisation.md): Market-1501
+trained alone, with LaST's clothes classes and with MSMT17, tested on Market-1501 only."""
 
 import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import List, Optional
 
-from .experiments.folder import best_epoch, config_value, run_config
+from .experiments.folder import config_value, selected_metrics
 from .experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES, protocol_note
 from .experiments.runs import Runner, RunSpec
 from .experiments.table import CONFIG_DIGITS, column_table, number, r1_map, write_tables
-from .run_results import dataset_metrics, run_config_sha256
+from .run_results import run_config, run_config_sha256
 
 __all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "joint_tables"]
 
@@ -26,8 +25,7 @@ JOINT_RUNS = (
 
 @dataclass
 class JointComparison:
-    """The runs of JOINT_RUNS x protocols under `output`, and joint_table.md / .csv; opts:
-    KEY VALUE overrides of every run; imagenet: their MODEL.BACKBONE.PRETRAIN_PATH."""
+    """The runs of JOINT_RUNS x protocols under `output`, and joint_table.md / .csv."""
 
     output: str
     runner: Runner = field(default_factory=lambda: Runner("[joint]"))
@@ -67,11 +65,7 @@ class JointComparison:
     @staticmethod
     def numbers(protocol, out, results):
         """A finished run's numbers on TARGET (paper: of its best epoch), or None."""
-        if protocol == "paper":
-            selection = best_epoch(out, TARGET)
-            metrics = selection and selection["metrics"]
-        else:
-            selection, metrics = None, dataset_metrics(results, TARGET)
+        metrics, selection = selected_metrics(out, results, TARGET, protocol == "paper")
         if metrics is None:
             return None
         epoch = (results.get("evaluation") or {}).get("epoch")
@@ -101,8 +95,8 @@ def _csv_cell(protocol, i, row):  # the i-th of R1, mAP, epoch, config of a prot
 
 
 def joint_tables(numbers, protocol="clean"):
-    """(markdown, CSV rows), a line per training set: classes, iterations / epoch, Rank-1 / mAP
-    per protocol (CSV: `R1`, `mAP`, `epoch`, `config`; under "both" paper ones `paper ...`)."""
+    """(markdown, CSV rows), a line per training set: classes, iterations / epoch, per protocol
+    Rank-1 / mAP (CSV: `R1`, `mAP`, `epoch`, `config`; under "both" the paper ones `paper ...`)."""
     protocols = PROTOCOL_CHOICES[protocol]
     columns = [
         ("training set", "training set", lambda row: (row[0], row[0])),

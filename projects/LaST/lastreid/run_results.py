@@ -30,6 +30,7 @@ __all__ = [
     "dataset_metrics",
     "evaluation_part",
     "read_run_results",
+    "run_config",
     "run_config_sha256",
     "write_run_results",
 ]
@@ -58,6 +59,16 @@ def config_yaml_text(cfg, recipe_sha256=None):
     (MODEL.HEADS.NUM_CLASSES 0 becomes the dataset's count) and dumps again: the comment
     still names the recipe as given."""
     return RECIPE_LINE.format(recipe_sha256 or config_sha256(cfg)) + "\n" + cfg.dump()
+
+
+def run_config(run_dir):
+    """The merged config (a dict) a run wrote to its config.yaml; None without one."""
+    try:
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def run_config_sha256(run_dir):

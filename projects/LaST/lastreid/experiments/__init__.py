@@ -1,4 +1,2 @@
-"""The layer under the table tools: `runs` (RunSpec, Runner: --stale, one resumable
-train_net.py per run), `folder` (what a run folder says), `table` (markdown, CSV, chart),
-`cli` (the shared options), `protocols` (clean / paper). A table declares its RunSpecs,
-`runner.settle`s them, `runner.execute`s each and writes with `table.write_tables`."""
+"""The layer under the table tools: a table declares its `runs.RunSpec`s, a `runs.Runner` settles
+and executes them, `folder` reads the run folders, `table` writes markdown, CSV and chart."""

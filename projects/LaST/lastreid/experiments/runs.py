@@ -1,6 +1,5 @@
 """One `tools/train_net.py` process per run of a table (a fresh fastreid state, --num-gpus,
-fast-reid's --resume, a failure confined to its run): `RunSpec` says what to run,
-`Runner.settle` applies --stale, `Runner.execute` runs it resumably."""
+--resume, a failure confined to its run): `RunSpec` says what to run, `Runner` runs it."""
 
 import json
 import os
@@ -34,8 +33,7 @@ def repo_path(path):
 
 @dataclass
 class RunSpec:
-    """A train_net.py run of `config` + `opts` into `output`: a training (--resume) or
-    `eval_only`; stamp: what it starts from (a folder stamped otherwise is run again)."""
+    """A train_net.py run (--resume, or eval_only); a folder of another `stamp` is run again."""
 
     title: str
     config: str
@@ -89,8 +87,7 @@ class Runner:
     log: Callable[[str], None] = lambda line: print(line, flush=True)
 
     def settle(self, candidates, where):
-        """Applies --stale to the runs of `candidates`, [(RunSpec, paths to remove to redo
-        it)], made with another recipe than the spec's; returns their titles."""
+        """Applies --stale to `candidates`, [(RunSpec, paths removed to redo it)]: their titles."""
         stale = [(spec, paths) for spec, paths in candidates if other_recipe(spec)]
         unfinished = "; ".join(f"{s.title} ({s.output})" for s, _ in stale if not s.done())
         if unfinished and self.stale == "reuse":  # resuming it would mix two recipes
@@ -115,8 +112,7 @@ class Runner:
         return [s.title for s, _ in stale]
 
     def execute(self, spec, counter="", read=None, summary=None):
-        """Runs `spec` unless done; returns `read(results.json's dict)` (default: that dict),
-        None on failure (its log's tail shown). summary(numbers): text for the log."""
+        """Runs `spec` unless done: read(results.json's dict), or None (its log's tail shown)."""
         head = " ".join(x for x in (self.tag, counter, spec.title) if x)
         read = read or (lambda results: results or None)
         brackets = lambda numbers: f" ({summary(numbers)})" if summary else ""  # noqa: E731
@@ -162,8 +158,7 @@ def _lines(path):
 
 
 def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
-    """Runs `cmd` (output in `log_path`, or the console), calling heartbeat(s) every
-    `heartbeat_s`; returns (exit code, {"wall_s", "peak_rss_gib" of it and its children})."""
+    """(exit code, {"wall_s", "peak_rss_gib" with its children}) of `cmd`, output in log_path."""
     env = dict(os.environ if env is None else env)
     env.setdefault("PYTHONUNBUFFERED", "1")
     t0 = beat = time.time()
@@ -188,8 +183,7 @@ def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat
 
 
 def training_status(run_dir, seconds):
-    """ "running for 65 s; eta 0:05:09, epoch/iter 1/43, total_loss 5.97": from fastreid's
-    last progress line in `run_dir`/log.txt, when there is one."""
+    """ "running for 65 s; eta 0:05:09, epoch/iter 1/43, total_loss 5.97", from log.txt."""
     lines = [line for line in _lines(os.path.join(run_dir, "log.txt")) if "epoch/iter:" in line]
     words = lines[-1].split() if lines else []
     return f"running for {seconds:.0f} s" + "".join(

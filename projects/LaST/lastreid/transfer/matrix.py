@@ -1,6 +1,5 @@
-"""`TransferMatrix`: a cell of sources x targets x {direct, fine-tuned} (x protocols) is a
-RunSpec (an --eval-only of the row's checkpoint, or a training from it) stamped with that
-checkpoint's version, its numbers kept in results/<row>__<dataset>__<setting>[__paper].json."""
+"""The transfer table's cells as runs: an --eval-only of the row's checkpoint, or a training from
+it, stamped with that checkpoint's version, its numbers kept in results/."""
 
 import json
 import os
@@ -9,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from typing import List, Optional
 
 from ..atomic import write_text_atomic
-from ..experiments.folder import best_epoch, finished_training, read_json, weights_signature
+from ..experiments.folder import finished_training, read_json, selected_metrics, weights_signature
 from ..experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES
 from ..experiments.runs import Runner, RunSpec, repo_path
 from ..experiments.table import write_tables
-from ..run_results import dataset_metrics, run_config_sha256
+from ..run_results import run_config_sha256
 from .report import DEFAULT_DATASETS, SETTINGS, Cell, cell_summary, columns, tables
 from .sources import Source, model_overrides, write_random_init
 
@@ -22,8 +21,8 @@ __all__ = ["TransferMatrix"]
 
 @dataclass
 class TransferMatrix:
-    """The cells of `sources` x `datasets` x `settings`. configs: {"direct": path, "finetune":
-    {dataset: path}}; stem: None (from each file's layout) or a bool."""
+    """The cells of `sources` x `datasets` x `settings` (x protocols); stem: None (from each
+    file's layout) or a bool."""
 
     output: str
     sources: List[Source]
@@ -175,12 +174,9 @@ class TransferMatrix:
             write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
 
     def _numbers(self, cell, spec, results):
-        """A cell's stored result: its evaluation, or (paper fine-tune) best epoch; or None."""
-        if cell.paper_selection:
-            selection = best_epoch(spec.output, cell.dataset)
-            metrics = selection and selection["metrics"]
-        else:
-            selection, metrics = None, dataset_metrics(results, cell.dataset)
+        """A cell's stored result, or None."""
+        paper = cell.paper_selection
+        metrics, selection = selected_metrics(spec.output, results, cell.dataset, paper)
         if not metrics:
             return None
         source = self.model_source(cell)

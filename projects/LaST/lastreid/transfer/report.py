@@ -1,5 +1,4 @@
-"""The transfer table as markdown, CSV rows and a bar chart, in the shape of the paper's table
-(Rank-1 / mAP in %), from the cells it is given."""
+"""The transfer table as markdown, CSV rows and a bar chart, in the shape of the paper's."""
 
 import math
 from dataclasses import dataclass
@@ -91,8 +90,7 @@ def _lookup(grid, name, dataset, setting, protocol):  # a missing cell: an empty
 
 
 def format_markdown(rows, cols, grid, protocol="clean"):
-    """One row per source, "R1 / mAP" per column ("clean; paper" under "both"), "-" if missing,
-    each row named like one of the paper's (PUBLISHED) followed by the paper's numbers."""
+    """A row per source, "R1 / mAP" ("clean; paper" under "both"), the paper's numbers beneath."""
     lines = [
         "Rank-1 / mAP (%); " + protocol_note(protocol, "fine-tuned cells report"),
         "",
@@ -140,8 +138,7 @@ def tables(rows, cols, grid, protocol="clean"):
 
 
 def draw_chart(fig, rows, cols, grid, protocol="clean"):
-    """Grouped bars, a colour per source, of Rank-1 and mAP (the paper numbers under protocol
-    paper, else the clean ones)."""
+    """Grouped bars, a colour per source, of Rank-1 and mAP (paper's under protocol paper)."""
     import matplotlib
 
     shown = "paper" if protocol == "paper" else "clean"

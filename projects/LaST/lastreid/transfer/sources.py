@@ -1,6 +1,5 @@
-"""The rows of the transfer table: checkpoint files, runs trained here (`--train`), the
-ImageNet file, random initialisation; each with the datasets its model was trained on (its
-cells there are not run) and the model of the config.yaml beside its file."""
+"""The rows of the transfer table: checkpoint files, runs trained here (`--train`), the ImageNet
+file, random initialisation; each with the datasets its model was trained on."""
 
 import os
 import re
@@ -12,8 +11,9 @@ import torch
 from ..atomic import save_atomic
 from ..checkpoint import LAYOUT_FASTREID, LAYOUT_REFERENCE, LAYOUT_TORCHVISION, checkpoint_layout
 from ..errors import InputError, MissingFileError
-from ..experiments.folder import config_value, run_config
+from ..experiments.folder import config_value
 from ..modeling import build_model
+from ..run_results import run_config
 from ..startup import build_cfg
 
 __all__ = ["CONFIGS", "DATASETS", "SOURCE_RECIPES", "Source", "discover_sources"]
@@ -83,8 +83,8 @@ class Source:
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The rows of `--train`: "ImageNet" (the file, if given), then `names`, each trained
-    under <output>/sources/<name>/ (its `Source.paper` run, if any, under <name>-paper/)."""
+    """The rows of `--train`: "ImageNet" (the file, if given), then `names`, each trained under
+    <output>/sources/<name>/ (its `Source.paper` run under <name>-paper/)."""
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
