@@ -7,10 +7,11 @@ from functools import partial
 from typing import List, Optional
 
 from .errors import InputError
-from .experiments.folder import read_json, run_cfg, training_speed, weights_signature
+from .experiments.folder import run_cfg, training_speed, weights_signature
 from .experiments.runs import REPO, Runner, RunSpec, other_recipe, recipe_sha256
 from .experiments.table import column_table, number, write_tables
 from .modeling import build_model, feature_dim
+from .run_results import read_json
 
 __all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "method_config", "tables"]
 
@@ -26,9 +27,8 @@ def method_config(method):
             raise InputError(f"--methods {method}: no such config file")
         return os.path.splitext(os.path.basename(method))[0], os.path.abspath(method)
     folder = os.path.join(REPO, "configs", "LaST")
-    known = {
-        n[:-8].lower(): n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml")
-    }
+    names = [n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml")]
+    known = {n[:-8].lower(): n for n in names}
     if method.lower() not in known:
         raise InputError(
             f"--methods {method}: no configs/LaST/{method}_R50.yml; known: "
@@ -88,8 +88,7 @@ class Benchmark:
         return RunSpec(name, config, self.opts, out, log_name="console.txt")
 
     def eval_spec(self, train, final_test):
-        """The --eval-only of the kept checkpoint on TEST.FINAL_TESTS, with the command's recipe
-        (a run kept under --stale reuse: its own config.yaml)."""
+        """The kept checkpoint's --eval-only, of the command's recipe (--stale reuse: the run's)."""
         config, opts = train.config, list(self.opts)
         if other_recipe(train):
             config, opts = os.path.join(train.output, "config.yaml"), []

@@ -68,8 +68,7 @@ class JointComparison:
         metrics, selection = selected_metrics(out, results, TARGET, protocol == "paper")
         if metrics is None:
             return None
-        epoch = (results.get("evaluation") or {}).get("epoch")
-        epoch = selection["best_epoch"] if selection else epoch
+        epoch = selection["best_epoch"] if selection else results["evaluation"].get("epoch")
         return {
             "metrics": metrics,
             "epoch": epoch,
@@ -95,8 +94,7 @@ def _csv_cell(protocol, i, row):  # the i-th of R1, mAP, epoch, config of a prot
 
 
 def joint_tables(numbers, protocol="clean"):
-    """(markdown, CSV rows), a line per training set: classes, iterations / epoch, per protocol
-    Rank-1 / mAP (CSV: `R1`, `mAP`, `epoch`, `config`; under "both" the paper ones `paper ...`)."""
+    """(markdown, CSV rows): a line per training set, its classes, iterations, Rank-1 / mAP."""
     protocols = PROTOCOL_CHOICES[protocol]
     columns = [
         ("training set", "training set", lambda row: (row[0], row[0])),

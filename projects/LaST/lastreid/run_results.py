@@ -29,6 +29,7 @@ __all__ = [
     "config_yaml_text",
     "dataset_metrics",
     "evaluation_part",
+    "read_json",
     "read_run_results",
     "run_config",
     "run_config_sha256",
@@ -124,14 +125,20 @@ def write_run_results(cfg, evaluation, final_test=None, iterations_per_epoch=Non
     return path
 
 
-def read_run_results(run_dir):
-    """The dict of a run's results.json; {} when it is missing, unreadable or not ours."""
+def read_json(path):
+    """The dict in a JSON file; {} when it is missing, unreadable or not a dict."""
     try:
-        with open(os.path.join(run_dir, RESULTS_FILE)) as f:
+        with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) and "evaluation" in data else {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_run_results(run_dir):
+    """The dict of a run's results.json; {} when it is missing, unreadable or not ours."""
+    data = read_json(os.path.join(run_dir, RESULTS_FILE))
+    return data if "evaluation" in data else {}
 
 
 def dataset_metrics(results, dataset, part="evaluation"):

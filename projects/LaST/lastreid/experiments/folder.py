@@ -1,7 +1,6 @@
 """What a run folder (a train_net.py OUTPUT_DIR) says, from the files the run saved, never its
 log; and the signature that tells one version of a checkpoint file from the next."""
 
-import json
 import os
 import re
 import statistics
@@ -10,20 +9,10 @@ from ..curves import iterations_per_epoch, read_metrics
 from ..run_results import dataset_metrics, run_config
 from ..startup import build_cfg
 
-__all__ = ["best_epoch", "config_value", "epoch_evaluations", "finished_training", "read_json"]
+__all__ = ["best_epoch", "config_value", "epoch_evaluations", "finished_training"]
 __all__ += ["run_cfg", "selected_metrics", "training_speed", "weights_signature"]
 
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|(SS|CC|SC)-.+)$")
-
-
-def read_json(path):
-    """The dict in a JSON file; {} when it is missing, unreadable or not a dict."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def config_value(config, key):
@@ -69,7 +58,7 @@ def training_speed(run_dir, batch):
 
 def epoch_evaluations(run_dir, datasets):
     """{epoch (1-based): {dataset: metrics with Rank-1 and mAP}} of metrics.json's evaluations
-    on `datasets` (fastreid writes `<dataset>/<metric>`, or the bare metric for one test set)."""
+    on `datasets` (fastreid writes `<dataset>/<metric>`, the bare metric for one test set)."""
     try:
         records = read_metrics(run_dir)
     except (OSError, ValueError):
@@ -90,9 +79,8 @@ def epoch_evaluations(run_dir, datasets):
 
 
 def best_epoch(run_dir, dataset):
-    """The paper's selection, the best (Rank-1 + mAP) / 2 epoch, the later on a tie (its code
-    keeps on `>=`): {"best_epoch", "metrics", "last", "history": [{"epoch", "Rank-1", "mAP"},
-    ...]}, or None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
+    """The paper's selection, the best (Rank-1 + mAP) / 2 epoch (the later on a tie: `>=` in its
+    code), and the history; None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
     try:
         max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))
     except (ValueError, TypeError):

@@ -9,13 +9,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from ..atomic import write_text_atomic
 from ..errors import InputError, MissingFileError
-from ..run_results import RESULTS_FILE, config_sha256, read_run_results, run_config_sha256
+from ..run_results import (
+    RESULTS_FILE,
+    config_sha256,
+    read_json,
+    read_run_results,
+    run_config_sha256,
+)
 from ..startup import build_cfg
-from .folder import finished_training, read_json
+from .folder import finished_training
 
 __all__ = ["REPO", "STALE_CHOICES", "TRAIN_NET", "RunSpec", "Runner", "recipe_sha256"]
 __all__ += ["other_recipe", "repo_path", "run_logged", "training_status"]
@@ -81,7 +87,6 @@ class Runner:
     tag: str
     num_gpus: int = 0
     verbose: bool = False
-    env: Optional[Dict[str, str]] = None
     heartbeat_s: float = 120.0
     stale: str = "stop"
     log: Callable[[str], None] = lambda line: print(line, flush=True)
@@ -130,11 +135,9 @@ class Runner:
         started = os.path.isfile(spec._at("last_checkpoint"))
         how = "evaluating" if spec.finished() else "resuming" if started else "training"
         self.log(f"{head}: {how} (log {spec._at('log.txt')})")
-        log = spec._at(spec.log_name)
         beat = lambda s: self.log(f"{head}: {training_status(spec.output, s)}")  # noqa: E731
-        code, cost = run_logged(
-            spec.command(self.num_gpus), log, self.env, self.verbose, beat, self.heartbeat_s
-        )
+        cmd, log = spec.command(self.num_gpus), spec._at(spec.log_name)
+        code, cost = run_logged(cmd, log, self.verbose, beat, self.heartbeat_s)
         write_text_atomic(json.dumps(dict(cost, returncode=code)) + "\n", spec._at(MEASURED_FILE))
         if code == 0 and spec.finished():
             numbers = read(read_run_results(spec.output))
@@ -157,10 +160,9 @@ def _lines(path):
         return []
 
 
-def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
+def run_logged(cmd, log_path, verbose=False, heartbeat=None, heartbeat_s=120.0):
     """(exit code, {"wall_s", "peak_rss_gib" with its children}) of `cmd`, output in log_path."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env = {"PYTHONUNBUFFERED": "1", **os.environ}
     t0 = beat = time.time()
     with open(os.devnull if verbose else log_path, "w") as f:
         out = None if verbose else f

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from typing import List, Optional
 
 from ..atomic import write_text_atomic
-from ..experiments.folder import finished_training, read_json, selected_metrics, weights_signature
+from ..experiments.folder import finished_training, selected_metrics, weights_signature
 from ..experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES
 from ..experiments.runs import Runner, RunSpec, repo_path
 from ..experiments.table import write_tables
-from ..run_results import run_config_sha256
+from ..run_results import read_json, run_config_sha256
 from .report import DEFAULT_DATASETS, SETTINGS, Cell, cell_summary, columns, tables
 from .sources import Source, model_overrides, write_random_init
 
@@ -21,8 +21,7 @@ __all__ = ["TransferMatrix"]
 
 @dataclass
 class TransferMatrix:
-    """The cells of `sources` x `datasets` x `settings` (x protocols); stem: None (from each
-    file's layout) or a bool."""
+    """The cells of `sources` x `datasets` x `settings` x protocols as runs, and the table."""
 
     output: str
     sources: List[Source]
@@ -31,7 +30,7 @@ class TransferMatrix:
     datasets: tuple = DEFAULT_DATASETS
     settings: tuple = SETTINGS
     opts: List[str] = field(default_factory=list)
-    stem: Optional[bool] = None
+    stem: Optional[bool] = None  # None: from each file's layout
     trust: bool = False  # MODEL.TRUST_CHECKPOINTS of the cells
     seed: int = 0  # of the random-init weights
     single_shot: bool = False  # TEST.SINGLE_SHOT for the PRCC cells (SS- columns in the CSV)
@@ -180,7 +179,6 @@ class TransferMatrix:
         if not metrics:
             return None
         source = self.model_source(cell)
-        # config_sha256: the merged config the run started with (its config.yaml)
         result = {"source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting}
         result.update(weights=source.path or "random init", layout=cell.source.layout)
         result.update(torchvision_stem=self._stem(cell.source), metrics=metrics, opts=spec.opts)
@@ -193,5 +191,4 @@ class TransferMatrix:
     def write_table(self, cells):
         rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
-        md, table, draw = tables(rows, cols, grid, self.protocol)
-        return write_tables(self.output, "transfer_table", md, table, draw)
+        return write_tables(self.output, "transfer_table", *tables(rows, cols, grid, self.protocol))

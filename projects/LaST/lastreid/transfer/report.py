@@ -13,12 +13,7 @@ __all__ += ["format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
 SETTINGS = ("direct", "finetune")
-SHORT_NAMES = {
-    "CelebReID": "Celeb",
-    "Market1501": "Market",
-    "DukeMTMC": "Duke",
-    "VCClothes": "VC-Clothes",
-}
+SHORT_NAMES = dict(CelebReID="Celeb", Market1501="Market", DukeMTMC="Duke", VCClothes="VC-Clothes")
 SETTING_NAMES = {"direct": "direct", "finetune": "fine-tuned"}
 SOURCE_CELL = "source"  # the text of a cell on its row's own training data
 CHART_SIZE = (1100, 450)  # (w, h) px at experiments.table.CHART_DPI
@@ -111,9 +106,8 @@ def format_markdown(rows, cols, grid, protocol="clean"):
 
 
 def csv_rows(rows, cols, grid, protocol="clean"):
-    """Header, then a row per source: per column `<title> R1`, `mAP`, (paper fine-tuned)
-    `epoch`, `config` (its recipe hash); under "both" the paper ones `<title> paper ...`;
-    then single-shot columns where a cell has them, and `protocol`."""
+    """Header, then a row per source: per column and protocol R1, mAP, (paper fine-tuned)
+    epoch, config (its recipe hash); then single-shot columns where a cell has them."""
     groups, singles = [], []  # (header, (dataset, setting, protocol), key)
     for p in PROTOCOL_CHOICES[protocol]:
         for d, s in cols:

@@ -19,8 +19,7 @@ from ..startup import build_cfg
 __all__ = ["CONFIGS", "DATASETS", "SOURCE_RECIPES", "Source", "discover_sources"]
 __all__ += ["model_overrides", "trained_sources", "training_datasets", "write_random_init"]
 
-# The targets in column order: clothes-changing (PRCC, Celeb-reID), short-term, then the
-# other long-term benchmarks (general protocol).
+# The targets in column order: clothes-changing, short-term, the other long-term benchmarks.
 DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC", "LTCC", "DeepChange", "VCClothes")
 RANDOM_INIT = "random init"
 IMAGENET = "ImageNet"
@@ -39,17 +38,14 @@ PAPER_SELECTION = {
     "LaSTClothes": 'DATASETS.TESTS ("Market1501",) TEST.FINAL_TESTS () TEST.EVAL_PERIOD 1 '
     "SOLVER.CHECKPOINT_PERIOD 1 SOLVER.KEEP_LAST_CHECKPOINTS 1"
 }
-CONFIGS = {
-    "reference": {
-        "direct": "configs/transfer/direct.yml",
-        "finetune": {d: f"configs/{d}/bagtricks_R50_finetune.yml" for d in DATASETS},
-    },
-    "synthetic": {
-        "sources": {"LaST": "configs/LaST/bagtricks_R50_synthetic.yml"},
-        "direct": "configs/transfer/direct_synthetic.yml",
-        "finetune": {d: f"configs/{d}/bagtricks_R50_finetune_synthetic.yml" for d in DATASETS},
-    },
+CONFIGS = {  # the paper's recipes, and the demo's short ones (--preset)
+    preset: {
+        "direct": f"configs/transfer/direct{end}.yml",
+        "finetune": {d: f"configs/{d}/bagtricks_R50_finetune{end}.yml" for d in DATASETS},
+    }
+    for preset, end in (("reference", ""), ("synthetic", "_synthetic"))
 }
+CONFIGS["synthetic"]["sources"] = {"LaST": "configs/LaST/bagtricks_R50_synthetic.yml"}
 # MODEL keys of a row's run that are the run's, not its model's: the cells set their own.
 RUN_KEYS = set(
     "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
@@ -135,8 +131,8 @@ def _beside(path):  # the config.yaml of the run that wrote a checkpoint file
 
 
 def training_datasets(path, name, known=DATASETS):
-    """The datasets a checkpoint's model was trained on: DATASETS.NAMES of the config.yaml
-    beside it, else the one of `known` its name spells ("market1501.pth"), else ()."""
+    """DATASETS.NAMES of the config.yaml beside a checkpoint, else the one of `known` its name
+    spells ("market1501.pth"), else ()."""
     names = config_value(_beside(path), "DATASETS.NAMES")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return tuple(names)
