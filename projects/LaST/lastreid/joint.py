@@ -55,11 +55,7 @@ class JointComparison:
             read = partial(self.numbers, p, spec.output)
             numbers[name, p] = self.runner.execute(spec, f"{i}/{len(specs)}", read)
         paths = write_tables(self.output, "joint_table", *joint_tables(numbers, self.protocol))
-        failed = sum(v is None for v in numbers.values())
-        note = f"{len(specs) - failed} of {len(specs)} runs done" + (
-            f" ({failed} failed)" * bool(failed)
-        )
-        self.runner.log(f"[joint] {note}; table: {', '.join(paths)}")
+        self.runner.summary(list(numbers.values()), paths)
         return numbers
 
     @staticmethod

@@ -1,2 +1,2 @@
-"""The layer under the table tools: a table declares its `runs.RunSpec`s, a `runs.Runner` settles
-and executes them, `folder` reads the run folders, `table` writes markdown, CSV and chart."""
+"""The layer under the table tools: `runs` runs a table's runs, `folder` reads them, `table`
+writes the table, `cli` holds the shared options, `protocols` the clean and paper ones."""

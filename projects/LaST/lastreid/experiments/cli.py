@@ -40,7 +40,6 @@ def pretrain_off(opts):
 
 
 def print_table(args, path):
-    """Prints the markdown table at `path` unless --no-print-table."""
     if not args.no_print_table:
         with open(path) as f:
             print("\n" + f.read(), flush=True)

@@ -107,8 +107,7 @@ def best_epoch(run_dir, dataset):
 
 
 def selected_metrics(run_dir, results, dataset, paper):
-    """(metrics on `dataset` or None, best_epoch's selection or None) of a finished run: `paper`,
-    of its best epoch; else of its evaluation in `results` (its results.json)."""
+    """(metrics on `dataset`, best_epoch's selection): `paper`, of the best epoch, else results'."""
     if not paper:
         return dataset_metrics(results, dataset), None
     selection = best_epoch(run_dir, dataset)

@@ -151,6 +151,13 @@ class Runner:
         self.log(f"{head}: done in {cost['wall_s']:.0f} s{brackets(numbers)}")
         return numbers
 
+    def summary(self, results, paths, what="runs", took=""):
+        """Logs a table's last line, "N of M runs done (k failed); table: <paths>"."""
+        failed = sum(not r for r in results)
+        failures = f" ({failed} failed)" if failed else ""
+        done = f"{len(results) - failed} of {len(results)} {what} done{took}{failures}"
+        self.log(f"{self.tag} {done}; table: {', '.join(paths)}")
+
 
 def _lines(path):
     try:

@@ -65,12 +65,8 @@ class TransferMatrix:
         return runs
 
     def cells(self):
-        return [
-            Cell(s, d, st, protocol=p)
-            for s in self.sources
-            for d, st in columns(self.datasets, self.settings)
-            for p in PROTOCOL_CHOICES[self.protocol]
-        ]
+        cols, protocols = columns(self.datasets, self.settings), PROTOCOL_CHOICES[self.protocol]
+        return [Cell(s, d, t, protocol=p) for s in self.sources for d, t in cols for p in protocols]
 
     def source_spec(self, source):
         """A trained row's run: from --imagenet, the command's overrides, then its own."""
@@ -138,11 +134,9 @@ class TransferMatrix:
                 self.log(f"{counter} {cell.title}: skipped ({cell.error})")
             else:
                 self._run_cell(cell, counter)
-        paths = self.write_table(cells)
-        failed = sum(c.result is None and not c.is_source for c in cells)
-        failures = f" ({failed} failed)" if failed else ""
-        self.log(f"{len(cells) - failed} of {len(cells)} cells done in {time.time() - t0:.0f} s"
-                 f"{failures}; table: {', '.join(paths)}")  # fmt: skip
+        done = [c.result or c.is_source for c in cells]  # a row's own data: shown, not run
+        took = f" in {time.time() - t0:.0f} s"
+        self.runner.summary(done, self.write_table(cells), "cells", took)
         return cells
 
     def train_sources(self):
@@ -173,7 +167,6 @@ class TransferMatrix:
             write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
 
     def _numbers(self, cell, spec, results):
-        """A cell's stored result, or None."""
         paper = cell.paper_selection
         metrics, selection = selected_metrics(spec.output, results, cell.dataset, paper)
         if not metrics:

@@ -8,8 +8,7 @@ from ..experiments.protocols import PROTOCOL_CHOICES, protocol_note
 from ..experiments.table import CONFIG_DIGITS, number, r1_map
 
 __all__ = ["CHART_SIZE", "DEFAULT_DATASETS", "PUBLISHED", "SETTINGS", "SOURCE_CELL", "Cell"]
-__all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart"]
-__all__ += ["format_markdown", "tables"]
+__all__ += ["cell_summary", "columns", "csv_rows", "format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
 SETTINGS = ("direct", "finetune")
@@ -40,7 +39,7 @@ class Cell:
     @property
     def title(self):
         paper = " | paper" if self.protocol == "paper" else ""
-        return f"{self.source.name} | {column_title(self.dataset, self.setting, ' | ')}{paper}"
+        return f"{self.source.name} | {_column_title(self.dataset, self.setting, ' | ')}{paper}"
 
     @property
     def is_source(self):  # on a dataset the row's model was trained on: not run
@@ -63,7 +62,7 @@ class Cell:
         return number(self.metric(key))
 
 
-def column_title(dataset, setting, sep=" "):
+def _column_title(dataset, setting, sep=" "):
     return SHORT_NAMES.get(dataset, dataset) + sep + SETTING_NAMES[setting]
 
 
@@ -89,7 +88,7 @@ def format_markdown(rows, cols, grid, protocol="clean"):
     lines = [
         "Rank-1 / mAP (%); " + protocol_note(protocol, "fine-tuned cells report"),
         "",
-        "| pre-training | " + " | ".join(column_title(d, s) for d, s in cols) + " |",
+        "| pre-training | " + " | ".join(_column_title(d, s) for d, s in cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
     for name in rows:
@@ -111,7 +110,7 @@ def csv_rows(rows, cols, grid, protocol="clean"):
     groups, singles = [], []  # (header, (dataset, setting, protocol), key)
     for p in PROTOCOL_CHOICES[protocol]:
         for d, s in cols:
-            title = column_title(d, s) + (" paper" if protocol == "both" and p == "paper" else "")
+            title = _column_title(d, s) + (" paper" if protocol == "both" and p == "paper" else "")
             keys = [("R1", "Rank-1"), ("mAP", "mAP")]
             keys += [("epoch", "best_epoch")] if p == "paper" and s == "finetune" else []
             keys += [("config", "config_sha256")]
@@ -128,10 +127,10 @@ def csv_rows(rows, cols, grid, protocol="clean"):
 def tables(rows, cols, grid, protocol="clean"):
     """(markdown, CSV rows, draw(figure)) of the table."""
     args = (rows, cols, grid, protocol)
-    return format_markdown(*args), csv_rows(*args), lambda fig: draw_chart(fig, *args)
+    return format_markdown(*args), csv_rows(*args), lambda fig: _draw_chart(fig, *args)
 
 
-def draw_chart(fig, rows, cols, grid, protocol="clean"):
+def _draw_chart(fig, rows, cols, grid, protocol="clean"):
     """Grouped bars, a colour per source, of Rank-1 and mAP (paper's under protocol paper)."""
     import matplotlib
 
@@ -147,7 +146,7 @@ def draw_chart(fig, rows, cols, grid, protocol="clean"):
             bars = ax.bar(xs, [v for _, v in found], width, label=name, color=color)
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
         ax.set_xticks(range(len(cols)))
-        ax.set_xticklabels([column_title(d, s) for d, s in cols], fontsize=9)
+        ax.set_xticklabels([_column_title(d, s) for d, s in cols], fontsize=9)
         ax.set_ylim(0, 105)
         ax.set_title(key + " (%)")
         ax.grid(axis="y", alpha=0.3)

@@ -79,8 +79,7 @@ class Source:
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The rows of `--train`: "ImageNet" (the file, if given), then `names`, each trained under
-    <output>/sources/<name>/ (its `Source.paper` run under <name>-paper/)."""
+    """The rows of `--train`: "ImageNet" (if given), then `names`, trained under sources/<name>/."""
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
@@ -131,8 +130,7 @@ def _beside(path):  # the config.yaml of the run that wrote a checkpoint file
 
 
 def training_datasets(path, name, known=DATASETS):
-    """DATASETS.NAMES of the config.yaml beside a checkpoint, else the one of `known` its name
-    spells ("market1501.pth"), else ()."""
+    """DATASETS.NAMES of the config.yaml beside a checkpoint, else the `known` one in its name."""
     names = config_value(_beside(path), "DATASETS.NAMES")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return tuple(names)
