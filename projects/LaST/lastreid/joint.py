@@ -40,10 +40,9 @@ class JointComparison:
             for p in PROTOCOL_CHOICES[self.protocol]:
                 opts = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
                 opts += self.opts + (PAPER_OPTS + PAPER_FINETUNE_OPTS if p == "paper" else [])
-                suffix = "-paper" if p == "paper" else ""
+                suffix, tail = ("-paper", " | paper") if p == "paper" else ("", "")
                 out = os.path.join(self.output, "runs", name.replace(" + ", "-") + suffix)
-                title = name + (" | paper" if p == "paper" else "")
-                found.append((name, p, RunSpec(title, config, opts, out)))
+                found.append((name, p, RunSpec(name + tail, config, opts, out)))
         return found
 
     def run(self):

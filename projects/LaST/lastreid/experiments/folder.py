@@ -85,11 +85,7 @@ def best_epoch(run_dir, dataset):
         max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))
     except (ValueError, TypeError):
         return None
-    evaluations = {
-        e: found[dataset]
-        for e, found in epoch_evaluations(run_dir, [dataset]).items()
-        if dataset in found
-    }
+    evaluations = {e: found[dataset] for e, found in epoch_evaluations(run_dir, [dataset]).items()}
     if sorted(evaluations) != list(range(1, max_epoch + 1)):
         return None
     best = max(

@@ -1,5 +1,4 @@
-"""The transfer table's cells as runs: an --eval-only of the row's checkpoint, or a training from
-it, stamped with that checkpoint's version, its numbers kept in results/."""
+"""The transfer table's cells as runs: an --eval-only of a row's checkpoint or training from it."""
 
 import json
 import os
