@@ -218,7 +218,7 @@ def fake_runs(monkeypatch, action=lambda cmd, log_path: 1):
 
     spawned = []
 
-    def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
+    def run_logged(cmd, log_path, verbose=False, heartbeat=None, heartbeat_s=120.0):
         spawned.append(cmd)
         return action(cmd, log_path), {"wall_s": 0.0, "peak_rss_gib": 0.0}
 

@@ -45,9 +45,9 @@ def killing_run_logged(target, moment, real):
     tests/stop_at.py and is SIGKILLed when it reaches `moment`; then a KeyboardInterrupt, as
     a Ctrl-C would."""
 
-    def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
+    def run_logged(cmd, log_path, verbose=False, heartbeat=None, heartbeat_s=120.0):
         if runs.TRAIN_NET not in cmd or "--resume" not in cmd or not log_path.startswith(target):
-            return real(cmd, log_path, env, verbose, heartbeat, heartbeat_s)
+            return real(cmd, log_path, verbose, heartbeat, heartbeat_s)
         read_end, write_end = os.pipe()
         env = dict(os.environ, STOP_AT_FD=str(write_end), PYTHONUNBUFFERED="1")
         with open(log_path, "w") as out:

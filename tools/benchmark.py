@@ -42,8 +42,8 @@ def main(argv=None):
     runner = runner_of(args, "[benchmark]", heartbeat_s=args.heartbeat)
     bench = Benchmark(args.methods, args.output, args.opts, runner)
     rows = bench.run()
-    print_table(args, bench.table_paths()[0])
-    for path in bench.table_paths():
+    print_table(args, bench.paths[0])
+    for path in bench.paths:
         print("[benchmark] wrote " + path, flush=True)
     return 1 if any(r.error or r.eval_reproduced is False for r in rows) else 0
 

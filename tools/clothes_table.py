@@ -40,7 +40,8 @@ def main(argv=None):
     )
     names = [b.name for b in BENCHMARKS]
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="NAME|FILE",
-                   help="method names or config files, in this order (default: %(default)s)")  # fmt: skip
+                   help="method names or config files, in this order "
+                   "(default: %(default)s)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=names, choices=names, help="benchmarks")
     p.add_argument("--imagenet", metavar="FILE", help="MODEL.BACKBONE.PRETRAIN_PATH of every run")
     add_protocol_option(p)

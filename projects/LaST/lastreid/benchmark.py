@@ -1,6 +1,5 @@
-"""The LaST baselines compared (docs/baselines.md; `tools/benchmark.py`): per method (a config
-file) a resumable training under OUTPUT/runs/<method>/, then an --eval-only of the checkpoint
-it kept under runs/<method>/eval_only/; the table is built from what the runs saved."""
+"""The LaST baselines compared (docs/baselines.md; `tools/benchmark.py`): per method a training
+run under OUTPUT/runs/<method>/, then an --eval-only of its kept checkpoint under eval_only/."""
 
 import os
 from dataclasses import dataclass, field
@@ -8,10 +7,11 @@ from functools import partial
 from typing import List, Optional
 
 from .errors import InputError
-from .experiments.folder import read_json, run_cfg, training_speed, weights_signature
+from .experiments.folder import run_cfg, training_speed, weights_signature
 from .experiments.runs import REPO, Runner, RunSpec, other_recipe, recipe_sha256
 from .experiments.table import column_table, number, write_tables
 from .modeling import build_model, feature_dim
+from .run_results import read_json
 
 __all__ = ["COLUMNS", "DEFAULT_METHODS", "METRICS", "Benchmark", "Row", "method_config", "tables"]
 
@@ -21,16 +21,14 @@ TOLERANCE = 1e-4  # percentage points between the run's test and --eval-only's
 
 
 def method_config(method):
-    """(name, config path) of a --methods entry: a .yml file, or a name standing for
-    configs/LaST/<name>_R50.yml in any case."""
+    """(name, config path) of a --methods entry: a .yml file, or configs/LaST/<name>_R50.yml."""
     if method.endswith((".yml", ".yaml")):
         if not os.path.isfile(method):
             raise InputError(f"--methods {method}: no such config file")
         return os.path.splitext(os.path.basename(method))[0], os.path.abspath(method)
     folder = os.path.join(REPO, "configs", "LaST")
-    known = {
-        n[:-8].lower(): n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml")
-    }
+    names = [n for n in sorted(os.listdir(folder)) if n.lower().endswith("_r50.yml")]
+    known = {n[:-8].lower(): n for n in names}
     if method.lower() not in known:
         raise InputError(
             f"--methods {method}: no configs/LaST/{method}_R50.yml; known: "
@@ -82,6 +80,7 @@ class Benchmark:
     output: str
     opts: List[str] = field(default_factory=list)
     runner: Runner = field(default_factory=lambda: Runner("[benchmark]"))
+    paths: List[str] = field(default_factory=list)  # the table's files, once written
 
     def train_spec(self, method):
         name, config = method_config(method)
@@ -89,8 +88,7 @@ class Benchmark:
         return RunSpec(name, config, self.opts, out, log_name="console.txt")
 
     def eval_spec(self, train, final_test):
-        """The --eval-only of the kept checkpoint on the run's TEST.FINAL_TESTS, with the
-        command's recipe (a run kept under --stale reuse: its own config.yaml)."""
+        """The kept checkpoint's --eval-only, of the command's recipe (--stale reuse: the run's)."""
         config, opts = train.config, list(self.opts)
         if other_recipe(train):
             config, opts = os.path.join(train.output, "config.yaml"), []
@@ -103,8 +101,7 @@ class Benchmark:
         return RunSpec(title, config, opts, out, True, stamp, "console.txt")
 
     def run(self):
-        """Checks every recipe, applies --stale, then trains and measures every method,
-        writing the table after each; returns the rows."""
+        """Checks every recipe, applies --stale, runs every method, the table after each: rows."""
         specs = [self.train_spec(m) for m in self.methods]
         for spec in specs:
             recipe_sha256(spec)  # a bad recipe stops the command before anything runs
@@ -138,13 +135,9 @@ class Benchmark:
         )
         return row
 
-    def table_paths(self):
-        names = ("benchmark_table.md", "benchmark_table.csv", "benchmark_chart.png")
-        return [os.path.join(self.output, name) for name in names]
-
     def write_table(self, rows):
         draw = partial(_draw, rows=rows)
-        return write_tables(self.output, "benchmark_table", *tables(rows), draw, (12.0, 4.2))
+        self.paths = write_tables(self.output, "benchmark_table", *tables(rows), draw, (12.0, 4.2))
 
 
 def _measured(train, results):
@@ -156,8 +149,7 @@ def _measured(train, results):
 
 
 def _cell(name, get, fmt, row):
-    """(markdown, CSV) of a value; in the CSV the metrics with two places, other floats with
-    four digits."""
+    """(markdown, CSV) of a value; in the CSV metrics with two places, other floats four digits."""
     value = get(row)
     if value is None:
         return "error" if row.error and name == "Rank-1" else "-", ""

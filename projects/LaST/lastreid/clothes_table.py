@@ -6,13 +6,13 @@ protocols its papers use; the published numbers beneath as "(published)"."""
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
+from .errors import InputError
 from .experiments.folder import epoch_evaluations
 from .experiments.protocols import PROTOCOL_CHOICES
 from .experiments.runs import REPO, Runner, RunSpec
 from .experiments.table import CONFIG_DIGITS, number, write_tables
-from .errors import InputError
 from .run_results import dataset_metrics, run_config_sha256
 from .startup import build_cfg
 
@@ -164,9 +164,9 @@ class ClothesTable:
             for name in self.benchmarks:
                 bench, config = BY_NAME[name], method_config(method, name)
                 for p in PROTOCOL_CHOICES[self.protocol]:
-                    suffix = "-paper" if p == "paper" else ""
+                    suffix, tail = ("-paper", " | paper") if p == "paper" else ("", "")
                     out = os.path.join(self.output, "runs", label, name + suffix)
-                    title = f"{method_title(method)} | {name}" + (" | paper" if p == "paper" else "")
+                    title = f"{method_title(method)} | {name}{tail}"
                     opts = self.opts + selection_opts(bench, p)
                     found.append((method, bench, p, RunSpec(title, config, opts, out)))
         return found
@@ -183,15 +183,9 @@ class ClothesTable:
             read = partial(read_numbers, bench, p, spec.output)
             numbers[method, bench.name, p] = self.runner.execute(spec, f"{i}/{len(specs)}", read)
         args = (numbers, self.methods, self.benchmarks, self.protocol)
-        paths = write_tables(
-            self.output, "clothes_table", clothes_markdown(*args), clothes_csv_rows(*args)
-        )
-        failed = sum(v is None for v in numbers.values())
-        self.runner.log(
-            f"[clothes] {len(specs) - failed} of {len(specs)} runs done"
-            + (f" ({failed} failed)" if failed else "")
-            + f"; table: {', '.join(paths)}"
-        )
+        tables = (clothes_markdown(*args), clothes_csv_rows(*args))
+        paths = write_tables(self.output, "clothes_table", *tables)
+        self.runner.summary(list(numbers.values()), paths)
         return numbers
 
 
@@ -211,7 +205,7 @@ def _cell(numbers, column):
 def clothes_markdown(numbers, methods, benchmarks, protocol="clean"):
     """A row per method ("clean; paper" cells under protocol both), the published rows
     beneath; a column per benchmark and protocol."""
-    columns = _columns(benchmarks)
+    columns, protocols = _columns(benchmarks), PROTOCOL_CHOICES[protocol]
     heads = [f"{b.name} {col[0]}" if len(b.columns) > 1 else b.name for b, col in columns]
     lines = [
         f"Rank-1 / mAP (%); {NOTES[protocol]}",
@@ -221,7 +215,7 @@ def clothes_markdown(numbers, methods, benchmarks, protocol="clean"):
     ]
     for method in methods:
         cells = [
-            "; ".join(_cell(numbers.get((method, b.name, p)), col) for p in PROTOCOL_CHOICES[protocol])
+            "; ".join(_cell(numbers.get((method, b.name, p)), col) for p in protocols)
             for b, col in columns
         ]
         lines.append(f"| {method_title(method)} | " + " | ".join(cells) + " |")
@@ -250,6 +244,6 @@ def clothes_csv_rows(numbers, methods, benchmarks, protocol="clean"):
                 metrics = (found.get("datasets") or {}).get(test) or {}
                 line = [method_title(method), bench.name, label, test, p]
                 line += [number(metrics.get(prefix + k)) for k in CSV_METRICS]
-                line += [found.get("epoch") or "", (found.get("config_sha256") or "")[:CONFIG_DIGITS]]
-                table.append(line)
+                config = (found.get("config_sha256") or "")[:CONFIG_DIGITS]
+                table.append(line + [found.get("epoch") or "", config])
     return table

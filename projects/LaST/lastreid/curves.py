@@ -14,11 +14,9 @@ import math
 import os
 import re
 
-import yaml
-
 from .atomic import write_atomic
 from .errors import InputError, MissingFileError
-from .run_results import read_run_results
+from .run_results import read_run_results, run_config
 
 __all__ = ["read_metrics", "iterations_per_epoch", "plot_curves"]
 
@@ -65,17 +63,6 @@ def _eval_series(records):
     return series
 
 
-def _read_config(run_dir):
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            return yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def iterations_per_epoch(run_dir, records=None):
     """Iterations per epoch of the run, or None when it cannot be worked out.
 
@@ -86,7 +73,7 @@ def iterations_per_epoch(run_dir, records=None):
     saved = read_run_results(run_dir).get("iterations_per_epoch")
     if isinstance(saved, int) and saved > 0:
         return saved
-    cfg = _read_config(run_dir)
+    cfg = run_config(run_dir)
     try:
         first = min(int(cfg["TEST"]["EVAL_PERIOD"]), int(cfg["SOLVER"]["MAX_EPOCH"]))
     except (TypeError, KeyError, ValueError):

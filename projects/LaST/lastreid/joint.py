@@ -1,17 +1,16 @@
-"""The joint-training comparison of the paper's code (docs/generalisation.md;
-`tools/joint_table.py`): Market-1501 trained alone, with LaST's clothes classes and with
-MSMT17 (the control), from ImageNet with the base recipe, tested on Market-1501 only."""
+"""The joint-training comparison of the paper's code (docs/generalisation.md): Market-1501
+trained alone, with LaST's clothes classes and with MSMT17, tested on Market-1501 only."""
 
 import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import List, Optional
 
-from .experiments.folder import best_epoch, config_value, run_config
+from .experiments.folder import config_value, selected_metrics
 from .experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES, protocol_note
 from .experiments.runs import Runner, RunSpec
 from .experiments.table import CONFIG_DIGITS, column_table, number, r1_map, write_tables
-from .run_results import dataset_metrics, run_config_sha256
+from .run_results import run_config, run_config_sha256
 
 __all__ = ["JOINT_RUNS", "TARGET", "JointComparison", "joint_tables"]
 
@@ -26,8 +25,7 @@ JOINT_RUNS = (
 
 @dataclass
 class JointComparison:
-    """The runs of JOINT_RUNS x protocols under `output`, and joint_table.md / .csv; opts:
-    KEY VALUE overrides of every run; imagenet: their MODEL.BACKBONE.PRETRAIN_PATH."""
+    """The runs of JOINT_RUNS x protocols under `output`, and joint_table.md / .csv."""
 
     output: str
     runner: Runner = field(default_factory=lambda: Runner("[joint]"))
@@ -42,10 +40,9 @@ class JointComparison:
             for p in PROTOCOL_CHOICES[self.protocol]:
                 opts = ["MODEL.BACKBONE.PRETRAIN_PATH", self.imagenet] if self.imagenet else []
                 opts += self.opts + (PAPER_OPTS + PAPER_FINETUNE_OPTS if p == "paper" else [])
-                suffix = "-paper" if p == "paper" else ""
+                suffix, tail = ("-paper", " | paper") if p == "paper" else ("", "")
                 out = os.path.join(self.output, "runs", name.replace(" + ", "-") + suffix)
-                title = name + (" | paper" if p == "paper" else "")
-                found.append((name, p, RunSpec(title, config, opts, out)))
+                found.append((name, p, RunSpec(name + tail, config, opts, out)))
         return found
 
     def run(self):
@@ -57,25 +54,16 @@ class JointComparison:
             read = partial(self.numbers, p, spec.output)
             numbers[name, p] = self.runner.execute(spec, f"{i}/{len(specs)}", read)
         paths = write_tables(self.output, "joint_table", *joint_tables(numbers, self.protocol))
-        failed = sum(v is None for v in numbers.values())
-        note = f"{len(specs) - failed} of {len(specs)} runs done" + (
-            f" ({failed} failed)" * bool(failed)
-        )
-        self.runner.log(f"[joint] {note}; table: {', '.join(paths)}")
+        self.runner.summary(list(numbers.values()), paths)
         return numbers
 
     @staticmethod
     def numbers(protocol, out, results):
         """A finished run's numbers on TARGET (paper: of its best epoch), or None."""
-        if protocol == "paper":
-            selection = best_epoch(out, TARGET)
-            metrics = selection and selection["metrics"]
-        else:
-            selection, metrics = None, dataset_metrics(results, TARGET)
+        metrics, selection = selected_metrics(out, results, TARGET, protocol == "paper")
         if metrics is None:
             return None
-        epoch = (results.get("evaluation") or {}).get("epoch")
-        epoch = selection["best_epoch"] if selection else epoch
+        epoch = selection["best_epoch"] if selection else results["evaluation"].get("epoch")
         return {
             "metrics": metrics,
             "epoch": epoch,
@@ -101,8 +89,7 @@ def _csv_cell(protocol, i, row):  # the i-th of R1, mAP, epoch, config of a prot
 
 
 def joint_tables(numbers, protocol="clean"):
-    """(markdown, CSV rows), a line per training set: classes, iterations / epoch, Rank-1 / mAP
-    per protocol (CSV: `R1`, `mAP`, `epoch`, `config`; under "both" paper ones `paper ...`)."""
+    """(markdown, CSV rows): a line per training set, its classes, iterations, Rank-1 / mAP."""
     protocols = PROTOCOL_CHOICES[protocol]
     columns = [
         ("training set", "training set", lambda row: (row[0], row[0])),

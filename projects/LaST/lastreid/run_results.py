@@ -29,7 +29,9 @@ __all__ = [
     "config_yaml_text",
     "dataset_metrics",
     "evaluation_part",
+    "read_json",
     "read_run_results",
+    "run_config",
     "run_config_sha256",
     "write_run_results",
 ]
@@ -58,6 +60,16 @@ def config_yaml_text(cfg, recipe_sha256=None):
     (MODEL.HEADS.NUM_CLASSES 0 becomes the dataset's count) and dumps again: the comment
     still names the recipe as given."""
     return RECIPE_LINE.format(recipe_sha256 or config_sha256(cfg)) + "\n" + cfg.dump()
+
+
+def run_config(run_dir):
+    """The merged config (a dict) a run wrote to its config.yaml; None without one."""
+    try:
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def run_config_sha256(run_dir):
@@ -113,14 +125,20 @@ def write_run_results(cfg, evaluation, final_test=None, iterations_per_epoch=Non
     return path
 
 
-def read_run_results(run_dir):
-    """The dict of a run's results.json; {} when it is missing, unreadable or not ours."""
+def read_json(path):
+    """The dict in a JSON file; {} when it is missing, unreadable or not a dict."""
     try:
-        with open(os.path.join(run_dir, RESULTS_FILE)) as f:
+        with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) and "evaluation" in data else {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_run_results(run_dir):
+    """The dict of a run's results.json; {} when it is missing, unreadable or not ours."""
+    data = read_json(os.path.join(run_dir, RESULTS_FILE))
+    return data if "evaluation" in data else {}
 
 
 def dataset_metrics(results, dataset, part="evaluation"):

@@ -1,6 +1,4 @@
-"""The options every table tool shares (--output, --stale, --num-gpus, --verbose,
---no-print-table, the trailing KEY VALUE overrides of every run, read with
-`lastreid.startup.parse_with_overrides`) and the tools' common start."""
+"""The options every table tool shares, and the tools' common start."""
 
 from ..errors import InputError
 from ..launch import under_torchrun
@@ -11,7 +9,7 @@ __all__ = ["add_table_options", "pretrain_off", "print_table", "runner_of"]
 
 
 def add_table_options(parser, output):
-    """Adds the shared options (`output`: the default of --output); the overrides last."""
+    """Adds the shared options (`output`: the default of --output), the overrides last."""
     parser.add_argument("--output", default=output, help="runs and the table go here")
     parser.add_argument(
         "--stale",
@@ -42,7 +40,6 @@ def pretrain_off(opts):
 
 
 def print_table(args, path):
-    """Prints the markdown table at `path` unless --no-print-table."""
     if not args.no_print_table:
         with open(path) as f:
             print("\n" + f.read(), flush=True)

@@ -1,41 +1,18 @@
-"""What a run folder (a train_net.py OUTPUT_DIR) says, from the files the run saved, never
-its log: config.yaml, results.json, metrics.json (best epoch, training speed), last_checkpoint;
-and the signature that tells one version of a checkpoint file from the next."""
+"""What a run folder (a train_net.py OUTPUT_DIR) says, from the files the run saved, never its
+log; and the signature that tells one version of a checkpoint file from the next."""
 
-import json
 import os
 import re
 import statistics
 
-import yaml
-
 from ..curves import iterations_per_epoch, read_metrics
+from ..run_results import dataset_metrics, run_config
 from ..startup import build_cfg
 
-__all__ = ["best_epoch", "config_value", "epoch_evaluations", "finished_training", "read_json"]
-__all__ += ["run_cfg", "run_config", "training_speed", "weights_signature"]
+__all__ = ["best_epoch", "config_value", "epoch_evaluations", "finished_training"]
+__all__ += ["run_cfg", "selected_metrics", "training_speed", "weights_signature"]
 
 _EVAL_KEY = re.compile(r"^(Rank-\d+|mAP|mINP|metric|(SS|CC|SC)-.+)$")
-
-
-def read_json(path):
-    """The dict in a JSON file; {} when it is missing, unreadable or not a dict."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def run_config(run_dir):
-    """The merged config (a dict) a run wrote to its config.yaml; None without one."""
-    try:
-        with open(os.path.join(run_dir, "config.yaml")) as f:
-            config = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return None
-    return config if isinstance(config, dict) else None
 
 
 def config_value(config, key):
@@ -58,8 +35,7 @@ def finished_training(run_dir):
 
 
 def weights_signature(path):
-    """A checkpoint file's version: size, mtime and inode (an atomic rewrite is a new inode
-    even within one tick of the file system's clock)."""
+    """A checkpoint file's version: size, mtime and inode (an atomic rewrite is a new inode)."""
     st = os.stat(path)
     return "{}-{}-{}".format(st.st_size, st.st_mtime_ns, st.st_ino)
 
@@ -81,9 +57,8 @@ def training_speed(run_dir, batch):
 
 
 def epoch_evaluations(run_dir, datasets):
-    """{epoch (1-based): {dataset: metrics}} of the evaluations in a run's metrics.json, for
-    `datasets` (its DATASETS.TESTS: fastreid writes `<dataset>/<metric>`, or the bare metric
-    for one test set); an evaluation counts with its Rank-1 and mAP. {} without any."""
+    """{epoch (1-based): {dataset: metrics with Rank-1 and mAP}} of metrics.json's evaluations
+    on `datasets` (fastreid writes `<dataset>/<metric>`, the bare metric for one test set)."""
     try:
         records = read_metrics(run_dir)
     except (OSError, ValueError):
@@ -104,18 +79,13 @@ def epoch_evaluations(run_dir, datasets):
 
 
 def best_epoch(run_dir, dataset):
-    """The paper's selection: the epoch of the best (Rank-1 + mAP) / 2, the later on a tie (its
-    code keeps on `>=`): {"best_epoch", "metrics", "last", "history": [{"epoch", "Rank-1",
-    "mAP"}, ...]}, or None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
+    """The paper's selection, the best (Rank-1 + mAP) / 2 epoch (the later on a tie: `>=` in its
+    code), and the history; None unless every epoch 1..SOLVER.MAX_EPOCH was evaluated once."""
     try:
         max_epoch = int(config_value(run_config(run_dir), "SOLVER.MAX_EPOCH"))
     except (ValueError, TypeError):
         return None
-    evaluations = {
-        e: found[dataset]
-        for e, found in epoch_evaluations(run_dir, [dataset]).items()
-        if dataset in found
-    }
+    evaluations = {e: found[dataset] for e, found in epoch_evaluations(run_dir, [dataset]).items()}
     if sorted(evaluations) != list(range(1, max_epoch + 1)):
         return None
     best = max(
@@ -130,3 +100,11 @@ def best_epoch(run_dir, dataset):
             for e in sorted(evaluations)
         ],
     }
+
+
+def selected_metrics(run_dir, results, dataset, paper):
+    """(metrics on `dataset`, best_epoch's selection): `paper`, of the best epoch, else results'."""
+    if not paper:
+        return dataset_metrics(results, dataset), None
+    selection = best_epoch(run_dir, dataset)
+    return selection and selection["metrics"], selection

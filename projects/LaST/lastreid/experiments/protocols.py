@@ -1,6 +1,5 @@
-"""How a table that fine-tunes on a test split measures a run (--protocol): clean, the
-evaluation after the last epoch; paper, as the public LaST code did: every epoch on the test
-split, the best (Rank-1 + mAP) / 2 (`folder.best_epoch`), bilinear resize; both."""
+"""How a table that fine-tunes on a test split measures a run (--protocol): clean, its last
+epoch; paper, as the public LaST code, the best epoch on the test split, bilinear; both."""
 
 __all__ = ["PAPER_FINETUNE_OPTS", "PAPER_OPTS", "PROTOCOL_CHOICES"]
 __all__ += ["add_protocol_option", "protocol_note"]

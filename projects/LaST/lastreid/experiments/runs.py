@@ -1,6 +1,5 @@
 """One `tools/train_net.py` process per run of a table (a fresh fastreid state, --num-gpus,
-fast-reid's --resume, a failure confined to its run): `RunSpec` says what to run,
-`Runner.settle` applies --stale, `Runner.execute` runs it resumably."""
+--resume, a failure confined to its run): `RunSpec` says what to run, `Runner` runs it."""
 
 import json
 import os
@@ -10,13 +9,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from ..atomic import write_text_atomic
 from ..errors import InputError, MissingFileError
-from ..run_results import RESULTS_FILE, config_sha256, read_run_results, run_config_sha256
+from ..run_results import (
+    RESULTS_FILE,
+    config_sha256,
+    read_json,
+    read_run_results,
+    run_config_sha256,
+)
 from ..startup import build_cfg
-from .folder import finished_training, read_json
+from .folder import finished_training
 
 __all__ = ["REPO", "STALE_CHOICES", "TRAIN_NET", "RunSpec", "Runner", "recipe_sha256"]
 __all__ += ["other_recipe", "repo_path", "run_logged", "training_status"]
@@ -34,8 +39,7 @@ def repo_path(path):
 
 @dataclass
 class RunSpec:
-    """A train_net.py run of `config` + `opts` into `output`: a training (--resume) or
-    `eval_only`; stamp: what it starts from (a folder stamped otherwise is run again)."""
+    """A train_net.py run (--resume, or eval_only); a folder of another `stamp` is run again."""
 
     title: str
     config: str
@@ -83,14 +87,12 @@ class Runner:
     tag: str
     num_gpus: int = 0
     verbose: bool = False
-    env: Optional[Dict[str, str]] = None
     heartbeat_s: float = 120.0
     stale: str = "stop"
     log: Callable[[str], None] = lambda line: print(line, flush=True)
 
     def settle(self, candidates, where):
-        """Applies --stale to the runs of `candidates`, [(RunSpec, paths to remove to redo
-        it)], made with another recipe than the spec's; returns their titles."""
+        """Applies --stale to `candidates`, [(RunSpec, paths removed to redo it)]: their titles."""
         stale = [(spec, paths) for spec, paths in candidates if other_recipe(spec)]
         unfinished = "; ".join(f"{s.title} ({s.output})" for s, _ in stale if not s.done())
         if unfinished and self.stale == "reuse":  # resuming it would mix two recipes
@@ -115,8 +117,7 @@ class Runner:
         return [s.title for s, _ in stale]
 
     def execute(self, spec, counter="", read=None, summary=None):
-        """Runs `spec` unless done; returns `read(results.json's dict)` (default: that dict),
-        None on failure (its log's tail shown). summary(numbers): text for the log."""
+        """Runs `spec` unless done: read(results.json's dict), or None (its log's tail shown)."""
         head = " ".join(x for x in (self.tag, counter, spec.title) if x)
         read = read or (lambda results: results or None)
         brackets = lambda numbers: f" ({summary(numbers)})" if summary else ""  # noqa: E731
@@ -134,11 +135,9 @@ class Runner:
         started = os.path.isfile(spec._at("last_checkpoint"))
         how = "evaluating" if spec.finished() else "resuming" if started else "training"
         self.log(f"{head}: {how} (log {spec._at('log.txt')})")
-        log = spec._at(spec.log_name)
         beat = lambda s: self.log(f"{head}: {training_status(spec.output, s)}")  # noqa: E731
-        code, cost = run_logged(
-            spec.command(self.num_gpus), log, self.env, self.verbose, beat, self.heartbeat_s
-        )
+        cmd, log = spec.command(self.num_gpus), spec._at(spec.log_name)
+        code, cost = run_logged(cmd, log, self.verbose, beat, self.heartbeat_s)
         write_text_atomic(json.dumps(dict(cost, returncode=code)) + "\n", spec._at(MEASURED_FILE))
         if code == 0 and spec.finished():
             numbers = read(read_run_results(spec.output))
@@ -152,6 +151,13 @@ class Runner:
         self.log(f"{head}: done in {cost['wall_s']:.0f} s{brackets(numbers)}")
         return numbers
 
+    def summary(self, results, paths, what="runs", took=""):
+        """Logs a table's last line, "N of M runs done (k failed); table: <paths>"."""
+        failed = sum(not r for r in results)
+        failures = f" ({failed} failed)" if failed else ""
+        done = f"{len(results) - failed} of {len(results)} {what} done{took}{failures}"
+        self.log(f"{self.tag} {done}; table: {', '.join(paths)}")
+
 
 def _lines(path):
     try:
@@ -161,11 +167,9 @@ def _lines(path):
         return []
 
 
-def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat_s=120.0):
-    """Runs `cmd` (output in `log_path`, or the console), calling heartbeat(s) every
-    `heartbeat_s`; returns (exit code, {"wall_s", "peak_rss_gib" of it and its children})."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+def run_logged(cmd, log_path, verbose=False, heartbeat=None, heartbeat_s=120.0):
+    """(exit code, {"wall_s", "peak_rss_gib" with its children}) of `cmd`, output in log_path."""
+    env = {"PYTHONUNBUFFERED": "1", **os.environ}
     t0 = beat = time.time()
     with open(os.devnull if verbose else log_path, "w") as f:
         out = None if verbose else f
@@ -188,8 +192,7 @@ def run_logged(cmd, log_path, env=None, verbose=False, heartbeat=None, heartbeat
 
 
 def training_status(run_dir, seconds):
-    """ "running for 65 s; eta 0:05:09, epoch/iter 1/43, total_loss 5.97": from fastreid's
-    last progress line in `run_dir`/log.txt, when there is one."""
+    """ "running for 65 s; eta 0:05:09, epoch/iter 1/43, total_loss 5.97", from log.txt."""
     lines = [line for line in _lines(os.path.join(run_dir, "log.txt")) if "epoch/iter:" in line]
     words = lines[-1].split() if lines else []
     return f"running for {seconds:.0f} s" + "".join(

@@ -1,2 +1,1 @@
-"""The transfer table (docs/generalisation.md; `tools/transfer_matrix.py`): `sources`, the
-rows; `matrix`, the cells as runs; `report`, the table."""
+"""The transfer table (docs/generalisation.md): `sources` its rows, `matrix` its cells as runs."""

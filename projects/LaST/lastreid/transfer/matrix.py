@@ -1,6 +1,4 @@
-"""`TransferMatrix`: a cell of sources x targets x {direct, fine-tuned} (x protocols) is a
-RunSpec (an --eval-only of the row's checkpoint, or a training from it) stamped with that
-checkpoint's version, its numbers kept in results/<row>__<dataset>__<setting>[__paper].json."""
+"""The transfer table's cells as runs: an --eval-only of a row's checkpoint or training from it."""
 
 import json
 import os
@@ -9,11 +7,11 @@ from dataclasses import dataclass, field, replace
 from typing import List, Optional
 
 from ..atomic import write_text_atomic
-from ..experiments.folder import best_epoch, finished_training, read_json, weights_signature
+from ..experiments.folder import finished_training, selected_metrics, weights_signature
 from ..experiments.protocols import PAPER_FINETUNE_OPTS, PAPER_OPTS, PROTOCOL_CHOICES
 from ..experiments.runs import Runner, RunSpec, repo_path
 from ..experiments.table import write_tables
-from ..run_results import dataset_metrics, run_config_sha256
+from ..run_results import read_json, run_config_sha256
 from .report import DEFAULT_DATASETS, SETTINGS, Cell, cell_summary, columns, tables
 from .sources import Source, model_overrides, write_random_init
 
@@ -22,8 +20,7 @@ __all__ = ["TransferMatrix"]
 
 @dataclass
 class TransferMatrix:
-    """The cells of `sources` x `datasets` x `settings`. configs: {"direct": path, "finetune":
-    {dataset: path}}; stem: None (from each file's layout) or a bool."""
+    """The cells of `sources` x `datasets` x `settings` x protocols as runs, and the table."""
 
     output: str
     sources: List[Source]
@@ -32,7 +29,7 @@ class TransferMatrix:
     datasets: tuple = DEFAULT_DATASETS
     settings: tuple = SETTINGS
     opts: List[str] = field(default_factory=list)
-    stem: Optional[bool] = None
+    stem: Optional[bool] = None  # None: from each file's layout
     trust: bool = False  # MODEL.TRUST_CHECKPOINTS of the cells
     seed: int = 0  # of the random-init weights
     single_shot: bool = False  # TEST.SINGLE_SHOT for the PRCC cells (SS- columns in the CSV)
@@ -67,12 +64,8 @@ class TransferMatrix:
         return runs
 
     def cells(self):
-        return [
-            Cell(s, d, st, protocol=p)
-            for s in self.sources
-            for d, st in columns(self.datasets, self.settings)
-            for p in PROTOCOL_CHOICES[self.protocol]
-        ]
+        cols, protocols = columns(self.datasets, self.settings), PROTOCOL_CHOICES[self.protocol]
+        return [Cell(s, d, t, protocol=p) for s in self.sources for d, t in cols for p in protocols]
 
     def source_spec(self, source):
         """A trained row's run: from --imagenet, the command's overrides, then its own."""
@@ -140,11 +133,9 @@ class TransferMatrix:
                 self.log(f"{counter} {cell.title}: skipped ({cell.error})")
             else:
                 self._run_cell(cell, counter)
-        paths = self.write_table(cells)
-        failed = sum(c.result is None and not c.is_source for c in cells)
-        failures = f" ({failed} failed)" if failed else ""
-        self.log(f"{len(cells) - failed} of {len(cells)} cells done in {time.time() - t0:.0f} s"
-                 f"{failures}; table: {', '.join(paths)}")  # fmt: skip
+        done = [c.result or c.is_source for c in cells]  # a row's own data: shown, not run
+        took = f" in {time.time() - t0:.0f} s"
+        self.runner.summary(done, self.write_table(cells), "cells", took)
         return cells
 
     def train_sources(self):
@@ -175,16 +166,11 @@ class TransferMatrix:
             write_text_atomic(json.dumps(cell.result, indent=2) + "\n", self.result_path(cell))
 
     def _numbers(self, cell, spec, results):
-        """A cell's stored result: its evaluation, or (paper fine-tune) best epoch; or None."""
-        if cell.paper_selection:
-            selection = best_epoch(spec.output, cell.dataset)
-            metrics = selection and selection["metrics"]
-        else:
-            selection, metrics = None, dataset_metrics(results, cell.dataset)
+        paper = cell.paper_selection
+        metrics, selection = selected_metrics(spec.output, results, cell.dataset, paper)
         if not metrics:
             return None
         source = self.model_source(cell)
-        # config_sha256: the merged config the run started with (its config.yaml)
         result = {"source": cell.source.name, "dataset": cell.dataset, "setting": cell.setting}
         result.update(weights=source.path or "random init", layout=cell.source.layout)
         result.update(torchvision_stem=self._stem(cell.source), metrics=metrics, opts=spec.opts)
@@ -197,5 +183,4 @@ class TransferMatrix:
     def write_table(self, cells):
         rows, cols = [s.name for s in self.sources], columns(self.datasets, self.settings)
         grid = {(c.source.name, c.dataset, c.setting, c.protocol): c for c in cells}
-        md, table, draw = tables(rows, cols, grid, self.protocol)
-        return write_tables(self.output, "transfer_table", md, table, draw)
+        return write_tables(self.output, "transfer_table", *tables(rows, cols, grid, self.protocol))

@@ -1,5 +1,4 @@
-"""The transfer table as markdown, CSV rows and a bar chart, in the shape of the paper's table
-(Rank-1 / mAP in %), from the cells it is given."""
+"""The transfer table as markdown, CSV rows and a bar chart, in the shape of the paper's."""
 
 import math
 from dataclasses import dataclass
@@ -9,17 +8,11 @@ from ..experiments.protocols import PROTOCOL_CHOICES, protocol_note
 from ..experiments.table import CONFIG_DIGITS, number, r1_map
 
 __all__ = ["CHART_SIZE", "DEFAULT_DATASETS", "PUBLISHED", "SETTINGS", "SOURCE_CELL", "Cell"]
-__all__ += ["cell_summary", "column_title", "columns", "csv_rows", "draw_chart"]
-__all__ += ["format_markdown", "tables"]
+__all__ += ["cell_summary", "columns", "csv_rows", "format_markdown", "tables"]
 
 DEFAULT_DATASETS = ("PRCC", "CelebReID")  # the paper's published table
 SETTINGS = ("direct", "finetune")
-SHORT_NAMES = {
-    "CelebReID": "Celeb",
-    "Market1501": "Market",
-    "DukeMTMC": "Duke",
-    "VCClothes": "VC-Clothes",
-}
+SHORT_NAMES = dict(CelebReID="Celeb", Market1501="Market", DukeMTMC="Duke", VCClothes="VC-Clothes")
 SETTING_NAMES = {"direct": "direct", "finetune": "fine-tuned"}
 SOURCE_CELL = "source"  # the text of a cell on its row's own training data
 CHART_SIZE = (1100, 450)  # (w, h) px at experiments.table.CHART_DPI
@@ -46,7 +39,7 @@ class Cell:
     @property
     def title(self):
         paper = " | paper" if self.protocol == "paper" else ""
-        return f"{self.source.name} | {column_title(self.dataset, self.setting, ' | ')}{paper}"
+        return f"{self.source.name} | {_column_title(self.dataset, self.setting, ' | ')}{paper}"
 
     @property
     def is_source(self):  # on a dataset the row's model was trained on: not run
@@ -69,7 +62,7 @@ class Cell:
         return number(self.metric(key))
 
 
-def column_title(dataset, setting, sep=" "):
+def _column_title(dataset, setting, sep=" "):
     return SHORT_NAMES.get(dataset, dataset) + sep + SETTING_NAMES[setting]
 
 
@@ -91,12 +84,11 @@ def _lookup(grid, name, dataset, setting, protocol):  # a missing cell: an empty
 
 
 def format_markdown(rows, cols, grid, protocol="clean"):
-    """One row per source, "R1 / mAP" per column ("clean; paper" under "both"), "-" if missing,
-    each row named like one of the paper's (PUBLISHED) followed by the paper's numbers."""
+    """A row per source, "R1 / mAP" ("clean; paper" under "both"), the paper's numbers beneath."""
     lines = [
         "Rank-1 / mAP (%); " + protocol_note(protocol, "fine-tuned cells report"),
         "",
-        "| pre-training | " + " | ".join(column_title(d, s) for d, s in cols) + " |",
+        "| pre-training | " + " | ".join(_column_title(d, s) for d, s in cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
     for name in rows:
@@ -113,13 +105,12 @@ def format_markdown(rows, cols, grid, protocol="clean"):
 
 
 def csv_rows(rows, cols, grid, protocol="clean"):
-    """Header, then a row per source: per column `<title> R1`, `mAP`, (paper fine-tuned)
-    `epoch`, `config` (its recipe hash); under "both" the paper ones `<title> paper ...`;
-    then single-shot columns where a cell has them, and `protocol`."""
+    """Header, then a row per source: per column and protocol R1, mAP, (paper fine-tuned)
+    epoch, config (its recipe hash); then single-shot columns where a cell has them."""
     groups, singles = [], []  # (header, (dataset, setting, protocol), key)
     for p in PROTOCOL_CHOICES[protocol]:
         for d, s in cols:
-            title = column_title(d, s) + (" paper" if protocol == "both" and p == "paper" else "")
+            title = _column_title(d, s) + (" paper" if protocol == "both" and p == "paper" else "")
             keys = [("R1", "Rank-1"), ("mAP", "mAP")]
             keys += [("epoch", "best_epoch")] if p == "paper" and s == "finetune" else []
             keys += [("config", "config_sha256")]
@@ -136,12 +127,11 @@ def csv_rows(rows, cols, grid, protocol="clean"):
 def tables(rows, cols, grid, protocol="clean"):
     """(markdown, CSV rows, draw(figure)) of the table."""
     args = (rows, cols, grid, protocol)
-    return format_markdown(*args), csv_rows(*args), lambda fig: draw_chart(fig, *args)
+    return format_markdown(*args), csv_rows(*args), lambda fig: _draw_chart(fig, *args)
 
 
-def draw_chart(fig, rows, cols, grid, protocol="clean"):
-    """Grouped bars, a colour per source, of Rank-1 and mAP (the paper numbers under protocol
-    paper, else the clean ones)."""
+def _draw_chart(fig, rows, cols, grid, protocol="clean"):
+    """Grouped bars, a colour per source, of Rank-1 and mAP (paper's under protocol paper)."""
     import matplotlib
 
     shown = "paper" if protocol == "paper" else "clean"
@@ -156,7 +146,7 @@ def draw_chart(fig, rows, cols, grid, protocol="clean"):
             bars = ax.bar(xs, [v for _, v in found], width, label=name, color=color)
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
         ax.set_xticks(range(len(cols)))
-        ax.set_xticklabels([column_title(d, s) for d, s in cols], fontsize=9)
+        ax.set_xticklabels([_column_title(d, s) for d, s in cols], fontsize=9)
         ax.set_ylim(0, 105)
         ax.set_title(key + " (%)")
         ax.grid(axis="y", alpha=0.3)

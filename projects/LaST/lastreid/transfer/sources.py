@@ -1,6 +1,5 @@
-"""The rows of the transfer table: checkpoint files, runs trained here (`--train`), the
-ImageNet file, random initialisation; each with the datasets its model was trained on (its
-cells there are not run) and the model of the config.yaml beside its file."""
+"""The rows of the transfer table: checkpoint files, runs trained here (`--train`), the ImageNet
+file, random initialisation; each with the datasets its model was trained on."""
 
 import os
 import re
@@ -12,15 +11,15 @@ import torch
 from ..atomic import save_atomic
 from ..checkpoint import LAYOUT_FASTREID, LAYOUT_REFERENCE, LAYOUT_TORCHVISION, checkpoint_layout
 from ..errors import InputError, MissingFileError
-from ..experiments.folder import config_value, run_config
+from ..experiments.folder import config_value
 from ..modeling import build_model
+from ..run_results import run_config
 from ..startup import build_cfg
 
 __all__ = ["CONFIGS", "DATASETS", "SOURCE_RECIPES", "Source", "discover_sources"]
 __all__ += ["model_overrides", "trained_sources", "training_datasets", "write_random_init"]
 
-# The targets in column order: clothes-changing (PRCC, Celeb-reID), short-term, then the
-# other long-term benchmarks (general protocol).
+# The targets in column order: clothes-changing, short-term, the other long-term benchmarks.
 DATASETS = ("PRCC", "CelebReID", "Market1501", "DukeMTMC", "LTCC", "DeepChange", "VCClothes")
 RANDOM_INIT = "random init"
 IMAGENET = "ImageNet"
@@ -39,17 +38,14 @@ PAPER_SELECTION = {
     "LaSTClothes": 'DATASETS.TESTS ("Market1501",) TEST.FINAL_TESTS () TEST.EVAL_PERIOD 1 '
     "SOLVER.CHECKPOINT_PERIOD 1 SOLVER.KEEP_LAST_CHECKPOINTS 1"
 }
-CONFIGS = {
-    "reference": {
-        "direct": "configs/transfer/direct.yml",
-        "finetune": {d: f"configs/{d}/bagtricks_R50_finetune.yml" for d in DATASETS},
-    },
-    "synthetic": {
-        "sources": {"LaST": "configs/LaST/bagtricks_R50_synthetic.yml"},
-        "direct": "configs/transfer/direct_synthetic.yml",
-        "finetune": {d: f"configs/{d}/bagtricks_R50_finetune_synthetic.yml" for d in DATASETS},
-    },
+CONFIGS = {  # the paper's recipes, and the demo's short ones (--preset)
+    preset: {
+        "direct": f"configs/transfer/direct{end}.yml",
+        "finetune": {d: f"configs/{d}/bagtricks_R50_finetune{end}.yml" for d in DATASETS},
+    }
+    for preset, end in (("reference", ""), ("synthetic", "_synthetic"))
 }
+CONFIGS["synthetic"]["sources"] = {"LaST": "configs/LaST/bagtricks_R50_synthetic.yml"}
 # MODEL keys of a row's run that are the run's, not its model's: the cells set their own.
 RUN_KEYS = set(
     "MODEL.DEVICE MODEL.WEIGHTS MODEL.LOAD_CLASSIFIER MODEL.TRUST_CHECKPOINTS MODEL.LOSSES "
@@ -83,8 +79,7 @@ class Source:
 
 
 def trained_sources(output, names, imagenet=None, preset="reference"):
-    """The rows of `--train`: "ImageNet" (the file, if given), then `names`, each trained
-    under <output>/sources/<name>/ (its `Source.paper` run, if any, under <name>-paper/)."""
+    """The rows of `--train`: "ImageNet" (if given), then `names`, trained under sources/<name>/."""
     sources = []
     if imagenet:
         if not os.path.isfile(imagenet):
@@ -135,8 +130,7 @@ def _beside(path):  # the config.yaml of the run that wrote a checkpoint file
 
 
 def training_datasets(path, name, known=DATASETS):
-    """The datasets a checkpoint's model was trained on: DATASETS.NAMES of the config.yaml
-    beside it, else the one of `known` its name spells ("market1501.pth"), else ()."""
+    """DATASETS.NAMES of the config.yaml beside a checkpoint, else the `known` one in its name."""
     names = config_value(_beside(path), "DATASETS.NAMES")
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return tuple(names)
