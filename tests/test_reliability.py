@@ -5,12 +5,12 @@ and counted with DATALOADER.SKIP_BAD_IMAGES), untrusted or backbone-less checkpo
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import time
 
 from lastreid.images import BadImageError, ReidImageDataset
 from lastreid.loaders import build_test_set, build_train_set
@@ -185,12 +185,13 @@ def _run_folder(path):
 
 
 EXTRACT = os.path.join(REPO, "tools", "extract_features.py")
+FORKED_RUNS = os.path.join(REPO, "tests", "forked_runs.py")
 
 
 @pytest.fixture(scope="module")
 def failed_starts(module_tmp, default_root, bad_root):
-    """Starts every failing command at once; returns name -> (exit code, stderr, run folder,
-    its snapshot before)."""
+    """Runs every failing command; returns name -> (exit status, stderr, run folder, its
+    snapshot before)."""
     tmp = module_tmp.mktemp("failed_starts")
     untrusted = tmp / "untrusted.pth"
     model = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
@@ -247,25 +248,29 @@ def failed_starts(module_tmp, default_root, bad_root):
         # 100 identities a step, the default tree has 72: fastreid's sampler would spin forever.
         "too_few_identities": (train, ["SOLVER.IMS_PER_BATCH", "400"], default_root, True),
     }
-    procs = {}
+    # Each command in a child forked from one process that imported torch and fastreid once
+    # (tests/forked_runs.py), as `python tool.py ...` would run it.
+    runs, folders = [], {}
     for name, (command, opts, root, existing) in cases.items():
         folder = _run_folder(tmp / name / "run") if existing else tmp / name / "fresh"
-        before = _snapshot(folder) if folder.exists() else None
-        args = [sys.executable] + command + SMALL_MODEL + opts + ["OUTPUT_DIR", str(folder)]
-        env = dict(os.environ, FASTREID_DATASETS=str(root), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO
-        )
-        procs[name] = (proc, folder, before)
-    results, deadline = {}, time.monotonic() + 1200  # a guard against a hang only
-    for name, (proc, folder, before) in procs.items():
-        try:
-            out, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            err += b"\n[test] TIMEOUT: the process hung"
-        results[name] = (proc.returncode, err.decode(errors="replace"), folder, before)
+        folders[name] = (folder, _snapshot(folder) if folder.exists() else None)
+        argv = command + SMALL_MODEL + opts + ["OUTPUT_DIR", str(folder)]
+        env = {"FASTREID_DATASETS": str(root)}
+        runs.append({"name": name, "argv": argv, "moment": None, "output": None, "env": env})
+    with open(tmp / "cases.json", "w") as f:
+        json.dump(runs, f)
+    subprocess.run(
+        [sys.executable, FORKED_RUNS, str(tmp / "cases.json"), str(tmp / "results.json")],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        check=True,
+        timeout=1800,  # a guard against a hang only
+    )
+    with open(tmp / "results.json") as f:
+        done = json.load(f)
+    results = {}
+    for name, (folder, before) in folders.items():
+        results[name] = (done[name]["status"], done[name]["stderr"], folder, before)
     return results
 
 
