@@ -164,11 +164,13 @@ def test_interpolation_reaches_train_and_test_transforms(source_root, fast_cpu_o
 def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     source_root, fast_cpu_opts, tmp_path, monkeypatch, capsys
 ):
-    """--train LaST Market1501 --protocol paper, fine-tuned on PRCC: two trained rows;
-    interrupted (deterministically, before its 4th run) and resumed by the same command;
-    the paper cells' best epochs checked against their histories. Kept to four runs for the
-    test budget: the direct cells and the ImageNet row are checked by their commands in
-    test_imagenet_row_is_the_file_itself (the clean direct cells run in test_transfer.py)."""
+    """--train Market1501 --protocol paper, fine-tuned on PRCC: a trained row; interrupted
+    (deterministically, before its cell's run) and resumed by the same command; the paper
+    cell's best epoch checked against its history. Kept to two runs for the test budget: the
+    direct cells, the ImageNet row and the LaST row's weights (model_best.pth) are checked by
+    their commands in test_imagenet_row_is_the_file_itself (the clean direct cells, and a
+    finished cell skipped on resuming, run in test_transfer.py; the published rows:
+    test_both_protocols_in_one_table)."""
     monkeypatch.syspath_prepend(os.path.join(REPO, "tools"))
     import transfer_matrix
 
@@ -179,7 +181,6 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
     # fmt: off
     argv = [
         "--train",
-        "LaST",
         "Market1501",
         "--datasets",
         "PRCC",
@@ -202,7 +203,7 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
 
     def interrupted(cmd, log_path, *args):
         calls.append(cmd)
-        if len(calls) == 4:  # both sources trained, one cell done, before the second cell
+        if len(calls) == 2:  # the source trained, before its cell
             raise KeyboardInterrupt
         return real_run(cmd, log_path, *args)
 
@@ -211,31 +212,30 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         transfer_matrix.main(argv)
     first = capsys.readouterr().out
     started = [line for line in first.splitlines() if ": training (log" in line]
-    # both sources, one cell done; the second cell interrupted before its process started
-    assert [" source " in line for line in started] == [True, True, False, False], first
-    assert first.count(": done in ") == 3, first
-    assert os.path.isfile(output / "sources" / "LaST" / "model_best.pth")
+    # the source done; the cell interrupted before its process started
+    assert [" source " in line for line in started] == [True, False], first
+    assert first.count(": done in ") == 1, first
     assert os.path.isfile(output / "sources" / "Market1501" / "model_final.pth")
 
     monkeypatch.setattr(runs, "run_logged", real_run)
     assert transfer_matrix.main(argv) == 0
     second = capsys.readouterr().out
-    # two sources and one cell skipped, the interrupted cell run
-    assert second.count("done before, skipped") == 3, second
+    # the source skipped, the interrupted cell run
+    assert second.count("done before, skipped") == 1, second
     started = [line for line in second.splitlines() if ": training (log" in line]
-    assert len(started) == 1 and "LaST | PRCC | fine-tuned | paper" in started[0], second
+    assert len(started) == 1 and "Market1501 | PRCC | fine-tuned | paper" in started[0], second
     assert second.count(": done in ") == 1, second
 
     table = (output / "transfer_table.md").read_text().splitlines()
     assert table[0].startswith("Rank-1 / mAP (%); protocol paper")
     assert table[2] == "| pre-training | PRCC fine-tuned |"
     names = [line.split(" | ")[0] for line in table[4:]]
-    assert names == ["| Market1501", "| Market1501 (published)", "| LaST", "| LaST (published)"]
+    assert names == ["| Market1501", "| Market1501 (published)"]
     assert table[5] == "| Market1501 (published) | 44.3 / 43.1 |"  # the paper's PRCC fine-tuned
     rows = list(csv.DictReader((output / "transfer_table.csv").read_text().splitlines()))
-    assert [r["protocol"] for r in rows] == ["paper"] * 2
+    assert [r["protocol"] for r in rows] == ["paper"]
 
-    for row, source in zip(rows, ("Market1501", "LaST")):
+    for row, source in zip(rows, ("Market1501",)):
         stored = json.loads(
             (output / "results" / f"{source}__PRCC__finetune__paper.json").read_text()
         )
@@ -256,8 +256,8 @@ def test_transfer_matrix_trains_sources_builds_the_table_and_resumes(
         assert f"(ep {best + 1})" in table[names.index("| " + source) + 4]
         config = (run / "config.yaml").read_text()
         assert "INTERPOLATION: bilinear" in config and "EVAL_PERIOD: 1\n" in config
-    last_cell = json.loads((output / "results" / "LaST__PRCC__finetune__paper.json").read_text())
-    assert last_cell["weights"] == str(output / "sources" / "LaST" / "model_best.pth")
+    cell = json.loads((output / "results" / "Market1501__PRCC__finetune__paper.json").read_text())
+    assert cell["weights"] == str(output / "sources" / "Market1501" / "model_final.pth")
 
 
 def test_imagenet_row_is_the_file_itself(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ switch, fine-tuning from a LaST checkpoint, and tools/transfer_matrix.py on synt
 import csv
 import json
 import os
-import subprocess
 import sys
 from collections import OrderedDict
 from types import SimpleNamespace
@@ -17,7 +16,7 @@ from lastreid.checkpoint import (
     backbone_loaded,
     has_torchvision_stem,
 )
-from lastreid.errors import InputError
+from lastreid.errors import InputError, run_tool
 from lastreid.evaluation import BlockedReidEvaluator
 from lastreid.evaluation.single_shot import (
     SingleShotReidEvaluator,
@@ -36,7 +35,7 @@ from lastreid.transfer.sources import CONFIGS, Source
 import numpy as np
 import pytest
 import torch
-from conftest import fake_runs
+from conftest import fake_runs, load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIRECT = os.path.join(REPO, "configs", "transfer", "direct.yml")
@@ -425,15 +424,18 @@ def test_a_cell_of_another_recipe_stops_the_command_or_is_redone(tmp_path):
 
 
 def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
-    small_root, fast_cpu_opts, last_checkpoint, tmp_path
+    small_root, fast_cpu_opts, last_checkpoint, tmp_path, monkeypatch, capsys
 ):
+    """The tool's main in this process (its cells are train_net processes all the same), four
+    times: the table, the same command again, another recipe stopped, then kept on purpose.
+    (tools/run_demo.py --smoke runs the tool as a process of its own: test_demo.)"""
     from PIL import Image
 
+    tool = load_tool("transfer_matrix")
     output = tmp_path / "transfer"
-    env = dict(os.environ, FASTREID_DATASETS=str(small_root))
-    cmd = [
-        sys.executable,
-        os.path.join(REPO, "tools", "transfer_matrix.py"),
+    monkeypatch.setenv("FASTREID_DATASETS", str(small_root))  # the cells' processes inherit it
+    monkeypatch.setattr(sys, "argv", [os.path.join(REPO, "tools", "transfer_matrix.py")])
+    argv = [
         "--preset",
         "synthetic",
         "--models",
@@ -444,9 +446,17 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
         *fast_cpu_opts,
         *SMALL_OPTS,
     ]
-    first = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "source 'LaST'" in first.stdout and "reference layout" in first.stdout
+
+    def run(args):
+        """run_tool(main) as `python tools/transfer_matrix.py args` runs it: (status, out, err)."""
+        with pytest.raises(SystemExit) as end:
+            run_tool(tool.main, args)
+        printed = capsys.readouterr()
+        return end.value.code, printed.out, printed.err
+
+    code, out, err = run(argv)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "source 'LaST'" in out and "reference layout" in out
 
     table = (output / "transfer_table.md").read_text().splitlines()
     assert (
@@ -454,7 +464,7 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
         == "| pre-training | PRCC direct | Celeb direct | PRCC fine-tuned | Celeb fine-tuned |"
     )
     # The reference LaST file's row is followed by the paper's LaST row. (One row: the
-    # random-init row runs in test_generalisation's short-term table.)
+    # random-init row runs in tools/run_demo.py --smoke's table, test_demo.)
     names = [line.split(" | ")[0] for line in table[4:]]
     assert names == ["| LaST", "| LaST (published)"]
     assert table[4].count(" / ") == 4 and " - " not in table[4]
@@ -478,29 +488,28 @@ def test_transfer_matrix_writes_the_table_and_skips_finished_cells(
         float(rows[0]["PRCC fine-tuned R1"]), abs=0.01
     )
     # The cell's recipe: the merged config its run started with, carried into the CSV.
-    run = output / "runs" / "LaST" / "PRCC-finetune"
-    assert stored["config_sha256"] == run_config_sha256(str(run))
-    assert stored["config_sha256"] == read_run_results(str(run))["config_sha256"]
+    cell_run = output / "runs" / "LaST" / "PRCC-finetune"
+    assert stored["config_sha256"] == run_config_sha256(str(cell_run))
+    assert stored["config_sha256"] == read_run_results(str(cell_run))["config_sha256"]
     assert rows[0]["PRCC fine-tuned config"] == stored["config_sha256"][:12]
-    assert first.stdout.count(": done in ") == 4
+    assert out.count(": done in ") == 4
 
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert second.stdout.count("done before, skipped") == 4 and ": done in " not in second.stdout
+    code, out, err = run(argv)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert out.count("done before, skipped") == 4 and ": done in " not in out
     assert (output / "transfer_table.md").read_text().splitlines() == table
 
     # Another recipe (one more override) never reuses the cells silently: it stops with one
     # line naming them and touches nothing; --stale reuse keeps them on purpose.
     before = {p: p.read_bytes() for p in sorted((output / "results").iterdir())}
-    changed = cmd + ["TEST.IMS_PER_BATCH", "32"]
-    third = subprocess.run(changed, env=env, capture_output=True, text=True)
-    assert third.returncode == 1, third.stdout[-3000:] + third.stderr[-3000:]
-    last = third.stderr.strip().splitlines()[-1]
+    changed = argv + ["TEST.IMS_PER_BATCH", "32"]
+    code, out, err = run(changed)
+    assert code == 1, out[-3000:] + err[-3000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("transfer_matrix.py: error: 4 run(s) under ") and "--stale" in last
-    assert "LaST | PRCC | fine-tuned" in last and "Traceback" not in third.stderr
+    assert "LaST | PRCC | fine-tuned" in last
     assert {p: p.read_bytes() for p in sorted((output / "results").iterdir())} == before
-    reuse = changed[:2] + ["--stale", "reuse"] + changed[2:]  # before the trailing overrides
-    fourth = subprocess.run(reuse, env=env, capture_output=True, text=True)
-    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
-    assert fourth.stdout.count("kept (--stale reuse)") == 4
-    assert fourth.stdout.count("done before, skipped") == 4
+    code, out, err = run(["--stale", "reuse"] + changed)  # before the trailing overrides
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert out.count("kept (--stale reuse)") == 4
+    assert out.count("done before, skipped") == 4
