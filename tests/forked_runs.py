@@ -8,10 +8,11 @@ child that runs the tool's own `__main__` (runpy, with sys.argv set) as `python 
 args...` would, its stdout and stderr going to files. A case is {"name", "argv": [tool.py,
 args...], "moment": a moment of tests/stop_at.py or null, "output": a folder or null}: the
 child stops there when it gets to the moment (and is then killed); an optional "env" dict is
-set in the child's environment (its PYTHONPATH also goes on sys.path, as at a start). RESULTS.json gets, per
-name, {"status": the exit status or "reached <moment>", "stderr", "stdout", "seconds", "output":
-the files written under "output", a folder or file (null if it does not exist)}; it is
-removed afterwards (checkpoints are large). One child at a time: a result never depends on another.
+set in the child's environment (its PYTHONPATH also put on sys.path, as a start would).
+RESULTS.json gets, per name, {"status": the exit status or "reached <moment>", "stderr",
+"stdout", "seconds", "output": the files written under "output", a folder or file (null if
+it does not exist)}; it is removed afterwards (checkpoints are large). One child at a time: a
+result never depends on another.
 """
 
 import json
