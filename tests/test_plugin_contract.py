@@ -220,6 +220,7 @@ def test_the_toy_config_is_a_benchmark_method(runs):
     """The toy's run is where the benchmark keeps its run of toy.yml, of the same recipe:
     it is taken as done, and the benchmark's own --eval-only of it gives its numbers."""
     ended_well(runs["benchmark"])
+    assert "toy: done before, skipped" in runs["benchmark"]["stdout"], runs["benchmark"]["stdout"]
     with open(runs["root"] / "bench" / "benchmark_table.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert "toy" in row["method"] and int(row["feature_dim"]) == TOY_DIM
