@@ -8,10 +8,11 @@ child that runs the tool's own `__main__` (runpy, with sys.argv set) as `python 
 args...` would, its stdout and stderr going to files. A case is {"name", "argv": [tool.py,
 args...], "moment": a moment of tests/stop_at.py or null, "output": a folder or null}: the
 child stops there when it gets to the moment (and is then killed); an optional "env" dict is
-set in the child's environment. RESULTS.json gets, per
-name, {"status": the exit status or "reached <moment>", "stderr", "stdout", "seconds", "output":
-the files written under "output", a folder or file (null if it does not exist)}; it is
-removed afterwards (checkpoints are large). One child at a time: a result never depends on another.
+set in the child's environment (its PYTHONPATH also put on sys.path, as a start would).
+RESULTS.json gets, per name, {"status": the exit status or "reached <moment>", "stderr",
+"stdout", "seconds", "output": the files written under "output", a folder or file (null if
+it does not exist)}; it is removed afterwards (checkpoints are large). One child at a time: a
+result never depends on another.
 """
 
 import json
@@ -37,6 +38,10 @@ def _run_child(case, log_prefix, write_fd):
         os.close(target)
     os.environ["STOP_AT_FD"] = str(write_fd)
     os.environ.update(case.get("env") or {})
+    # The interpreter reads PYTHONPATH once, at its start: a case's own goes on sys.path here.
+    extra = (case.get("env") or {}).get("PYTHONPATH")
+    if extra:
+        sys.path[1:1] = extra.split(os.pathsep)
     if case.get("moment"):
         stop_at.install(case["moment"])
     sys.argv = list(case["argv"])

@@ -328,6 +328,7 @@ def test_torchrun_trains_cal_on_two_cpu_processes(synthetic_root, tmp_path):
     # fmt: off
     opts = OPTS + [
         "SOLVER.MAX_EPOCH", "2", "DATALOADER.NUM_INSTANCE", "2", "TEST.IMS_PER_BATCH", "4",
+        "TEST.EVAL_PERIOD", "2",  # evaluated (and finally tested) after the last epoch only
         "OUTPUT_DIR", str(out),
     ]
     cmd = [

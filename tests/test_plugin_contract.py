@@ -4,8 +4,10 @@ module in MODEL.IMPORTS, and with no project file edited the head trains, is eva
 (--eval-only, --resume), gives its features at the dimension of its own key (not the
 backbone's), exports to ONNX, and its own key's range rule stops a bad value in one line.
 
-Every tool runs in its own process, as a user runs it: the toy module is never imported into
-the test process, whose registries and `config_checks.RULES` stay the project's."""
+Every tool runs in a process of its own, which imports the toy itself as a user's would: each
+is forked from one harness that imported torch, fastreid and lastreid once but never the toy
+(tests/forked_runs.py), and the toy module is never imported into the test process either,
+whose registries and `config_checks.RULES` stay the project's."""
 
 import csv
 import json
@@ -89,29 +91,70 @@ def toy(module_tmp):
     return folder
 
 
-def run_tool(name, args, root, cwd=REPO, python_path=None):
-    env = dict(os.environ, FASTREID_DATASETS=str(root), PYTHONUNBUFFERED="1")
-    if python_path:
-        env["PYTHONPATH"] = os.pathsep.join([str(python_path), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, os.path.join(TOOLS, name + ".py")] + [str(a) for a in args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-    )
+def tool(name):
+    return os.path.join(TOOLS, name + ".py")
 
 
 @pytest.fixture(scope="module")
-def toy_run(toy, module_tmp, synthetic_root):
-    """One epoch of the toy head on the tiny synthetic LaST (R18, 64x32)."""
-    out = module_tmp.mktemp("toy_run")
-    args = ["--config-file", toy / "toy.yml"] + OPTS + ["SOLVER.MAX_EPOCH", "1", "OUTPUT_DIR", out]
-    run = run_tool("train_net", args, synthetic_root)
-    assert run.returncode == 0, run.stdout[-3000:]
-    return out
+def runs(toy, module_tmp, synthetic_root):
+    """Every tool on the toy, each in a process of its own forked from one that imported
+    torch, fastreid and lastreid but never the toy (tests/forked_runs.py), in order: one
+    epoch of the toy head (R18, 64x32) where the benchmark finds it, then the tools on it
+    (the benchmark first: a --resume from the run's config.yaml writes that of another recipe).
+    The processes start in a folder of their own, the toy folder not on the Python path
+    (but for "bad_key", which names the module by that path)."""
+    root = module_tmp.mktemp("toy_runs")
+    bench, elsewhere = root / "bench", root / "elsewhere"
+    toy_run = bench / "runs" / "toy"  # the run `benchmark --methods toy.yml` would make
+    elsewhere.mkdir()
+    weights = toy_run / "model_best.pth"
+    run_config = ["--config-file", toy_run / "config.yaml"]
+    common = run_config + ["--weights", weights]
+    epoch = ["SOLVER.MAX_EPOCH", "1"]
+    # fmt: off
+    cases = {
+        "train": [tool("train_net"), "--config-file", toy / "toy.yml"] + OPTS + epoch
+        + ["OUTPUT_DIR", toy_run],
+        "benchmark": [tool("benchmark"), "--methods", toy / "toy.yml", "--output", bench,
+                      "--no-print-table"] + OPTS + epoch,
+        "eval": [tool("train_net")] + run_config + ["--eval-only"] + OPTS + [
+            "MODEL.WEIGHTS", weights, "DATASETS.TESTS", '("LaST",)', "OUTPUT_DIR", root / "eval",
+        ],
+        "resume": [tool("train_net")] + run_config + ["--resume"] + OPTS + ["OUTPUT_DIR", toy_run],
+        "extract": [tool("extract_features")] + common + [
+            "--dataset", "LaSTVal", "--output", root / "val.npz"] + OPTS,
+        "onnx": [tool("export_onnx")] + common + [
+            "--output", root / "toy.onnx", "--batch-sizes", "1,2"] + OPTS,
+        "ranks": [tool("visualize_ranks")] + common + [
+            "--dataset", "LaSTVal", "--output", root / "vis", "--topk", "3", "--quiet"] + OPTS,
+        "bad_key": [tool("train_net"), "--config-file", toy / "toy.yml"] + OPTS + [
+            "MODEL.IMPORTS", "['toy_head']", "MODEL.TOY_HEAD.DIM", "0",
+            "OUTPUT_DIR", root / "bad_key"],
+        "transfer": [tool("transfer_matrix"), "--source", f"toy={weights}", "--datasets", "PRCC",
+                     "--output", root / "table", "--no-print-table"] + OPTS + epoch
+        + ["SOLVER.DELAY_EPOCHS", "0"],
+    }
+    # fmt: on
+    listed = []
+    for name, argv in cases.items():
+        case = {"name": name, "argv": [str(a) for a in argv], "moment": None, "output": None}
+        if name == "bad_key":
+            case["env"] = {"PYTHONPATH": str(toy)}
+        listed.append(case)
+    (root / "cases.json").write_text(json.dumps(listed))
+    env = dict(os.environ, FASTREID_DATASETS=str(synthetic_root), PYTHONUNBUFFERED="1")
+    runner = os.path.join(REPO, "tests", "forked_runs.py")
+    subprocess.run(
+        [sys.executable, runner, str(root / "cases.json"), str(root / "results.json")],
+        cwd=elsewhere, env=env, check=True, timeout=900,  # a guard against a hang only
+    )  # fmt: skip
+    out = json.loads((root / "results.json").read_text())
+    assert out["train"]["status"] == 0, out["train"]["stderr"][-3000:]
+    return dict(out, root=root, toy_run=toy_run)
+
+
+def ended_well(result):
+    assert result["status"] == 0, (result["stdout"] + result["stderr"])[-3000:]
 
 
 def final_test(run_dir):
@@ -119,7 +162,8 @@ def final_test(run_dir):
         return json.load(f)["final_test"]["datasets"]["LaST"]
 
 
-def test_the_toy_head_trains_and_its_run_config_names_the_module(toy, toy_run):
+def test_the_toy_head_trains_and_its_run_config_names_the_module(toy, runs):
+    toy_run = runs["toy_run"]
     with open(toy_run / "config.yaml") as f:
         text = f.read()
     assert str(toy / "toy_head.py") in text and "ToyHead" in text
@@ -128,59 +172,43 @@ def test_the_toy_head_trains_and_its_run_config_names_the_module(toy, toy_run):
     assert set(final_test(toy_run)) >= {"Rank-1", "mAP"}
 
 
-def test_eval_only_and_resume_from_the_run_config(toy_run, synthetic_root, tmp_path):
+def test_eval_only_and_resume_from_the_run_config(runs):
     """Started from the run's config.yaml in another folder (nothing on the Python path):
     --eval-only of the kept checkpoint on LaST test gives the run's own final test, and
-    --resume of the finished run ends without training again."""
-    args = ["--config-file", toy_run / "config.yaml", "--eval-only"] + OPTS + [
-        "MODEL.WEIGHTS", toy_run / "model_best.pth", "DATASETS.TESTS", '("LaST",)',
-        "OUTPUT_DIR", tmp_path / "eval",
-    ]  # fmt: skip
-    run = run_tool("train_net", args, synthetic_root, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:]
-    with open(tmp_path / "eval" / "results.json") as f:
+    --resume of the finished run (after it) ends without training again."""
+    ended_well(runs["eval"])
+    with open(runs["root"] / "eval" / "results.json") as f:
         again = json.load(f)["evaluation"]["datasets"]["LaST"]
     for key in ("Rank-1", "mAP"):
-        assert again[key] == pytest.approx(final_test(toy_run)[key], abs=1e-6)
+        assert again[key] == pytest.approx(final_test(runs["toy_run"])[key], abs=1e-6)
 
-    before = (toy_run / "model_final.pth").stat().st_mtime_ns
-    resume = ["--config-file", toy_run / "config.yaml", "--resume"] + OPTS
-    run = run_tool("train_net", resume + ["OUTPUT_DIR", toy_run], synthetic_root, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert (toy_run / "model_final.pth").stat().st_mtime_ns == before
+    ended_well(runs["resume"])
+    # A checkpoint written by the resume would be newer than the --eval-only run before it.
+    evaluated = (runs["root"] / "eval" / "results.json").stat().st_mtime_ns
+    assert (runs["toy_run"] / "model_final.pth").stat().st_mtime_ns < evaluated
 
 
-def test_feature_tools_take_the_dimension_from_the_model(toy_run, synthetic_root, tmp_path):
-    weights = toy_run / "model_best.pth"
-    common = ["--config-file", toy_run / "config.yaml", "--weights", weights]
-    npz = tmp_path / "val.npz"
-    args = common + ["--dataset", "LaSTVal", "--output", npz] + OPTS
-    run = run_tool("extract_features", args, synthetic_root)
-    assert run.returncode == 0, run.stdout[-3000:]
-    data = load_features(str(npz))
+def test_feature_tools_take_the_dimension_from_the_model(runs, synthetic_root):
+    ended_well(runs["extract"])
+    data = load_features(str(runs["root"] / "val.npz"))
     dataset = build_dataset("LaSTVal", root=str(synthetic_root))
     assert data["features"].shape == (len(dataset.query) + len(dataset.gallery), TOY_DIM)
 
-    args = common + ["--output", tmp_path / "toy.onnx", "--batch-sizes", "1,2"] + OPTS
-    run = run_tool("export_onnx", args, synthetic_root)
-    assert run.returncode == 0 and "onnxruntime matches PyTorch" in run.stdout, run.stdout[-3000:]
+    ended_well(runs["onnx"])
+    assert "onnxruntime matches PyTorch" in runs["onnx"]["stdout"], runs["onnx"]["stdout"][-3000:]
 
-    vis = tmp_path / "vis"
-    args = common + ["--dataset", "LaSTVal", "--output", vis, "--topk", "3", "--quiet"] + OPTS
-    run = run_tool("visualize_ranks", args, synthetic_root)
-    assert run.returncode == 0 and (vis / "ranks_000.png").is_file(), run.stdout[-3000:]
+    ended_well(runs["ranks"])
+    assert (runs["root"] / "vis" / "ranks_000.png").is_file()
 
 
-def test_the_heads_own_key_is_checked_in_one_line(toy, synthetic_root, tmp_path):
+def test_the_heads_own_key_is_checked_in_one_line(runs):
     """The module named on the command line this time, by its name on the Python path."""
-    args = ["--config-file", toy / "toy.yml"] + OPTS + ["MODEL.IMPORTS", "['toy_head']"]
-    args += ["MODEL.TOY_HEAD.DIM", "0", "OUTPUT_DIR", tmp_path / "run"]
-    run = run_tool("train_net", args, synthetic_root, python_path=toy)
-    assert run.returncode == 1
-    assert run.stdout.strip().splitlines()[-1] == (
+    result = runs["bad_key"]
+    assert result["status"] == 1, result["stderr"][-3000:]
+    assert result["stderr"].strip().splitlines()[-1] == (
         "train_net.py: error: MODEL.TOY_HEAD.DIM is 0: expected an integer >= 1"
     )
-    assert not (tmp_path / "run").exists()
+    assert not (runs["root"] / "bad_key").exists()
 
 
 def test_a_module_that_does_not_import_is_one_line_naming_the_key():
@@ -188,26 +216,22 @@ def test_a_module_that_does_not_import_is_one_line_naming_the_key():
         build_cfg("", ["MODEL.IMPORTS", "['no_such_toy_module']", "MODEL.DEVICE", "cpu"])
 
 
-def test_the_toy_config_is_a_benchmark_method(toy, synthetic_root, tmp_path):
-    out = tmp_path / "bench"
-    args = ["--methods", toy / "toy.yml", "--output", out, "--no-print-table"] + OPTS
-    run = run_tool("benchmark", args + ["SOLVER.MAX_EPOCH", "1"], synthetic_root)
-    assert run.returncode == 0, run.stdout[-3000:]
-    with open(out / "benchmark_table.csv", newline="") as f:
+def test_the_toy_config_is_a_benchmark_method(runs):
+    """The toy's run is where the benchmark keeps its run of toy.yml, of the same recipe:
+    it is taken as done, and the benchmark's own --eval-only of it gives its numbers."""
+    ended_well(runs["benchmark"])
+    assert "toy: done before, skipped" in runs["benchmark"]["stdout"], runs["benchmark"]["stdout"]
+    with open(runs["root"] / "bench" / "benchmark_table.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert "toy" in row["method"] and int(row["feature_dim"]) == TOY_DIM
+    assert row["eval_only_reproduced"] == "True"
 
 
-def test_the_toy_run_is_a_transfer_row(toy_run, synthetic_root, tmp_path):
-    out = tmp_path / "table"
-    args = ["--source", f"toy={toy_run / 'model_best.pth'}", "--datasets", "PRCC"]
-    args += ["--output", out, "--no-print-table"] + OPTS
-    args += ["SOLVER.MAX_EPOCH", "1", "SOLVER.DELAY_EPOCHS", "0"]
-    run = run_tool("transfer_matrix", args, synthetic_root)
-    assert run.returncode == 0, run.stdout[-3000:]
+def test_the_toy_run_is_a_transfer_row(runs):
+    ended_well(runs["transfer"])
     for setting in ("direct", "finetune"):
-        config = (out / "runs" / "toy" / f"PRCC-{setting}" / "config.yaml").read_text()
-        assert "ToyHead" in config
+        config = (runs["root"] / "table" / "runs" / "toy" / f"PRCC-{setting}" / "config.yaml")
+        assert "ToyHead" in config.read_text()
 
 
 def test_a_file_is_imported_once_and_named_by_its_absolute_path(tmp_path, monkeypatch):
