@@ -33,7 +33,7 @@ $(STAMP): setup.py requirements.txt Makefile
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 demo: setup
 	$(PY) tools/run_demo.py

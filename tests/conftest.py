@@ -231,15 +231,13 @@ def fake_runs(monkeypatch, action=lambda cmd, log_path: 1):
 # started last would leave the other workers idle until it ends.
 LONG_MODULES = (
     "test_benchmark",
-    "test_training",
     "test_demo",
-    "test_transfer",
-    "test_reliability",
     "test_resume_kill",
-    "test_generalisation",
-    "test_source_table",
-    "test_plugin_contract",
+    "test_training",
+    "test_distributed",
     "test_config_ranges",
+    "test_cal",
+    "test_transfer",
 )
 
 
