@@ -26,13 +26,21 @@ def run(argv):
     return 0
 
 
-def main(argv):
+def split(argv):
+    """The command lines of `argv`, separated by --then (not "--", which torchrun's parser
+    may drop)."""
     commands = [[]]
     for arg in argv:
-        if arg == "--then":  # not "--", which torchrun's parser may drop
+        if arg == "--then":
             commands.append([])
         else:
             commands[-1].append(arg)
+    return commands
+
+
+def run_all(commands, leave=True):
+    """Runs the command lines one after the other; the first non-zero status, else 0. The
+    process group stays for what follows unless `leave`."""
     finish = launch.finish
     launch.finish = comm.synchronize  # a tool's end: wait for the others, stay in the group
     try:
@@ -42,9 +50,10 @@ def main(argv):
                 return code
     finally:
         launch.finish = finish
-    finish()
+    if leave:
+        finish()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_all(split(sys.argv[1:])))
