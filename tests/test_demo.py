@@ -15,6 +15,7 @@ import runpy
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,15 +35,20 @@ def run(args, **kwargs):
 def run_here(args, monkeypatch, capfd):
     """Runs the script `args[0]` with its arguments in this process, as `python` would run
     it; returns what it printed (its children's output included). Its changes to the
-    environment are undone afterwards."""
+    environment and to the global random streams are undone afterwards (later tests in
+    this process must not see them)."""
     monkeypatch.setattr(sys, "argv", list(args))
     monkeypatch.setenv("FASTREID_DATASETS", os.environ.get("FASTREID_DATASETS", ""))
     capfd.readouterr()
+    numpy_state = np.random.get_state()
     try:
-        runpy.run_path(args[0], run_name="__main__")
+        with torch.random.fork_rng(devices=[]):
+            runpy.run_path(args[0], run_name="__main__")
         code = 0
     except SystemExit as end:
         code = end.code
+    finally:
+        np.random.set_state(numpy_state)
     captured = capfd.readouterr()
     assert code in (0, None), captured.out[-2000:] + captured.err[-3000:]
     return captured.out
