@@ -1,9 +1,12 @@
 """tools/train_net.py under torchrun with a recorder (and, when asked, a deterministic kill),
 for tests/test_distributed.py:
 
-    python -m torch.distributed.run ... tests/dist_train.py RECORD_DIR [KILL_RANK KILL_ITER] -- ARGS
+    python -m torch.distributed.run ... tests/dist_train.py RECORD_DIR [KILL_RANK KILL_ITER] \
+        [--before TOOL.py ARGS --then TOOL.py ARGS ...] -- ARGS
 
-runs train_net.py's command line ARGS in every process. Each process appends, to
+runs train_net.py's command line ARGS in every process, after the tool runs given with
+--before (tests/dist_tools.py: in the same process group, not recorded), which share the
+job's start-up. Each process appends, to
 RECORD_DIR/rank<R>.jsonl, its training sampler's seed, one line per training step
 (iteration, image paths, pids of its batch, sum of the weights after the step) and one per
 file it writes atomically (checkpoints, model_best, results.json). The process of rank
@@ -20,6 +23,8 @@ import lastreid  # noqa: F401  (patches fastreid; must come first)
 from lastreid import atomic, engine, resume
 from lastreid.fastreid_internals import batch_iterator, set_batch_iterator, step_runner
 
+import dist_tools
+
 TRAIN_NET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train_net.py"
 )
@@ -28,7 +33,13 @@ TRAIN_NET = os.path.join(
 def main(argv):
     split = argv.index("--")
     own, args = argv[:split], argv[split + 1 :]
+    before = own.index("--before") if "--before" in own else len(own)
+    own, before = own[:before], own[before + 1 :]
     record_dir, kill = own[0], tuple(int(x) for x in own[1:3])
+    if before:
+        code = dist_tools.run_all(dist_tools.split(before), leave=False)
+        if code:
+            sys.exit(code)
     rank = int(os.environ["RANK"])
     record_path = os.path.join(record_dir, f"rank{rank}.jsonl")
 

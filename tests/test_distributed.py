@@ -71,48 +71,63 @@ def weights(module_tmp):
     return write_random_bot(CONFIG, fast_opts(), module_tmp.mktemp("dist_weights") / "model.pth")
 
 
+EXTRACT_FEATURES = os.path.join(REPO, "tools", "extract_features.py")
+
+
+def eval_opts(weights):
+    return fast_opts("MODEL.WEIGHTS", weights, "DATASETS.TESTS", '("LaST", "LaSTVal")')
+
+
+def features_args(weights, synthetic_root):
+    # fmt: off
+    return [
+        "--config-file", CONFIG, "--weights", weights, "--dataset", "LaST",
+        "--root", str(synthetic_root),
+    ]
+    # fmt: on
+
+
+def two_process_tools(weights, synthetic_root, folder):
+    """The command lines (tests/dist_tools.py) that evaluate `weights` (train_net.py
+    --eval-only) and then extract the LaST features (extract_features.py) in a job of 2
+    processes, writing under `folder`; and where."""
+    evaluation = ["--config-file", CONFIG, "--eval-only"] + eval_opts(weights)
+    evaluation += ["TEST.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(folder / "eval")]
+    features = features_args(weights, synthetic_root) + ["-o", str(folder / "two.npz")]
+    commands = [TRAIN_NET] + evaluation + ["--then", EXTRACT_FEATURES] + features + fast_opts()
+    return commands, SimpleNamespace(eval=folder / "eval", features=folder / "two.npz")
+
+
 def test_two_process_evaluation_gives_the_one_process_metrics(
-    weights, synthetic_root, tmp_path, monkeypatch
+    weights, synthetic_root, killed_and_resumed, monkeypatch
 ):
     # LaST test: 19 items, uneven shares (10 + 9). Every forward is of one image in both
     # runs (TEST.IMS_PER_BATCH is split over the processes), so the features, and so the
     # metrics, are equal by construction on any BLAS: batches of other sizes may round
     # differently.
-    opts = fast_opts("MODEL.WEIGHTS", weights, "DATASETS.TESTS", '("LaST", "LaSTVal")')
+    opts = eval_opts(weights) + ["TEST.IMS_PER_BATCH", "1"]
     monkeypatch.setenv("FASTREID_DATASETS", str(synthetic_root))
-    one = evaluate_weights(build_cfg(CONFIG, opts + ["TEST.IMS_PER_BATCH", "1"], eval_only=True))
-    out = tmp_path / "eval"
-    opts += ["TEST.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(out)]
-    run = torchrun([TRAIN_NET, "--config-file", CONFIG, "--eval-only"] + opts, synthetic_root)
-    assert run.returncode == 0, run.stdout[-3000:]
-    two = read_run_results(str(out))["evaluation"]["datasets"]
+    one = evaluate_weights(build_cfg(CONFIG, opts, eval_only=True))
+    assert killed_and_resumed.resumed.returncode == 0, killed_and_resumed.resumed.stdout[-3000:]
+    two = read_run_results(str(killed_and_resumed.tools.eval))["evaluation"]["datasets"]
     for name in ("LaST", "LaSTVal"):
         assert two[name] == {k: v for k, v in one[name].items() if k != "dataset"}, name
     assert two["LaST"]["mAP"] > 0
 
 
-def test_two_process_features_are_the_one_process_features(weights, synthetic_root, tmp_path):
-    tool = os.path.join(REPO, "tools", "extract_features.py")
-    args = [
-        "--config-file",
-        CONFIG,
-        "--weights",
-        weights,
-        "--dataset",
-        "LaST",
-        "--root",
-        str(synthetic_root),
-    ]
-    run = torchrun([tool] + args + ["-o", str(tmp_path / "two.npz")] + fast_opts(), synthetic_root)
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert run.stdout.count("wrote ") == 1  # the main process alone writes
-    import importlib.util
+def test_two_process_features_are_the_one_process_features(
+    weights, synthetic_root, killed_and_resumed, tmp_path
+):
+    run = killed_and_resumed
+    assert run.resumed.returncode == 0, run.resumed.stdout[-3000:]
+    wrote = [line for line in run.resumed.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 1 and str(run.tools.features) in wrote[0]  # the main process alone
+    from conftest import load_tool
 
-    spec = importlib.util.spec_from_file_location("extract_features", tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(args + ["-o", str(tmp_path / "one.npz")] + fast_opts()) == 0
-    one, two = load_features(str(tmp_path / "one.npz")), load_features(str(tmp_path / "two.npz"))
+    args = features_args(weights, synthetic_root) + ["-o", str(tmp_path / "one.npz")]
+    assert load_tool("extract_features").main(args + fast_opts()) == 0
+    one = load_features(str(tmp_path / "one.npz"))
+    two = load_features(str(run.tools.features))
     for key in ("paths", "pids", "camids"):
         assert list(two[key]) == list(one[key]), key  # dataset order
     assert two["num_query"] == one["num_query"] == 4
@@ -175,11 +190,13 @@ def evaluated_iterations(output):
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(synthetic_root, module_tmp):
+def killed_and_resumed(synthetic_root, module_tmp, weights):
     """A 2-process training run of EPOCHS epochs through tests/dist_train.py whose rank 1
     sends itself SIGKILL in the middle step of the second epoch, then the same command
-    with --resume (each phase records into its own folder)."""
+    with --resume (each phase records into its own folder). The resumed job first runs
+    `two_process_tools` (its start-up shared)."""
     base = module_tmp.mktemp("dist_train")
+    tools, tool_outputs = two_process_tools(weights, synthetic_root, base)
     output, phases = base / "run", [base / "killed", base / "resumed"]
     for folder in phases:
         folder.mkdir()
@@ -189,7 +206,8 @@ def killed_and_resumed(synthetic_root, module_tmp):
     )
     after_kill = dict(files=set(os.listdir(output)), last=(output / "last_checkpoint").read_text())
     resumed = torchrun(
-        [WRAPPER, str(phases[1]), "--"] + train_args(output, "--resume"), synthetic_root
+        [WRAPPER, str(phases[1]), "--before"] + tools + ["--"] + train_args(output, "--resume"),
+        synthetic_root,
     )
     return SimpleNamespace(
         output=output,
@@ -197,6 +215,7 @@ def killed_and_resumed(synthetic_root, module_tmp):
         resumed=resumed,
         kill_at=kill_at,
         after_kill=after_kill,
+        tools=tool_outputs,
         phases=[[read_records(f, r) for r in (0, 1)] for f in phases],
     )
 
