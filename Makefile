@@ -11,7 +11,7 @@ STAMP := $(VENV)/.lastreid-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 FASTREID := fastreid==1.4.0
 # pytest-xdist workers of `make test`: each test file runs whole in one worker (a module's shared
-# runs are made once); each worker takes about 2 GB and its share of the cores.
+# runs are made once); each worker gets its share of the cores (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 .PHONY: setup test demo clean gpu-wheels gpu-check
