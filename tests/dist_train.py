@@ -10,7 +10,8 @@ job's start-up. Each process appends, to
 RECORD_DIR/rank<R>.jsonl, its training sampler's seed, one line per training step
 (iteration, image paths, pids of its batch, sum of the weights after the step) and one per
 file it writes atomically (checkpoints, model_best, results.json). The process of rank
-KILL_RANK sends itself SIGKILL when it starts training step KILL_ITER.
+KILL_RANK sends itself SIGKILL when it starts training step KILL_ITER, once every rank has
+recorded step KILL_ITER - 1 (a barrier there).
 """
 
 import json
@@ -24,6 +25,7 @@ from lastreid import atomic, engine, resume
 from lastreid.fastreid_internals import batch_iterator, set_batch_iterator, step_runner
 
 import dist_tools
+import torch
 
 TRAIN_NET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train_net.py"
@@ -80,6 +82,10 @@ def main(argv):
             pids=[int(p) for p in batch["targets"]],
             weights=weights,
         )
+        if kill and self.iter == kill[1] - 1:
+            # Every rank has recorded the last step before the kill when the killing rank
+            # goes on to kill itself: torchrun's stop of the others cannot overtake a record.
+            torch.distributed.barrier()
 
     engine.Trainer.run_step = recorded_step
     sys.argv = [TRAIN_NET] + args
